@@ -1,0 +1,172 @@
+"""Typed artifacts that pipeline stages hand to each other.
+
+``OnnxModel`` (export) -> ``QdqModel`` (quantize) -> an :class:`~yoloquant.protocols.Engine` (build);
+``CalibrationSet`` feeds the quantizer. They are frozen: a stage never mutates its input.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoloquant._optional import require
+from yoloquant.config import HeadType, Precision
+from yoloquant.errors import ConfigError
+
+__all__ = ["CalibrationSet", "ModelInfo", "OnnxModel", "QdqModel", "file_sha256"]
+
+META_PREFIX = "yoloquant."
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """What a runtime needs to know about a YOLO detector, kept in the ONNX metadata.
+
+    Attributes:
+        names: Class index -> class name.
+        imgsz: Input (height, width).
+        stride: Largest stride of the model (letterbox padding multiple).
+        task: Ultralytics task, ``"detect"``.
+        head: Output head type, which decides how outputs are decoded.
+        input_name: Name of the image input tensor.
+        dynamic_batch: Whether the batch dimension is symbolic.
+    """
+
+    names: dict[int, str]
+    imgsz: tuple[int, int] = (640, 640)
+    stride: int = 32
+    task: str = "detect"
+    head: HeadType = HeadType.DFL
+    input_name: str = "images"
+    dynamic_batch: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def to_metadata(self) -> dict[str, str]:
+        """ONNX metadata_props entries, in the keys and formats Ultralytics uses plus ours."""
+        return {
+            "names": str(self.names),
+            "imgsz": str(list(self.imgsz)),
+            "stride": str(self.stride),
+            "task": self.task,
+            "end2end": str(self.head is HeadType.END2END),
+            f"{META_PREFIX}head": self.head.value,
+        }
+
+    @classmethod
+    def from_onnx(cls, path: Path) -> ModelInfo:
+        """Read the model info from an ONNX file's metadata and graph."""
+        onnx = require("onnx")
+        model = onnx.load(str(path), load_external_data=False)
+        meta = {p.key: p.value for p in model.metadata_props}
+        if "names" not in meta:
+            msg = (
+                f"{path} has no 'names' metadata, so it was not exported by Ultralytics or yoloquant; "
+                "export it with QuantPipeline.from_ultralytics() or `yolo export format=onnx`"
+            )
+            raise ConfigError(msg)
+        names = {int(k): str(v) for k, v in ast.literal_eval(meta["names"]).items()}
+        imgsz = tuple(int(v) for v in ast.literal_eval(meta.get("imgsz", "[640, 640]")))
+        head_value = meta.get(f"{META_PREFIX}head") or ("end2end" if meta.get("end2end") == "True" else "dfl")
+        inp = model.graph.input[0]
+        batch_dim = inp.type.tensor_type.shape.dim[0]
+        return cls(
+            names=names,
+            imgsz=(imgsz[0], imgsz[1]),
+            stride=int(meta.get("stride", 32)),
+            task=meta.get("task", "detect"),
+            head=HeadType(head_value),
+            input_name=inp.name,
+            dynamic_batch=not batch_dim.HasField("dim_value"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxModel:
+    """An ONNX detector on disk plus what we know about it."""
+
+    path: Path
+    info: ModelInfo
+    precision: Precision = Precision.FP32
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> OnnxModel:
+        """Wrap an existing ONNX file exported by Ultralytics or yoloquant."""
+        path = Path(path)
+        if not path.is_file():
+            msg = f"ONNX model {path} does not exist; pass the path of an exported .onnx file"
+            raise ConfigError(msg)
+        return cls(path=path, info=ModelInfo.from_onnx(path))
+
+
+@dataclass(frozen=True, kw_only=True)
+class QdqModel(OnnxModel):
+    """A quantized ONNX model (Q/DQ layout) and how it was made.
+
+    Attributes:
+        source: The float model it was quantized from.
+        quantizer: Name of the quantizer strategy.
+        layout: Target backend the Q/DQ layout was made for.
+        config: The quantizer config as a dict, for the report.
+        quantized_nodes / float_nodes: Node names by op type: what was quantized, what stayed float.
+        seconds: Wall time of calibration + quantization.
+    """
+
+    source: OnnxModel
+    quantizer: str
+    layout: str
+    config: dict[str, Any] = field(default_factory=dict)
+    quantized_nodes: dict[str, list[str]] = field(default_factory=dict)
+    float_nodes: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class CalibrationSet:
+    """Preprocessed calibration images, stored as letterboxed uint8 NCHW RGB.
+
+    Attributes:
+        images: uint8 array ``[N, 3, H, W]`` (RGB, letterboxed like Ultralytics).
+        files: Source image paths, in order.
+        digest: Content hash of the source images and preprocessing (cache key).
+    """
+
+    images: np.ndarray
+    files: tuple[Path, ...]
+    digest: str
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batches(self, batch_size: int = 1) -> list[np.ndarray]:
+        """float32 ``[B, 3, H, W]`` batches scaled to [0, 1], as the model expects."""
+        return [
+            self.images[i : i + batch_size].astype(np.float32) / 255.0 for i in range(0, len(self), batch_size)
+        ]
+
+    def describe(self) -> str:
+        return json.dumps({"images": len(self), "shape": list(self.images.shape), "digest": self.digest[:12]})

@@ -1,0 +1,136 @@
+"""``OrtEngine``: an ONNX Runtime session behind the Engine protocol."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+
+from yoloquant._optional import require
+from yoloquant.artifacts import ModelInfo, OnnxModel
+from yoloquant.config import Backend
+from yoloquant.errors import EngineBuildError, InferenceError
+
+__all__ = ["OrtEngine", "OrtEngineBuilder"]
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {
+    Backend.ONNXRUNTIME: "CPUExecutionProvider",
+    Backend.OPENVINO: "OpenVINOExecutionProvider",
+}
+
+
+def session_options(threads: int | None) -> Any:
+    """Session options for reproducible timing: no intra/inter-op spinning, full graph optimization.
+
+    Spinning threads keep a core busy after a run ends, which distorts interleaved comparisons.
+    """
+    ort = require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
+class OrtEngine:
+    """An ONNX Runtime inference session for one model.
+
+    Example:
+        >>> with OrtEngineBuilder().build(OnnxModel.load("yolov8n.onnx")) as engine:  # doctest: +SKIP
+        ...     outputs = engine.infer(np.zeros((1, 3, 640, 640), np.float32))
+    """
+
+    def __init__(self, session: Any, info: ModelInfo) -> None:
+        self.info = info
+        self._session: Any = session
+        self._input = session.get_inputs()[0]
+        self._output_names = [o.name for o in session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session really uses (ORT falls back silently on some errors)."""
+        return list(self._session.get_providers()) if self._session is not None else []
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run a float32 ``[B, 3, H, W]`` batch in [0, 1]; returns the raw model outputs."""
+        if self._session is None:
+            msg = "engine is closed; build a new one with OrtEngineBuilder().build(model)"
+            raise InferenceError(msg)
+        self._check(batch)
+        try:
+            outputs: list[np.ndarray] = self._session.run(self._output_names, {self._input.name: batch})
+        except Exception as exc:  # onnxruntime raises its own exception types, translated here
+            msg = f"ONNX Runtime failed on a batch of shape {batch.shape}: {exc}"
+            raise InferenceError(msg) from exc
+        return outputs
+
+    def _check(self, batch: np.ndarray) -> None:
+        h, w = self.info.imgsz
+        if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1:] != (3, h, w):
+            msg = f"expected a float32 batch of shape [B, 3, {h}, {w}], got {batch.dtype} {batch.shape}"
+            raise InferenceError(msg)
+        fixed = self._input.shape[0]
+        if isinstance(fixed, int) and batch.shape[0] != fixed:
+            msg = (
+                f"this model was exported for batch {fixed} but got batch {batch.shape[0]}; "
+                "export with dynamic=True to run other batch sizes"
+            )
+            raise InferenceError(msg)
+
+    def close(self) -> None:
+        """Release the session. Safe to call more than once."""
+        self._session = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrtEngineBuilder:
+    """Builds :class:`OrtEngine` sessions on the CPU or OpenVINO execution provider.
+
+    Attributes:
+        backend: ``onnxruntime`` (CPU EP) or ``openvino`` (OpenVINO EP, needs ``onnxruntime-openvino``).
+        threads: Intra-op threads; None lets ONNX Runtime use one per core.
+    """
+
+    backend: Backend = Backend.ONNXRUNTIME
+    threads: int | None = None
+    name: str = "onnxruntime"
+
+    def build(self, model: OnnxModel) -> OrtEngine:
+        ort = require("onnxruntime")
+        provider = _PROVIDERS.get(self.backend)
+        if provider is None:
+            msg = f"OrtEngineBuilder runs onnxruntime or openvino, not {self.backend!r}"
+            raise EngineBuildError(msg, artifact=model.path)
+        if provider not in ort.get_available_providers():
+            msg = (
+                f"{provider} is not available in this ONNX Runtime build (has {ort.get_available_providers()}); "
+                'for OpenVINO: pip uninstall onnxruntime && pip install "yoloquant[openvino]"'
+            )
+            raise EngineBuildError(msg, artifact=model.path)
+        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(
+                str(model.path), sess_options=session_options(self.threads), providers=providers
+            )
+        except Exception as exc:  # onnxruntime's own exception types
+            msg = f"ONNX Runtime could not load {model.path}: {exc}"
+            raise EngineBuildError(msg, artifact=model.path) from exc
+        if session.get_providers()[0] != provider:
+            log.warning("%s fell back to %s for %s", provider, session.get_providers(), model.path)
+        return OrtEngine(session, model.info)

@@ -1,0 +1,88 @@
+"""The whole yoloquant exception tree.
+
+::
+
+    YoloQuantError
+    ├── ConfigError (ValueError)            bad option or combination
+    ├── MissingDependencyError (ImportError) an optional extra is not installed
+    ├── DataError                           unreadable image, empty dataset, bad label line
+    └── StageError (.stage, .artifact)      a pipeline stage failed
+        ├── ExportError
+        ├── QuantizationError
+        ├── EngineBuildError
+        └── InferenceError
+
+Every message says what failed, the value it got, and how to fix it. Backend exceptions are
+translated at the boundary with ``raise QuantizationError(msg) from exc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "EngineBuildError",
+    "ExportError",
+    "InferenceError",
+    "MissingDependencyError",
+    "QuantizationError",
+    "StageError",
+    "YoloQuantError",
+]
+
+
+class YoloQuantError(Exception):
+    """Base class of every error yoloquant raises on purpose."""
+
+
+class ConfigError(YoloQuantError, ValueError):
+    """An option, or a combination of options, is invalid."""
+
+
+class MissingDependencyError(YoloQuantError, ImportError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+
+class DataError(YoloQuantError):
+    """Input data is unusable: missing or corrupt image, empty folder, bad label line."""
+
+
+class StageError(YoloQuantError):
+    """A pipeline stage failed.
+
+    Attributes:
+        stage: Name of the stage ("export", "quantize", "build", "infer").
+        artifact: The file the stage was working on, when there is one.
+    """
+
+    stage: str = "stage"
+
+    def __init__(self, message: str, *, artifact: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.artifact = Path(artifact) if artifact is not None else None
+
+
+class ExportError(StageError):
+    """Exporting the model to ONNX failed."""
+
+    stage = "export"
+
+
+class QuantizationError(StageError):
+    """Calibrating or quantizing the model failed."""
+
+    stage = "quantize"
+
+
+class EngineBuildError(StageError):
+    """Building an inference engine failed."""
+
+    stage = "build"
+
+
+class InferenceError(StageError):
+    """Running an engine failed, or it got input it cannot run."""
+
+    stage = "infer"

@@ -45,4 +45,4 @@ def require(module: str) -> ModuleType:
 
 def available(module: str) -> bool:
     """Whether ``module`` can be imported, without importing it."""
-    return importlib.util.find_spec(module.split(".")[0]) is not None
+    return importlib.util.find_spec(module.split(".", maxsplit=1)[0]) is not None

@@ -47,7 +47,7 @@ class ModelInfo:
         dynamic_batch: Whether the batch dimension is symbolic.
     """
 
-    names: dict[int, str]
+    names: dict[int, str] = field(repr=False)
     imgsz: tuple[int, int] = (640, 640)
     stride: int = 32
     task: str = "detect"

@@ -1,0 +1,102 @@
+"""Letterbox preprocessing identical to what ``yolo val`` feeds a static ONNX model.
+
+Ultralytics' validation dataset first resizes the long side to ``imgsz`` (``BaseDataset.load_image``:
+``ceil`` of each side, capped at ``imgsz``, bilinear), then ``LetterBox(scaleup=False, center=True)``
+pads to ``imgsz x imgsz`` with gray 114 (``round(d - 0.1)`` before, ``round(d + 0.1)`` after), then BGR -> RGB.
+Boxes go back with the gains and padding the validator passes to ``ops.scale_boxes`` as ``ratio_pad``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from yoloquant._optional import require
+
+__all__ = ["PREPROCESS_VERSION", "LetterboxMeta", "preprocess", "scale_boxes"]
+
+# Bump when the pixels preprocess() produces change; it is part of the calibration cache key.
+PREPROCESS_VERSION = "ultralytics-8.4-val-letterbox-v1"
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class LetterboxMeta:
+    """How an image was mapped into the model input.
+
+    Attributes:
+        shape: Original image (height, width).
+        gain: (gain_y, gain_x): resized size / original size per axis.
+        pad: (left, top) padding in input pixels.
+    """
+
+    shape: tuple[int, int]
+    gain: tuple[float, float]
+    pad: tuple[int, int]
+
+
+def _resize_long_side(image: np.ndarray, imgsz: int) -> np.ndarray:
+    cv2 = require("cv2")
+    h0, w0 = image.shape[:2]
+    r = imgsz / max(h0, w0)
+    if r == 1:
+        return image
+    w, h = min(math.ceil(w0 * r), imgsz), min(math.ceil(h0 * r), imgsz)
+    return np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
+
+
+def preprocess(image_bgr: np.ndarray, imgsz: int) -> tuple[np.ndarray, LetterboxMeta]:
+    """Letterbox one BGR image into a uint8 RGB ``[3, imgsz, imgsz]`` model input.
+
+    Args:
+        image_bgr: uint8 ``[H, W, 3]`` as :func:`~yoloquant.data.images.read_image` returns it.
+        imgsz: Square model input size.
+
+    Returns:
+        The CHW RGB uint8 input and the :class:`LetterboxMeta` to map boxes back.
+
+    Example:
+        >>> img, meta = preprocess(np.zeros((480, 640, 3), np.uint8), 640)  # doctest: +SKIP
+        >>> img.shape, meta.pad
+        ((3, 640, 640), (0, 80))
+    """
+    cv2 = require("cv2")
+    h0, w0 = image_bgr.shape[:2]
+    resized = _resize_long_side(image_bgr, imgsz)
+    h1, w1 = resized.shape[:2]
+    # LetterBox(scaleup=False): a ratio of at most 1 after load_image, so usually no second resize.
+    r = min(imgsz / h1, imgsz / w1, 1.0)
+    new_w, new_h = max(round(w1 * r), 1), max(round(h1 * r), 1)
+    if (w1, h1) != (new_w, new_h):
+        resized = cv2.resize(resized, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    dw, dh = (imgsz - new_w) / 2, (imgsz - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    padded = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    chw = np.ascontiguousarray(padded.transpose(2, 0, 1)[::-1])
+    meta = LetterboxMeta(shape=(h0, w0), gain=(h1 / h0 * r, w1 / w0 * r), pad=(left, top))
+    return chw, meta
+
+
+def scale_boxes(boxes_xyxy: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
+    """Map xyxy boxes from model-input pixels back to original-image pixels, clipped to the image.
+
+    Mirrors ``ultralytics.utils.ops.scale_boxes`` with the ``ratio_pad`` the validator passes.
+
+    Example:
+        >>> meta = LetterboxMeta(shape=(480, 640), gain=(1.0, 1.0), pad=(0, 80))
+        >>> scale_boxes(np.array([[0.0, 80.0, 10.0, 90.0]]), meta).tolist()
+        [[0.0, 0.0, 10.0, 10.0]]
+    """
+    out = np.array(boxes_xyxy, dtype=np.float32, copy=True).reshape(-1, 4)
+    gain_y, gain_x = meta.gain
+    left, top = meta.pad
+    out[:, [0, 2]] = (out[:, [0, 2]] - left) / gain_x
+    out[:, [1, 3]] = (out[:, [1, 3]] - top) / gain_y
+    h, w = meta.shape
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+    return out

@@ -1,0 +1,35 @@
+"""Pass an existing ONNX file through, after checking it carries the metadata we need."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from yoloquant.artifacts import ModelInfo, OnnxModel
+from yoloquant.errors import ExportError
+
+__all__ = ["OnnxFileExporter"]
+
+
+@dataclass(frozen=True)
+class OnnxFileExporter:
+    """An "exporter" for a model that is already ONNX: copies it into the run directory.
+
+    The file must have been exported by Ultralytics or yoloquant (it needs the ``names`` metadata).
+
+    Example:
+        >>> OnnxFileExporter().export(Path("yolov8n.onnx"), Path("runs/x"))  # doctest: +SKIP
+    """
+
+    def export(self, source: Path, out_dir: Path) -> OnnxModel:
+        if not source.is_file():
+            msg = f"model file {source} does not exist; pass the path of a .pt or .onnx YOLO model"
+            raise ExportError(msg, artifact=source)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{source.stem}-fp32.onnx"
+        if source.resolve() != target.resolve():
+            tmp = target.with_suffix(".onnx.tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)
+        return OnnxModel(path=target, info=ModelInfo.from_onnx(target))

@@ -1,0 +1,148 @@
+"""Find YOLO structure in an ONNX graph: the head's output convs, the decode path, the first conv.
+
+Everything is derived from the graph's structure, never from Ultralytics' node names, so it works on
+YOLOv8, YOLO11 and YOLO26 of any size (and on models re-exported under other names).
+
+The decode path is every node between the graph outputs and the last feature convs: reshapes and
+concats of the raw head outputs, the DFL (softmax + the fixed 1-output-channel projection conv), the
+anchor arithmetic that turns distances into pixel boxes, the class sigmoid, and for end-to-end heads
+the top-k selection. Its tensors mix box pixels (0-640) with class scores (0-1), so a single 8-bit
+scale over them destroys the scores: it has to stay float.
+
+Example:
+    >>> head = find_head(onnx.load("yolov8n.onnx"))  # doctest: +SKIP
+    >>> len(head.output_convs), "Softmax" in head.decode_ops  # doctest: +SKIP
+    (6, True)
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "QDQ_OPS",
+    "HeadNodes",
+    "classify_qdq_nodes",
+    "find_head",
+    "first_convs",
+    "group_by_op",
+    "match_nodes",
+]
+
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+@dataclass(frozen=True)
+class HeadNodes:
+    """Node names of a detector's head, found by walking back from the graph outputs.
+
+    Attributes:
+        output_convs: The last feature convs: the box (cv2.*.2) and class (cv3.*.2) output convs.
+        decode: Every node after them up to the graph outputs, DFL and anchor decode included.
+        decode_ops: op_type of each decode node, in the same order.
+    """
+
+    output_convs: tuple[str, ...]
+    decode: tuple[str, ...]
+    decode_ops: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """The output convs and the decode path together."""
+        return self.output_convs + self.decode
+
+
+def _producers(graph: Any) -> dict[str, Any]:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _initializers(graph: Any) -> dict[str, Any]:
+    return {init.name: init for init in graph.initializer}
+
+
+def _is_dfl_conv(node: Any, producers: Mapping[str, Any]) -> bool:
+    """The DFL projection: a bias-free conv fed by a Softmax (it turns bin probabilities into a distance)."""
+    if node.op_type != "Conv" or len(node.input) > 2:
+        return False
+    src = producers.get(node.input[0])
+    while src is not None and src.op_type in ("Transpose", "Reshape"):
+        src = producers.get(src.input[0])
+    return src is not None and src.op_type == "Softmax"
+
+
+def find_head(model: Any) -> HeadNodes:
+    """Walk back from every graph output and stop at the first feature conv on each path.
+
+    Args:
+        model: An ``onnx.ModelProto`` of a float YOLO detector.
+
+    Returns:
+        The head's output convs and the decode nodes, in graph order.
+    """
+    graph = model.graph
+    producers = _producers(graph)
+    convs: set[str] = set()
+    decode: set[str] = set()
+    stack = [producers[o.name] for o in graph.output if o.name in producers]
+    while stack:
+        node = stack.pop()
+        if node.name in convs or node.name in decode:
+            continue
+        if node.op_type in _WEIGHTED_OPS and not _is_dfl_conv(node, producers):
+            convs.add(node.name)
+            continue
+        decode.add(node.name)
+        stack.extend(producers[i] for i in node.input if i in producers)
+    order = [n for n in graph.node if n.name in decode]
+    return HeadNodes(
+        output_convs=tuple(n.name for n in graph.node if n.name in convs),
+        decode=tuple(n.name for n in order),
+        decode_ops=tuple(n.op_type for n in order),
+    )
+
+
+def first_convs(model: Any) -> tuple[str, ...]:
+    """Names of the convs that read a graph input directly (the stem conv)."""
+    inputs = {i.name for i in model.graph.input}
+    return tuple(n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs)
+
+
+def match_nodes(model: Any, patterns: Iterable[str]) -> tuple[str, ...]:
+    """Names of the nodes whose name matches any of the regexes (``re.search``)."""
+    compiled = [re.compile(p) for p in patterns]
+    return tuple(n.name for n in model.graph.node if any(c.search(n.name) for c in compiled))
+
+
+def group_by_op(model: Any, names: Iterable[str]) -> dict[str, list[str]]:
+    """``{op_type: [node names]}`` for the given names, in graph order."""
+    wanted = set(names)
+    out: dict[str, list[str]] = defaultdict(list)
+    for node in model.graph.node:
+        if node.name in wanted:
+            out[node.op_type].append(node.name)
+    return dict(out)
+
+
+def classify_qdq_nodes(model: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Split a Q/DQ model's compute nodes into quantized and float ones, by op type.
+
+    A node counts as quantized when its data input comes through a DequantizeLinear (and, for convs
+    and matmuls, its weight too): that is the pattern ONNX Runtime fuses into an integer kernel.
+    Q/DQ nodes themselves and constant nodes are in neither map.
+    """
+    graph = model.graph
+    producers = _producers(graph)
+    quantized: dict[str, list[str]] = defaultdict(list)
+    floats: dict[str, list[str]] = defaultdict(list)
+    for node in graph.node:
+        if node.op_type in QDQ_OPS or node.op_type == "Constant" or not node.input:
+            continue
+        data = [node.input[0]] + (list(node.input[1:2]) if node.op_type in _WEIGHTED_OPS else [])
+        dq = all(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in data)
+        (quantized if dq else floats)[node.op_type].append(node.name)
+    return dict(quantized), dict(floats)

@@ -1,0 +1,175 @@
+"""``VariantResult`` and ``PipelineResult``: the numbers of a run, as data.
+
+``report.json`` is a stable contract read by other tools (see docs/report-format.md): a list
+``variants`` with ``name``, ``precision``, ``backend``, ``map50_95``, ``map50``, ``latency_ms``
+(``batch``, ``p50``, ``p90``, ``p99``), ``speedup_vs_fp32``, ``size_bytes``, ``model_path``; plus
+``config``, ``versions`` and ``inputs`` (hashes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yoloquant._io import atomic_write_text
+from yoloquant.bench.latency import LatencyResult
+from yoloquant.errors import ConfigError
+from yoloquant.report.render import render_html, render_markdown, render_table
+
+__all__ = ["REPORT_SCHEMA_VERSION", "PipelineResult", "VariantResult"]
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class VariantResult:
+    """One model variant of a run (FP32 baseline, INT8, ...) and what was measured on it."""
+
+    name: str
+    precision: str
+    backend: str
+    model_path: str
+    size_bytes: int
+    providers: tuple[str, ...] = ()
+    map50_95: float | None = None
+    map50: float | None = None
+    latency: tuple[LatencyResult, ...] = ()
+    speedup_vs_fp32: dict[int, float] = field(default_factory=dict)
+    quantization: dict[str, Any] | None = None
+    eval_seconds: float | None = None
+    warnings: tuple[str, ...] = ()
+
+    def latency_at(self, batch: int) -> LatencyResult | None:
+        return next((r for r in self.latency if r.batch == batch), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.latency[0] if self.latency else None
+        return {
+            "name": self.name,
+            "precision": self.precision,
+            "backend": self.backend,
+            "providers": list(self.providers),
+            "map50_95": self.map50_95,
+            "map50": self.map50,
+            "latency_ms": first.to_dict() if first else None,
+            "speedup_vs_fp32": self.speedup_vs_fp32.get(first.batch) if first else None,
+            "latency_by_batch": [
+                {**r.to_dict(), "speedup_vs_fp32": self.speedup_vs_fp32.get(r.batch)} for r in self.latency
+            ],
+            "size_bytes": self.size_bytes,
+            "model_path": self.model_path,
+            "quantization": self.quantization,
+            "eval_seconds": self.eval_seconds,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VariantResult:
+        by_batch = data.get("latency_by_batch") or []
+        return cls(
+            name=data["name"],
+            precision=data["precision"],
+            backend=data["backend"],
+            model_path=data["model_path"],
+            size_bytes=int(data["size_bytes"]),
+            providers=tuple(data.get("providers", ())),
+            map50_95=data.get("map50_95"),
+            map50=data.get("map50"),
+            latency=tuple(LatencyResult.from_dict(r) for r in by_batch),
+            speedup_vs_fp32={
+                int(r["batch"]): float(r["speedup_vs_fp32"]) for r in by_batch if r.get("speedup_vs_fp32")
+            },
+            quantization=data.get("quantization"),
+            eval_seconds=data.get("eval_seconds"),
+            warnings=tuple(data.get("warnings", ())),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PipelineResult:
+    """Everything a run measured, with its config, package versions and input hashes.
+
+    Example:
+        >>> result = PipelineResult.load("runs/yolov8n-int8/report.json")  # doctest: +SKIP
+        >>> print(result.table())  # doctest: +SKIP
+    """
+
+    variants: tuple[VariantResult, ...]
+    config: dict[str, Any]
+    versions: dict[str, str]
+    inputs: dict[str, Any]
+    out_dir: str
+    created: str
+    seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def baseline(self) -> VariantResult:
+        return self.variants[0]
+
+    def variant(self, name: str) -> VariantResult:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        msg = f"no variant named {name!r}; this run has {[v.name for v in self.variants]}"
+        raise ConfigError(msg)
+
+    def table(self) -> str:
+        """Plain-text table: FP32 baseline vs each variant (mAP, delta, latency, speedup, size)."""
+        return render_table(self)
+
+    def to_markdown(self) -> str:
+        return render_markdown(self)
+
+    def _repr_html_(self) -> str:
+        return render_html(self)
+
+    def __repr__(self) -> str:
+        names = ", ".join(v.name for v in self.variants)
+        return f"PipelineResult(variants=[{names}], out_dir={self.out_dir!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "created": self.created,
+            "seconds": round(self.seconds, 2),
+            "out_dir": self.out_dir,
+            "variants": [v.to_dict() for v in self.variants],
+            "config": self.config,
+            "versions": self.versions,
+            "inputs": self.inputs,
+            "warnings": list(self.warnings),
+        }
+
+    def save(self, out_dir: Path | str | None = None) -> Path:
+        """Write ``report.json`` and ``report.md`` atomically; returns the json path."""
+        folder = Path(out_dir if out_dir is not None else self.out_dir)
+        atomic_write_text(folder / "report.md", self.to_markdown())
+        # report.json last: its presence marks a complete run
+        path = folder / "report.json"
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> PipelineResult:
+        """Read a ``report.json`` (or the run folder holding one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "report.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            msg = f"cannot read report {path}: {exc}; pass a report.json written by yoloquant"
+            raise ConfigError(msg) from exc
+        return cls(
+            variants=tuple(VariantResult.from_dict(v) for v in data["variants"]),
+            config=data["config"],
+            versions=data["versions"],
+            inputs=data["inputs"],
+            out_dir=data["out_dir"],
+            created=data["created"],
+            seconds=float(data.get("seconds", 0.0)),
+            warnings=tuple(data.get("warnings", ())),
+        )

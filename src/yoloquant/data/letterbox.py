@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -48,12 +49,32 @@ def _resize_long_side(image: np.ndarray, imgsz: int) -> np.ndarray:
     return np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
 
 
-def preprocess(image_bgr: np.ndarray, imgsz: int) -> tuple[np.ndarray, LetterboxMeta]:
+def _letterbox(image: np.ndarray, imgsz: int, *, scaleup: bool) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """Ultralytics ``LetterBox(center=True, auto=False)``: returns the padded HWC image, its gain and pad."""
+    cv2 = require("cv2")
+    h, w = image.shape[:2]
+    r = min(imgsz / h, imgsz / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    if (w, h) != (new_w, new_h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    dw, dh = (imgsz - new_w) / 2, (imgsz - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    return np.asarray(padded), (new_h / h, new_w / w), (left, top)
+
+
+def preprocess(image_bgr: np.ndarray, imgsz: int, *, mode: Literal["val", "predict"] = "val") -> tuple[np.ndarray, LetterboxMeta]:
     """Letterbox one BGR image into a uint8 RGB ``[3, imgsz, imgsz]`` model input.
 
     Args:
         image_bgr: uint8 ``[H, W, 3]`` as :func:`~yoloquant.data.images.read_image` returns it.
         imgsz: Square model input size.
+        mode: ``"val"`` reproduces ``yolo val`` (long side to imgsz with ``ceil``, then letterbox);
+            ``"predict"`` reproduces ``yolo predict`` (one letterbox resize with ``round``). They differ
+            only for images whose long side is not ``imgsz``, by at most one pixel of resized size.
 
     Returns:
         The CHW RGB uint8 input and the :class:`LetterboxMeta` to map boxes back.
@@ -63,22 +84,16 @@ def preprocess(image_bgr: np.ndarray, imgsz: int) -> tuple[np.ndarray, Letterbox
         >>> img.shape, meta.pad
         ((3, 640, 640), (0, 80))
     """
-    cv2 = require("cv2")
     h0, w0 = image_bgr.shape[:2]
-    resized = _resize_long_side(image_bgr, imgsz)
-    h1, w1 = resized.shape[:2]
-    # LetterBox(scaleup=False): a ratio of at most 1 after load_image, so usually no second resize.
-    r = min(imgsz / h1, imgsz / w1, 1.0)
-    new_w, new_h = max(round(w1 * r), 1), max(round(h1 * r), 1)
-    if (w1, h1) != (new_w, new_h):
-        resized = cv2.resize(resized, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    dw, dh = (imgsz - new_w) / 2, (imgsz - new_h) / 2
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
-    padded = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    if mode == "val":
+        resized = _resize_long_side(image_bgr, imgsz)
+        h1, w1 = resized.shape[:2]
+        padded, (gy, gx), pad = _letterbox(resized, imgsz, scaleup=False)
+        gain = (h1 / h0 * gy, w1 / w0 * gx)
+    else:
+        padded, gain, pad = _letterbox(image_bgr, imgsz, scaleup=True)
     chw = np.ascontiguousarray(padded.transpose(2, 0, 1)[::-1])
-    meta = LetterboxMeta(shape=(h0, w0), gain=(h1 / h0 * r, w1 / w0 * r), pad=(left, top))
-    return chw, meta
+    return chw, LetterboxMeta(shape=(h0, w0), gain=gain, pad=pad)
 
 
 def scale_boxes(boxes_xyxy: np.ndarray, meta: LetterboxMeta) -> np.ndarray:

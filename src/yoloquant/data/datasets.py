@@ -1,0 +1,220 @@
+"""``Dataset``: images (+ ground truth) from an image folder, an Ultralytics yaml or a COCO json.
+
+Example:
+    >>> ds = load_dataset("assets/coco64.yaml")  # doctest: +SKIP
+    >>> len(ds.select(16).images)  # doctest: +SKIP
+    16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yoloquant._optional import require
+from yoloquant.data.coco_json import read_coco_json
+from yoloquant.data.images import image_size, is_image, list_images
+from yoloquant.data.labels import GroundTruth, label_path_for, read_yolo_labels
+from yoloquant.errors import DataError
+
+__all__ = ["Dataset", "load_dataset"]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """An ordered set of images, optionally with ground truth.
+
+    Attributes:
+        images: Image paths in a deterministic (sorted) order.
+        labels: Ground truth per image, or None when the source has no labels.
+        names: Class index -> name, when the source defines them.
+        source: What the dataset was loaded from (for reports).
+        coco_json: The COCO json it came from, so evaluation can score against it directly.
+        image_ids: COCO image id of each image (COCO json datasets only).
+        category_ids: Class index -> COCO category id (COCO json datasets only).
+    """
+
+    images: tuple[Path, ...]
+    labels: tuple[GroundTruth, ...] | None = None
+    names: dict[int, str] | None = None
+    source: str = ""
+    coco_json: Path | None = None
+    image_ids: tuple[int, ...] | None = None
+    category_ids: dict[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def select(self, num: int | None, offset: int = 0) -> Dataset:
+        """The images ``offset .. offset + num`` (all from ``offset`` when ``num`` is None).
+
+        Raises:
+            DataError: If the dataset has fewer images than asked for.
+
+        Example:
+            >>> Dataset(images=(Path("a.jpg"), Path("b.jpg"))).select(1, offset=1).images
+            (PosixPath('b.jpg'),)
+        """
+        if offset < 0 or (num is not None and num < 1):
+            msg = f"select needs num >= 1 (or None) and offset >= 0, got num={num}, offset={offset}"
+            raise DataError(msg)
+        stop = len(self) if num is None else offset + num
+        if stop > len(self) or offset >= len(self):
+            msg = (
+                f"asked for {num if num is not None else 'all'} image(s) from offset {offset}, but {self.source or 'the dataset'} "
+                f"has {len(self)} images; lower num_images / offset"
+            )
+            raise DataError(msg)
+        window = slice(offset, stop)
+        return dataclasses.replace(
+            self,
+            images=self.images[window],
+            labels=self.labels[window] if self.labels is not None else None,
+            image_ids=self.image_ids[window] if self.image_ids is not None else None,
+        )
+
+
+def load_dataset(
+    spec: str | Path,
+    *,
+    split: str = "val",
+    names: dict[int, str] | None = None,
+    images_dir: str | Path | None = None,
+    labels: bool = True,
+) -> Dataset:
+    """Load a dataset from an image folder, an Ultralytics dataset yaml or a COCO json.
+
+    Args:
+        spec: A folder of images (labels from the sibling ``labels/`` folder when there is one), a
+            ``.yaml`` in Ultralytics' format, or a COCO ``instances_*.json``.
+        split: The yaml key to read (``val``, ``train``, ``test``).
+        names: The model's class names: checks yolo class ids and maps COCO categories by name.
+        images_dir: The images of a COCO json, when not found by convention.
+        labels: Read ground truth; False skips it (enough for calibration, and faster).
+
+    Raises:
+        DataError: If the source or anything it points to is missing or malformed.
+
+    Example:
+        >>> ds = load_dataset("assets/coco64/images")  # doctest: +SKIP
+        >>> ds.labels is not None  # doctest: +SKIP
+        True
+    """
+    path = Path(spec).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return _load_yaml(path, split, names, labels)
+    if suffix == ".json":
+        return _load_coco(path, names, images_dir, labels)
+    if path.is_dir():
+        return _from_images(list_images(path), names, labels, source=str(path))
+    msg = f"dataset {path} is not an image folder, a .yaml or a COCO .json (or it does not exist)"
+    raise DataError(msg)
+
+
+def _load_coco(path: Path, names: dict[int, str] | None, images_dir: str | Path | None, labels: bool) -> Dataset:
+    if not path.is_file():
+        msg = f"COCO json {path} does not exist"
+        raise DataError(msg)
+    coco = read_coco_json(path, Path(images_dir) if images_dir is not None else None, names)
+    return Dataset(
+        images=coco.images,
+        labels=coco.labels if labels else None,
+        names=coco.names,
+        source=str(path),
+        coco_json=path.resolve(),
+        image_ids=coco.image_ids,
+        category_ids=coco.category_ids,
+    )
+
+
+def _from_images(files: list[Path], names: dict[int, str] | None, labels: bool, source: str) -> Dataset:
+    label_files = [label_path_for(f) for f in files]
+    if not labels or not any(lf.parent.is_dir() for lf in label_files):
+        return Dataset(images=tuple(files), names=names, source=source)
+    num_classes = len(names) if names else None
+    gts = tuple(read_yolo_labels(lf, image_size(f), num_classes) for f, lf in zip(files, label_files, strict=True))
+    return Dataset(images=tuple(files), labels=gts, names=names, source=source)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    yaml = require("yaml")
+    if not path.is_file():
+        msg = f"dataset yaml {path} does not exist"
+        raise DataError(msg)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        msg = f"cannot parse dataset yaml {path}: {exc}"
+        raise DataError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"dataset yaml {path} is not a mapping with keys like 'path', 'val' and 'names'"
+        raise DataError(msg)
+    return data
+
+
+def _yaml_names(data: dict[str, Any], path: Path) -> dict[int, str] | None:
+    raw = data.get("names")
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        return dict(enumerate(str(n) for n in raw))
+    if isinstance(raw, dict):
+        return {int(k): str(v) for k, v in raw.items()}
+    msg = f"{path}: 'names' must be a list or a mapping of class index to name, got {type(raw).__name__}"
+    raise DataError(msg)
+
+
+def _yaml_root(data: dict[str, Any], path: Path) -> Path:
+    """Ultralytics' rule: ``path`` if given (absolute, or relative to the cwd), else the yaml's folder."""
+    if not data.get("path"):
+        return path.resolve().parent
+    root = Path(str(data["path"])).expanduser()
+    if root.is_absolute() or root.exists():
+        return root.resolve()
+    beside = path.resolve().parent / root
+    return beside if beside.exists() else root.resolve()
+
+
+def _resolve_entry(root: Path, entry: str) -> Path:
+    target = (root / entry).resolve()
+    if not target.exists() and entry.startswith("../"):
+        target = (root / entry[3:]).resolve()
+    return target
+
+
+def _images_of(target: Path, where: str) -> list[Path]:
+    if target.is_dir():
+        return list_images(target)
+    if target.is_file() and target.suffix.lower() == ".txt":
+        lines = [x.strip() for x in target.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+        files = [target.parent / x[2:] if x.startswith("./") else Path(x) for x in lines]
+        files = [f if f.is_absolute() or f.exists() else target.parent / f for f in files]
+        return [f for f in files if is_image(f)]
+    if target.is_file() and is_image(target):
+        return [target]
+    msg = f"{where} points to {target}, which does not exist; fix the yaml's 'path' or this key"
+    raise DataError(msg)
+
+
+def _load_yaml(path: Path, split: str, names: dict[int, str] | None, labels: bool) -> Dataset:
+    data = _read_yaml(path)
+    value = data.get(split)
+    if not value:
+        msg = f"{path} has no '{split}' key (has: {sorted(data)}); pass split=... or add it"
+        raise DataError(msg)
+    root = _yaml_root(data, path)
+    entries = value if isinstance(value, list) else [value]
+    files: list[Path] = []
+    for entry in entries:
+        files += _images_of(_resolve_entry(root, str(entry)), f"{path} key '{split}'")
+    if not files:
+        msg = f"{path} key '{split}' lists no images"
+        raise DataError(msg)
+    files = sorted(set(files), key=str)
+    yaml_names = _yaml_names(data, path)
+    source = f"{path}[{split}]"
+    return _from_images(files, names if names is not None else yaml_names, labels, source)
+

@@ -1,0 +1,231 @@
+"""``QuantPipeline``: an immutable, lazy, fluent plan of a quantization run.
+
+Each step returns a new pipeline (``dataclasses.replace``); nothing runs before :meth:`run`, which
+checks that the plan is complete and its inputs exist before doing any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yoloquant.config import Backend, BenchConfig, CalibMethod, EvalConfig, ExportConfig, Precision, parse_enum
+from yoloquant.errors import ConfigError
+from yoloquant.protocols import Quantizer
+from yoloquant.report.result import PipelineResult
+
+__all__ = ["CalibrationPlan", "EvalPlan", "QuantPipeline", "VariantPlan"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationPlan:
+    """Where calibration images come from: a folder, dataset yaml or COCO json, and which N."""
+
+    source: Path
+    num_images: int = 64
+    offset: int = 0
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.num_images < 1 or self.offset < 0:
+            msg = f"calibration needs num_images >= 1 and offset >= 0, got {self.num_images} and {self.offset}"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantPlan:
+    """One model variant to produce: precision, the backend that runs it, the quantizer that makes it."""
+
+    precision: Precision
+    backend: Backend = Backend.ONNXRUNTIME
+    quantizer: Quantizer | None = None
+
+    @property
+    def name(self) -> str:
+        return self.precision.value if self.backend is Backend.ONNXRUNTIME else f"{self.precision}-{self.backend}"
+
+    def describe(self) -> str:
+        how = f" via {self.quantizer.name}" if self.quantizer is not None else ""
+        return f"{self.name}: {self.precision} on {self.backend}{how}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalPlan:
+    """Where evaluation images and labels come from, which of them, and the COCO eval settings."""
+
+    source: Path
+    split: str = "val"
+    offset: int = 0
+    config: EvalConfig = field(default_factory=EvalConfig)
+
+
+BASELINE = VariantPlan(precision=Precision.FP32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantPipeline:
+    """A plan: export -> calibrate -> quantize -> build -> evaluate -> benchmark -> report.
+
+    The FP32 model on ONNX Runtime's CPU provider is always the first variant, the baseline every
+    other variant is compared with.
+
+    Example:
+        >>> from yoloquant import QuantPipeline
+        >>> plan = (
+        ...     QuantPipeline.from_ultralytics("assets/weights/yolov8n.pt", imgsz=640)
+        ...     .calibrate("assets/coco64/images", num_images=32)
+        ...     .quantize("int8", backend="onnxruntime")
+        ...     .evaluate("assets/coco64.yaml", num_images=32, offset=32)
+        ...     .benchmark(batch_sizes=(1,))
+        ... )
+        >>> result = plan.run("runs/yolov8n-int8")  # doctest: +SKIP
+        >>> print(result.table())  # doctest: +SKIP
+    """
+
+    model: Path
+    export_config: ExportConfig = field(default_factory=ExportConfig)
+    calibration: CalibrationPlan | None = None
+    variants: tuple[VariantPlan, ...] = (BASELINE,)
+    evaluation: EvalPlan | None = None
+    bench: BenchConfig | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_ultralytics(
+        cls, model: str | Path, *, imgsz: int = 640, opset: int = 17, dynamic: bool = False
+    ) -> QuantPipeline:
+        """Start from an Ultralytics ``.pt`` checkpoint, exported to ONNX at ``run()``."""
+        return cls(model=Path(model), export_config=ExportConfig(imgsz=imgsz, opset=opset, dynamic=dynamic))
+
+    @classmethod
+    def from_onnx(cls, model: str | Path) -> QuantPipeline:
+        """Start from an ONNX file exported by Ultralytics or yoloquant (its metadata is needed)."""
+        return cls(model=Path(model))
+
+    def calibrate(
+        self, source: str | Path, *, num_images: int = 64, offset: int = 0, split: str = "train"
+    ) -> QuantPipeline:
+        """Calibrate on ``num_images`` images (sorted by name, from ``offset``) of a folder, yaml or json."""
+        plan = CalibrationPlan(source=Path(source), num_images=num_images, offset=offset, split=split)
+        return dataclasses.replace(self, calibration=plan)
+
+    def quantize(
+        self,
+        precision: str | Precision = Precision.INT8,
+        *,
+        backend: str | Backend = Backend.ONNXRUNTIME,
+        quantizer: Quantizer | None = None,
+        calibration: str | CalibMethod | None = None,
+    ) -> QuantPipeline:
+        """Add a variant. Call again to add more (e.g. the same INT8 model on the OpenVINO provider).
+
+        Args:
+            precision: ``int8`` (quantized) or ``fp32`` (the float model on another backend).
+            backend: ``onnxruntime`` (CPU provider) or ``openvino`` (ONNX Runtime's OpenVINO provider).
+            quantizer: A Quantizer object; the default is the ONNX Runtime static INT8 quantizer.
+            calibration: Calibration method of the default quantizer: minmax, entropy or percentile.
+        """
+        from yoloquant.quantize import default_quantizer
+
+        prec = parse_enum(Precision, precision, option="precision")
+        back = parse_enum(Backend, backend, option="backend")
+        if back is Backend.TENSORRT:
+            msg = "the TensorRT backend is not available yet; use backend='onnxruntime' or 'openvino'"
+            raise ConfigError(msg)
+        if prec is Precision.FP32:
+            if quantizer is not None or calibration is not None:
+                msg = "an fp32 variant is not quantized: drop quantizer= and calibration="
+                raise ConfigError(msg)
+        elif quantizer is None:
+            method = parse_enum(CalibMethod, calibration, option="calibration") if calibration else None
+            quantizer = default_quantizer(prec, back, method)
+        variant = VariantPlan(precision=prec, backend=back, quantizer=quantizer)
+        if any(v.name == variant.name for v in self.variants):
+            msg = f"the plan already has a variant {variant.name!r}; pass another backend or precision"
+            raise ConfigError(msg)
+        return dataclasses.replace(self, variants=(*self.variants, variant))
+
+    def evaluate(
+        self,
+        source: str | Path,
+        *,
+        split: str = "val",
+        num_images: int | None = None,
+        offset: int = 0,
+        conf: float = 0.001,
+        iou: float = 0.7,
+        max_det: int = 300,
+    ) -> QuantPipeline:
+        """Measure COCO mAP50-95 / mAP50 of every variant (``yolo val`` settings by default)."""
+        config = EvalConfig(conf=conf, iou=iou, max_det=max_det, num_images=num_images)
+        plan = EvalPlan(source=Path(source), split=split, offset=offset, config=config)
+        return dataclasses.replace(self, evaluation=plan)
+
+    def benchmark(
+        self, batch_sizes: tuple[int, ...] = (1,), *, iterations: int = 100, warmup: int = 10, threads: int | None = None
+    ) -> QuantPipeline:
+        """Time every variant, interleaved, at each batch size. A batch above 1 exports a dynamic batch."""
+        config = BenchConfig(batch_sizes=tuple(batch_sizes), iterations=iterations, warmup=warmup, threads=threads)
+        export = self.export_config
+        if max(config.batch_sizes) > 1 and not export.dynamic:
+            export = dataclasses.replace(export, dynamic=True)
+        return dataclasses.replace(self, bench=config, export_config=export)
+
+    def with_progress(self, enabled: bool) -> QuantPipeline:
+        """Show or hide progress bars."""
+        return dataclasses.replace(self, progress=enabled)
+
+    def describe(self) -> str:
+        """The plan, one stage per line."""
+        lines = [f"model: {self.model} (export: {self.export_config.to_dict()})"]
+        if self.calibration:
+            c = self.calibration
+            lines.append(f"calibrate: {c.num_images} images of {c.source} from #{c.offset}")
+        lines += [f"variant {v.describe()}" for v in self.variants]
+        if self.evaluation:
+            e = self.evaluation
+            lines.append(f"evaluate: {e.source} split={e.split} offset={e.offset} {e.config.to_dict()}")
+        if self.bench:
+            lines.append(f"benchmark: {self.bench.to_dict()} (interleaved)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-able data, stored in the report."""
+        return {
+            "model": str(self.model),
+            "export": self.export_config.to_dict(),
+            "calibration": _plain(self.calibration),
+            "variants": [
+                {"name": v.name, "precision": v.precision.value, "backend": v.backend.value,
+                 "quantizer": _quantizer_dict(v.quantizer)}
+                for v in self.variants
+            ],
+            "evaluation": _plain(self.evaluation),
+            "benchmark": self.bench.to_dict() if self.bench else None,
+        }
+
+    def run(self, out_dir: str | Path) -> PipelineResult:
+        """Check the plan, then run it, writing models and ``report.json`` / ``report.md`` to ``out_dir``."""
+        from yoloquant.runner import run_pipeline
+
+        return run_pipeline(self, Path(out_dir))
+
+
+def _plain(plan: CalibrationPlan | EvalPlan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    out = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
+    out["source"] = str(plan.source)
+    if isinstance(plan, EvalPlan):
+        out["config"] = plan.config.to_dict()
+    return out
+
+
+def _quantizer_dict(quantizer: Quantizer | None) -> dict[str, Any] | None:
+    if quantizer is None:
+        return None
+    config = getattr(quantizer, "config", None)
+    to_dict = getattr(config, "to_dict", None)
+    return {"name": quantizer.name, "config": to_dict() if callable(to_dict) else None}

@@ -1,0 +1,280 @@
+"""ONNX Runtime static INT8 quantization in the layout ONNX Runtime's CPU kernels run fast.
+
+The layout (see docs/quantizers.md for the measurements behind it):
+
+- uint8 activations, int8 per-channel symmetric weights: the only combination ONNX Runtime fuses
+  into ``QLinearConv`` on x86;
+- Q/DQ around every op ORT has a QDQ fusion for (Sigmoid, Mul, Add, Concat, MaxPool, Resize, ...),
+  not just Conv, so activations stay in uint8 between convs instead of bouncing through float;
+- the decode path (DFL, anchor arithmetic, class sigmoid, end-to-end top-k) float, found by walking
+  the graph back from its outputs; by default the head's box/class output convs float too.
+
+Example:
+    >>> quantizer = OrtStaticQuantizer(OrtQuantConfig(calibration="percentile"))
+    >>> qdq = quantizer.quantize(model, calib, Path("runs/int8"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoloquant._optional import require
+from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
+from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
+from yoloquant.errors import ConfigError, QuantizationError
+from yoloquant.quantize import graph
+
+__all__ = ["DEFAULT_OP_TYPES", "OrtQuantConfig", "OrtStaticQuantizer"]
+
+log = logging.getLogger(__name__)
+
+# Ops ORT's QDQ quantizer handles and its CPU graph transformers fuse (or drop Q/DQ around).
+DEFAULT_OP_TYPES: tuple[str, ...] = (
+    "Conv",
+    "Sigmoid",
+    "Mul",
+    "Add",
+    "Concat",
+    "MaxPool",
+    "Resize",
+    "Split",
+)
+_KNOWN_OP_TYPES = frozenset(
+    {
+        *DEFAULT_OP_TYPES,
+        "Reshape",
+        "Transpose",
+        "Slice",
+        "Softmax",
+        "MatMul",
+        "Gemm",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Sub",
+        "Div",
+        "Pad",
+        "Gather",
+        "Squeeze",
+        "Unsqueeze",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrtQuantConfig(_Serializable):
+    """Options of :class:`OrtStaticQuantizer`.
+
+    Attributes:
+        calibration: How activation ranges are chosen: ``minmax``, ``entropy`` or ``percentile``.
+        percentile: Percentile of |activation| kept by ``percentile`` calibration.
+        per_channel: One weight scale per output channel (needed for accuracy on depthwise-heavy heads).
+        op_types: Op types that get Q/DQ. Conv alone leaves the graph float between convs (slow).
+        exclude: Node-name regexes (``re.search``) to keep float, on top of the head presets.
+        keep_decode_float: Keep the decode path float; turning it off puts box pixels and class
+            scores under one uint8 scale, which zeroes the scores.
+        keep_head_convs_float: Keep the head's final box/class convs float too.
+        keep_first_conv_float: Keep the stem conv (which reads the image) float.
+        symmetric_activations: Symmetric activation ranges (zero point 128 for uint8).
+        preprocess: Run ORT's ``quant_pre_process`` (shape inference + graph cleanup) first.
+        calib_chunk: Images per calibration chunk; bounds memory (histograms hold every output).
+    """
+
+    calibration: CalibMethod = CalibMethod.MINMAX
+    percentile: float = 99.999
+    per_channel: bool = True
+    op_types: tuple[str, ...] = DEFAULT_OP_TYPES
+    exclude: tuple[str, ...] = ()
+    keep_decode_float: bool = True
+    keep_head_convs_float: bool = True
+    keep_first_conv_float: bool = False
+    symmetric_activations: bool = False
+    preprocess: bool = True
+    calib_chunk: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "calibration", parse_enum(CalibMethod, self.calibration, option="calibration"))
+        object.__setattr__(self, "op_types", tuple(self.op_types))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if not 90.0 <= self.percentile <= 100.0:
+            msg = f"percentile must be in [90, 100] (typical: 99.99-99.999), got {self.percentile}"
+            raise ConfigError(msg)
+        if not self.op_types:
+            msg = f"op_types must name at least one op to quantize, e.g. {DEFAULT_OP_TYPES}"
+            raise ConfigError(msg)
+        unknown = sorted(set(self.op_types) - _KNOWN_OP_TYPES)
+        if unknown:
+            msg = f"op_types {unknown} are not quantized by ONNX Runtime's QDQ quantizer; choose from {sorted(_KNOWN_OP_TYPES)}"
+            raise ConfigError(msg)
+        for pattern in self.exclude:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                msg = f"exclude pattern {pattern!r} is not a valid regex: {exc}"
+                raise ConfigError(msg) from None
+        if self.calib_chunk < 1:
+            msg = f"calib_chunk must be >= 1, got {self.calib_chunk}"
+            raise ConfigError(msg)
+
+    @classmethod
+    def fast(cls) -> OrtQuantConfig:
+        """Fastest layout: decode path float, everything else (head convs included) INT8."""
+        return cls(keep_head_convs_float=False)
+
+
+class _Reader:
+    """ORT calibration data reader over a CalibrationSet, with a tqdm bar and range selection."""
+
+    def __init__(self, data: CalibrationSet, input_name: str, bar: Any) -> None:
+        self._data = data
+        self._input = input_name
+        self._bar = bar
+        self._pos, self._end = 0, len(data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pos, self._end = start_index, end_index
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= self._end:
+            return None
+        image = self._data.images[self._pos : self._pos + 1].astype(np.float32) / 255.0
+        self._pos += 1
+        self._bar.update(1)
+        return {self._input: image}
+
+
+def _chunk(n: int, most: int) -> int:
+    """Largest chunk size <= most that divides n (ORT's strided calibration needs a divisor)."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+class OrtStaticQuantizer:
+    """Static INT8 post-training quantization with ONNX Runtime, for ONNX Runtime (CPU, OpenVINO EP).
+
+    Example:
+        >>> q = OrtStaticQuantizer()
+        >>> q.name
+        'ort-static'
+    """
+
+    name = "ort-static"
+
+    def __init__(self, config: OrtQuantConfig | None = None) -> None:
+        self.config = config or OrtQuantConfig()
+
+    def float_node_names(self, model: Any) -> tuple[str, ...]:
+        """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``)."""
+        cfg = self.config
+        head = graph.find_head(model)
+        names: list[str] = []
+        if cfg.keep_decode_float:
+            names += head.decode
+        if cfg.keep_head_convs_float:
+            names += head.output_convs
+        if cfg.keep_first_conv_float:
+            names += graph.first_convs(model)
+        names += graph.match_nodes(model, cfg.exclude)
+        return tuple(dict.fromkeys(names))
+
+    def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
+        """Calibrate on ``data`` and write ``<stem>.int8.onnx`` into ``out_dir``."""
+        if len(data) == 0:
+            msg = "the calibration set is empty; calibrate on at least one image (64-512 is typical)"
+            raise QuantizationError(msg, artifact=model.path)
+        onnx = require("onnx")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{model.path.stem}.int8.onnx"
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=".yq-ort-", dir=out_dir) as tmp:
+            src = self._preprocess(model.path, Path(tmp))
+            float_model = onnx.load(str(src))
+            keep_float = self.float_node_names(float_model)
+            qpath = Path(tmp) / "quantized.onnx"
+            self._run_ort(src, qpath, data, model.info.input_name, keep_float)
+            qmodel = onnx.load(str(qpath))
+            _copy_metadata(onnx.load(str(model.path), load_external_data=False), qmodel)
+            staged = Path(tmp) / target.name
+            onnx.save(qmodel, str(staged))
+            os.replace(staged, target)
+        quantized, floats = graph.classify_qdq_nodes(qmodel)
+        return QdqModel(
+            path=target,
+            info=model.info,
+            precision=Precision.INT8,
+            source=model,
+            quantizer=self.name,
+            layout=Backend.ONNXRUNTIME.value,
+            config=self.config.to_dict(),
+            quantized_nodes=quantized,
+            float_nodes=floats,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _preprocess(self, path: Path, tmp: Path) -> Path:
+        if not self.config.preprocess:
+            return path
+        shape_inference = require("onnxruntime.quantization.shape_inference")
+        out = tmp / "preprocessed.onnx"
+        try:
+            shape_inference.quant_pre_process(str(path), str(out), skip_symbolic_shape=True)
+        except Exception as exc:  # onnxruntime raises plain Exceptions of several types
+            msg = f"ONNX Runtime's quant_pre_process failed on {path}: {exc}; retry with preprocess=False"
+            raise QuantizationError(msg, artifact=path) from exc
+        return out
+
+    def _run_ort(self, src: Path, dst: Path, data: CalibrationSet, input_name: str, keep_float: tuple[str, ...]) -> None:
+        quantization = require("onnxruntime.quantization")
+        tqdm = require("tqdm").tqdm
+        cfg = self.config
+        method = {
+            CalibMethod.MINMAX: quantization.CalibrationMethod.MinMax,
+            CalibMethod.ENTROPY: quantization.CalibrationMethod.Entropy,
+            CalibMethod.PERCENTILE: quantization.CalibrationMethod.Percentile,
+        }[cfg.calibration]
+        extra = {
+            "ActivationSymmetric": cfg.symmetric_activations,
+            "WeightSymmetric": True,
+            "CalibPercentile": cfg.percentile,
+            "CalibStridedMinMax": _chunk(len(data), cfg.calib_chunk),
+        }
+        with tqdm(total=len(data), desc=f"calibrating ({cfg.calibration.value})", unit="img") as bar:
+            try:
+                quantization.quantize_static(
+                    str(src),
+                    str(dst),
+                    _Reader(data, input_name, bar),
+                    quant_format=quantization.QuantFormat.QDQ,
+                    op_types_to_quantize=list(cfg.op_types),
+                    per_channel=cfg.per_channel,
+                    activation_type=quantization.QuantType.QUInt8,
+                    weight_type=quantization.QuantType.QInt8,
+                    nodes_to_exclude=list(keep_float),
+                    calibrate_method=method,
+                    extra_options=extra,
+                )
+            except Exception as exc:  # onnxruntime raises plain Exceptions of several types
+                msg = f"ONNX Runtime static quantization of {src.name} failed: {exc}"
+                raise QuantizationError(msg, artifact=src) from exc
+
+
+def _copy_metadata(source: Any, target: Any) -> None:
+    """Carry the float model's metadata_props (names, imgsz, stride, ...) over to the quantized model."""
+    existing = {p.key: p for p in target.metadata_props}
+    for prop in source.metadata_props:
+        if prop.key in existing:
+            existing[prop.key].value = prop.value
+        else:
+            entry = target.metadata_props.add()
+            entry.key, entry.value = prop.key, prop.value

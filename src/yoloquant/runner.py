@@ -1,0 +1,238 @@
+"""Carry out a :class:`QuantPipeline` plan: the stages in order, then the report."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel, file_sha256
+from yoloquant.backends.ort import OrtEngineBuilder
+from yoloquant.bench.latency import LatencyResult, benchmark_interleaved
+from yoloquant.config import Backend
+from yoloquant.errors import ConfigError, ExportError
+from yoloquant.export import exporter_for
+from yoloquant.report.result import PipelineResult, VariantResult
+from yoloquant.versions import package_versions
+
+if TYPE_CHECKING:
+    from yoloquant.data.datasets import Dataset
+    from yoloquant.eval.coco import EvalResult
+    from yoloquant.pipeline import CalibrationPlan, QuantPipeline, VariantPlan
+    from yoloquant.protocols import Engine
+
+__all__ = ["run_pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A variant's model on disk and what made it."""
+
+    plan: VariantPlan
+    model: OnnxModel
+
+
+def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
+    """Check the plan and its inputs, then export, quantize, evaluate, benchmark and report."""
+    start = time.perf_counter()
+    eval_data = _check(plan, out_dir)
+    warnings: list[str] = []
+    fp32 = exporter_for(plan.model, plan.export_config).export(plan.model, out_dir)
+    needs_calib = any(v.quantizer is not None for v in plan.variants)
+    calib = _calibrate(plan.calibration, fp32, plan.progress) if needs_calib and plan.calibration else None
+    if calib is not None and eval_data is not None:
+        warnings += _overlap_warning(calib, eval_data)
+    built = [_make_variant(v, fp32, calib, out_dir) for v in plan.variants]
+    with ExitStack() as stack:
+        engines: dict[str, Engine] = {}
+        for b in built:
+            builder = OrtEngineBuilder(backend=b.plan.backend, threads=plan.bench.threads if plan.bench else None)
+            engines[b.plan.name] = stack.enter_context(builder.build(b.model))
+        evals = {name: _evaluate(plan, e, eval_data, name) for name, e in engines.items()}
+        latency = _benchmark(plan, engines, eval_data)
+        variants = [_variant_result(b, engines[b.plan.name], evals, latency) for b in built]
+    inputs = _inputs(plan, fp32, calib, eval_data)
+    result = PipelineResult(
+        variants=tuple(variants),
+        config=plan.to_dict(),
+        versions=package_versions(),
+        inputs=inputs,
+        out_dir=str(out_dir),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        seconds=time.perf_counter() - start,
+        warnings=tuple(warnings),
+    )
+    result.save(out_dir)
+    return result
+
+
+def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
+    """Fail fast, before any expensive work, on a plan or input that cannot work."""
+    if not plan.model.is_file():
+        msg = f"model file {plan.model} does not exist; pass the path of an Ultralytics .pt or an exported .onnx"
+        raise ExportError(msg, artifact=plan.model)
+    quantized = [v for v in plan.variants if v.quantizer is not None]
+    if quantized and plan.calibration is None:
+        msg = f"variants {[v.name for v in quantized]} need calibration data: add .calibrate(images_dir_or_yaml)"
+        raise ConfigError(msg)
+    _check_writable(out_dir)
+    if plan.calibration is not None and quantized:
+        from yoloquant.data.datasets import load_dataset
+
+        c = plan.calibration
+        load_dataset(c.source, split=c.split, labels=False).select(c.num_images, c.offset)
+    if plan.evaluation is None:
+        return None
+    from yoloquant.data.datasets import load_dataset
+
+    e = plan.evaluation
+    return load_dataset(e.source, split=e.split).select(e.config.num_images, e.offset)
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        msg = f"output directory {out_dir} is not writable ({exc.strerror}); choose another --out / run() folder"
+        raise ConfigError(msg) from exc
+
+
+def _calibrate(c: CalibrationPlan, model: OnnxModel, progress: bool) -> CalibrationSet:
+    from yoloquant.data.calibration import ImageCalibrator
+
+    calibrator = ImageCalibrator(
+        source=c.source, num_images=c.num_images, offset=c.offset, split=c.split, progress=progress
+    )
+    return calibrator.calibrate(model.info)
+
+
+def _make_variant(v: VariantPlan, fp32: OnnxModel, calib: CalibrationSet | None, out_dir: Path) -> _Built:
+    if v.quantizer is None or calib is None:  # _check guarantees calib for quantized variants
+        return _Built(v, fp32)
+    log.info("quantizing %s with %s", v.name, v.quantizer.name)
+    return _Built(v, v.quantizer.quantize(fp32, calib, out_dir))
+
+
+def _evaluate(plan: QuantPipeline, engine: Engine, data: Dataset | None, name: str) -> EvalResult | None:
+    from yoloquant.eval.coco import evaluate
+
+    if data is None or plan.evaluation is None:
+        return None
+    return evaluate(engine, data, plan.evaluation.config, progress=plan.progress, desc=f"eval {name}")
+
+
+def _benchmark(
+    plan: QuantPipeline, engines: dict[str, Engine], data: Dataset | None
+) -> dict[str, list[LatencyResult]]:
+    if plan.bench is None:
+        return {}
+    first = next(iter(engines.values()))
+    image = _real_input(data, first.info.imgsz[0]) if data is not None else None
+    return benchmark_interleaved(engines, plan.bench, inputs=image, progress=plan.progress)
+
+
+def _real_input(data: Dataset, imgsz: int) -> np.ndarray:
+    """The first evaluation image, preprocessed: realistic activations for timing."""
+    from yoloquant.data.images import read_image
+    from yoloquant.data.letterbox import preprocess
+
+    chw, _ = preprocess(read_image(data.images[0]), imgsz)
+    return (chw[None].astype(np.float32) / 255.0).copy()
+
+
+def _variant_result(
+    b: _Built, engine: Engine, evals: dict[str, EvalResult | None], latency: dict[str, list[LatencyResult]]
+) -> VariantResult:
+    name = b.plan.name
+    ev = evals.get(name)
+    lat = latency.get(name, [])
+    base = next(iter(latency.values()), [])
+    speedup = {r.batch: br.p50 / r.p50 for r, br in zip(lat, base, strict=True)} if base else {}
+    warnings = _provider_warnings(b, engine)
+    return VariantResult(
+        name=name,
+        precision=b.plan.precision.value,
+        backend=b.plan.backend.value,
+        model_path=str(b.model.path),
+        size_bytes=b.model.size_bytes,
+        providers=tuple(engine.providers),
+        map50_95=ev.map50_95 if ev else None,
+        map50=ev.map50 if ev else None,
+        latency=tuple(lat),
+        speedup_vs_fp32=speedup,
+        quantization=_quantization(b.model),
+        eval_seconds=ev.seconds if ev else None,
+        warnings=tuple(warnings),
+    )
+
+
+def _provider_warnings(b: _Built, engine: Engine) -> list[str]:
+    wanted = "OpenVINOExecutionProvider" if b.plan.backend is Backend.OPENVINO else "CPUExecutionProvider"
+    active = engine.providers[:1]
+    if active != [wanted]:
+        return [f"asked for {wanted} but ONNX Runtime runs {engine.providers}: numbers are for the fallback"]
+    return []
+
+
+def _quantization(model: OnnxModel) -> dict[str, Any] | None:
+    if not isinstance(model, QdqModel):
+        return None
+    return {
+        "quantizer": model.quantizer,
+        "layout": model.layout,
+        "config": model.config,
+        "seconds": round(model.seconds, 2),
+        "quantized_counts": {op: len(n) for op, n in model.quantized_nodes.items()},
+        "float_counts": {op: len(n) for op, n in model.float_nodes.items()},
+        "quantized_nodes": model.quantized_nodes,
+        "float_nodes": model.float_nodes,
+        "source_sha256": model.source.sha256(),
+    }
+
+
+def _overlap_warning(calib: CalibrationSet, data: Dataset) -> list[str]:
+    shared = {p.resolve() for p in calib.files} & {p.resolve() for p in data.images}
+    if not shared:
+        return []
+    return [
+        f"{len(shared)} images are used for both calibration and evaluation, which flatters the quantized "
+        "variants; use disjoint sets (e.g. calibrate offset=0, evaluate offset=num_images)"
+    ]
+
+
+def _inputs(plan: QuantPipeline, fp32: OnnxModel, calib: CalibrationSet | None, data: Dataset | None) -> dict[str, Any]:
+    inputs: dict[str, Any] = {
+        "model": {"path": str(plan.model), "sha256": file_sha256(plan.model)},
+        "onnx_fp32": {"path": str(fp32.path), "sha256": fp32.sha256()},
+    }
+    if calib is not None:
+        inputs["calibration"] = {
+            "images": len(calib),
+            "first": calib.files[0].name,
+            "last": calib.files[-1].name,
+            "digest": calib.digest,
+        }
+    if data is not None:
+        digest = hashlib.sha256()
+        for path in data.images:
+            digest.update(file_sha256(path).encode())
+        inputs["evaluation"] = {
+            "source": data.source,
+            "images": len(data.images),
+            "first": data.images[0].name,
+            "last": data.images[-1].name,
+            "sha256_of_image_hashes": digest.hexdigest(),
+        }
+    return inputs

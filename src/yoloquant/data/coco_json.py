@@ -128,7 +128,9 @@ def read_coco_json(json_path: Path, images_dir: Path | None = None, names: dict[
     anns: dict[int, list[dict[str, Any]]] = {}
     for ann in data["annotations"]:
         anns.setdefault(int(ann["image_id"]), []).append(ann)
-    entries = sorted(((_resolve_image(root, str(im["file_name"])), im) for im in data["images"]), key=lambda e: str(e[0]))
+    entries = sorted(
+        ((_resolve_image(root, str(im["file_name"])), im) for im in data["images"]), key=lambda e: str(e[0])
+    )
     missing = [p for p, _ in entries if not p.is_file()]
     if missing:
         msg = f"{len(missing)} image(s) of {json_path} are not in {root}, e.g. {missing[0]}; pass images_dir=..."

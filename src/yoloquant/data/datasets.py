@@ -63,8 +63,8 @@ class Dataset:
         stop = len(self) if num is None else offset + num
         if stop > len(self) or offset >= len(self):
             msg = (
-                f"asked for {num if num is not None else 'all'} image(s) from offset {offset}, but {self.source or 'the dataset'} "
-                f"has {len(self)} images; lower num_images / offset"
+                f"asked for {num if num is not None else 'all'} image(s) from offset {offset}, but "
+                f"{self.source or 'the dataset'} has {len(self)} images; lower num_images / offset"
             )
             raise DataError(msg)
         window = slice(offset, stop)
@@ -217,4 +217,3 @@ def _load_yaml(path: Path, split: str, names: dict[int, str] | None, labels: boo
     yaml_names = _yaml_names(data, path)
     source = f"{path}[{split}]"
     return _from_images(files, names if names is not None else yaml_names, labels, source)
-

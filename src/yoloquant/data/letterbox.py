@@ -49,7 +49,9 @@ def _resize_long_side(image: np.ndarray, imgsz: int) -> np.ndarray:
     return np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
 
 
-def _letterbox(image: np.ndarray, imgsz: int, *, scaleup: bool) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+def _letterbox(
+    image: np.ndarray, imgsz: int, *, scaleup: bool
+) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
     """Ultralytics ``LetterBox(center=True, auto=False)``: returns the padded HWC image, its gain and pad."""
     cv2 = require("cv2")
     h, w = image.shape[:2]
@@ -66,7 +68,9 @@ def _letterbox(image: np.ndarray, imgsz: int, *, scaleup: bool) -> tuple[np.ndar
     return np.asarray(padded), (new_h / h, new_w / w), (left, top)
 
 
-def preprocess(image_bgr: np.ndarray, imgsz: int, *, mode: Literal["val", "predict"] = "val") -> tuple[np.ndarray, LetterboxMeta]:
+def preprocess(
+    image_bgr: np.ndarray, imgsz: int, *, mode: Literal["val", "predict"] = "val"
+) -> tuple[np.ndarray, LetterboxMeta]:
     """Letterbox one BGR image into a uint8 RGB ``[3, imgsz, imgsz]`` model input.
 
     Args:

@@ -1,0 +1,106 @@
+"""The fluent builder: immutable, lazy, and it checks the plan before doing any work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from yoloquant import ConfigError, ExportError, QuantPipeline
+from yoloquant.config import Backend, Precision
+
+
+def test_each_step_returns_a_new_pipeline_and_leaves_the_base_alone(yolov8n_pt: Path) -> None:
+    base = QuantPipeline.from_ultralytics(yolov8n_pt)
+    calibrated = base.calibrate("images", num_images=8)
+    a = calibrated.quantize("int8")
+    b = calibrated.quantize("int8", backend="openvino", calibration="entropy")
+    assert base.calibration is None
+    assert [v.name for v in calibrated.variants] == ["fp32"]
+    assert [v.name for v in a.variants] == ["fp32", "int8"]
+    assert [v.name for v in b.variants] == ["fp32", "int8-openvino"]
+    assert b.variants[1].backend is Backend.OPENVINO
+    assert b.variants[1].quantizer is not None
+    assert b.variants[1].quantizer.config.calibration == "entropy"  # type: ignore[attr-defined]
+
+
+def test_benchmark_with_a_batch_above_one_exports_a_dynamic_batch(yolov8n_pt: Path) -> None:
+    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).benchmark(batch_sizes=(1, 8))
+    assert pipe.export_config.dynamic
+    assert not QuantPipeline.from_ultralytics(yolov8n_pt).benchmark().export_config.dynamic
+
+
+def test_describe_lists_every_stage(yolov8n_pt: Path) -> None:
+    text = (
+        QuantPipeline.from_ultralytics(yolov8n_pt)
+        .calibrate("calib", num_images=16)
+        .quantize("int8")
+        .evaluate("coco.yaml")
+        .benchmark()
+        .describe()
+    )
+    for fragment in ("model:", "calibrate: 16 images", "variant int8", "evaluate: coco.yaml", "benchmark:"):
+        assert fragment in text
+
+
+def test_plan_is_json_data(yolov8n_pt: Path) -> None:
+    import json
+
+    plan = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("c").quantize("int8").evaluate("e.yaml")
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert data["variants"][1]["quantizer"]["name"] == "ort-static"
+    assert data["evaluation"]["config"]["iou"] == 0.7
+
+
+def test_duplicate_variant_and_unknown_options_are_config_errors(yolov8n_pt: Path) -> None:
+    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8")
+    with pytest.raises(ConfigError, match="already has a variant 'int8'"):
+        pipe.quantize("int8")
+    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
+        pipe.quantize("int4")
+    with pytest.raises(ConfigError, match="unknown backend 'cuda'"):
+        pipe.quantize("int8", backend="cuda")
+    with pytest.raises(ConfigError, match="unknown calibration 'median'"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", calibration="median")
+    with pytest.raises(ConfigError, match="no quantizer for fp8"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize(Precision.FP8)
+
+
+def test_run_fails_fast_on_a_missing_model(tmp_path: Path) -> None:
+    pipe = QuantPipeline.from_ultralytics(tmp_path / "nope.pt")
+    with pytest.raises(ExportError, match=r"nope\.pt does not exist"):
+        pipe.run(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_quantizing_without_calibration(yolov8n_pt: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"need calibration data: add \.calibrate"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8").run(tmp_path / "out")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_run_refuses_an_unwritable_output_dir(yolov8n_pt: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(ConfigError, match="is not writable"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).run(locked / "out")
+
+
+def test_run_refuses_an_output_path_that_is_a_file(yolov8n_pt: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="is not writable"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).run(blocker / "out")
+
+
+def test_run_checks_the_calibration_set_size_before_exporting(
+    yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
+) -> None:
+    from yoloquant import DataError
+
+    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate(coco64_images, num_images=500).quantize("int8")
+    with pytest.raises(DataError, match="500"):
+        pipe.run(tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.onnx"))

@@ -1,0 +1,73 @@
+"""The main job, for real: bundled YOLOv8n -> INT8 ONNX Runtime model -> COCO mAP, latency, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from yoloquant import PipelineResult, QuantPipeline
+from yoloquant.cli import main
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ultralytics")
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
+    out = tmp_path_factory.mktemp("cli-run")
+    rc = main([
+        "run", "--model", str(assets / "weights" / "yolov8n.pt"),
+        "--calib", str(assets / "coco64" / "images"), "--calib-images", "24",
+        "--eval", str(assets / "coco64.yaml"), "--eval-offset", "40",
+        "--precisions", "fp32,int8", "--backend", "onnxruntime", "--iterations", "10", "--quiet",
+        "--out", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    return out
+
+
+def test_cli_writes_the_report_contract(cli_run: Path) -> None:
+    data = json.loads((cli_run / "report.json").read_text())
+    assert [v["name"] for v in data["variants"]] == ["fp32", "int8"]
+    for v in data["variants"]:
+        assert Path(v["model_path"]).is_file()
+        assert v["size_bytes"] == Path(v["model_path"]).stat().st_size
+        assert set(v["latency_ms"]) >= {"batch", "p50", "p90", "p99"}
+        assert v["latency_ms"]["batch"] == 1
+        assert v["providers"][0] == "CPUExecutionProvider"
+    assert data["variants"][0]["speedup_vs_fp32"] == pytest.approx(1.0)
+    assert data["inputs"]["calibration"]["images"] == 24
+    assert data["inputs"]["evaluation"]["images"] == 24  # 64 bundled images from offset 40
+    assert data["versions"]["onnxruntime"]
+    assert (cli_run / "report.md").read_text().startswith("# yoloquant report")
+
+
+def test_int8_is_a_real_int8_model_with_a_small_accuracy_cost(cli_run: Path) -> None:
+    result = PipelineResult.load(cli_run)
+    fp32, int8 = result.variant("fp32"), result.variant("int8")
+    assert fp32.map50_95 is not None and int8.map50_95 is not None
+    assert fp32.map50_95 > 0.35  # a real COCO model on real COCO images
+    assert fp32.map50_95 - int8.map50_95 < 0.03  # INT8 within 3 points on 24 images
+    assert int8.size_bytes < 0.35 * fp32.size_bytes  # int8 weights
+    q = int8.quantization
+    assert q is not None
+    assert q["quantized_counts"]["Conv"] >= 50
+    float_names = [n for names in q["float_nodes"].values() for n in names]
+    assert any("dfl" in n for n in float_names)  # the decode path stays float
+
+
+def test_python_api_with_a_coco_json_and_disjoint_sets(tmp_path: Path, assets: Path) -> None:
+    result = (
+        QuantPipeline.from_ultralytics(assets / "weights" / "yolov8n.pt")
+        .calibrate(assets / "coco64.yaml", num_images=8)
+        .quantize("int8", calibration="minmax")
+        .evaluate(assets / "coco64" / "annotations" / "instances_coco64.json", offset=48)
+        .with_progress(False)
+        .run(tmp_path)
+    )
+    assert not result.warnings  # calibration 0-7 and evaluation 48-63 do not overlap
+    assert result.variant("int8").latency == ()  # no benchmark asked
+    assert result.variant("fp32").map50_95 is not None
+    assert result.inputs["evaluation"]["first"] == sorted(p.name for p in (assets / "coco64/images").iterdir())[48]

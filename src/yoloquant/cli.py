@@ -23,7 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--calib", help="calibration images: folder, dataset yaml or COCO json")
     run.add_argument("--eval", help="evaluation set: images folder with sibling labels/, dataset yaml or COCO json")
     run.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8 (fp32 baseline always runs)")
-    run.add_argument("--backend", default="onnxruntime", help="onnxruntime (CPU provider) or openvino")
+    run.add_argument(
+        "--backend",
+        default="onnxruntime",
+        help="comma list of onnxruntime (CPU provider), openvino (OpenVINO provider)",
+    )
     run.add_argument("--out", required=True, help="output folder for models and reports")
     run.add_argument("--calib-images", type=int, default=64, help="number of calibration images (default 64)")
     run.add_argument("--calib-offset", type=int, default=0, help="index of the first calibration image (sorted)")
@@ -52,18 +56,19 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
     """The QuantPipeline that ``yoloquant run`` arguments describe."""
     precisions = [parse_enum(Precision, p.strip(), option="precision") for p in args.precisions.split(",") if p]
-    backend = parse_enum(Backend, args.backend, option="backend")
+    backends = [parse_enum(Backend, b.strip(), option="backend") for b in args.backend.split(",") if b.strip()]
     calibration = parse_enum(CalibMethod, args.calibration, option="calibration") if args.calibration else None
     pipe = QuantPipeline.from_ultralytics(args.model, imgsz=args.imgsz)
     if args.model.endswith(".onnx"):
         pipe = QuantPipeline.from_onnx(args.model)
     if args.calib:
         pipe = pipe.calibrate(args.calib, num_images=args.calib_images, offset=args.calib_offset)
-    for precision in precisions:
-        if precision is Precision.FP32 and backend is Backend.ONNXRUNTIME:
-            continue  # the baseline
-        method = calibration if precision is not Precision.FP32 else None
-        pipe = pipe.quantize(precision, backend=backend, calibration=method)
+    for backend in backends:
+        for precision in precisions:
+            if precision is Precision.FP32 and backend is Backend.ONNXRUNTIME:
+                continue  # the baseline
+            method = calibration if precision is not Precision.FP32 else None
+            pipe = pipe.quantize(precision, backend=backend, calibration=method)
     if args.eval:
         pipe = pipe.evaluate(args.eval, split=args.split, num_images=args.eval_images, offset=args.eval_offset)
     if not args.no_bench:

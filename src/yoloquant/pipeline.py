@@ -164,7 +164,12 @@ class QuantPipeline:
         return dataclasses.replace(self, evaluation=plan)
 
     def benchmark(
-        self, batch_sizes: tuple[int, ...] = (1,), *, iterations: int = 100, warmup: int = 10, threads: int | None = None
+        self,
+        batch_sizes: tuple[int, ...] = (1,),
+        *,
+        iterations: int = 100,
+        warmup: int = 10,
+        threads: int | None = None,
     ) -> QuantPipeline:
         """Time every variant, interleaved, at each batch size. A batch above 1 exports a dynamic batch."""
         config = BenchConfig(batch_sizes=tuple(batch_sizes), iterations=iterations, warmup=warmup, threads=threads)
@@ -198,8 +203,12 @@ class QuantPipeline:
             "export": self.export_config.to_dict(),
             "calibration": _plain(self.calibration),
             "variants": [
-                {"name": v.name, "precision": v.precision.value, "backend": v.backend.value,
-                 "quantizer": _quantizer_dict(v.quantizer)}
+                {
+                    "name": v.name,
+                    "precision": v.precision.value,
+                    "backend": v.backend.value,
+                    "quantizer": _quantizer_dict(v.quantizer),
+                }
                 for v in self.variants
             ],
             "evaluation": _plain(self.evaluation),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
     from yoloquant.eval.coco import EvalResult
     from yoloquant.pipeline import CalibrationPlan, QuantPipeline, VariantPlan
-    from yoloquant.protocols import Engine
+    from yoloquant.protocols import Engine, Quantizer
 
 __all__ = ["run_pipeline"]
 
@@ -52,7 +52,7 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
     calib = _calibrate(plan.calibration, fp32, plan.progress) if needs_calib and plan.calibration else None
     if calib is not None and eval_data is not None:
         warnings += _overlap_warning(calib, eval_data)
-    built = [_make_variant(v, fp32, calib, out_dir) for v in plan.variants]
+    built = _make_variants(plan.variants, fp32, calib, out_dir)
     with ExitStack() as stack:
         engines: dict[str, Engine] = {}
         for b in built:
@@ -118,11 +118,19 @@ def _calibrate(c: CalibrationPlan, model: OnnxModel, progress: bool) -> Calibrat
     return calibrator.calibrate(model.info)
 
 
-def _make_variant(v: VariantPlan, fp32: OnnxModel, calib: CalibrationSet | None, out_dir: Path) -> _Built:
-    if v.quantizer is None or calib is None:  # _check guarantees calib for quantized variants
-        return _Built(v, fp32)
-    log.info("quantizing %s with %s", v.name, v.quantizer.name)
-    return _Built(v, v.quantizer.quantize(fp32, calib, out_dir))
+def _make_variants(
+    plans: tuple[VariantPlan, ...], fp32: OnnxModel, calib: CalibrationSet | None, out_dir: Path
+) -> list[_Built]:
+    """Quantize each variant; variants with equal quantizers (one model, two backends) share one file."""
+    made: list[tuple[Quantizer, OnnxModel]] = []
+    built = []
+    for v in plans:
+        model = fp32
+        if v.quantizer is not None and calib is not None:  # _check guarantees calib for quantized variants
+            model = next((m for q, m in made if q == v.quantizer), None) or v.quantizer.quantize(fp32, calib, out_dir)
+            made.append((v.quantizer, model))
+        built.append(_Built(v, model))
+    return built
 
 
 def _evaluate(plan: QuantPipeline, engine: Engine, data: Dataset | None, name: str) -> EvalResult | None:
@@ -133,9 +141,7 @@ def _evaluate(plan: QuantPipeline, engine: Engine, data: Dataset | None, name: s
     return evaluate(engine, data, plan.evaluation.config, progress=plan.progress, desc=f"eval {name}")
 
 
-def _benchmark(
-    plan: QuantPipeline, engines: dict[str, Engine], data: Dataset | None
-) -> dict[str, list[LatencyResult]]:
+def _benchmark(plan: QuantPipeline, engines: dict[str, Engine], data: Dataset | None) -> dict[str, list[LatencyResult]]:
     if plan.bench is None:
         return {}
     first = next(iter(engines.values()))

@@ -61,7 +61,9 @@ def test_benchmark_feeds_the_given_image_tiled_to_the_batch() -> None:
         return [x]
 
     benchmark_interleaved(
-        {"a": CallbackEngine(fn, INFO)}, BenchConfig(batch_sizes=(3,), warmup=0, iterations=5), inputs=image,
+        {"a": CallbackEngine(fn, INFO)},
+        BenchConfig(batch_sizes=(3,), warmup=0, iterations=5),
+        inputs=image,
         progress=False,
     )
     assert set(seen) == {(3, 3, 64, 64)}

@@ -15,8 +15,9 @@ def test_unknown_precision_is_a_clear_error(capsys: pytest.CaptureFixture[str], 
 
 
 def test_missing_model_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    rc = main(["run", "--model", str(tmp_path / "m.pt"), "--precisions", "fp32", "--no-bench", "--out",
-               str(tmp_path / "o")])
+    rc = main(
+        ["run", "--model", str(tmp_path / "m.pt"), "--precisions", "fp32", "--no-bench", "--out", str(tmp_path / "o")]
+    )
     assert rc == 2
     assert "m.pt does not exist" in capsys.readouterr().err
 

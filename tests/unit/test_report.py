@@ -11,20 +11,41 @@ from yoloquant.bench import LatencyResult
 
 def _result(out_dir: Path) -> PipelineResult:
     fp32 = VariantResult(
-        name="fp32", precision="fp32", backend="onnxruntime", model_path="m-fp32.onnx", size_bytes=12_000_000,
-        map50_95=0.5000, map50=0.7000, latency=(LatencyResult(1, (40.0, 40.0, 41.0, 39.0, 40.0)),),
+        name="fp32",
+        precision="fp32",
+        backend="onnxruntime",
+        model_path="m-fp32.onnx",
+        size_bytes=12_000_000,
+        map50_95=0.5000,
+        map50=0.7000,
+        latency=(LatencyResult(1, (40.0, 40.0, 41.0, 39.0, 40.0)),),
         speedup_vs_fp32={1: 1.0},
     )
     int8 = VariantResult(
-        name="int8", precision="int8", backend="onnxruntime", model_path="m-int8.onnx", size_bytes=3_500_000,
-        map50_95=0.4925, map50=0.6950, latency=(LatencyResult(1, (20.0, 20.0, 20.5, 19.5, 20.0)),),
+        name="int8",
+        precision="int8",
+        backend="onnxruntime",
+        model_path="m-int8.onnx",
+        size_bytes=3_500_000,
+        map50_95=0.4925,
+        map50=0.6950,
+        latency=(LatencyResult(1, (20.0, 20.0, 20.5, 19.5, 20.0)),),
         speedup_vs_fp32={1: 2.0},
-        quantization={"quantizer": "ort-static", "layout": "onnxruntime", "seconds": 3.0,
-                      "quantized_nodes": {"Conv": ["a", "b"]}, "float_nodes": {"Conv": ["head"]}},
+        quantization={
+            "quantizer": "ort-static",
+            "layout": "onnxruntime",
+            "seconds": 3.0,
+            "quantized_nodes": {"Conv": ["a", "b"]},
+            "float_nodes": {"Conv": ["head"]},
+        },
     )
     return PipelineResult(
-        variants=(fp32, int8), config={"model": "m.pt"}, versions={"python": "3.11"}, inputs={"model": {}},
-        out_dir=str(out_dir), created="2026-11-24T00:00:00+00:00",
+        variants=(fp32, int8),
+        config={"model": "m.pt"},
+        versions={"python": "3.11"},
+        inputs={"model": {}},
+        out_dir=str(out_dir),
+        created="2026-11-24T00:00:00+00:00",
     )
 
 
@@ -62,7 +83,7 @@ def test_html_and_repr(tmp_path: Path) -> None:
 
 
 def test_load_of_a_missing_report_says_what_to_pass(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="report.json written by yoloquant"):
+    with pytest.raises(ConfigError, match=r"report\.json written by yoloquant"):
         PipelineResult.load(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no variant named 'fp8'"):
         _result(tmp_path).variant("fp8")

@@ -1,0 +1,27 @@
+"""The examples run as written, on the bundled assets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", ["quickstart.py"])
+def test_example_runs_and_writes_a_report(script: str, tmp_path: Path) -> None:
+    pytest.importorskip("ultralytics")
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "int8" in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["fp32", "int8"]

@@ -71,3 +71,13 @@ def test_python_api_with_a_coco_json_and_disjoint_sets(tmp_path: Path, assets: P
     assert result.variant("int8").latency == ()  # no benchmark asked
     assert result.variant("fp32").map50_95 is not None
     assert result.inputs["evaluation"]["first"] == sorted(p.name for p in (assets / "coco64/images").iterdir())[48]
+
+
+def test_result_engine_serves_the_quantized_model(cli_run: Path, assets: Path) -> None:
+    import numpy as np
+
+    result = PipelineResult.load(cli_run)
+    with result.engine() as engine:
+        (out,) = engine.infer(np.zeros((1, 3, 640, 640), np.float32))
+    assert out.shape == (1, 84, 8400)
+    assert engine.providers == []  # closed by the context manager

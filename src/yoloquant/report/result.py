@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yoloquant._io import atomic_write_text
 from yoloquant.bench.latency import LatencyResult
 from yoloquant.errors import ConfigError
 from yoloquant.report.render import render_html, render_markdown, render_table
+
+if TYPE_CHECKING:
+    from yoloquant.protocols import Engine
 
 __all__ = ["REPORT_SCHEMA_VERSION", "PipelineResult", "VariantResult"]
 
@@ -115,6 +118,18 @@ class PipelineResult:
                 return v
         msg = f"no variant named {name!r}; this run has {[v.name for v in self.variants]}"
         raise ConfigError(msg)
+
+    def engine(self, name: str | None = None) -> Engine:
+        """A new engine for a variant's model (default: the last variant), on the backend it was measured on.
+
+        The caller owns it: use it as a context manager or call ``close()``.
+        """
+        from yoloquant.artifacts import OnnxModel
+        from yoloquant.backends.ort import OrtEngineBuilder
+        from yoloquant.config import Backend
+
+        v = self.variant(name) if name is not None else self.variants[-1]
+        return OrtEngineBuilder(backend=Backend(v.backend)).build(OnnxModel.load(v.model_path))
 
     def table(self) -> str:
         """Plain-text table: FP32 baseline vs each variant (mAP, delta, latency, speedup, size)."""

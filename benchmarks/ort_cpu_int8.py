@@ -95,7 +95,10 @@ def evaluate(onnx_path: Path, data_yaml: Path) -> tuple[float, float]:
 def time_interleaved(paths: dict[str, Path], image: np.ndarray, rounds: int, warmup: int = 5) -> dict[str, list[float]]:
     import onnxruntime as ort
 
-    sessions = {k: ort.InferenceSession(str(p), session_options(None), providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    sessions = {
+        k: ort.InferenceSession(str(p), session_options(None), providers=["CPUExecutionProvider"])
+        for k, p in paths.items()
+    }
     name = next(iter(sessions.values())).get_inputs()[0].name
     for s in sessions.values():
         for _ in range(warmup):
@@ -144,7 +147,9 @@ def main() -> None:
         r["ratio"] = r["p50_ms"] / base
         r["delta"] = r["map"] - rows["fp32"]["map"]
         r["path"] = str(r["path"])
-        print(f"{k:<18}{r['map']:9.2f}{r['delta']:+7.2f}{r['map50']:7.2f}{r['p50_ms']:8.1f}{r['ratio']:8.2f}{r['seconds']:9.1f}")
+        print(
+            f"{k:<18}{r['map']:9.2f}{r['delta']:+7.2f}{r['map50']:7.2f}{r['p50_ms']:8.1f}{r['ratio']:8.2f}{r['seconds']:9.1f}"
+        )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "samples_ms": samples}, indent=1, default=str))
 

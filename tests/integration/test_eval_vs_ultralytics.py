@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yoloquant.artifacts import OnnxModel
+from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends.ort.engine import OrtEngine, OrtEngineBuilder
 from yoloquant.config import EvalConfig, HeadType
-from yoloquant.data.datasets import load_dataset
+from yoloquant.data.datasets import Dataset, load_dataset
 from yoloquant.data.images import list_images, read_image
+from yoloquant.data.letterbox import preprocess
 from yoloquant.errors import DataError
 from yoloquant.eval.coco import evaluate
 from yoloquant.postprocess.predict import predict
@@ -65,7 +66,7 @@ def test_evaluate_agrees_with_yolo_val(onnx_path: Path, engine: OrtEngine, workd
         data=str(workdir / "coco64.yaml"), imgsz=640, batch=1, plots=False, verbose=False, project=str(workdir / "runs")
     )
     ours = evaluate(engine, load_dataset(workdir / "coco64.yaml"), EvalConfig(), progress=False)
-    assert ours.num_images == 64 and ours.num_instances == int(theirs.box.nt_per_class.sum())
+    assert ours.num_images == 64 and ours.num_instances == int(theirs.nt_per_class.sum())
     assert abs(ours.map50_95 - theirs.box.map) < TOLERANCE, (ours, theirs.box.map)
     assert abs(ours.map50 - theirs.box.map50) < TOLERANCE, (ours, theirs.box.map50)
 
@@ -91,6 +92,48 @@ def test_predict_matches_yolo_predict(onnx_path: Path, engine: OrtEngine) -> Non
         assert len(d) == len(boxes) > 0
         np.testing.assert_allclose(d.boxes, boxes, atol=1.0)
         np.testing.assert_array_equal(d.classes, r.boxes.cls.numpy().astype(np.int64))
+
+
+class _OracleEngine:
+    """An end-to-end 'model' that outputs each image's ground truth, mapped into the letterboxed input."""
+
+    def __init__(self, dataset: Dataset, drop_every: int = 0) -> None:
+        self.info = ModelInfo(names=dataset.names or {}, head=HeadType.END2END)
+        self._outputs: list[np.ndarray] = []
+        for path, gt in zip(dataset.images, dataset.labels or (), strict=True):
+            _, meta = preprocess(read_image(path), 640)
+            (gy, gx), (px, py) = meta.gain, meta.pad
+            boxes = gt.boxes * np.array([gx, gy, gx, gy], np.float32) + np.array([px, py, px, py], np.float32)
+            rows = np.zeros((300, 6), np.float32)
+            keep = [i for i in range(len(gt)) if not drop_every or i % drop_every]
+            rows[: len(keep), :4], rows[: len(keep), 4], rows[: len(keep), 5] = boxes[keep], 0.9, gt.classes[keep]
+            self._outputs.append(rows[None])
+        self._calls = 0
+
+    @property
+    def providers(self) -> list[str]:
+        return ["oracle"]
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        self._calls += 1
+        return [self._outputs[self._calls - 1]]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _OracleEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_perfect_predictions_score_one_and_missing_ones_lower_recall() -> None:
+    dataset = load_dataset(ASSETS / "coco64.yaml").select(8)
+    perfect = evaluate(_OracleEngine(dataset), dataset, progress=False)
+    assert perfect.map50_95 == pytest.approx(1.0, abs=1e-3) and perfect.map50 == pytest.approx(1.0, abs=1e-3)
+    half = evaluate(_OracleEngine(dataset, drop_every=2), dataset, progress=False)
+    assert 0.3 < half.map50 < 0.8
 
 
 def test_evaluate_needs_labels(engine: OrtEngine) -> None:

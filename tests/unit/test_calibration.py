@@ -41,7 +41,8 @@ def test_calibrate_letterboxes_and_caches(images: Path, tmp_path: Path, monkeypa
     assert not list((tmp_path / "cache").glob("*.tmp"))  # the atomic write left no temp file
 
     def no_preprocessing(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a cache hit must not preprocess")
+        msg = "a cache hit must not preprocess"
+        raise AssertionError(msg)
 
     monkeypatch.setattr(calibration, "preprocess", no_preprocessing)
     second = calib.calibrate(INFO)

@@ -71,9 +71,7 @@ def test_yaml_path_key_list_and_txt_split(tmp_path: Path) -> None:
     (root / "val.txt").write_text("\n".join(f"./images/{p.name}" for p in images[:2]) + "\n")
     yaml_dir = tmp_path / "cfg"
     yaml_dir.mkdir()
-    (yaml_dir / "d.yaml").write_text(
-        f"path: {root}\ntrain: [images, images]\nval: val.txt\nnames: [person, bicycle]\n"
-    )
+    (yaml_dir / "d.yaml").write_text(f"path: {root}\ntrain: [images, images]\nval: val.txt\nnames: [person, bicycle]\n")
     with pytest.raises(DataError, match=r"labels/.*\.txt:\d+: class id \d+ .*out of range for 2 class names"):
         load_dataset(yaml_dir / "d.yaml")  # bundled labels use 80 classes
     ds = load_dataset(yaml_dir / "d.yaml", names={i: str(i) for i in range(80)})

@@ -87,9 +87,8 @@ def test_matches_ultralytics_non_max_suppression(real_output: np.ndarray, conf: 
     torch = pytest.importorskip("torch")
     from ultralytics.utils.nms import non_max_suppression
 
-    theirs = non_max_suppression(
-        torch.from_numpy(real_output), conf, 0.7, multi_label=multi_label, max_det=300, nc=0
-    )[0].numpy()
+    batch = torch.from_numpy(real_output)
+    theirs = non_max_suppression(batch, conf, 0.7, multi_label=multi_label, max_det=300, nc=0)[0].numpy()
     info = ModelInfo(names={i: str(i) for i in range(80)})
     ours = decode([real_output], info, conf=conf, iou=0.7, max_det=300, multi_label=multi_label)[0]
     assert len(ours) == len(theirs) > 0

@@ -84,7 +84,7 @@ def preprocess(
         The CHW RGB uint8 input and the :class:`LetterboxMeta` to map boxes back.
 
     Example:
-        >>> img, meta = preprocess(np.zeros((480, 640, 3), np.uint8), 640)  # doctest: +SKIP
+        >>> img, meta = preprocess(np.zeros((480, 640, 3), np.uint8), 640)
         >>> img.shape, meta.pad
         ((3, 640, 640), (0, 80))
     """

@@ -10,7 +10,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -29,6 +31,8 @@ from yoloquant.postprocess.decode import decode
 from yoloquant.protocols import Engine
 
 __all__ = ["EvalResult", "evaluate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,11 +93,10 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
 
 def _gt_from_labels(dataset: Dataset) -> tuple[dict[str, Any], list[int], dict[int, int]]:
     """An in-memory COCO ground truth: image ids 0..N-1, category id = class index + 1."""
-    assert dataset.labels is not None  # checked by evaluate()
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     classes: set[int] = set(dataset.names or {})
-    for image_id, gt in enumerate(dataset.labels):
+    for image_id, gt in enumerate(dataset.labels or ()):
         images.append({"id": image_id, "height": gt.shape[0], "width": gt.shape[1]})
         for box, cls in zip(_xywh(gt.boxes).tolist(), gt.classes.tolist(), strict=True):
             anns.append(
@@ -140,17 +143,30 @@ def _score(gt: Any, results: list[dict[str, Any]], image_ids: list[int], max_det
     return float(np.mean(per_iou)), float(per_iou[0])
 
 
-def _coco_gt(dataset: Dataset) -> tuple[Any, list[int], dict[int, int]]:
+def _coco_gt(dataset: Dataset, names: dict[int, str]) -> tuple[Any, list[int], dict[int, int]]:
+    """(pycocotools ground truth, image ids, model class -> category id)."""
     coco_mod = require("pycocotools.coco")
     with contextlib.redirect_stdout(io.StringIO()):
         if dataset.coco_json is not None:
-            assert dataset.image_ids is not None and dataset.category_ids is not None
-            return coco_mod.COCO(str(dataset.coco_json)), list(dataset.image_ids), dict(dataset.category_ids)
+            gt = coco_mod.COCO(str(dataset.coco_json))
+            by_name = {str(c["name"]): int(c["id"]) for c in gt.dataset["categories"]}
+            cat_ids = {i: by_name[n] for i, n in names.items() if n in by_name}  # the engine's names decide
+            image_ids = list(dataset.image_ids or ())
+            return gt, image_ids, cat_ids or dict(dataset.category_ids or {})
         data, image_ids, cat_ids = _gt_from_labels(dataset)
         gt = coco_mod.COCO()
         gt.dataset = data
         gt.createIndex()
     return gt, image_ids, cat_ids
+
+
+def _max_det(config: EvalConfig, dataset: Dataset) -> int:
+    """Like ``yolo val``: a default max_det below the most objects in one image is raised to that count."""
+    most = max((len(gt) for gt in dataset.labels or ()), default=0)
+    if most > config.max_det == EvalConfig().max_det:
+        log.warning("an image has %d objects, more than max_det=%d; using max_det=%d", most, config.max_det, most)
+        return most
+    return config.max_det
 
 
 def evaluate(
@@ -190,8 +206,9 @@ def evaluate(
         raise ConfigError(msg)
     start = time.perf_counter()
     dataset = dataset.select(config.num_images) if config.num_images is not None else dataset
+    config = dataclasses.replace(config, max_det=_max_det(config, dataset))
     dets = _predict_all(engine, dataset, config, progress, desc)
-    gt, image_ids, cat_ids = _coco_gt(dataset)
+    gt, image_ids, cat_ids = _coco_gt(dataset, engine.info.names)
     map50_95, map50 = _score(gt, _results(dets, image_ids, cat_ids), image_ids, config.max_det)
     return EvalResult(
         map50_95=map50_95,

@@ -112,7 +112,8 @@ class OrtQuantConfig(_Serializable):
             raise ConfigError(msg)
         unknown = sorted(set(self.op_types) - _KNOWN_OP_TYPES)
         if unknown:
-            msg = f"op_types {unknown} are not quantized by ONNX Runtime's QDQ quantizer; choose from {sorted(_KNOWN_OP_TYPES)}"
+            known = sorted(_KNOWN_OP_TYPES)
+            msg = f"op_types {unknown} are not quantized by ONNX Runtime's QDQ quantizer; choose from {known}"
             raise ConfigError(msg)
         for pattern in self.exclude:
             try:
@@ -188,14 +189,14 @@ class OrtStaticQuantizer:
         return tuple(dict.fromkeys(names))
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
-        """Calibrate on ``data`` and write ``<stem>.int8.onnx`` into ``out_dir``."""
+        """Calibrate on ``data`` and write ``<stem>-int8.onnx`` into ``out_dir`` (``-fp32`` dropped from the stem)."""
         if len(data) == 0:
             msg = "the calibration set is empty; calibrate on at least one image (64-512 is typical)"
             raise QuantizationError(msg, artifact=model.path)
         onnx = require("onnx")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{model.path.stem}.int8.onnx"
+        target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-int8.onnx"
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=".yq-ort-", dir=out_dir) as tmp:
             src = self._preprocess(model.path, Path(tmp))
@@ -234,7 +235,9 @@ class OrtStaticQuantizer:
             raise QuantizationError(msg, artifact=path) from exc
         return out
 
-    def _run_ort(self, src: Path, dst: Path, data: CalibrationSet, input_name: str, keep_float: tuple[str, ...]) -> None:
+    def _run_ort(
+        self, src: Path, dst: Path, data: CalibrationSet, input_name: str, keep_float: tuple[str, ...]
+    ) -> None:
         quantization = require("onnxruntime.quantization")
         tqdm = require("tqdm").tqdm
         cfg = self.config

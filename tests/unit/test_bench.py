@@ -62,7 +62,7 @@ def test_benchmark_feeds_the_given_image_tiled_to_the_batch() -> None:
 
     benchmark_interleaved(
         {"a": CallbackEngine(fn, INFO)},
-        BenchConfig(batch_sizes=(3,), warmup=0, iterations=5),
+        BenchConfig(batch_sizes=(3,), warmup=0, iterations=5, noise_threshold=100.0),
         inputs=image,
         progress=False,
     )

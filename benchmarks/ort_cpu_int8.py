@@ -6,6 +6,8 @@ one process with yoloquant's session options (no spinning), CPU execution provid
 
     YOLO_OFFLINE=1 .venv/bin/python benchmarks/ort_cpu_int8.py --data ../shared/data/coco128 \
         --out /tmp/yq-bench --json /tmp/yq-bench/results.json
+    # then, with onnxruntime-openvino in its own venv, on the models the first run left in --out:
+    .venv-ov/bin/python benchmarks/ort_cpu_int8.py --openvino --out /tmp/yq-bench --candidates default openvino
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from yoloquant.backends.ort.engine import session_options
 from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
 
 CANDIDATES: dict[str, OrtQuantConfig] = {
+    "default": OrtQuantConfig(),  # entropy, head output convs INT8, decode float
     "minmax": OrtQuantConfig(calibration="minmax"),
     "percentile": OrtQuantConfig(calibration="percentile"),
-    "entropy": OrtQuantConfig(calibration="entropy"),
-    "minmax-fast": OrtQuantConfig.fast(),
-    "percentile-fast": OrtQuantConfig(calibration="percentile", keep_head_convs_float=False),
-    "conv-only": OrtQuantConfig(op_types=("Conv",)),
+    "entropy-headfloat": OrtQuantConfig(keep_head_convs_float=True),
+    "minmax-headfloat": OrtQuantConfig(calibration="minmax", keep_head_convs_float=True),
+    "conservative": OrtQuantConfig.conservative(),
+    "openvino": OrtQuantConfig.openvino(),  # Q/DQ on Conv inputs, Add, Concat: for the OpenVINO EP
+    "conv-only": OrtQuantConfig(calibration="minmax", op_types=("Conv",)),
 }
 
 
@@ -92,13 +96,23 @@ def evaluate(onnx_path: Path, data_yaml: Path) -> tuple[float, float]:
     return float(m.box.map) * 100, float(m.box.map50) * 100
 
 
-def time_interleaved(paths: dict[str, Path], image: np.ndarray, rounds: int, warmup: int = 5) -> dict[str, list[float]]:
+def _session(path: Path, openvino: bool) -> Any:
     import onnxruntime as ort
 
-    sessions = {
-        k: ort.InferenceSession(str(p), session_options(None), providers=["CPUExecutionProvider"])
-        for k, p in paths.items()
-    }
+    if not openvino:
+        return ort.InferenceSession(str(path), session_options(None), providers=["CPUExecutionProvider"])
+    providers, options = ["OpenVINOExecutionProvider", "CPUExecutionProvider"], [{"device_type": "CPU"}, {}]
+    sess = ort.InferenceSession(str(path), session_options(None), providers=providers, provider_options=options)
+    if sess.get_providers()[0] != "OpenVINOExecutionProvider":  # ORT falls back silently on bad options
+        msg = f"OpenVINO EP not active for {path}: {sess.get_providers()}"
+        raise RuntimeError(msg)
+    return sess
+
+
+def time_interleaved(
+    paths: dict[str, Path], image: np.ndarray, rounds: int, warmup: int = 5, openvino: frozenset[str] = frozenset()
+) -> dict[str, list[float]]:
+    sessions = {k: _session(p, k in openvino) for k, p in paths.items()}
     name = next(iter(sessions.values())).get_inputs()[0].name
     for s in sessions.values():
         for _ in range(warmup):
@@ -120,8 +134,17 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument(
+        "--openvino",
+        action="store_true",
+        help="in a venv with onnxruntime-openvino: time the models "
+        "a previous run left in --out, FP32 on the CPU EP vs FP32 and INT8 on the OpenVINO EP",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.openvino:
+        time_openvino(args)
+        return
 
     files = sorted((args.data / "images" / "train2017").glob("*.jpg"))
     calib_files, val_files = files[:64], files[64:128]
@@ -152,6 +175,21 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "samples_ms": samples}, indent=1, default=str))
+
+
+def time_openvino(args: argparse.Namespace) -> None:
+    files = sorted((args.data / "images" / "train2017").glob("*.jpg"))
+    image = letterbox_images(files[:1]).astype(np.float32) / 255.0
+    fp32 = args.out / f"{args.weights.stem}.onnx"
+    paths = {"fp32 cpu-ep": fp32, "fp32 openvino-ep": fp32}
+    paths |= {f"{name} openvino-ep": args.out / name / f"{args.weights.stem}-int8.onnx" for name in args.candidates}
+    paths = {k: p for k, p in paths.items() if p.exists()}
+    samples = time_interleaved(paths, image, args.rounds, openvino=frozenset(k for k in paths if "openvino" in k))
+    base = statistics.median(samples["fp32 cpu-ep"])
+    for k, v in samples.items():
+        print(f"{k:<28}{statistics.median(v):8.1f} ms{statistics.median(v) / base:8.2f} x FP32 CPU EP")
+    if args.json:
+        args.json.write_text(json.dumps({"samples_ms": samples}, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,8 +78,8 @@ def _run(path: Path, batch: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))])
 
 
-def _producers(model: object) -> dict[str, str]:
-    return {out: n.op_type for n in model.graph.node for out in n.output}  # type: ignore[attr-defined]
+def _producers(model: Any) -> dict[str, str]:
+    return {out: n.op_type for n in model.graph.node for out in n.output}
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -89,6 +90,7 @@ def test_config_round_trips_through_json() -> None:
     data = json.loads(json.dumps(cfg.to_dict()))
     assert OrtQuantConfig.from_dict(data) == cfg
     assert cfg.calibration is CalibMethod.ENTROPY
+    assert OrtQuantConfig.from_dict(json.loads(json.dumps(OrtQuantConfig.openvino().to_dict()))).target == "openvino"
 
 
 @pytest.mark.parametrize(
@@ -100,6 +102,7 @@ def test_config_round_trips_through_json() -> None:
         ({"op_types": ("Conv", "NonMaxSuppression")}, "NonMaxSuppression"),
         ({"exclude": ("model.(",)}, "regex"),
         ({"calib_chunk": 0}, "calib_chunk"),
+        ({"target": "tensorrt"}, "onnxruntime or openvino"),
     ],
 )
 def test_config_rejects_bad_options(kwargs: dict[str, object], needle: str) -> None:
@@ -127,39 +130,63 @@ def test_metadata_is_carried_over(v8_qdq: QdqModel, yolov8n_onnx: Path) -> None:
     assert OnnxModel.load(v8_qdq.path).info == v8_qdq.info
 
 
-def test_decode_path_and_head_convs_stay_float(v8_qdq: QdqModel) -> None:
-    model = onnx.load(str(v8_qdq.path))
-    producers = _producers(model)
-    consumers: dict[str, list[str]] = {}
+def _consumers(model: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
     for n in model.graph.node:
         for i in n.input:
-            consumers.setdefault(i, []).append(n.op_type)
-    head = [n for n in model.graph.node if n.name.startswith("/model.22/") and not n.name.startswith("/model.22/cv")]
-    head += [n for n in model.graph.node if n.op_type == "Conv" and n.name.endswith((".2/Conv",))]
-    assert len(head) > 20  # DFL, anchor decode, the 6 box / class output convs
-    for node in head:
-        if node.op_type == "Conv":  # float weights; the input may come from a quantized neighbour
-            assert producers.get(node.input[1]) is None, node.name
-        else:
-            assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.name
+            out.setdefault(i, []).append(n.op_type)
+    return out
+
+
+def _decode_nodes(model: Any) -> list[Any]:
+    """Ultralytics' own names for the v8 decode path: everything in model.22 but the cv2/cv3 branches."""
+    return [n for n in model.graph.node if n.name.startswith("/model.22/") and not n.name.startswith("/model.22/cv")]
+
+
+def test_decode_path_stays_float(v8_qdq: QdqModel) -> None:
+    model = onnx.load(str(v8_qdq.path))
+    producers, consumers = _producers(model), _consumers(model)
+    decode = _decode_nodes(model)
+    assert len(decode) > 20  # reshapes, DFL softmax + conv, anchor arithmetic, class sigmoid, concats
+    for node in decode:
         assert all("QuantizeLinear" not in consumers.get(o, []) for o in node.output), node.name
+        if node.op_type != "Reshape" or node.input[0].startswith("/model.22/Concat"):
+            assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.name
+    dfl = next(n for n in decode if n.op_type == "Conv")
+    assert dfl.input[1] in {i.name for i in model.graph.initializer}  # float projection weights
     floats = {name for names in v8_qdq.float_nodes.values() for name in names}
-    assert {"/model.22/dfl/conv/Conv", "/model.22/dfl/Softmax", "/model.22/Sigmoid"} <= floats
+    assert {n.name for n in decode if n.op_type != "Reshape"} <= floats
 
 
-def test_every_other_conv_and_activation_is_quantized(v8_qdq: QdqModel) -> None:
+def test_every_conv_but_the_dfl_is_quantized(v8_qdq: QdqModel) -> None:
     model = onnx.load(str(v8_qdq.path))
     producers = _producers(model)
-    head = ("/model.22/dfl/", "/model.22/Sigmoid", "/model.22/Mul_2", "/model.22/Add_", "/model.22/Concat")
-    body = [n for n in model.graph.node if not n.name.startswith(head) and not n.name.endswith(".2/Conv")]
+    decode = {n.name for n in _decode_nodes(model)}
+    body = [n for n in model.graph.node if n.name not in decode]
     convs = [n for n in body if n.op_type == "Conv"]
-    assert len(convs) == 57
+    assert len(convs) == 63  # 64 convs in yolov8n, minus the DFL projection
     for n in convs:
         assert producers[n.input[0]] == "DequantizeLinear" and producers[n.input[1]] == "DequantizeLinear", n.name
     for n in body:
-        if n.op_type in ("Sigmoid", "Mul", "Add", "Concat"):
+        if n.op_type in ("Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize"):
             assert producers[n.input[0]] == "DequantizeLinear", n.name
-    assert len(v8_qdq.quantized_nodes["Conv"]) == 57 and len(v8_qdq.float_nodes["Conv"]) == 7
+    assert len(v8_qdq.quantized_nodes["Conv"]) == 63 and v8_qdq.float_nodes["Conv"] == ["/model.22/dfl/conv/Conv"]
+
+
+def test_head_convs_and_excluded_nodes_can_stay_float(
+    yolov8n_onnx: Path, calib: CalibrationSet, tmp_path: Path
+) -> None:
+    cfg = OrtQuantConfig(calibration="minmax", keep_head_convs_float=True, exclude=(r"^/model\.9/",))
+    qdq = OrtStaticQuantizer(cfg).quantize(OnnxModel.load(yolov8n_onnx), calib, tmp_path)
+    model = onnx.load(str(qdq.path))
+    producers = _producers(model)
+    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
+    float_convs = [n for n, node in convs.items() if producers.get(node.input[1]) != "DequantizeLinear"]
+    expected = {f"/model.22/cv{b}.{s}/cv{b}.{s}.2/Conv" for s in range(3) for b in (2, 3)}
+    expected |= {"/model.22/dfl/conv/Conv", "/model.9/cv1/conv/Conv", "/model.9/cv2/conv/Conv"}
+    assert set(float_convs) == expected
+    assert set(qdq.float_nodes["Conv"]) == expected
+    assert "MaxPool" in qdq.float_nodes  # the SPPF's pools sit in model.9
 
 
 def test_weights_int8_per_channel_activations_uint8(v8_qdq: QdqModel) -> None:
@@ -183,7 +210,7 @@ def test_ort_fuses_the_layout_into_integer_kernels(v8_qdq: QdqModel, tmp_path: P
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(v8_qdq.path), opts, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
-    assert ops.count("QLinearConv") == 57
+    assert ops.count("QLinearConv") == 63
     assert ops.count("QLinearSigmoid") >= 50 and ops.count("QLinearMul") >= 50
     assert ops.count("DequantizeLinear") <= 8  # only where the float head starts
 
@@ -224,7 +251,8 @@ def test_yolo26_end_to_end_head_quantizes_with_float_top_k(
     floats = {op for op, names in qdq.float_nodes.items() if names}
     assert {"TopK", "GatherElements", "ReduceMax"} <= floats
     assert "TopK" not in qdq.quantized_nodes
-    assert len(qdq.float_nodes["Conv"]) == 6  # the one-to-one head's box and class output convs
+    assert "Conv" not in qdq.float_nodes  # no DFL in YOLO26 (reg_max=1); output convs are INT8 by default
+    assert len(qdq.quantized_nodes["Conv"]) == 102
     ref, out = _run(v26_onnx, test_batch[:2]), _run(qdq.path, test_batch[:2])
     assert out.shape == ref.shape == (2, 300, 6)
     for r, q in zip(ref, out, strict=True):

@@ -19,7 +19,8 @@ def default_quantizer(precision: Precision, backend: Backend, calibration: Calib
     from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
 
     if precision is Precision.INT8 and backend in (Backend.ONNXRUNTIME, Backend.OPENVINO):
-        config = OrtQuantConfig()
+        # OpenVINO runs its own integer kernels and measured best with Q/DQ on Conv / Add / Concat only
+        config = OrtQuantConfig.openvino() if backend is Backend.OPENVINO else OrtQuantConfig()
         if calibration is not None:
             config = dataclasses.replace(config, calibration=calibration)
         return OrtStaticQuantizer(config)

@@ -1,0 +1,312 @@
+"""GPU end-to-end benchmark: Ultralytics predict (PyTorch FP16) vs yoloquant on ONNX Runtime's CUDA EP.
+
+One run, one GPU, the bundled YOLOv8n and the 64 bundled COCO images (decoded once, in memory):
+
+* end-to-end images/s (letterbox + inference + decode/NMS, boxes in original pixels) at batch 1 and 16;
+* inference-only latency p50 / p90 at batch 1 (upload + run + download of a letterboxed uint8 image);
+* 8 engines on 8 CUDA streams (one thread each), ``--frames`` frames each, against a serial run, and
+  the GPU memory in use before and after.
+
+Variants: ``ultralytics`` (``YOLO(pt).predict(half=True, device=0)``, what users run today) and
+yoloquant FP32 / FP16, each with and without CUDA graphs. The yoloquant engines take uint8 pixels
+(``uint8_input=True``: the /255 runs on the GPU), letterbox on a thread pool overlapped with the GPU,
+and decode + NMS on the GPU (``postprocess.gpu``).
+
+    python benchmarks/gpu_e2e.py --out runs/gpu-e2e
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF, IOU = 0.25, 0.7
+
+
+def _export(pt: Path, out: Path, batch: int) -> Any:
+    """Static-batch ONNX (CUDA graphs need every node on the GPU, so no dynamic shape ops)."""
+    from ultralytics import YOLO
+
+    from yoloquant.artifacts import OnnxModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"yolov8n-b{batch}-fp32.onnx"
+    if not target.exists():
+        weights = out / f"b{batch}-{pt.name}"
+        weights.write_bytes(pt.read_bytes())
+        exported = YOLO(str(weights)).export(format="onnx", imgsz=640, batch=batch, simplify=False, verbose=False)
+        Path(exported).replace(target)
+    return OnnxModel.load(target)
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    arr = np.asarray(samples)
+    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)), "n": len(samples)}
+
+
+def _ultralytics(pt: Path, images: list[np.ndarray], frames: int, iters: int) -> dict[str, Any]:
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(pt))
+    out: dict[str, Any] = {}
+    for batch in (1, 16):
+        chunks = [[images[(k + i) % len(images)] for i in range(batch)] for k in range(0, frames, batch)]
+        for chunk in chunks[:3]:
+            model.predict(chunk, half=True, device=0, conf=CONF, iou=IOU, verbose=False, batch=batch)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for chunk in chunks:
+            model.predict(chunk, half=True, device=0, conf=CONF, iou=IOU, verbose=False, batch=batch)
+        torch.cuda.synchronize()
+        out[f"e2e_b{batch}_ips"] = len(chunks) * batch / (time.perf_counter() - start)
+    inference = []
+    for k in range(iters):
+        (result,) = model.predict(images[k % len(images)], half=True, device=0, verbose=False)
+        inference.append(float(result.speed["inference"]))
+    out["infer_b1_ms"] = _percentiles(inference[10:])
+    out["note"] = "infer_b1_ms is Ultralytics' own speed['inference'] (synchronized), rect input"
+    return out
+
+
+class _Pipeline:
+    """Letterbox on a thread pool (overlapping the GPU), infer, decode on the GPU, scale boxes back."""
+
+    def __init__(self, engine: Any, pool: ThreadPoolExecutor) -> None:
+        self.engine, self.pool = engine, pool
+
+    def _prep(self, images: list[np.ndarray]) -> list[Any]:
+        from yoloquant.data.letterbox import preprocess
+
+        return [self.pool.submit(preprocess, im, 640, mode="predict") for im in images]
+
+    def run(self, chunks: list[list[np.ndarray]]) -> int:
+        from yoloquant.data.letterbox import scale_boxes
+        from yoloquant.detections import Detections
+        from yoloquant.postprocess.gpu import decode_pending
+
+        count = 0
+        futures = self._prep(chunks[0])
+        for k in range(len(chunks)):
+            done = [f.result() for f in futures]
+            if k + 1 < len(chunks):
+                futures = self._prep(chunks[k + 1])
+            x = np.stack([x for x, _ in done])
+            pending = self.engine.infer_async(x, download=False)
+            dets = decode_pending(pending, self.engine, conf=CONF, iou=IOU, multi_label=False)
+            out = [
+                Detections(scale_boxes(d.boxes, m), d.scores, d.classes) for d, (_, m) in zip(dets, done, strict=True)
+            ]
+            count += len(out)
+        return count
+
+
+def _yoloquant(models: dict[str, Any], images: list[np.ndarray], frames: int, iters: int) -> dict[str, Any]:
+    from yoloquant.data.letterbox import preprocess
+
+    pixels = np.stack([preprocess(im, 640, mode="predict")[0] for im in images[:16]])
+    results: dict[str, Any] = {}
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
+        for precision in ("fp32", "fp16"):
+            for graph in (False, True):
+                name = f"yoloquant-{precision}" + ("-cudagraph" if graph else "")
+                results[name] = _guard(
+                    lambda graph=graph, precision=precision: _variant(
+                        models, images, pool, pixels, precision, graph, frames, iters
+                    )
+                )
+                print(name, json.dumps(results[name]), flush=True)
+    return results
+
+
+def _variant(  # noqa: PLR0917
+    models: dict[str, Any],
+    images: list[np.ndarray],
+    pool: ThreadPoolExecutor,
+    pixels: np.ndarray,
+    precision: str,
+    graph: bool,
+    frames: int,
+    iters: int,
+) -> dict[str, Any]:
+    from yoloquant.backends.ort.cuda import CudaEngineBuilder
+
+    row: dict[str, Any] = {}
+    for batch in (1, 16):
+        builder = CudaEngineBuilder(cuda_graph=graph, uint8_input=True, batch=batch)
+        with builder.build(models[f"b{batch}-{precision}"]) as engine:
+            chunks = [[images[(k + i) % len(images)] for i in range(batch)] for k in range(0, frames, batch)]
+            pipe = _Pipeline(engine, pool)
+            pipe.run(chunks[:3])
+            start = time.perf_counter()
+            n = pipe.run(chunks)
+            row[f"e2e_b{batch}_ips"] = n / (time.perf_counter() - start)
+            if batch == 1:
+                row["infer_b1_ms"] = _time_infer(engine, pixels[:1], iters)
+            else:
+                row["infer_b16_ms"] = _time_infer(engine, pixels, max(iters // 4, 20))
+    return row
+
+
+def _time_infer(engine: Any, x: np.ndarray, iters: int) -> dict[str, float]:
+    for _ in range(10):
+        engine.infer(x)
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        engine.infer(x)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return _percentiles(samples)
+
+
+def _multistream(model: Any, images: list[np.ndarray], frames: int, engines_n: int = 8) -> dict[str, Any]:
+    from yoloquant.backends.ort.cuda import CudaEngineBuilder, gpu_memory_used
+    from yoloquant.data.letterbox import preprocess
+    from yoloquant.postprocess.decode import decode
+
+    x = np.stack([preprocess(im, 640, mode="predict")[0] for im in images])
+    with CudaEngineBuilder(uint8_input=True).build(model) as serial:
+        reference = [decode(serial.infer(x[i : i + 1]), model.info, conf=CONF, iou=IOU)[0] for i in range(len(x))]
+    engines = [CudaEngineBuilder(uint8_input=True).build(model) for _ in range(engines_n)]
+    mismatches: list[str] = []
+
+    def same(a: Any, b: Any) -> bool:
+        return a.classes.tolist() == b.classes.tolist() and (not len(a) or np.abs(a.boxes - b.boxes).max() <= 1.0)
+
+    def work(k: int, start: int, stop: int) -> None:
+        for f in range(start, stop):
+            i = (f * 7 + k) % len(x)
+            (d,) = decode(engines[k].infer(x[i : i + 1]), model.info, conf=CONF, iou=IOU)
+            if not same(d, reference[i]):
+                mismatches.append(f"engine {k} frame {f} image {i}")
+
+    def run(start: int, stop: int) -> float:
+        threads = [threading.Thread(target=work, args=(k, start, stop)) for k in range(engines_n)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    run(0, 20)
+    before = gpu_memory_used()
+    seconds = run(20, frames)
+    after = gpu_memory_used()
+    for e in engines:
+        e.close()
+    return {
+        "engines": engines_n,
+        "frames_per_engine": frames,
+        "mismatches": len(mismatches),
+        "first_mismatches": mismatches[:5],
+        "gpu_mem_before_mib": before / 2**20,
+        "gpu_mem_after_mib": after / 2**20,
+        "growth_mib": (after - before) / 2**20,
+        "images_per_s": engines_n * (frames - 20) / seconds,
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# GPU end-to-end benchmark ({report['gpu']})",
+        "",
+        "| variant | e2e b1 img/s | e2e b16 img/s | infer b1 p50 ms | infer b1 p90 ms | b16 vs ultralytics |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    base = report["variants"].get("ultralytics", {}).get("e2e_b16_ips")
+    for name, row in report["variants"].items():
+        if "error" in row:
+            lines.append(f"| {name} | error: {row['error'][:80]} | | | | |")
+            continue
+        ratio = f"{row['e2e_b16_ips'] / base:.2f}x" if base else "-"
+        inf = row["infer_b1_ms"]
+        lines.append(
+            f"| {name} | {row['e2e_b1_ips']:.0f} | {row['e2e_b16_ips']:.0f} "
+            f"| {inf['p50']:.3f} | {inf['p90']:.3f} | {ratio} |"
+        )
+    ms = report.get("multistream", {})
+    if ms and "error" not in ms:
+        lines += [
+            "",
+            f"Multi-stream: {ms['engines']} engines x {ms['frames_per_engine']} frames, {ms['mismatches']} mismatches "
+            f"vs serial, GPU memory {ms['gpu_mem_before_mib']:.0f} -> {ms['gpu_mem_after_mib']:.0f} MiB "
+            f"(growth {ms['growth_mib']:.1f} MiB), {ms['images_per_s']:.0f} img/s.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _guard(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return fn()
+    except Exception as exc:  # keep the other measurements when one variant fails
+        import traceback
+
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "assets" / "weights" / "yolov8n.pt")
+    parser.add_argument("--images", type=Path, default=ROOT / "assets" / "coco64" / "images")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-e2e")
+    parser.add_argument("--frames", type=int, default=512, help="images per end-to-end measurement")
+    parser.add_argument("--iters", type=int, default=300, help="batch-1 latency samples")
+    parser.add_argument("--stream-frames", type=int, default=2000, help="frames per engine, multi-stream test")
+    parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: ultralytics yoloquant multistream")
+    args = parser.parse_args()
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+    import torch
+
+    from yoloquant.data.images import read_image
+    from yoloquant.quantize.fp16 import Fp16Converter
+
+    images = [read_image(f) for f in sorted(args.images.glob("*.jpg"))]
+    work = args.out / "models"
+    models: dict[str, Any] = {}
+    for batch in (1, 16):
+        fp32 = _export(args.model, work, batch)
+        models[f"b{batch}-fp32"] = fp32
+        models[f"b{batch}-fp16"] = Fp16Converter().convert(fp32, work)
+    report: dict[str, Any] = {
+        "gpu": torch.cuda.get_device_name(0),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "conf": CONF,
+        "iou": IOU,
+        "frames": args.frames,
+        "variants": {},
+    }
+    import onnxruntime
+
+    report["onnxruntime"] = onnxruntime.__version__
+    if "ultralytics" not in args.skip:
+        report["variants"]["ultralytics"] = _guard(lambda: _ultralytics(args.model, images, args.frames, args.iters))
+        print("ultralytics", json.dumps(report["variants"]["ultralytics"]), flush=True)
+    if "yoloquant" not in args.skip:
+        rows = _guard(lambda: _yoloquant(models, images, args.frames, args.iters))
+        report["variants"].update({"yoloquant": rows} if "error" in rows else rows)
+    if "multistream" not in args.skip:
+        report["multistream"] = _guard(lambda: _multistream(models["b1-fp32"], images, args.stream_frames))
+        print("multistream", json.dumps(report["multistream"]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_e2e.json").write_text(json.dumps(report, indent=2))
+    (args.out / "gpu_e2e.md").write_text(_markdown(report))
+    print(_markdown(report))
+
+
+if __name__ == "__main__":
+    main()

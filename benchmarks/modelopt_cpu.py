@@ -1,0 +1,135 @@
+"""ModelOpt INT8 / FP8 (TensorRT Q/DQ layout) vs FP32 on coco128, evaluated through ONNX Runtime CPU.
+
+Calibrates on images 0-63 and evaluates on images 64-127 (sorted file names) of coco128 with
+yoloquant's evaluator (pycocotools, ``yolo val`` settings). Every variant: calibration method x keep
+preset x mode. ``calibrate+quant s`` is letterboxing the 64 calibration images (uncached) plus the
+quantizer's wall time. ONNX Runtime CPU is not the target of this layout (TensorRT is, and it is not
+installable here), so the latency ratio only says how these models run on ORT CPU: pass ``--latency``
+on a quiet machine for it.
+
+    YOLO_OFFLINE=1 .venv/bin/python benchmarks/modelopt_cpu.py --data ../shared/data/coco128 --latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from yoloquant.artifacts import CalibrationSet, OnnxModel
+from yoloquant.backends.ort.engine import OrtEngineBuilder
+from yoloquant.bench import benchmark_interleaved
+from yoloquant.config import BenchConfig, EvalConfig
+from yoloquant.data.calibration import ImageCalibrator
+from yoloquant.data.datasets import Dataset, load_dataset
+from yoloquant.eval.coco import evaluate
+from yoloquant.export import UltralyticsExporter
+from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
+from yoloquant.versions import package_versions
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ("int8", "fp8")
+KEEPS = ("none", "head", "head+first")
+CALIBRATIONS = ("minmax", "entropy")
+
+
+def calibrate(images: Path, model: OnnxModel) -> tuple[CalibrationSet, float]:
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:  # no cache hit: count the letterboxing too
+        calib = ImageCalibrator(source=images, num_images=64, cache_dir=Path(cache), progress=False)
+        data = calib.calibrate(model.info)
+    return data, time.perf_counter() - start
+
+
+def score(model: OnnxModel, dataset: Dataset) -> dict[str, float]:
+    with OrtEngineBuilder().build(model) as engine:
+        result = evaluate(engine, dataset, EvalConfig(), progress=False)
+    return {"map50_95": result.map50_95 * 100, "map50": result.map50 * 100, "eval_s": result.seconds}
+
+
+def latency(models: dict[str, OnnxModel], dataset: Dataset) -> dict[str, float]:
+    from yoloquant.data.images import read_image
+    from yoloquant.data.letterbox import preprocess
+
+    builder = OrtEngineBuilder()
+    engines = {name: builder.build(m) for name, m in models.items()}
+    image = (preprocess(read_image(dataset.images[0]), 640)[0][None] / 255.0).astype(np.float32)
+    try:
+        results = benchmark_interleaved(engines, BenchConfig(iterations=50), inputs=image, progress=False)
+    finally:
+        for e in engines.values():
+            e.close()
+    return {name: r[0].p50 for name, r in results.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "coco128")
+    ap.add_argument("--weights", type=Path, default=ROOT / "assets" / "weights" / "yolov8n.pt")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "modelopt-cpu")
+    ap.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    ap.add_argument("--keep", nargs="*", default=list(KEEPS), choices=KEEPS)
+    ap.add_argument("--calibration", nargs="*", default=list(CALIBRATIONS), choices=CALIBRATIONS)
+    ap.add_argument("--latency", action="store_true", help="time every variant against FP32 on ORT CPU")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    fp32 = UltralyticsExporter().export(args.weights, args.out / "fp32")
+    images = args.data / "images" / "train2017"
+    dataset = load_dataset(images).select(None, offset=64)
+    calib, calib_s = calibrate(images, fp32)
+
+    rows: dict[str, dict[str, Any]] = {"fp32": {"seconds": 0.0, **score(fp32, dataset)}}
+    models: dict[str, OnnxModel] = {"fp32": fp32}
+    print(f"fp32: mAP50-95 {rows['fp32']['map50_95']:.2f}", flush=True)
+    for mode in args.modes:
+        for keep in args.keep:
+            for method in args.calibration:
+                name = f"{mode}-{keep}-{method}"
+                cfg = ModelOptConfig(mode=mode, keep=keep, calibration=method)
+                qdq = ModelOptQuantizer(cfg).quantize(fp32, calib, args.out / name)
+                rows[name] = {
+                    "config": qdq.config,
+                    "seconds": calib_s + qdq.seconds,
+                    "quantized": sum(len(v) for v in qdq.quantized_nodes.values()),
+                    "float": sum(len(v) for v in qdq.float_nodes.values()),
+                    **score(qdq, dataset),
+                }
+                models[name] = qdq
+                print(f"{name}: mAP50-95 {rows[name]['map50_95']:.2f} ({rows[name]['seconds']:.1f} s)", flush=True)
+    if args.latency:
+        p50 = latency(models, dataset)
+        for name, row in rows.items():
+            row["p50_ms"], row["x_fp32"] = p50[name], p50[name] / p50["fp32"]
+
+    base = rows["fp32"]["map50_95"]
+    print(f"\n{'variant':<24}{'mAP50-95':>9}{'delta':>7}{'mAP50':>7}{'calib+quant s':>14}{'x FP32 (ORT CPU)':>18}")
+    for name, row in rows.items():
+        row["delta"] = row["map50_95"] - base
+        ratio = f"{row['x_fp32']:.2f}" if "x_fp32" in row else "-"
+        print(
+            f"{name:<24}{row['map50_95']:>9.2f}{row['delta']:>+7.2f}{row['map50']:>7.2f}"
+            f"{row['seconds']:>14.1f}{ratio:>18}"
+        )
+    out = args.out / "results.json"
+    out.write_text(
+        json.dumps(
+            {"data": str(args.data), "weights": str(args.weights), "versions": package_versions(), "rows": rows},
+            indent=2,
+        )
+    )
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

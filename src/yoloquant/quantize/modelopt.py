@@ -1,0 +1,272 @@
+"""NVIDIA ModelOpt ONNX post-training quantization, INT8 or FP8, in TensorRT's Q/DQ layout.
+
+ModelOpt places Q/DQ pairs the way TensorRT fuses them (activations and weights int8 or fp8 e4m3,
+symmetric, per-channel weights; Q/DQ only on the inputs of Conv, Add, Mul, MaxPool, Resize...). The
+result is meant for a TensorRT strongly-typed engine; ONNX Runtime's CPU EP runs it correctly but
+slower than FP32, so it is a TensorRT artifact, not a CPU one.
+
+ModelOpt patches ``onnxruntime.quantization`` process-wide while it quantizes (its calibrators, the
+QDQ registry, ``QDQQuantizer.check_opset_version``) and reconfigures the ``modelopt.onnx`` loggers.
+So the quantization runs in a fresh Python subprocess (``sys.executable``, not ``multiprocessing``,
+so scripts need no ``__main__`` guard and notebooks work); its output is relayed to the
+``yoloquant.quantize.modelopt.subprocess`` logger. The caller's onnxruntime, including
+:class:`~yoloquant.quantize.ort_static.OrtStaticQuantizer` in the same process, is never touched.
+
+Example:
+    >>> quantizer = ModelOptQuantizer(ModelOptConfig(mode="fp8", keep="head"))
+    >>> qdq = quantizer.quantize(model, calib, Path("runs/fp8"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoloquant._optional import available, require
+from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
+from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
+from yoloquant.errors import ConfigError, MissingDependencyError, QuantizationError
+from yoloquant.quantize import graph
+from yoloquant.quantize.presets import KeepPreset, resolve_keep
+
+__all__ = ["ModelOptConfig", "ModelOptQuantizer"]
+
+log = logging.getLogger(__name__)
+_child_log = logging.getLogger(f"{__name__}.subprocess")  # ModelOpt's own log lines, relayed
+
+_MODES = (Precision.INT8, Precision.FP8)
+_HIGH_PRECISIONS = (Precision.FP32, Precision.FP16)
+_DEVICES = ("cpu", "cuda")
+# ModelOpt's names for our calibration methods; it has no percentile for int8 / fp8.
+_CALIB_NAMES = {CalibMethod.MINMAX: "max", CalibMethod.ENTROPY: "entropy"}
+# The opset ModelOpt writes at least (a lower one is silently raised to this).
+_MIN_OPSET = {Precision.INT8: 19, Precision.FP8: 19}
+_MAX_OPSET = 23
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptConfig(_Serializable):
+    """Options of :class:`ModelOptQuantizer`.
+
+    Attributes:
+        mode: ``int8`` or ``fp8`` (e4m3) activations and weights.
+        calibration: ``entropy`` (ModelOpt's default) or ``minmax`` (ModelOpt's ``max``).
+        keep: YOLO precision preset: which parts of the detector stay float (see
+            :mod:`yoloquant.quantize.presets`). ``head`` keeps the box / class output convs and the decode.
+        exclude: More node-name regexes (``re.search``) to keep float.
+        exclude_op_types: Op types never quantized, e.g. ``("Resize",)``.
+        high_precision: Dtype of what is not quantized: ``fp32``, or ``fp16`` (ModelOpt then converts
+            the whole float part of the model, its inputs and outputs included, to fp16).
+        calibration_device: Where calibration runs: ``cpu``, or ``cuda`` (ONNX Runtime's CUDA EP,
+            falling back to the CPU).
+        opset: Opset of the written model; ``None`` = ModelOpt's minimum (19).
+    """
+
+    mode: Precision = Precision.INT8
+    calibration: CalibMethod = CalibMethod.ENTROPY
+    keep: KeepPreset = KeepPreset.HEAD
+    exclude: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    high_precision: Precision = Precision.FP32
+    calibration_device: str = "cpu"
+    opset: int | None = None
+
+    def __post_init__(self) -> None:
+        mode = parse_enum(Precision, self.mode, option="mode")
+        calibration = parse_enum(CalibMethod, self.calibration, option="calibration")
+        high = parse_enum(Precision, self.high_precision, option="high_precision")
+        object.__setattr__(self, "mode", mode)
+        object.__setattr__(self, "calibration", calibration)
+        object.__setattr__(self, "keep", parse_enum(KeepPreset, self.keep, option="keep preset"))
+        object.__setattr__(self, "high_precision", high)
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
+        if mode not in _MODES:
+            msg = f"ModelOpt ONNX PTQ supports mode int8 and fp8 here, got {mode.value!r}"
+            raise ConfigError(msg)
+        if calibration not in _CALIB_NAMES:
+            msg = f"ModelOpt calibrates int8 / fp8 with minmax or entropy, got {calibration.value!r}"
+            raise ConfigError(msg)
+        if high not in _HIGH_PRECISIONS:
+            msg = f"high_precision must be fp32 or fp16 (what stays unquantized), got {high.value!r}"
+            raise ConfigError(msg)
+        if self.calibration_device not in _DEVICES:
+            msg = f"calibration_device must be 'cpu' or 'cuda', got {self.calibration_device!r}"
+            raise ConfigError(msg)
+        if self.opset is not None and not _MIN_OPSET[mode] <= self.opset <= _MAX_OPSET:
+            msg = (
+                f"opset {self.opset} is outside what ModelOpt writes for {mode.value} "
+                f"({_MIN_OPSET[mode]}-{_MAX_OPSET}); pass opset=None for its minimum"
+            )
+            raise ConfigError(msg)
+        for pattern in self.exclude:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                msg = f"exclude pattern {pattern!r} is not a valid regex: {exc}"
+                raise ConfigError(msg) from None
+
+    @classmethod
+    def int8(cls) -> ModelOptConfig:
+        """INT8 with the head float and entropy calibration: the best INT8 accuracy measured."""
+        return cls(mode=Precision.INT8, calibration=CalibMethod.ENTROPY, keep=KeepPreset.HEAD)
+
+    @classmethod
+    def fp8(cls) -> ModelOptConfig:
+        """FP8 (e4m3) with the head float: lossless on YOLOv8n (docs/modelopt.md)."""
+        return cls(mode=Precision.FP8, calibration=CalibMethod.MINMAX, keep=KeepPreset.HEAD)
+
+
+def _main() -> None:
+    """Subprocess entry point: quantize as the job file says; ModelOpt's ORT patches die with the process."""
+    job = json.loads(Path(sys.argv[1]).read_text())
+    try:
+        moq = importlib.import_module("modelopt.onnx.quantization")
+        images = np.load(job["images"], mmap_mode="r")
+        data = np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
+        moq.quantize(job["src"], calibration_data=data, output_path=job["dst"], **job["kwargs"])
+    except Exception as exc:  # ModelOpt raises assorted types and asserts: hand the parent one line
+        error = {"import": isinstance(exc, ImportError), "message": traceback.format_exception_only(exc)[-1].strip()}
+        Path(job["error"]).write_text(json.dumps(error))
+        raise
+
+
+class ModelOptQuantizer:
+    """Post-training INT8 / FP8 quantization with NVIDIA ModelOpt, for TensorRT.
+
+    Example:
+        >>> q = ModelOptQuantizer(ModelOptConfig(mode="fp8"))
+        >>> q.name, q.config.keep.value
+        ('modelopt', 'head')
+    """
+
+    name = "modelopt"
+
+    def __init__(self, config: ModelOptConfig | None = None) -> None:
+        self.config = config or ModelOptConfig()
+
+    def float_node_names(self, model: Any) -> tuple[str, ...]:
+        """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``): preset + ``exclude``."""
+        names = resolve_keep(model, self.config.keep) + graph.match_nodes(model, self.config.exclude)
+        return tuple(dict.fromkeys(names))
+
+    def modelopt_kwargs(self, keep_float: tuple[str, ...]) -> dict[str, Any]:
+        """Keyword arguments for ``modelopt.onnx.quantization.quantize`` (calibration data aside)."""
+        cfg = self.config
+        return {
+            "quantize_mode": cfg.mode.value,
+            "calibration_method": _CALIB_NAMES[cfg.calibration],
+            "calibration_eps": ["cuda:0", "cpu"] if cfg.calibration_device == "cuda" else ["cpu"],
+            "high_precision_dtype": cfg.high_precision.value,
+            # ModelOpt matches with re.match; exact names leave no room for prefix collisions
+            "nodes_to_exclude": [f"^{re.escape(n)}$" for n in keep_float],
+            "op_types_to_exclude": list(cfg.exclude_op_types),
+            "opset": cfg.opset,
+            "log_level": "INFO",
+        }
+
+    def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
+        """Calibrate on ``data`` and write ``<stem>-<mode>.onnx`` into ``out_dir`` (``-fp32`` dropped from the stem)."""
+        if len(data) == 0:
+            msg = "the calibration set is empty; calibrate on at least one image (64-512 is typical)"
+            raise QuantizationError(msg, artifact=model.path)
+        onnx = require("onnx")
+        if not available("modelopt"):  # importing it here would cost seconds (torch): only find it
+            require("modelopt.onnx.quantization")  # raises MissingDependencyError with the install hint
+        cfg = self.config
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-{cfg.mode.value}.onnx"
+        start = time.perf_counter()
+        source = onnx.load(str(model.path))
+        keep_float = self.float_node_names(source)
+        log.info(
+            "ModelOpt %s (%s calibration, %d images, keep=%s: %d float nodes) of %s",
+            cfg.mode.value, cfg.calibration.value, len(data), cfg.keep.value, len(keep_float), model.path.name,
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix=".yq-modelopt-", dir=out_dir) as tmp:
+            # ModelOpt writes intermediate files next to its input: give it a private copy.
+            src, dst, images = Path(tmp) / "float.onnx", Path(tmp) / "quantized.onnx", Path(tmp) / "calib.npy"
+            onnx.save(source, str(src))
+            np.save(images, data.images)
+            job = {
+                "src": str(src),
+                "dst": str(dst),
+                "images": str(images),
+                "error": str(Path(tmp) / "error.txt"),
+                "kwargs": self.modelopt_kwargs(keep_float),
+            }
+            self._run_isolated(job, Path(tmp), model.path)
+            qmodel = onnx.load(str(dst))
+            _copy_metadata(source, qmodel)
+            staged = Path(tmp) / target.name
+            onnx.save(qmodel, str(staged))
+            os.replace(staged, target)
+        quantized, floats = graph.classify_qdq_nodes(qmodel)
+        seconds = time.perf_counter() - start
+        log.info("ModelOpt %s done in %.1f s: %s", cfg.mode.value, seconds, target)
+        return QdqModel(
+            path=target,
+            info=model.info,
+            precision=cfg.mode,
+            source=model,
+            quantizer=self.name,
+            layout=Backend.TENSORRT.value,
+            config=cfg.to_dict(),
+            quantized_nodes=quantized,
+            float_nodes=floats,
+            seconds=seconds,
+        )
+
+    def _run_isolated(self, job: dict[str, Any], tmp: Path, artifact: Path) -> None:
+        """Run :func:`_main` in a fresh interpreter, relaying its output to this module's logger."""
+        job_file = tmp / "job.json"
+        job_file.write_text(json.dumps(job))
+        cmd = [sys.executable, "-c", "from yoloquant.quantize.modelopt import _main; _main()", str(job_file)]
+        package_root = str(Path(__file__).resolve().parents[2])  # found even when yoloquant is not installed
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        tail: deque[str] = deque(maxlen=40)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+            try:
+                for line in proc.stdout or ():
+                    tail.append(line.rstrip())
+                    _child_log.info("%s", tail[-1])
+            except BaseException:
+                proc.kill()  # Ctrl-C or a relay failure must not leave ModelOpt running
+                raise
+        if proc.returncode == 0 and Path(job["dst"]).is_file():
+            return
+        error_file = Path(job["error"])
+        error = json.loads(error_file.read_text()) if error_file.is_file() else {}
+        cause = subprocess.CalledProcessError(proc.returncode, cmd, output="\n".join(tail))
+        if error.get("import"):
+            msg = f'ModelOpt cannot be imported ({error["message"]}); pip install "yoloquant[modelopt]"'
+            raise MissingDependencyError(msg) from cause
+        reason = error.get("message", f"exit status {proc.returncode} (out of memory?)")
+        msg = f"ModelOpt {self.config.mode.value} quantization of {artifact.name} failed: {reason}"
+        raise QuantizationError(msg, artifact=artifact) from cause
+
+
+def _copy_metadata(source: Any, target: Any) -> None:
+    """ModelOpt drops metadata_props: put the float model's (names, imgsz, stride, ...) back."""
+    existing = {p.key: p for p in target.metadata_props}
+    for prop in source.metadata_props:
+        if prop.key in existing:
+            existing[prop.key].value = prop.value
+        else:
+            entry = target.metadata_props.add()
+            entry.key, entry.value = prop.key, prop.value

@@ -1,0 +1,64 @@
+"""GPU decode + NMS (torch / torchvision) gives the CPU decoder's detections on real model outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from yoloquant import OnnxModel
+from yoloquant.postprocess.decode import decode
+
+
+@pytest.fixture(scope="module")
+def raw_outputs(yolov8n_onnx: Path, coco64_batch: np.ndarray) -> np.ndarray:
+    pytest.importorskip("onnxruntime")
+    from yoloquant.backends.ort import OrtEngineBuilder
+
+    with OrtEngineBuilder().build(OnnxModel.load(yolov8n_onnx)) as engine:
+        return np.concatenate([engine.infer(coco64_batch[i : i + 1])[0] for i in range(16)])
+
+
+def _device(name: str) -> Any:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    return torch.device(name)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize(("conf", "multi_label"), [(0.25, False), (0.25, True), (0.001, True)])
+def test_torch_decode_matches_cpu_decode(
+    raw_outputs: np.ndarray, yolov8n_onnx: Path, device: str, conf: float, multi_label: bool
+) -> None:
+    import torch
+
+    from yoloquant.postprocess.gpu import decode_torch
+
+    info = OnnxModel.load(yolov8n_onnx).info
+    expected = decode([raw_outputs], info, conf=conf, multi_label=multi_label)
+    got = decode_torch(torch.from_numpy(raw_outputs).to(_device(device)), info, conf=conf, multi_label=multi_label)
+    assert sum(len(d) for d in expected) > 16
+    for e, g in zip(expected, got, strict=True):
+        assert g.classes.tolist() == e.classes.tolist()
+        np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-3)
+        np.testing.assert_allclose(g.scores, e.scores, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_decode_pending_on_the_engine_stream(gpu_models: dict[str, OnnxModel], coco64_batch: np.ndarray) -> None:
+    _device("cuda")
+    from yoloquant.backends.ort.cuda import CudaEngineBuilder
+    from yoloquant.postprocess.gpu import decode_pending
+
+    model = gpu_models["dynamic"]
+    with CudaEngineBuilder(batch=16).build(model) as engine:
+        (raw,) = engine.infer(coco64_batch[:16])
+        expected = decode([raw], model.info, conf=0.25)
+        got = decode_pending(engine.infer_async(coco64_batch[:16], download=False), engine, conf=0.25)
+    for e, g in zip(expected, got, strict=True):
+        assert g.classes.tolist() == e.classes.tolist()
+        np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-3)

@@ -1,0 +1,223 @@
+"""ModelOptQuantizer (INT8 / FP8, TensorRT Q/DQ layout) on the real bundled YOLOv8n and COCO images (CPU).
+
+TensorRT cannot run here, so the Q/DQ models are checked structurally and run through ONNX Runtime's
+CPU EP against the FP32 model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
+from yoloquant.config import CalibMethod, Precision
+from yoloquant.errors import ConfigError, QuantizationError
+from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
+from yoloquant.quantize.presets import KeepPreset, resolve_keep
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+# --- config (no ModelOpt needed) ----------------------------------------------------------------
+
+
+def test_config_round_trips_through_json() -> None:
+    cfg = ModelOptConfig(mode="fp8", calibration="minmax", keep="head+first", exclude=(r"^/model\.9/",))
+    assert ModelOptConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.mode is Precision.FP8 and cfg.calibration is CalibMethod.MINMAX and cfg.keep is KeepPreset.HEAD_AND_FIRST
+
+
+def test_config_maps_onto_modelopt_arguments() -> None:
+    kwargs = ModelOptQuantizer(ModelOptConfig(calibration="minmax")).modelopt_kwargs(("/model.22/Concat",))
+    assert kwargs["calibration_method"] == "max" and kwargs["calibration_eps"] == ["cpu"]
+    assert kwargs["high_precision_dtype"] == "fp32"  # ModelOpt's default would turn the model into fp16
+    assert kwargs["nodes_to_exclude"] == [r"^/model\.22/Concat$"]  # exact: ModelOpt matches regexes
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"mode": "fp16"}, "int8 and fp8"),
+        ({"mode": "int4"}, "mode"),
+        ({"calibration": "percentile"}, "minmax or entropy"),
+        ({"keep": "tail"}, "keep preset"),
+        ({"high_precision": "int8"}, "fp32 or fp16"),
+        ({"calibration_device": "tpu"}, "calibration_device"),
+        ({"opset": 17}, "opset"),
+        ({"exclude": ("model.(",)}, "regex"),
+    ],
+)
+def test_config_rejects_bad_options(kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        ModelOptConfig(**kwargs)
+
+
+# --- real quantization ---------------------------------------------------------------------------
+
+
+def _ort_state() -> dict[str, Any]:
+    """Everything ModelOpt is known to patch in onnxruntime, by identity."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, registry
+
+    state: dict[str, Any] = {"InferenceSession": ort.InferenceSession, "create_calibrator": calibrate.create_calibrator}
+    for cls in (
+        calibrate.CalibraterBase,
+        calibrate.MinMaxCalibrater,
+        calibrate.HistogramCalibrater,
+        calibrate.HistogramCollector,
+        qdq_quantizer.QDQQuantizer,
+        base_quantizer.BaseQuantizer,
+        ort.InferenceSession,
+    ):
+        state.update({f"{cls.__name__}.{k}": v for k, v in vars(cls).items()})
+    state["QDQRegistry"] = dict(registry.QDQRegistry)
+    state["QLinearOpsRegistry"] = dict(registry.QLinearOpsRegistry)
+    return state
+
+
+@pytest.fixture(scope="module")
+def ort_before() -> dict[str, Any]:
+    return _ort_state()
+
+
+@pytest.fixture(scope="module")
+def modelopt(ort_before: dict[str, Any]) -> None:
+    pytest.importorskip("modelopt.onnx.quantization")
+
+
+@pytest.fixture(scope="module")
+def fp32(yolov8n_onnx: Path) -> OnnxModel:
+    return OnnxModel.load(yolov8n_onnx)
+
+
+def _images(info: Any, num: int, offset: int, cache: Path) -> CalibrationSet:
+    from yoloquant.data.calibration import ImageCalibrator
+
+    source = ASSETS / "coco64" / "images"
+    return ImageCalibrator(source=source, num_images=num, offset=offset, cache_dir=cache, progress=False).calibrate(
+        info
+    )
+
+
+@pytest.fixture(scope="module")
+def calib(fp32: OnnxModel, tmp_path_factory: pytest.TempPathFactory) -> CalibrationSet:
+    return _images(fp32.info, 8, 0, tmp_path_factory.mktemp("calib-cache"))
+
+
+@pytest.fixture(scope="module")
+def unseen(fp32: OnnxModel, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """Four real images the quantizer never saw, as float32 model input."""
+    images = _images(fp32.info, 4, 40, tmp_path_factory.mktemp("unseen-cache")).images
+    return images.astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="module", params=["int8", "fp8"])
+def qdq(
+    request: pytest.FixtureRequest,
+    modelopt: None,
+    fp32: OnnxModel,
+    calib: CalibrationSet,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> QdqModel:
+    out = tmp_path_factory.mktemp(f"modelopt-{request.param}")
+    return ModelOptQuantizer(ModelOptConfig(mode=request.param, keep="head")).quantize(fp32, calib, out)
+
+
+def _producers(model: Any) -> dict[str, str]:
+    return {out: n.op_type for n in model.graph.node for out in n.output}
+
+
+def _run(path: Path, batch: np.ndarray) -> np.ndarray:
+    from yoloquant.backends.ort import OrtEngineBuilder
+
+    with OrtEngineBuilder().build(OnnxModel.load(path)) as engine:
+        return np.concatenate([engine.infer(batch[i : i + 1])[0] for i in range(len(batch))])
+
+
+def test_artifact_describes_the_quantized_model(qdq: QdqModel, fp32: OnnxModel) -> None:
+    mode = qdq.config["mode"]
+    assert qdq.precision is Precision(mode) and qdq.path.name == f"yolov8n-{mode}.onnx"
+    assert qdq.quantizer == "modelopt" and qdq.layout == "tensorrt" and qdq.source == fp32
+    assert 0 < qdq.seconds < 120
+    assert ModelOptConfig.from_dict(json.loads(json.dumps(qdq.config))).keep is KeepPreset.HEAD
+    assert [p.name for p in qdq.path.parent.iterdir()] == [qdq.path.name]  # no temp files left
+
+
+def test_metadata_equals_the_source(qdq: QdqModel, fp32: OnnxModel) -> None:
+    src = {p.key: p.value for p in onnx.load(str(fp32.path)).metadata_props}
+    dst = {p.key: p.value for p in onnx.load(str(qdq.path)).metadata_props}
+    assert dst == src
+    assert OnnxModel.load(qdq.path).info == fp32.info
+
+
+def test_qdq_dtype_and_opset(qdq: QdqModel) -> None:
+    model = onnx.load(str(qdq.path))
+    inits = {i.name: i for i in model.graph.initializer}
+    zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    want = onnx.TensorProto.INT8 if qdq.precision is Precision.INT8 else onnx.TensorProto.FLOAT8E4M3FN
+    assert zps and {z.data_type for z in zps} == {want}
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19
+
+
+def test_head_stays_float_and_the_body_is_quantized(qdq: QdqModel, fp32: OnnxModel) -> None:
+    model = onnx.load(str(qdq.path))
+    producers = _producers(model)
+    keep = resolve_keep(onnx.load(str(fp32.path)), "head")
+    nodes = {n.name: n for n in model.graph.node}
+    assert len(keep) == 30 and set(keep) <= set(nodes)  # ModelOpt keeps Ultralytics' node names
+    for name in keep:
+        assert all(producers.get(i) != "DequantizeLinear" for i in nodes[name].input), name
+    floats = {n for names in qdq.float_nodes.values() for n in names}
+    assert set(keep) - {n for n in keep if nodes[n].op_type == "Reshape"} <= floats
+    assert len(qdq.quantized_nodes["Conv"]) >= 53  # 64 convs - 6 output convs - DFL (- fp8's 4 thin convs)
+    assert not set(qdq.quantized_nodes["Conv"]) & set(keep)
+
+
+def test_outputs_match_fp32_on_unseen_images(qdq: QdqModel, fp32: OnnxModel, unseen: np.ndarray) -> None:
+    ref, out = _run(fp32.path, unseen), _run(qdq.path, unseen)  # [B, 84, 8400]: 4 box + 80 class scores
+    assert out.shape == ref.shape
+    scores_ref, scores = ref[:, 4:].ravel(), out[:, 4:].ravel()
+    cosine = float(scores_ref @ scores / (np.linalg.norm(scores_ref) * np.linalg.norm(scores)))
+    assert cosine > COSINE[qdq.precision], cosine
+    for r, q in zip(ref, out, strict=True):
+        best = np.argsort(r[4:].max(0))[-10:]  # the ten most confident anchors of FP32
+        assert (r[4:, best].argmax(0) == q[4:, best].argmax(0)).mean() >= 0.9
+        assert np.abs(r[:4, best] - q[:4, best]).max() < BOX_PIXELS[qdq.precision]  # box centre / size
+
+
+# Measured on these images: int8 cosine 0.99, box error < 5 px; fp8 (3 mantissa bits) cosine 0.93, < 9 px.
+COSINE = {Precision.INT8: 0.98, Precision.FP8: 0.9}
+BOX_PIXELS = {Precision.INT8: 8, Precision.FP8: 16}
+
+
+def test_onnxruntime_is_not_patched(qdq: QdqModel, ort_before: dict[str, Any]) -> None:
+    from onnxruntime.quantization import registry
+
+    after = _ort_state()
+    changed = sorted(k for k in ort_before.keys() | after.keys() if ort_before.get(k) is not after.get(k))
+    changed = [k for k in changed if not k.endswith("Registry") or ort_before[k] != after[k]]
+    assert changed == []
+    # ModelOpt deletes these from ORT's registries when it quantizes in-process
+    assert {"Reshape", "Transpose", "Slice", "Split"} <= set(registry.QDQRegistry)
+    assert {"Sigmoid", "Concat", "Softmax", "Relu"} <= set(registry.QLinearOpsRegistry)
+
+
+def test_modelopt_failures_become_quantization_errors(modelopt: None, fp32: OnnxModel, tmp_path: Path) -> None:
+    bad = CalibrationSet(images=np.zeros((2, 3, 320, 320), np.uint8), files=(), digest="wrong-size")
+    with pytest.raises(QuantizationError, match=r"ModelOpt int8 quantization of yolov8n-fp32\.onnx failed") as info:
+        ModelOptQuantizer().quantize(fp32, bad, tmp_path)
+    assert info.value.__cause__ is not None and info.value.artifact == fp32.path
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_empty_calibration_set_is_rejected(fp32: OnnxModel, tmp_path: Path) -> None:
+    empty = CalibrationSet(images=np.zeros((0, 3, 640, 640), np.uint8), files=(), digest="empty")
+    with pytest.raises(QuantizationError, match="empty"):
+        ModelOptQuantizer().quantize(fp32, empty, tmp_path)

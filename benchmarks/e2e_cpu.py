@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "coco128")
-    parser.add_argument("--model", type=Path, default=ROOT / "assets" / "weights" / "yolov8n.pt")
+    parser.add_argument(
+        "--model", type=Path, default=ROOT / "assets" / "weights" / "yolov8n.pt", help=".pt, or an exported .onnx"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-e2e-cpu")
     parser.add_argument("--calibration", default=None, help="minmax, entropy or percentile (default: quantizer's)")
     parser.add_argument("--iterations", type=int, default=200)
@@ -33,7 +35,11 @@ def main() -> None:
 
     images = args.data / "images" / "train2017"
     pipe = (
-        QuantPipeline.from_ultralytics(args.model)
+        (
+            QuantPipeline.from_onnx(args.model)
+            if args.model.suffix == ".onnx"
+            else QuantPipeline.from_ultralytics(args.model)
+        )
         .calibrate(images, num_images=64)
         .quantize("int8", backend="onnxruntime", calibration=args.calibration)
         .evaluate(images, offset=64)

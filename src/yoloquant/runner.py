@@ -121,13 +121,14 @@ def _calibrate(c: CalibrationPlan, model: OnnxModel, progress: bool) -> Calibrat
 def _make_variants(
     plans: tuple[VariantPlan, ...], fp32: OnnxModel, calib: CalibrationSet | None, out_dir: Path
 ) -> list[_Built]:
-    """Quantize each variant; variants with equal quantizers (one model, two backends) share one file."""
+    """Quantize each variant into its own folder; variants with equal quantizers share one model file."""
     made: list[tuple[Quantizer, OnnxModel]] = []
     built = []
     for v in plans:
         model = fp32
         if v.quantizer is not None and calib is not None:  # _check guarantees calib for quantized variants
-            model = next((m for q, m in made if q == v.quantizer), None) or v.quantizer.quantize(fp32, calib, out_dir)
+            shared = next((m for q, m in made if q == v.quantizer), None)
+            model = shared or v.quantizer.quantize(fp32, calib, out_dir / v.name)
             made.append((v.quantizer, model))
         built.append(_Built(v, model))
     return built

@@ -221,3 +221,27 @@ def test_empty_calibration_set_is_rejected(fp32: OnnxModel, tmp_path: Path) -> N
     empty = CalibrationSet(images=np.zeros((0, 3, 640, 640), np.uint8), files=(), digest="empty")
     with pytest.raises(QuantizationError, match="empty"):
         ModelOptQuantizer().quantize(fp32, empty, tmp_path)
+
+
+# --- YOLO26n (end-to-end head, output [1, 300, 6]) ----------------------------------------------
+
+
+def test_yolo26_end_to_end_head_keeps_top_k_float(
+    modelopt: None, calib: CalibrationSet, unseen: np.ndarray, tmp_path: Path
+) -> None:
+    from yoloquant.export import UltralyticsExporter
+
+    v26 = UltralyticsExporter().export(ASSETS / "weights" / "yolo26n.pt", tmp_path / "export")
+    qdq = ModelOptQuantizer(ModelOptConfig(mode="int8", keep="head")).quantize(v26, calib, tmp_path / "int8")
+    keep = set(resolve_keep(onnx.load(str(v26.path)), "head"))
+    assert {"TopK", "GatherElements"} <= {op for op, names in qdq.float_nodes.items() if set(names) & keep}
+    assert not {n for names in qdq.quantized_nodes.values() for n in names} & keep
+    assert len(qdq.quantized_nodes["Conv"]) >= 90
+    ref, out = _run(v26.path, unseen[:2]), _run(qdq.path, unseen[:2])
+    assert out.shape == ref.shape == (2, 300, 6)
+    for r, q in zip(ref, out, strict=True):
+        top = r[r[:, 4] > 0.5]
+        assert len(top) > 0
+        for det in top:  # every confident FP32 detection has an INT8 twin: same class, close box
+            same = q[(q[:, 5] == det[5]) & (q[:, 4] > 0.25)]
+            assert len(same) and np.abs(same[:, :4] - det[:4]).max(1).min() < 20, det

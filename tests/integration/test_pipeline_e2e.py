@@ -38,6 +38,7 @@ def test_cli_writes_the_report_contract(cli_run: Path) -> None:
         assert v["latency_ms"]["batch"] == 1
         assert v["providers"][0] == "CPUExecutionProvider"
     assert data["variants"][0]["speedup_vs_fp32"] == pytest.approx(1.0)
+    assert Path(data["variants"][1]["model_path"]) == cli_run / "int8" / "yolov8n-int8.onnx"
     assert data["inputs"]["calibration"]["images"] == 24
     assert data["inputs"]["evaluation"]["images"] == 24  # 64 bundled images from offset 40
     assert data["versions"]["onnxruntime"]

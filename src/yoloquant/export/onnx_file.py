@@ -27,7 +27,8 @@ class OnnxFileExporter:
             msg = f"model file {source} does not exist; pass the path of a .pt or .onnx YOLO model"
             raise ExportError(msg, artifact=source)
         out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{source.stem}-fp32.onnx"
+        stem = source.stem.removesuffix("-fp32")
+        target = out_dir / f"{stem}-fp32.onnx"
         if source.resolve() != target.resolve():
             tmp = target.with_suffix(".onnx.tmp")
             shutil.copyfile(source, tmp)

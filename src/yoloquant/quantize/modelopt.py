@@ -13,7 +13,7 @@ so scripts need no ``__main__`` guard and notebooks work); its output is relayed
 :class:`~yoloquant.quantize.ort_static.OrtStaticQuantizer` in the same process, is never touched.
 
 Example:
-    >>> quantizer = ModelOptQuantizer(ModelOptConfig(mode="fp8", keep="head"))
+    >>> quantizer = ModelOptQuantizer(ModelOptConfig.fp8())
     >>> qdq = quantizer.quantize(model, calib, Path("runs/fp8"))  # doctest: +SKIP
 """
 
@@ -58,15 +58,22 @@ _MIN_OPSET = {Precision.INT8: 19, Precision.FP8: 19}
 _MAX_OPSET = 23
 
 
+def _default_calibration(mode: Precision) -> CalibMethod:
+    return CalibMethod.MINMAX if mode is Precision.FP8 else CalibMethod.ENTROPY
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelOptConfig(_Serializable):
     """Options of :class:`ModelOptQuantizer`.
 
     Attributes:
         mode: ``int8`` or ``fp8`` (e4m3) activations and weights.
-        calibration: ``entropy`` (ModelOpt's default) or ``minmax`` (ModelOpt's ``max``).
+        calibration: ``entropy`` or ``minmax`` (ModelOpt's ``max``); ``None`` picks the one measured best
+            for the mode: entropy for int8, minmax for fp8. FP8 needs minmax: ModelOpt turns max-calibrated
+            int8 scales into fp8 scales (``* 448 / 127``), which is wrong for clipped (entropy) ranges.
         keep: YOLO precision preset: which parts of the detector stay float (see
-            :mod:`yoloquant.quantize.presets`). ``head`` keeps the box / class output convs and the decode.
+            :mod:`yoloquant.quantize.presets`). ``head+first`` (default) keeps the box / class output
+            convs, the decode and the stem conv; ``head`` quantizes the stem too.
         exclude: More node-name regexes (``re.search``) to keep float.
         exclude_op_types: Op types never quantized, e.g. ``("Resize",)``.
         high_precision: Dtype of what is not quantized: ``fp32``, or ``fp16`` (ModelOpt then converts
@@ -77,8 +84,8 @@ class ModelOptConfig(_Serializable):
     """
 
     mode: Precision = Precision.INT8
-    calibration: CalibMethod = CalibMethod.ENTROPY
-    keep: KeepPreset = KeepPreset.HEAD
+    calibration: CalibMethod | None = None
+    keep: KeepPreset = KeepPreset.HEAD_AND_FIRST
     exclude: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     high_precision: Precision = Precision.FP32
@@ -87,7 +94,7 @@ class ModelOptConfig(_Serializable):
 
     def __post_init__(self) -> None:
         mode = parse_enum(Precision, self.mode, option="mode")
-        calibration = parse_enum(CalibMethod, self.calibration, option="calibration")
+        calibration = parse_enum(CalibMethod, self.calibration or _default_calibration(mode), option="calibration")
         high = parse_enum(Precision, self.high_precision, option="high_precision")
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "calibration", calibration)
@@ -100,6 +107,12 @@ class ModelOptConfig(_Serializable):
             raise ConfigError(msg)
         if calibration not in _CALIB_NAMES:
             msg = f"ModelOpt calibrates int8 / fp8 with minmax or entropy, got {calibration.value!r}"
+            raise ConfigError(msg)
+        if mode is Precision.FP8 and calibration is not CalibMethod.MINMAX:
+            msg = (
+                f"ModelOpt fp8 needs minmax calibration (it derives fp8 scales from max-calibrated int8 ones), "
+                f"got {calibration.value!r}; pass calibration='minmax' or leave it None"
+            )
             raise ConfigError(msg)
         if high not in _HIGH_PRECISIONS:
             msg = f"high_precision must be fp32 or fp16 (what stays unquantized), got {high.value!r}"
@@ -120,15 +133,20 @@ class ModelOptConfig(_Serializable):
                 msg = f"exclude pattern {pattern!r} is not a valid regex: {exc}"
                 raise ConfigError(msg) from None
 
+    @property
+    def method(self) -> CalibMethod:
+        """The calibration method in effect (``calibration`` is resolved in ``__post_init__``)."""
+        return self.calibration or _default_calibration(self.mode)
+
     @classmethod
     def int8(cls) -> ModelOptConfig:
-        """INT8 with the head float and entropy calibration: the best INT8 accuracy measured."""
-        return cls(mode=Precision.INT8, calibration=CalibMethod.ENTROPY, keep=KeepPreset.HEAD)
+        """INT8, entropy calibration, head and stem float: the best INT8 accuracy measured (docs/modelopt.md)."""
+        return cls(mode=Precision.INT8, calibration=CalibMethod.ENTROPY, keep=KeepPreset.HEAD_AND_FIRST)
 
     @classmethod
     def fp8(cls) -> ModelOptConfig:
-        """FP8 (e4m3) with the head float: lossless on YOLOv8n (docs/modelopt.md)."""
-        return cls(mode=Precision.FP8, calibration=CalibMethod.MINMAX, keep=KeepPreset.HEAD)
+        """FP8 (e4m3), max calibration, head and stem float (ModelOpt keeps the 3-channel stem float anyway)."""
+        return cls(mode=Precision.FP8, calibration=CalibMethod.MINMAX, keep=KeepPreset.HEAD_AND_FIRST)
 
 
 def _main() -> None:
@@ -150,8 +168,8 @@ class ModelOptQuantizer:
 
     Example:
         >>> q = ModelOptQuantizer(ModelOptConfig(mode="fp8"))
-        >>> q.name, q.config.keep.value
-        ('modelopt', 'head')
+        >>> q.name, q.config.keep.value, q.config.method.value
+        ('modelopt', 'head+first', 'minmax')
     """
 
     name = "modelopt"
@@ -169,7 +187,7 @@ class ModelOptQuantizer:
         cfg = self.config
         return {
             "quantize_mode": cfg.mode.value,
-            "calibration_method": _CALIB_NAMES[cfg.calibration],
+            "calibration_method": _CALIB_NAMES[cfg.method],
             "calibration_eps": ["cuda:0", "cpu"] if cfg.calibration_device == "cuda" else ["cpu"],
             "high_precision_dtype": cfg.high_precision.value,
             # ModelOpt matches with re.match; exact names leave no room for prefix collisions
@@ -196,7 +214,7 @@ class ModelOptQuantizer:
         keep_float = self.float_node_names(source)
         log.info(
             "ModelOpt %s (%s calibration, %d images, keep=%s: %d float nodes) of %s",
-            cfg.mode.value, cfg.calibration.value, len(data), cfg.keep.value, len(keep_float), model.path.name,
+            cfg.mode.value, cfg.method.value, len(data), cfg.keep.value, len(keep_float), model.path.name,
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix=".yq-modelopt-", dir=out_dir) as tmp:
             # ModelOpt writes intermediate files next to its input: give it a private copy.
@@ -240,11 +258,13 @@ class ModelOptQuantizer:
         package_root = str(Path(__file__).resolve().parents[2])  # found even when yoloquant is not installed
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         tail: deque[str] = deque(maxlen=40)
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        pipe = subprocess.PIPE
+        with subprocess.Popen(cmd, stdout=pipe, stderr=subprocess.STDOUT, text=True, errors="replace", env=env) as proc:
             try:
                 for line in proc.stdout or ():
-                    tail.append(line.rstrip())
-                    _child_log.info("%s", tail[-1])
+                    if line.strip():
+                        tail.append(line.rstrip())
+                        _child_log.info("%s", tail[-1])
             except BaseException:
                 proc.kill()  # Ctrl-C or a relay failure must not leave ModelOpt running
                 raise

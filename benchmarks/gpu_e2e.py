@@ -80,92 +80,106 @@ def _ultralytics(pt: Path, images: list[np.ndarray], frames: int, iters: int) ->
     return out
 
 
-class _Pipeline:
-    """Letterbox on a thread pool (overlapping the GPU), infer, decode on the GPU, scale boxes back."""
+def _run_chunks(engine: Any, chunks: list[list[np.ndarray]], pool: ThreadPoolExecutor) -> int:
+    """Letterbox a chunk on the pool, stack it into the engine's pinned buffer, infer, decode on the GPU."""
+    from yoloquant.data.letterbox import preprocess, scale_boxes
+    from yoloquant.detections import Detections
+    from yoloquant.postprocess.gpu import decode_pending
 
-    def __init__(self, engine: Any, pool: ThreadPoolExecutor) -> None:
-        self.engine, self.pool = engine, pool
-
-    def _prep(self, images: list[np.ndarray]) -> list[Any]:
-        from yoloquant.data.letterbox import preprocess
-
-        return [self.pool.submit(preprocess, im, 640, mode="predict") for im in images]
-
-    def run(self, chunks: list[list[np.ndarray]]) -> int:
-        from yoloquant.data.letterbox import scale_boxes
-        from yoloquant.detections import Detections
-        from yoloquant.postprocess.gpu import decode_pending
-
-        count = 0
-        futures = self._prep(chunks[0])
-        for k in range(len(chunks)):
-            done = [f.result() for f in futures]
-            if k + 1 < len(chunks):
-                futures = self._prep(chunks[k + 1])
-            x = np.stack([x for x, _ in done])
-            pending = self.engine.infer_async(x, download=False)
-            dets = decode_pending(pending, self.engine, conf=CONF, iou=IOU, multi_label=False)
-            out = [
-                Detections(scale_boxes(d.boxes, m), d.scores, d.classes) for d, (_, m) in zip(dets, done, strict=True)
-            ]
-            count += len(out)
-        return count
+    count = 0
+    for chunk in chunks:
+        done = [f.result() for f in [pool.submit(preprocess, im, 640, mode="predict") for im in chunk]]
+        x = np.stack([x for x, _ in done], out=engine.staging_buffer(len(chunk)))
+        dets = decode_pending(engine.infer_async(x, download=False), engine, conf=CONF, iou=IOU, multi_label=False)
+        out = [Detections(scale_boxes(d.boxes, m), d.scores, d.classes) for d, (_, m) in zip(dets, done, strict=True)]
+        count += len(out)
+    return count
 
 
-def _yoloquant(models: dict[str, Any], images: list[np.ndarray], frames: int, iters: int) -> dict[str, Any]:
+def _e2e(engines: list[Any], chunks: list[list[np.ndarray]], pool: ThreadPoolExecutor) -> float:
+    """Images/s with one thread per engine (each on its own stream), chunks dealt round-robin."""
+    counts = [0] * len(engines)
+
+    def work(k: int) -> None:
+        counts[k] = _run_chunks(engines[k], chunks[k :: len(engines)], pool)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(engines))]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+VARIANTS = (  # name, precision, cuda_graph, tf32, prefer_nhwc
+    ("yoloquant-fp32", "fp32", False, False, False),
+    ("yoloquant-fp32-cudagraph", "fp32", True, False, False),
+    ("yoloquant-fp32-tf32-cudagraph", "fp32", True, True, False),
+    ("yoloquant-fp16", "fp16", False, True, False),
+    ("yoloquant-fp16-cudagraph", "fp16", True, True, False),
+    ("yoloquant-fp16-nhwc-cudagraph", "fp16", True, True, True),
+)
+
+
+def _yoloquant(models: dict[str, Any], images: list[np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
     from yoloquant.data.letterbox import preprocess
 
     pixels = np.stack([preprocess(im, 640, mode="predict")[0] for im in images[:16]])
     results: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
-        for precision in ("fp32", "fp16"):
-            for graph in (False, True):
-                name = f"yoloquant-{precision}" + ("-cudagraph" if graph else "")
-                results[name] = _guard(
-                    lambda graph=graph, precision=precision: _variant(
-                        models, images, pool, pixels, precision, graph, frames, iters
-                    )
+        for name, precision, graph, tf32, nhwc in VARIANTS:
+            options = {"cuda_graph": graph, "tf32": tf32, "prefer_nhwc": nhwc}
+            results[name] = _guard(
+                lambda precision=precision, options=options: _variant(
+                    models[precision], images, pool, pixels, options, args
                 )
-                print(name, json.dumps(results[name]), flush=True)
+            )
+            results[name]["options"] = options
+            print(name, json.dumps(results[name]), flush=True)
     return results
 
 
 def _variant(  # noqa: PLR0917
-    models: dict[str, Any],
+    models: dict[int, Any],
     images: list[np.ndarray],
     pool: ThreadPoolExecutor,
     pixels: np.ndarray,
-    precision: str,
-    graph: bool,
-    frames: int,
-    iters: int,
+    options: dict[str, bool],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     from yoloquant.backends.ort.cuda import CudaEngineBuilder
 
-    row: dict[str, Any] = {}
+    row: dict[str, Any] = {"workers": args.workers}
     for batch in (1, 16):
-        builder = CudaEngineBuilder(cuda_graph=graph, uint8_input=True, batch=batch)
-        with builder.build(models[f"b{batch}-{precision}"]) as engine:
+        builder = CudaEngineBuilder(uint8_input=True, batch=batch, **options)
+        engines = [builder.build(models[batch]) for _ in range(args.workers)]
+        try:
+            frames = args.frames
             chunks = [[images[(k + i) % len(images)] for i in range(batch)] for k in range(0, frames, batch)]
-            pipe = _Pipeline(engine, pool)
-            pipe.run(chunks[:3])
-            start = time.perf_counter()
-            n = pipe.run(chunks)
-            row[f"e2e_b{batch}_ips"] = n / (time.perf_counter() - start)
-            if batch == 1:
-                row["infer_b1_ms"] = _time_infer(engine, pixels[:1], iters)
-            else:
-                row["infer_b16_ms"] = _time_infer(engine, pixels, max(iters // 4, 20))
+            _e2e(engines, chunks[: 2 * args.workers], pool)
+            row[f"e2e_b{batch}_ips"] = _e2e(engines, chunks, pool)
+            engine, x = engines[0], pixels[:batch]
+            row[f"infer_b{batch}_ms"] = _time_infer(lambda e=engine, x=x: e.infer(x), args.iters)
+            row[f"infer_nocopy_b{batch}_ms"] = _time_infer(
+                lambda e=engine, x=x: e.infer_async(x).wait(copy=False), args.iters
+            )
+            row[f"upload_run_b{batch}_ms"] = _time_infer(
+                lambda e=engine, x=x: e.infer_async(x, download=False).wait(), args.iters
+            )
+        finally:
+            for e in engines:
+                e.close()
     return row
 
 
-def _time_infer(engine: Any, x: np.ndarray, iters: int) -> dict[str, float]:
+def _time_infer(fn: Callable[[], Any], iters: int) -> dict[str, float]:
     for _ in range(10):
-        engine.infer(x)
+        fn()
     samples = []
     for _ in range(iters):
         start = time.perf_counter()
-        engine.infer(x)
+        fn()
         samples.append((time.perf_counter() - start) * 1000.0)
     return _percentiles(samples)
 
@@ -222,19 +236,22 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# GPU end-to-end benchmark ({report['gpu']})",
         "",
-        "| variant | e2e b1 img/s | e2e b16 img/s | infer b1 p50 ms | infer b1 p90 ms | b16 vs ultralytics |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | e2e b1 img/s | e2e b16 img/s | infer b1 p50 ms | infer b1 p90 ms | no-copy b1 p50 ms "
+        "| upload+run b1 p50 ms | b16 vs ultralytics |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     base = report["variants"].get("ultralytics", {}).get("e2e_b16_ips")
     for name, row in report["variants"].items():
         if "error" in row:
-            lines.append(f"| {name} | error: {row['error'][:80]} | | | | |")
+            lines.append(f"| {name} | error: {row['error'][:80]} | | | | | | |")
             continue
         ratio = f"{row['e2e_b16_ips'] / base:.2f}x" if base else "-"
         inf = row["infer_b1_ms"]
         lines.append(
             f"| {name} | {row['e2e_b1_ips']:.0f} | {row['e2e_b16_ips']:.0f} "
-            f"| {inf['p50']:.3f} | {inf['p90']:.3f} | {ratio} |"
+            f"| {inf['p50']:.3f} | {inf['p90']:.3f} | {row.get('infer_nocopy_b1_ms', {}).get('p50', float('nan')):.3f} "
+            f"| {row.get('upload_run_b1_ms', {}).get('p50', float('nan')):.3f} "
+            f"| {ratio} |"
         )
     ms = report.get("multistream", {})
     if ms and "error" not in ms:
@@ -265,6 +282,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=512, help="images per end-to-end measurement")
     parser.add_argument("--iters", type=int, default=300, help="batch-1 latency samples")
     parser.add_argument("--stream-frames", type=int, default=2000, help="frames per engine, multi-stream test")
+    parser.add_argument("--workers", type=int, default=4, help="engines (threads, streams) per e2e measurement")
     parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: ultralytics yoloquant multistream")
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -276,11 +294,11 @@ def main() -> None:
 
     images = [read_image(f) for f in sorted(args.images.glob("*.jpg"))]
     work = args.out / "models"
-    models: dict[str, Any] = {}
+    models: dict[str, dict[int, Any]] = {"fp32": {}, "fp16": {}}
     for batch in (1, 16):
         fp32 = _export(args.model, work, batch)
-        models[f"b{batch}-fp32"] = fp32
-        models[f"b{batch}-fp16"] = Fp16Converter().convert(fp32, work)
+        models["fp32"][batch] = fp32
+        models["fp16"][batch] = Fp16Converter().convert(fp32, work)
     report: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name(0),
         "python": platform.python_version(),
@@ -292,15 +310,16 @@ def main() -> None:
     }
     import onnxruntime
 
+    onnxruntime.set_default_logger_severity(4)  # cuDNN-frontend plan misses are logged as errors, then fall back
     report["onnxruntime"] = onnxruntime.__version__
     if "ultralytics" not in args.skip:
         report["variants"]["ultralytics"] = _guard(lambda: _ultralytics(args.model, images, args.frames, args.iters))
         print("ultralytics", json.dumps(report["variants"]["ultralytics"]), flush=True)
     if "yoloquant" not in args.skip:
-        rows = _guard(lambda: _yoloquant(models, images, args.frames, args.iters))
+        rows = _guard(lambda: _yoloquant(models, images, args))
         report["variants"].update({"yoloquant": rows} if "error" in rows else rows)
     if "multistream" not in args.skip:
-        report["multistream"] = _guard(lambda: _multistream(models["b1-fp32"], images, args.stream_frames))
+        report["multistream"] = _guard(lambda: _multistream(models["fp32"][1], images, args.stream_frames))
         print("multistream", json.dumps(report["multistream"]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_e2e.json").write_text(json.dumps(report, indent=2))

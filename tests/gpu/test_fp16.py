@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yoloquant import OnnxModel, Precision
+from yoloquant import Detections, OnnxModel, Precision
 from yoloquant.postprocess.decode import decode
 
 CONF = 0.25
@@ -49,10 +49,22 @@ def test_fp16_on_cpu_is_close_to_fp32(
             same_detections(db, da, conf=CONF, px=2.0, margin=0.02)
 
 
+def _match_rate(reference: list[Detections], other: list[Detections], *, min_score: float = 0.3) -> float:
+    """Share of the reference's confident detections that ``other`` has too (same class, box within 2 px)."""
+    found = total = 0
+    for ref, oth in zip(reference, other, strict=True):
+        for box, score, cls in zip(ref.boxes, ref.scores, ref.classes, strict=True):
+            if score < min_score:
+                continue
+            total += 1
+            close = (oth.classes == cls) & (np.abs(oth.boxes - box).max(axis=1, initial=0.0) <= 2.0)
+            found += bool(close.any())
+    assert total > 100
+    return found / total
+
+
 @pytest.mark.gpu
-def test_fp16_on_cuda_is_close_to_fp32(
-    gpu_models: dict[str, OnnxModel], coco64_batch: np.ndarray, same_detections: Callable[..., None]
-) -> None:
+def test_fp16_on_cuda_is_close_to_fp32(gpu_models: dict[str, OnnxModel], coco64_batch: np.ndarray) -> None:
     from yoloquant.backends.ort.cuda import CudaEngineBuilder
 
     info = gpu_models["static"].info
@@ -60,9 +72,7 @@ def test_fp16_on_cuda_is_close_to_fp32(
         CudaEngineBuilder().build(gpu_models["static"]) as a,
         CudaEngineBuilder().build(gpu_models["static_fp16"]) as b,
     ):
-        for image in coco64_batch:
-            (ra,) = a.infer(image[None])
-            (rb,) = b.infer(image[None])
-            (da,) = decode([ra], info, conf=CONF)
-            (db,) = decode([rb], info, conf=CONF)
-            same_detections(db, da, conf=CONF, px=2.0, margin=0.02)
+        fp32 = [decode(a.infer(image[None]), info, conf=CONF)[0] for image in coco64_batch]
+        fp16 = [decode(b.infer(image[None]), info, conf=CONF)[0] for image in coco64_batch]
+    assert _match_rate(fp32, fp16) >= 0.97
+    assert _match_rate(fp16, fp32) >= 0.97

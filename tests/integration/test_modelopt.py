@@ -7,6 +7,8 @@ CPU EP against the FP32 model.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,11 @@ def test_config_rejects_bad_options(kwargs: dict[str, Any], needle: str) -> None
         ModelOptConfig(**kwargs)
 
 
+def test_importing_the_quantizer_does_not_import_modelopt() -> None:
+    code = "import sys, yoloquant.quantize.modelopt; sys.exit('modelopt' in sys.modules or 'torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
 # --- real quantization ---------------------------------------------------------------------------
 
 
@@ -108,9 +115,8 @@ def _images(info: Any, num: int, offset: int, cache: Path) -> CalibrationSet:
     from yoloquant.data.calibration import ImageCalibrator
 
     source = ASSETS / "coco64" / "images"
-    return ImageCalibrator(source=source, num_images=num, offset=offset, cache_dir=cache, progress=False).calibrate(
-        info
-    )
+    calibrator = ImageCalibrator(source=source, num_images=num, offset=offset, cache_dir=cache, progress=False)
+    return calibrator.calibrate(info)
 
 
 @pytest.fixture(scope="module")

@@ -64,29 +64,43 @@ def _nms(boxes: Any, scores: Any, iou: float) -> Any:
     return ops.nms(boxes, scores, iou)
 
 
-def _decode_one_dfl(x: Any, *, conf: float, iou: float, max_det: int, multi_label: bool) -> Detections:
-    """One image's ``[anchors, 4 + nc]`` candidates (already above ``conf``) -> detections."""
+def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label: bool) -> list[Detections]:
+    """A batch's ``[B, 4 + nc, anchors]`` output -> detections, with few host round trips.
+
+    Candidates of the whole batch are gathered at once (image-major, anchor-ascending, then class: the
+    CPU decoder's order); only NMS runs per image, then one download of all kept rows.
+    """
     torch = require("torch")
-    if not x.shape[0]:
-        return Detections.empty()
-    cx, cy, w, h = x[:, 0], x[:, 1], x[:, 2], x[:, 3]
+    x = pred.transpose(1, 2)  # [B, anchors, 4 + nc]
+    b_idx, a_idx = torch.nonzero(x[..., 4:].amax(-1) > conf, as_tuple=True)
+    rows = x[b_idx, a_idx]
+    cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
     box = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-    cls = x[:, 4:]
+    cls = rows[:, 4:]
     if multi_label and cls.shape[1] > 1:
         i, j = torch.nonzero(cls > conf, as_tuple=True)  # row-major, like np.nonzero
-    else:
+    else:  # every candidate row's best score is above conf by construction
         j = cls.argmax(1)
-        i = torch.nonzero(cls.gather(1, j[:, None])[:, 0] > conf)[:, 0]
-        j = j[i]
+        i = torch.arange(rows.shape[0], device=rows.device)
     boxes, scores, classes = box[i], cls[i, j], j
-    if scores.shape[0] > MAX_NMS:
-        top = torch.sort(scores, descending=True, stable=True).indices[:MAX_NMS]
-        boxes, scores, classes = boxes[top], scores[top], classes[top]
-    offset = classes.to(boxes.dtype)[:, None] * float(MAX_WH)
-    keep = _nms(boxes + offset, scores, iou)[:max_det]
-    return Detections(
-        boxes[keep].cpu().numpy(), scores[keep].cpu().numpy(), classes[keep].to(torch.int64).cpu().numpy()
-    )
+    counts = torch.bincount(b_idx[i], minlength=pred.shape[0]).tolist()
+    keep_all = []
+    start = 0
+    for n in counts:
+        idx = torch.arange(start, start + n, device=rows.device)
+        start += n
+        if n > MAX_NMS:
+            idx = idx[torch.sort(scores[idx], descending=True, stable=True).indices[:MAX_NMS]]
+        offset = classes[idx].to(boxes.dtype)[:, None] * float(MAX_WH)
+        keep_all.append(idx[_nms(boxes[idx] + offset, scores[idx], iou)[:max_det]])
+    keep = torch.cat(keep_all)
+    table = torch.cat([boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype)], 1).cpu().numpy()
+    out, start = [], 0
+    for part in keep_all:
+        t = table[start : start + part.shape[0]]
+        start += part.shape[0]
+        out.append(Detections(np.ascontiguousarray(t[:, :4]), np.ascontiguousarray(t[:, 4]), t[:, 5].astype(np.int64)))
+    return out
 
 
 def decode_torch(
@@ -110,12 +124,7 @@ def decode_torch(
     pred = pred.float()
     if end2end:  # [B, N<=300, 6]: tiny, nothing to gain on the device
         return [decode_end2end(p.cpu().numpy(), conf=conf, max_det=max_det) for p in pred]
-    x = pred.transpose(1, 2)  # [B, anchors, 4 + nc]
-    candidates = x[..., 4:].amax(-1) > conf
-    return [
-        _decode_one_dfl(x[b][candidates[b]], conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
-        for b in range(x.shape[0])
-    ]
+    return _decode_dfl(pred, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
 
 
 def decode_pending(

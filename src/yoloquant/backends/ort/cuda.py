@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -191,8 +192,13 @@ class PendingOutputs:
         (err,) = cudart.cudaEventQuery(self._slot.event)
         return bool(err == cudart.cudaError_t.cudaSuccess)
 
-    def wait(self) -> list[np.ndarray]:
-        """Block until this call finished and return copies of its outputs."""
+    def wait(self, *, copy: bool = True) -> list[np.ndarray]:
+        """Block until this call finished and return its outputs.
+
+        Args:
+            copy: Return copies. False returns views of the pinned buffers, valid only until ``depth``
+                more calls of the same batch size are queued (saves a host copy of every output).
+        """
         if self._slot.generation != self._generation:
             msg = (
                 "these outputs were overwritten: more than `depth` infer_async calls were queued before "
@@ -203,7 +209,7 @@ class PendingOutputs:
         self._slot.busy = False
         if not self._download:
             return []
-        return [np.array(o.array, copy=True) for o in self._slot.outputs]
+        return [np.array(o.array, copy=True) if copy else o.array for o in self._slot.outputs]
 
 
 class CudaEngine:
@@ -246,6 +252,12 @@ class CudaEngine:
         self._buffers: dict[int, _BatchBuffers] = {}
         self._run_options: Any = None
         self._lock = threading.Lock()
+        # ONNX Runtime keeps a CUDA graph per calling thread, and capturing in one thread while others
+        # use the GPU invalidates the capture; so a graph engine issues every run from one thread of its
+        # own, which captures once (at build, in the builder's warm-up) and replays from then on.
+        self._runner = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="yoloquant-cuda-graph") if cuda_graph else None
+        )
         self._events: list[Any] = []
 
     @property
@@ -286,7 +298,8 @@ class CudaEngine:
         # The pinned slot may still be in flight from `depth` calls ago: wait for it before overwriting.
         _check(cudart.cudaEventSynchronize(slot.event), "cudaEventSynchronize")
         slot.generation += 1
-        np.copyto(slot.input.array, batch, casting="same_kind")
+        if batch.ctypes.data != slot.input.ptr:  # not already written in place via staging_buffer()
+            np.copyto(slot.input.array, batch, casting="same_kind")
         if caller is not None and caller != self.stream:
             self._join(caller, self.stream)
         self._queue(buffers, slot, download)
@@ -294,13 +307,30 @@ class CudaEngine:
             self._join(self.stream, caller)
         return PendingOutputs(self, buffers, slot, download)
 
+    def staging_buffer(self, batch: int) -> np.ndarray:
+        """The pinned host array the next ``infer_async`` of this batch size uploads from.
+
+        Writing the batch straight into it (``np.stack(images, out=engine.staging_buffer(16))``) and
+        passing it to :meth:`infer_async` saves one host copy of the whole batch.
+        """
+        if self.session is None:
+            msg = "engine is closed; build a new one with CudaEngineBuilder().build(model)"
+            raise InferenceError(msg)
+        buffers = self._buffers_for(batch)
+        slot = buffers.slots[buffers.next]
+        _check(_cudart().cudaEventSynchronize(slot.event), "cudaEventSynchronize")
+        return slot.input.array
+
     def _queue(self, buffers: _BatchBuffers, slot: _Slot, download: bool) -> None:
         cudart = _cudart()
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         dev_in = int(buffers.input.data_ptr())
         _check(cudart.cudaMemcpyAsync(dev_in, slot.input.ptr, slot.input.nbytes, h2d, self.stream), "cudaMemcpyAsync")
         try:
-            self.session.run_with_iobinding(buffers.binding, self._options())
+            if self._runner is None:
+                self.session.run_with_iobinding(buffers.binding, self._options())
+            else:
+                self._runner.submit(self.session.run_with_iobinding, buffers.binding, self._options()).result()
         except Exception as exc:  # onnxruntime's own exception types, translated here
             msg = f"ONNX Runtime CUDA EP failed on a batch of {buffers.batch}: {exc}"
             raise InferenceError(msg) from exc
@@ -386,6 +416,9 @@ class CudaEngine:
             buffers.free()
         self._buffers.clear()
         self.session = None
+        if self._runner is not None:
+            self._runner.shutdown()
+            self._runner = None
         if self._owns_stream:
             _check(cudart.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
         self._owns_stream = False
@@ -416,6 +449,8 @@ class CudaEngineBuilder:
         batch: Batch size to warm up (and capture) at build; None uses the model's static batch or 1.
         uint8_input: Take uint8 ``[B, 3, H, W]`` letterboxed pixels and divide by 255 on the GPU (a
             ``Cast`` + ``Div`` prepended to the graph): a quarter of the upload bytes, same values.
+        prefer_nhwc: ONNX Runtime's ``prefer_nhwc`` CUDA option: channels-last convolutions, which
+            tensor cores run without layout transposes (helps FP16).
     """
 
     device_id: int = 0
@@ -427,6 +462,7 @@ class CudaEngineBuilder:
     warmup: int = 3
     batch: int | None = None
     uint8_input: bool = False
+    prefer_nhwc: bool = False
     name: str = "onnxruntime-cuda"
 
     def __post_init__(self) -> None:
@@ -447,6 +483,7 @@ class CudaEngineBuilder:
             "warmup": self.warmup,
             "batch": self.batch,
             "uint8_input": self.uint8_input,
+            "prefer_nhwc": self.prefer_nhwc,
         }
 
     def provider_options(self, stream: int) -> dict[str, str]:
@@ -459,6 +496,7 @@ class CudaEngineBuilder:
             "cudnn_conv_algo_search": self.conv_algo_search,
             "cudnn_conv_use_max_workspace": "1",
             "arena_extend_strategy": "kSameAsRequested",
+            "prefer_nhwc": "1" if self.prefer_nhwc else "0",
         }
 
     def build(self, model: OnnxModel) -> CudaEngine:

@@ -232,6 +232,28 @@ def _multistream(model: Any, images: list[np.ndarray], frames: int, engines_n: i
     }
 
 
+def _map(models: dict[str, dict[int, Any]]) -> dict[str, Any]:
+    """COCO mAP on the 64 bundled images (``yolo val`` settings): CPU FP32 vs CUDA FP32 / FP16."""
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.backends.ort.cuda import CudaEngineBuilder
+    from yoloquant.config import EvalConfig
+    from yoloquant.data.datasets import load_dataset
+    from yoloquant.eval.coco import evaluate
+
+    dataset = load_dataset(ROOT / "assets" / "coco64.yaml")
+    out: dict[str, Any] = {}
+    builders = {
+        "cpu-fp32": (OrtEngineBuilder(), "fp32"),
+        "cuda-fp32": (CudaEngineBuilder(), "fp32"),
+        "cuda-fp16": (CudaEngineBuilder(tf32=True), "fp16"),
+    }
+    for name, (builder, precision) in builders.items():
+        with builder.build(models[precision][1]) as engine:
+            result = evaluate(engine, dataset, EvalConfig(), progress=False)
+        out[name] = {"map50_95": result.map50_95, "map50": result.map50, "images": result.num_images}
+    return out
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# GPU end-to-end benchmark ({report['gpu']})",
@@ -253,6 +275,10 @@ def _markdown(report: dict[str, Any]) -> str:
             f"| {row.get('upload_run_b1_ms', {}).get('p50', float('nan')):.3f} "
             f"| {ratio} |"
         )
+    maps = report.get("map", {})
+    if maps and "error" not in maps:
+        lines += ["", "| engine (coco64, yolo val settings) | mAP50-95 | mAP50 |", "| --- | ---: | ---: |"]
+        lines += [f"| {k} | {v['map50_95']:.4f} | {v['map50']:.4f} |" for k, v in maps.items()]
     ms = report.get("multistream", {})
     if ms and "error" not in ms:
         lines += [
@@ -283,7 +309,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=300, help="batch-1 latency samples")
     parser.add_argument("--stream-frames", type=int, default=2000, help="frames per engine, multi-stream test")
     parser.add_argument("--workers", type=int, default=4, help="engines (threads, streams) per e2e measurement")
-    parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: ultralytics yoloquant multistream")
+    parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: map ultralytics yoloquant multistream")
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -312,6 +338,9 @@ def main() -> None:
 
     onnxruntime.set_default_logger_severity(4)  # cuDNN-frontend plan misses are logged as errors, then fall back
     report["onnxruntime"] = onnxruntime.__version__
+    if "map" not in args.skip:
+        report["map"] = _guard(lambda: _map(models))
+        print("map", json.dumps(report["map"]), flush=True)
     if "ultralytics" not in args.skip:
         report["variants"]["ultralytics"] = _guard(lambda: _ultralytics(args.model, images, args.frames, args.iters))
         print("ultralytics", json.dumps(report["variants"]["ultralytics"]), flush=True)

@@ -104,6 +104,7 @@ class ExportConfig(_Serializable):
     opset: int = 17
     dynamic: bool = False
     simplify: bool = True
+    fast_dfl: bool = True  # DFL softmax over the last axis: same outputs, faster on ONNX Runtime CPU
 
     def __post_init__(self) -> None:
         if self.imgsz <= 0 or self.imgsz % 32:

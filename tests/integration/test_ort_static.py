@@ -152,7 +152,7 @@ def test_decode_path_stays_float(v8_qdq: QdqModel) -> None:
         assert all("QuantizeLinear" not in consumers.get(o, []) for o in node.output), node.name
         if node.op_type != "Reshape" or node.input[0].startswith("/model.22/Concat"):
             assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.name
-    dfl = next(n for n in decode if n.op_type == "Conv")
+    dfl = next(n for n in decode if n.op_type == "MatMul")  # the exporter's fast DFL projection
     assert dfl.input[1] in {i.name for i in model.graph.initializer}  # float projection weights
     floats = {name for names in v8_qdq.float_nodes.values() for name in names}
     assert {n.name for n in decode if n.op_type != "Reshape"} <= floats
@@ -164,13 +164,14 @@ def test_every_conv_but_the_dfl_is_quantized(v8_qdq: QdqModel) -> None:
     decode = {n.name for n in _decode_nodes(model)}
     body = [n for n in model.graph.node if n.name not in decode]
     convs = [n for n in body if n.op_type == "Conv"]
-    assert len(convs) == 63  # 64 convs in yolov8n, minus the DFL projection
+    assert len(convs) == 63  # 64 convs in yolov8n, minus the DFL projection (a MatMul after export)
     for n in convs:
         assert producers[n.input[0]] == "DequantizeLinear" and producers[n.input[1]] == "DequantizeLinear", n.name
     for n in body:
         if n.op_type in ("Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize"):
             assert producers[n.input[0]] == "DequantizeLinear", n.name
-    assert len(v8_qdq.quantized_nodes["Conv"]) == 63 and v8_qdq.float_nodes["Conv"] == ["/model.22/dfl/conv/Conv"]
+    assert len(v8_qdq.quantized_nodes["Conv"]) == 63 and "Conv" not in v8_qdq.float_nodes
+    assert v8_qdq.float_nodes["MatMul"] == ["/model.22/dfl/conv/Conv/MatMul"]
 
 
 def test_head_convs_and_excluded_nodes_can_stay_float(
@@ -183,7 +184,7 @@ def test_head_convs_and_excluded_nodes_can_stay_float(
     convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
     float_convs = [n for n, node in convs.items() if producers.get(node.input[1]) != "DequantizeLinear"]
     expected = {f"/model.22/cv{b}.{s}/cv{b}.{s}.2/Conv" for s in range(3) for b in (2, 3)}
-    expected |= {"/model.22/dfl/conv/Conv", "/model.9/cv1/conv/Conv", "/model.9/cv2/conv/Conv"}
+    expected |= {"/model.9/cv1/conv/Conv", "/model.9/cv2/conv/Conv"}
     assert set(float_convs) == expected
     assert set(qdq.float_nodes["Conv"]) == expected
     assert "MaxPool" in qdq.float_nodes  # the SPPF's pools sit in model.9

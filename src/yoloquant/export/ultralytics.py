@@ -13,6 +13,7 @@ from yoloquant.artifacts import META_PREFIX, ModelInfo, OnnxModel, file_sha256
 from yoloquant.config import ExportConfig
 from yoloquant.errors import ExportError
 from yoloquant.export.onnx_file import OnnxFileExporter
+from yoloquant.export.optimize import rewrite_dfl_softmax
 from yoloquant.protocols import Exporter
 
 __all__ = ["UltralyticsExporter", "exporter_for"]
@@ -63,15 +64,17 @@ class UltralyticsExporter:
             if model.task != "detect":
                 msg = f"{source} is a {model.task!r} model; yoloquant supports detection models for now"
                 raise ExportError(msg, artifact=source)
-            _stamp(Path(exported), source)
+            _finish(Path(exported), source, self.config)
             Path(exported).replace(target)
         return OnnxModel(path=target, info=ModelInfo.from_onnx(target))
 
 
-def _stamp(path: Path, source: Path) -> None:
-    """Add yoloquant's metadata keys to an Ultralytics ONNX export."""
+def _finish(path: Path, source: Path, config: ExportConfig) -> None:
+    """Apply the output-preserving rewrites and add yoloquant's metadata keys to an Ultralytics export."""
     onnx = require("onnx")
     model = onnx.load(str(path))
+    if config.fast_dfl and rewrite_dfl_softmax(model):
+        onnx.checker.check_model(model)
     meta = {p.key: p.value for p in model.metadata_props}
     head = "end2end" if meta.get("end2end") == "True" else "dfl"
     extra = {f"{META_PREFIX}head": head, f"{META_PREFIX}source_sha256": file_sha256(source)}

@@ -66,8 +66,11 @@ def _initializers(graph: Any) -> dict[str, Any]:
 
 
 def _is_dfl_conv(node: Any, producers: Mapping[str, Any]) -> bool:
-    """The DFL projection: a bias-free conv fed by a Softmax (it turns bin probabilities into a distance)."""
-    if node.op_type != "Conv" or len(node.input) > 2:
+    """The DFL projection: a bias-free conv (or the MatMul yoloquant's exporter makes of it) fed by a Softmax.
+
+    It turns bin probabilities into a distance.
+    """
+    if node.op_type not in ("Conv", "MatMul") or len(node.input) > 2:
         return False
     src = producers.get(node.input[0])
     while src is not None and src.op_type in ("Transpose", "Reshape"):

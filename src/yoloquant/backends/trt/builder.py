@@ -72,10 +72,12 @@ class TrtBuildConfig(_Serializable):
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", parse_enum(Precision, self.precision, option="precision"))
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            msg = f"need 1 <= min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {self.max_batch}"
+            batches = f"{self.min_batch}, {self.opt_batch}, {self.max_batch}"
+            msg = f"need 1 <= min_batch <= opt_batch <= max_batch, got {batches}"
             raise ConfigError(msg)
         if self.workspace_mib < 16 or not 0 <= self.optimization_level <= 5:
-            msg = f"workspace_mib >= 16 and optimization_level in 0-5, got {self.workspace_mib}, {self.optimization_level}"
+            got = f"{self.workspace_mib}, {self.optimization_level}"
+            msg = f"workspace_mib must be >= 16 and optimization_level in 0-5, got {got}"
             raise ConfigError(msg)
 
 
@@ -121,7 +123,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _make_logger(trt: Any) -> Any:
     """A TensorRT logger that forwards to :mod:`logging` and keeps errors for the exception message."""
 
-    class _TrtLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+    class _TrtLogger(trt.ILogger):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []

@@ -129,6 +129,8 @@ def _yoloquant(models: dict[str, Any], images: list[np.ndarray], args: argparse.
     results: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 4)) as pool:
         for name, precision, graph, tf32, nhwc in VARIANTS:
+            if args.variants and name not in args.variants:
+                continue
             options = {"cuda_graph": graph, "tf32": tf32, "prefer_nhwc": nhwc}
             results[name] = _guard(
                 lambda precision=precision, options=options: _variant(
@@ -309,6 +311,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=300, help="batch-1 latency samples")
     parser.add_argument("--stream-frames", type=int, default=2000, help="frames per engine, multi-stream test")
     parser.add_argument("--workers", type=int, default=4, help="engines (threads, streams) per e2e measurement")
+    parser.add_argument("--variants", nargs="*", default=[], help="yoloquant variants to run (default: all)")
     parser.add_argument("--skip", nargs="*", default=[], help="parts to skip: map ultralytics yoloquant multistream")
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")

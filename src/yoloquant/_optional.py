@@ -25,6 +25,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "torch": ("PyTorch", "ultralytics"),
     "modelopt.onnx.quantization": ("NVIDIA ModelOpt", "modelopt"),
     "tensorrt": ("TensorRT", "trt"),
+    "cuda.bindings.runtime": ("cuda-python", "gpu"),
+    "torchvision.ops": ("torchvision", "ultralytics"),
     "brevitas": ("Brevitas", "brevitas"),
 }
 

@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="Ultralytics .pt checkpoint or exported .onnx")
     run.add_argument("--calib", help="calibration images: folder, dataset yaml or COCO json")
     run.add_argument("--eval", help="evaluation set: images folder with sibling labels/, dataset yaml or COCO json")
-    run.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8 (fp32 baseline always runs)")
+    run.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp8 (fp32 always runs)")
     run.add_argument(
         "--backend",
         default="onnxruntime",
@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--calib-images", type=int, default=64, help="number of calibration images (default 64)")
     run.add_argument("--calib-offset", type=int, default=0, help="index of the first calibration image (sorted)")
     run.add_argument("--calibration", help="calibration method: minmax, entropy or percentile")
+    run.add_argument("--quantizer", help="ort (ONNX Runtime INT8, fast on CPU) or modelopt (TensorRT layout, INT8/FP8)")
+    run.add_argument("--keep", help="YOLO precision preset kept float: none, head, head+first")
     run.add_argument("--eval-images", type=int, help="number of evaluation images (default: all)")
     run.add_argument("--eval-offset", type=int, default=0, help="index of the first evaluation image (sorted)")
     run.add_argument("--split", default="val", help="split of a dataset yaml to evaluate on (default val)")
@@ -67,8 +69,12 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
         for precision in precisions:
             if precision is Precision.FP32 and backend is Backend.ONNXRUNTIME:
                 continue  # the baseline
-            method = calibration if precision is not Precision.FP32 else None
-            pipe = pipe.quantize(precision, backend=backend, calibration=method)
+            if precision is Precision.FP32:
+                pipe = pipe.quantize(precision, backend=backend)
+                continue
+            pipe = pipe.quantize(
+                precision, backend=backend, quantizer=args.quantizer, calibration=calibration, keep=args.keep
+            )
     if args.eval:
         pipe = pipe.evaluate(args.eval, split=args.split, num_images=args.eval_images, offset=args.eval_offset)
     if not args.no_bench:

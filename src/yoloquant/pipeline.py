@@ -41,9 +41,12 @@ class VariantPlan:
     precision: Precision
     backend: Backend = Backend.ONNXRUNTIME
     quantizer: Quantizer | None = None
+    label: str | None = None
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         return self.precision.value if self.backend is Backend.ONNXRUNTIME else f"{self.precision}-{self.backend}"
 
     def describe(self) -> str:
@@ -116,34 +119,52 @@ class QuantPipeline:
         precision: str | Precision = Precision.INT8,
         *,
         backend: str | Backend = Backend.ONNXRUNTIME,
-        quantizer: Quantizer | None = None,
+        quantizer: Quantizer | str | None = None,
         calibration: str | CalibMethod | None = None,
+        keep: str | None = None,
+        name: str | None = None,
     ) -> QuantPipeline:
-        """Add a variant. Call again to add more (e.g. the same INT8 model on the OpenVINO provider).
+        """Add a variant. Call again to add more (another quantizer, preset, or backend).
 
         Args:
-            precision: ``int8`` (quantized) or ``fp32`` (the float model on another backend).
-            backend: ``onnxruntime`` (CPU provider) or ``openvino`` (ONNX Runtime's OpenVINO provider).
-            quantizer: A Quantizer object; the default is the ONNX Runtime static INT8 quantizer.
-            calibration: Calibration method of the default quantizer: minmax, entropy or percentile.
+            precision: ``int8``, ``fp8`` (ModelOpt), or ``fp32`` (the float model on another backend).
+            backend: ``onnxruntime`` (CPU provider) or ``openvino`` (ONNX Runtime's OpenVINO provider):
+                the runtime this variant is evaluated and timed on.
+            quantizer: ``"ort"`` (ONNX Runtime static INT8, fast on the CPU), ``"modelopt"`` (TensorRT's Q/DQ
+                layout, INT8 / FP8), or a Quantizer object. Default: ``ort`` for int8, ``modelopt`` for fp8.
+            calibration: ``minmax``, ``entropy`` or ``percentile`` (ModelOpt: minmax / entropy).
+            keep: YOLO precision preset: ``none``, ``head`` (box/class output convs + decode float) or
+                ``head+first`` (also the stem conv). Default: the quantizer's best measured preset.
+            name: Variant name in the report; default built from the choices, e.g. ``int8-modelopt``.
         """
-        from yoloquant.quantize import default_quantizer
+        from yoloquant.quantize import default_quantizer_name, make_quantizer
 
         prec = parse_enum(Precision, precision, option="precision")
         back = parse_enum(Backend, backend, option="backend")
         if back is Backend.TENSORRT:
-            msg = "the TensorRT backend is not available yet; use backend='onnxruntime' or 'openvino'"
+            msg = (
+                "the TensorRT backend does not run here yet; quantize for it with quantizer='modelopt' and "
+                "backend='onnxruntime' to measure the TensorRT-layout model's accuracy on the CPU"
+            )
             raise ConfigError(msg)
+        parts = [prec.value]
         if prec is Precision.FP32:
-            if quantizer is not None or calibration is not None:
-                msg = "an fp32 variant is not quantized: drop quantizer= and calibration="
+            if quantizer is not None or calibration is not None or keep is not None:
+                msg = "an fp32 variant is not quantized: drop quantizer=, calibration= and keep="
                 raise ConfigError(msg)
-        elif quantizer is None:
+        elif quantizer is None or isinstance(quantizer, str):
             method = parse_enum(CalibMethod, calibration, option="calibration") if calibration else None
-            quantizer = default_quantizer(prec, back, method)
-        variant = VariantPlan(precision=prec, backend=back, quantizer=quantizer)
+            chosen = quantizer or default_quantizer_name(prec, back).value
+            quantizer = make_quantizer(prec, back, quantizer=chosen, calibration=method, keep=keep)
+            if chosen != default_quantizer_name(prec, back):
+                parts.append(str(chosen))
+        else:
+            parts.append(quantizer.name)
+        parts += [f"keep-{keep}"] if keep else []
+        parts += [back.value] if back is not Backend.ONNXRUNTIME else []
+        variant = VariantPlan(precision=prec, backend=back, quantizer=quantizer, label=name or "-".join(parts))
         if any(v.name == variant.name for v in self.variants):
-            msg = f"the plan already has a variant {variant.name!r}; pass another backend or precision"
+            msg = f"the plan already has a variant {variant.name!r}; pass name= or another backend / precision"
             raise ConfigError(msg)
         return dataclasses.replace(self, variants=(*self.variants, variant))
 

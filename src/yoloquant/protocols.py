@@ -34,7 +34,8 @@ class Calibrator(Protocol):
 class Quantizer(Protocol):
     """Quantizes a float ONNX model with calibration data, writing the result into ``out_dir``."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel: ...
 
@@ -63,6 +64,7 @@ class Engine(Protocol):
 class EngineBuilder(Protocol):
     """Builds an :class:`Engine` from an ONNX model."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def build(self, model: OnnxModel) -> Engine: ...

@@ -186,11 +186,17 @@ def _variant_result(
 
 
 def _provider_warnings(b: _Built, engine: Engine) -> list[str]:
+    """What makes this variant's numbers mean less than they seem: a provider fallback, a layout mismatch."""
+    warnings = []
     wanted = "OpenVINOExecutionProvider" if b.plan.backend is Backend.OPENVINO else "CPUExecutionProvider"
-    active = engine.providers[:1]
-    if active != [wanted]:
-        return [f"asked for {wanted} but ONNX Runtime runs {engine.providers}: numbers are for the fallback"]
-    return []
+    if engine.providers[:1] != [wanted]:
+        warnings.append(f"asked for {wanted} but ONNX Runtime runs {engine.providers}: numbers are for the fallback")
+    if isinstance(b.model, QdqModel) and b.model.layout == Backend.TENSORRT.value:
+        warnings.append(
+            f"the Q/DQ layout was made for TensorRT and runs here on {wanted}: its accuracy is what TensorRT "
+            "would compute, its latency is not (ONNX Runtime CPU runs this layout 2-5x slower than FP32)"
+        )
+    return warnings
 
 
 def _quantization(model: OnnxModel) -> dict[str, Any] | None:

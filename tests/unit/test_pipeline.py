@@ -63,8 +63,38 @@ def test_duplicate_variant_and_unknown_options_are_config_errors(yolov8n_pt: Pat
         pipe.quantize("int8", backend="cuda")
     with pytest.raises(ConfigError, match="unknown calibration 'median'"):
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", calibration="median")
-    with pytest.raises(ConfigError, match="no quantizer for fp8"):
-        QuantPipeline.from_ultralytics(yolov8n_pt).quantize(Precision.FP8)
+    with pytest.raises(ConfigError, match="made by the fp16 converter, not 'modelopt'"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize(Precision.FP16, quantizer="modelopt")
+    with pytest.raises(ConfigError, match="makes int8 only"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("fp8", quantizer="ort")
+    with pytest.raises(ConfigError, match="unknown quantizer 'nncf'"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", quantizer="nncf")
+
+
+def test_variant_names_say_what_differs_from_the_defaults(yolov8n_pt: Path) -> None:
+    pipe = (
+        QuantPipeline.from_ultralytics(yolov8n_pt)
+        .quantize("int8")
+        .quantize("int8", quantizer="modelopt")
+        .quantize("int8", quantizer="modelopt", keep="none")
+        .quantize("fp8")
+        .quantize("int8", keep="head", backend="openvino")
+        .quantize("int8", calibration="minmax", name="int8-minmax")
+        .quantize("fp16")
+    )
+    names = [v.name for v in pipe.variants]
+    assert names == [
+        "fp32", "int8", "int8-modelopt", "int8-modelopt-keep-none", "fp8", "int8-keep-head-openvino", "int8-minmax",
+        "fp16",
+    ]  # fmt: skip
+    quantizers = [v.quantizer for v in pipe.variants]
+    assert [q.name if q else None for q in quantizers] == [
+        None, "ort-static", "modelopt", "modelopt", "modelopt", "ort-static", "ort-static", "fp16"
+    ]  # fmt: skip
+    assert quantizers[3].config.keep == "none"  # type: ignore[union-attr]
+    assert quantizers[4].config.mode == "fp8"  # type: ignore[union-attr]
+    assert quantizers[5].config.keep_head_convs_float  # type: ignore[union-attr]
+    assert quantizers[6].config.calibration == "minmax"  # type: ignore[union-attr]
 
 
 def test_run_fails_fast_on_a_missing_model(tmp_path: Path) -> None:

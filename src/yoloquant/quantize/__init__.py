@@ -1,31 +1,104 @@
-"""Quantizers: one strategy per module. ``ort_static``: ONNX Runtime static INT8 (CPU / OpenVINO layout)."""
+"""Quantizers, one strategy per module, and the choice of one for a variant.
+
+- ``ort_static``: ONNX Runtime static INT8, a Q/DQ layout ONNX Runtime's CPU / OpenVINO providers fuse.
+- ``modelopt``: NVIDIA ModelOpt ONNX PTQ, INT8 / FP8 in TensorRT's Q/DQ layout.
+- ``fp16``: FP16 conversion with FP32 inputs / outputs and decode (for GPUs).
+- ``presets``: YOLO precision presets (which parts stay float), shared by both.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from yoloquant.config import Backend, CalibMethod, Precision
+from yoloquant.config import Backend, CalibMethod, Precision, parse_enum
 from yoloquant.errors import ConfigError
 
 if TYPE_CHECKING:
     from yoloquant.protocols import Quantizer
 
-__all__ = ["default_quantizer"]
+__all__ = ["QuantizerName", "make_quantizer"]
 
 
-def default_quantizer(precision: Precision, backend: Backend, calibration: CalibMethod | None = None) -> Quantizer:
-    """The quantizer yoloquant picks for a precision on a backend."""
+class QuantizerName(StrEnum):
+    """The quantizers yoloquant ships."""
+
+    ORT = "ort"
+    MODELOPT = "modelopt"
+    FP16 = "fp16"
+
+
+def default_quantizer_name(precision: Precision, backend: Backend) -> QuantizerName:
+    """FP16 conversion for fp16; ModelOpt for FP8 and TensorRT; ONNX Runtime's static INT8 otherwise."""
+    if precision is Precision.FP16:
+        return QuantizerName.FP16
+    if precision is Precision.FP8 or backend is Backend.TENSORRT:
+        return QuantizerName.MODELOPT
+    return QuantizerName.ORT
+
+
+def make_quantizer(
+    precision: Precision,
+    backend: Backend,
+    *,
+    quantizer: str | QuantizerName | None = None,
+    calibration: CalibMethod | None = None,
+    keep: str | None = None,
+) -> Quantizer:
+    """The quantizer for a precision on a backend, with the user's calibration method and keep preset.
+
+    Example:
+        >>> make_quantizer(Precision.INT8, Backend.ONNXRUNTIME).name
+        'ort-static'
+    """
+    name = parse_enum(QuantizerName, quantizer, option="quantizer") if quantizer else None
+    name = name or default_quantizer_name(precision, backend)
+    if precision is Precision.FP16:
+        return _fp16(name)
+    if name is QuantizerName.MODELOPT:
+        return _modelopt(precision, calibration, keep)
+    return _ort(precision, backend, calibration, keep)
+
+
+def _fp16(name: QuantizerName) -> Quantizer:
+    from yoloquant.quantize.fp16 import Fp16Converter
+
+    if name is not QuantizerName.FP16:
+        msg = f"fp16 variants are made by the fp16 converter, not {name.value!r}; drop quantizer="
+        raise ConfigError(msg)
+    return Fp16Converter()
+
+
+def _ort(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
     from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
+    from yoloquant.quantize.presets import KeepPreset
 
-    if precision is Precision.INT8 and backend in (Backend.ONNXRUNTIME, Backend.OPENVINO):
-        # OpenVINO runs its own integer kernels and measured best with Q/DQ on Conv / Add / Concat only
-        config = OrtQuantConfig.openvino() if backend is Backend.OPENVINO else OrtQuantConfig()
-        if calibration is not None:
-            config = dataclasses.replace(config, calibration=calibration)
-        return OrtStaticQuantizer(config)
-    msg = (
-        f"no quantizer for {precision} on {backend} yet: this release quantizes int8 for onnxruntime / openvino "
-        "(ModelOpt fp8 and TensorRT are planned)"
+    if precision is not Precision.INT8:
+        hint = "; use quantizer='modelopt' for fp8" if precision is Precision.FP8 else ""
+        msg = f"the ONNX Runtime quantizer makes int8 only, not {precision}{hint}"
+        raise ConfigError(msg)
+    # OpenVINO runs its own integer kernels and measured best with Q/DQ on Conv / Add / Concat only
+    config = OrtQuantConfig.openvino() if backend is Backend.OPENVINO else OrtQuantConfig()
+    if calibration is not None:
+        config = dataclasses.replace(config, calibration=calibration)
+    if keep is not None:
+        preset = parse_enum(KeepPreset, keep, option="keep preset")
+        # the decode path always stays float here: one uint8 scale over pixels and scores zeroes the scores
+        head = preset in (KeepPreset.HEAD, KeepPreset.HEAD_AND_FIRST)
+        first = preset is KeepPreset.HEAD_AND_FIRST
+        config = dataclasses.replace(config, keep_head_convs_float=head, keep_first_conv_float=first)
+    return OrtStaticQuantizer(config)
+
+
+def _modelopt(precision: Precision, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
+    from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
+
+    base = ModelOptConfig.fp8() if precision is Precision.FP8 else ModelOptConfig.int8()
+    config = dataclasses.replace(
+        base,
+        mode=precision,
+        calibration=calibration or base.calibration,
+        keep=keep or base.keep,  # type: ignore[arg-type]  # validated by ModelOptConfig
     )
-    raise ConfigError(msg)
+    return ModelOptQuantizer(config)

@@ -177,6 +177,15 @@ class ModelOptQuantizer:
     def __init__(self, config: ModelOptConfig | None = None) -> None:
         self.config = config or ModelOptConfig()
 
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.config == self.config
+
+    def __hash__(self) -> int:
+        return hash(self.config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
     def float_node_names(self, model: Any) -> tuple[str, ...]:
         """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``): preset + ``exclude``."""
         names = resolve_keep(model, self.config.keep) + graph.match_nodes(model, self.config.exclude)

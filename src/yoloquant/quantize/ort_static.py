@@ -195,6 +195,15 @@ class OrtStaticQuantizer:
     def __init__(self, config: OrtQuantConfig | None = None) -> None:
         self.config = config or OrtQuantConfig()
 
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.config == self.config
+
+    def __hash__(self) -> int:
+        return hash(self.config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
     def float_node_names(self, model: Any) -> tuple[str, ...]:
         """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``)."""
         cfg = self.config

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 _CONV_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 _FIX_GPU = (
-    'install the GPU build of ONNX Runtime (pip uninstall onnxruntime && pip install "yoloquant[cuda]", '
+    'install the GPU build of ONNX Runtime (pip uninstall onnxruntime && pip install "yoloquant[gpu]", '
     "i.e. onnxruntime-gpu + cuda-python) on a machine with an NVIDIA driver"
 )
 

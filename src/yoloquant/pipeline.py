@@ -49,6 +49,11 @@ class VariantPlan:
             return self.label
         return self.precision.value if self.backend is Backend.ONNXRUNTIME else f"{self.precision}-{self.backend}"
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Quantized variants calibrate; float ones (fp32, fp16 conversion) do not."""
+        return self.quantizer is not None and self.precision is not Precision.FP16
+
     def describe(self) -> str:
         how = f" via {self.quantizer.name}" if self.quantizer is not None else ""
         return f"{self.name}: {self.precision} on {self.backend}{how}"

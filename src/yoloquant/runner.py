@@ -34,6 +34,9 @@ __all__ = ["run_pipeline"]
 log = logging.getLogger(__name__)
 
 
+_NO_IMAGES = CalibrationSet(images=np.zeros((0, 3, 0, 0), np.uint8), files=(), digest="none")
+
+
 @dataclass(frozen=True)
 class _Built:
     """A variant's model on disk and what made it."""
@@ -48,7 +51,7 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
     eval_data = _check(plan, out_dir)
     warnings: list[str] = []
     fp32 = exporter_for(plan.model, plan.export_config).export(plan.model, out_dir)
-    needs_calib = any(v.quantizer is not None for v in plan.variants)
+    needs_calib = any(v.needs_calibration for v in plan.variants)
     calib = _calibrate(plan.calibration, fp32, plan.progress) if needs_calib and plan.calibration else None
     if calib is not None and eval_data is not None:
         warnings += _overlap_warning(calib, eval_data)
@@ -81,7 +84,7 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
     if not plan.model.is_file():
         msg = f"model file {plan.model} does not exist; pass the path of an Ultralytics .pt or an exported .onnx"
         raise ExportError(msg, artifact=plan.model)
-    quantized = [v for v in plan.variants if v.quantizer is not None]
+    quantized = [v for v in plan.variants if v.needs_calibration]
     if quantized and plan.calibration is None:
         msg = f"variants {[v.name for v in quantized]} need calibration data: add .calibrate(images_dir_or_yaml)"
         raise ConfigError(msg)
@@ -126,9 +129,10 @@ def _make_variants(
     built = []
     for v in plans:
         model = fp32
-        if v.quantizer is not None and calib is not None:  # _check guarantees calib for quantized variants
+        if v.quantizer is not None:  # _check guarantees calib for the variants that need it
+            data = calib if calib is not None else _NO_IMAGES
             shared = next((m for q, m in made if q == v.quantizer), None)
-            model = shared or v.quantizer.quantize(fp32, calib, out_dir / v.name)
+            model = shared or v.quantizer.quantize(fp32, data, out_dir / v.name)
             made.append((v.quantizer, model))
         built.append(_Built(v, model))
     return built

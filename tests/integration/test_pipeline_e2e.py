@@ -82,3 +82,36 @@ def test_result_engine_serves_the_quantized_model(cli_run: Path, assets: Path) -
         (out,) = engine.infer(np.zeros((1, 3, 640, 640), np.float32))
     assert out.shape == (1, 84, 8400)
     assert engine.providers == []  # closed by the context manager
+
+
+def test_fp16_needs_no_calibration_and_keeps_accuracy(tmp_path: Path, assets: Path) -> None:
+    result = (
+        QuantPipeline.from_ultralytics(assets / "weights" / "yolov8n.pt")
+        .quantize("fp16")
+        .evaluate(assets / "coco64.yaml", num_images=12, offset=52)
+        .with_progress(False)
+        .run(tmp_path)
+    )
+    fp32, fp16 = result.variant("fp32"), result.variant("fp16")
+    assert fp16.precision == "fp16"
+    assert fp16.size_bytes < 0.6 * fp32.size_bytes
+    assert fp32.map50_95 is not None and fp16.map50_95 is not None
+    assert abs(fp16.map50_95 - fp32.map50_95) < 0.005
+
+
+def test_modelopt_variant_is_measured_on_cpu_and_flagged(tmp_path: Path, assets: Path) -> None:
+    pytest.importorskip("modelopt.onnx.quantization")
+    result = (
+        QuantPipeline.from_ultralytics(assets / "weights" / "yolov8n.pt")
+        .calibrate(assets / "coco64" / "images", num_images=8)
+        .quantize("int8", quantizer="modelopt", keep="head")
+        .evaluate(assets / "coco64.yaml", num_images=12, offset=52)
+        .with_progress(False)
+        .run(tmp_path)
+    )
+    v = result.variant("int8-modelopt-keep-head")
+    assert v.quantization is not None and v.quantization["layout"] == "tensorrt"
+    assert any("made for TensorRT" in w for w in v.warnings)
+    fp32 = result.variant("fp32")
+    assert v.map50_95 is not None and fp32.map50_95 is not None
+    assert fp32.map50_95 - v.map50_95 < 0.04

@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ import numpy as np
 
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo, OnnxModel
+from yoloquant.backends._cuda import PinnedBuffer, check, cudart, gpu_memory_used, stream_handle
 from yoloquant.errors import ConfigError, EngineBuildError, InferenceError
 
 __all__ = ["CudaEngine", "CudaEngineBuilder", "PendingOutputs", "gpu_memory_used", "stream_handle"]
@@ -55,84 +55,21 @@ _FIX_GPU = (
 )
 
 
-def _cudart() -> Any:
-    """``cuda.bindings.runtime``, or the fix when cuda-python is missing."""
-    module = require("cuda.bindings.runtime")
-    return module
-
-
-def _check(result: Any, what: str) -> Any:
-    """Unpack a ``cuda.bindings`` ``(err, *values)`` tuple, raising InferenceError on an error."""
-    cudart = _cudart()
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        _, name = cudart.cudaGetErrorName(err)
-        msg = f"CUDA call {what} failed with {name.decode() if isinstance(name, bytes) else name}"
-        raise InferenceError(msg)
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def stream_handle(stream: Any) -> int:
-    """The ``cudaStream_t`` address of a stream from cuda-python, PyTorch, CuPy, or a plain int.
-
-    Example:
-        >>> stream_handle(0)
-        0
-    """
-    if isinstance(stream, int):
-        return stream
-    for attr in ("cuda_stream", "ptr", "handle"):  # torch.cuda.Stream, cupy Stream, cuda.core Stream
-        value = getattr(stream, attr, None)
-        if isinstance(value, int):
-            return value
-    try:
-        return int(stream)  # cuda.bindings cudaStream_t / CUstream
-    except (TypeError, ValueError):
-        kind = type(stream).__name__
-        msg = f"cannot get a CUDA stream handle from {kind}; pass an int, torch, cupy or cuda-python stream"
-        raise ConfigError(msg) from None
-
-
-def gpu_memory_used() -> int:
-    """Bytes of device memory in use on the current device (total - free, as ``nvidia-smi`` counts)."""
-    cudart = _cudart()
-    free, total = _check(cudart.cudaMemGetInfo(), "cudaMemGetInfo")
-    return int(total) - int(free)
-
-
-class _Pinned:
-    """A page-locked host buffer viewed as a numpy array."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
-        cudart = _cudart()
-        self.nbytes = int(np.prod(shape)) * dtype.itemsize
-        self.ptr: int = int(_check(cudart.cudaMallocHost(self.nbytes), "cudaMallocHost"))
-        raw = (ctypes.c_byte * self.nbytes).from_address(self.ptr)
-        self.array: np.ndarray = np.frombuffer(memoryview(raw).cast("B"), dtype=dtype).reshape(shape)
-
-    def free(self) -> None:
-        if self.ptr:
-            _check(_cudart().cudaFreeHost(self.ptr), "cudaFreeHost")
-            self.ptr = 0
-
-
 class _Slot:
     """One pinned input + outputs, and the event that says when the device is done with them."""
 
     def __init__(self, in_shape: tuple[int, ...], in_dtype: np.dtype[Any], outs: list[tuple[tuple[int, ...], Any]]):
-        cudart = _cudart()
-        self.input = _Pinned(in_shape, in_dtype)
-        self.outputs = [_Pinned(shape, np.dtype(dt)) for shape, dt in outs]
-        self.event: Any = _check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreate")
+        rt = cudart()
+        self.input = PinnedBuffer(in_shape, in_dtype)
+        self.outputs = [PinnedBuffer(shape, np.dtype(dt)) for shape, dt in outs]
+        self.event: Any = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreate")
         self.generation = 0
         self.busy = False
 
     def free(self) -> None:
-        cudart = _cudart()
-        _check(cudart.cudaEventSynchronize(self.event), "cudaEventSynchronize")
-        _check(cudart.cudaEventDestroy(self.event), "cudaEventDestroy")
+        rt = cudart()
+        check(rt.cudaEventSynchronize(self.event), "cudaEventSynchronize")
+        check(rt.cudaEventDestroy(self.event), "cudaEventDestroy")
         for buf in (self.input, *self.outputs):
             buf.free()
 
@@ -188,9 +125,9 @@ class PendingOutputs:
 
     def ready(self) -> bool:
         """Whether the device has finished this call (does not block)."""
-        cudart = _cudart()
-        (err,) = cudart.cudaEventQuery(self._slot.event)
-        return bool(err == cudart.cudaError_t.cudaSuccess)
+        rt = cudart()
+        (err,) = rt.cudaEventQuery(self._slot.event)
+        return bool(err == rt.cudaError_t.cudaSuccess)
 
     def wait(self, *, copy: bool = True) -> list[np.ndarray]:
         """Block until this call finished and return its outputs.
@@ -205,7 +142,7 @@ class PendingOutputs:
                 "wait(); call wait() sooner or build the engine with a larger depth"
             )
             raise InferenceError(msg)
-        _check(_cudart().cudaEventSynchronize(self._slot.event), "cudaEventSynchronize")
+        check(cudart().cudaEventSynchronize(self._slot.event), "cudaEventSynchronize")
         self._slot.busy = False
         if not self._download:
             return []
@@ -289,14 +226,14 @@ class CudaEngine:
         if self.session is None:
             msg = "engine is closed; build a new one with CudaEngineBuilder().build(model)"
             raise InferenceError(msg)
-        batch = self._check(batch)
-        cudart = _cudart()
+        batch = self.check(batch)
+        rt = cudart()
         caller = None if stream is None else stream_handle(stream)
         buffers = self._buffers_for(batch.shape[0])
         slot = buffers.slots[buffers.next]
         buffers.next = (buffers.next + 1) % len(buffers.slots)
         # The pinned slot may still be in flight from `depth` calls ago: wait for it before overwriting.
-        _check(cudart.cudaEventSynchronize(slot.event), "cudaEventSynchronize")
+        check(rt.cudaEventSynchronize(slot.event), "cudaEventSynchronize")
         slot.generation += 1
         if batch.ctypes.data != slot.input.ptr:  # not already written in place via staging_buffer()
             np.copyto(slot.input.array, batch, casting="same_kind")
@@ -318,14 +255,14 @@ class CudaEngine:
             raise InferenceError(msg)
         buffers = self._buffers_for(batch)
         slot = buffers.slots[buffers.next]
-        _check(_cudart().cudaEventSynchronize(slot.event), "cudaEventSynchronize")
+        check(cudart().cudaEventSynchronize(slot.event), "cudaEventSynchronize")
         return slot.input.array
 
     def _queue(self, buffers: _BatchBuffers, slot: _Slot, download: bool) -> None:
-        cudart = _cudart()
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        rt = cudart()
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         dev_in = int(buffers.input.data_ptr())
-        _check(cudart.cudaMemcpyAsync(dev_in, slot.input.ptr, slot.input.nbytes, h2d, self.stream), "cudaMemcpyAsync")
+        check(rt.cudaMemcpyAsync(dev_in, slot.input.ptr, slot.input.nbytes, h2d, self.stream), "cudaMemcpyAsync")
         try:
             if self._runner is None:
                 self.session.run_with_iobinding(buffers.binding, self._options())
@@ -338,16 +275,16 @@ class CudaEngine:
             if not download:
                 break
             ptr = int(value.data_ptr())
-            _check(cudart.cudaMemcpyAsync(pinned.ptr, ptr, pinned.nbytes, d2h, self.stream), "cudaMemcpyAsync")
-        _check(cudart.cudaEventRecord(slot.event, self.stream), "cudaEventRecord")
+            check(rt.cudaMemcpyAsync(pinned.ptr, ptr, pinned.nbytes, d2h, self.stream), "cudaMemcpyAsync")
+        check(rt.cudaEventRecord(slot.event, self.stream), "cudaEventRecord")
 
     def _join(self, waited: int, waiter: int) -> None:
         """Make stream ``waiter`` wait for the work queued so far on stream ``waited``."""
-        cudart = _cudart()
-        event = _check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreate")
-        _check(cudart.cudaEventRecord(event, waited), "cudaEventRecord")
-        _check(cudart.cudaStreamWaitEvent(waiter, event, 0), "cudaStreamWaitEvent")
-        _check(cudart.cudaEventDestroy(event), "cudaEventDestroy")  # released once the wait completes
+        rt = cudart()
+        event = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreate")
+        check(rt.cudaEventRecord(event, waited), "cudaEventRecord")
+        check(rt.cudaStreamWaitEvent(waiter, event, 0), "cudaStreamWaitEvent")
+        check(rt.cudaEventDestroy(event), "cudaEventDestroy")  # released once the wait completes
 
     def _options(self) -> Any:
         if self._run_options is None:
@@ -386,7 +323,7 @@ class CudaEngine:
             raise InferenceError(msg) from exc
         return [tuple(o.shape) for o in outputs]
 
-    def _check(self, batch: np.ndarray) -> np.ndarray:
+    def check(self, batch: np.ndarray) -> np.ndarray:
         h, w = self.info.imgsz
         want = np.dtype(self.input_dtype)
         ok_dtype = batch.dtype == want or (batch.dtype == np.float32 and want == np.float16)
@@ -404,14 +341,14 @@ class CudaEngine:
     def synchronize(self) -> None:
         """Block until all work queued on the engine's stream is done."""
         if self.session is not None:
-            _check(_cudart().cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+            check(cudart().cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
 
     def close(self) -> None:
         """Wait for queued work, free buffers, the session and an owned stream. Safe to call twice."""
         if self.session is None:
             return
-        cudart = _cudart()
-        _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        rt = cudart()
+        check(rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         for buffers in self._buffers.values():
             buffers.free()
         self._buffers.clear()
@@ -420,7 +357,7 @@ class CudaEngine:
             self._runner.shutdown()
             self._runner = None
         if self._owns_stream:
-            _check(cudart.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
+            check(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
         self._owns_stream = False
 
     def __enter__(self) -> Self:
@@ -501,14 +438,14 @@ class CudaEngineBuilder:
 
     def build(self, model: OnnxModel) -> CudaEngine:
         ort = require("onnxruntime")
-        cudart = _require_cuda(model)
+        rt = _require_cuda(model)
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             msg = f"CUDAExecutionProvider is not in this ONNX Runtime ({ort.get_available_providers()}); {_FIX_GPU}"
             raise EngineBuildError(msg, artifact=model.path)
-        _check(cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
+        check(rt.cudaSetDevice(self.device_id), "cudaSetDevice")
         owns = self.stream is None
         if owns:
-            stream = int(_check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreate"))
+            stream = int(check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreate"))
         else:
             stream = stream_handle(self.stream)
         try:
@@ -524,7 +461,7 @@ class CudaEngineBuilder:
             )
         except BaseException:
             if owns:
-                cudart.cudaStreamDestroy(stream)
+                rt.cudaStreamDestroy(stream)
             raise
         self._warm_up(engine, model)
         return engine
@@ -591,7 +528,7 @@ def with_uint8_input(path: Path) -> bytes:
 def _require_cuda(model: OnnxModel) -> Any:
     """cuda-python's runtime module, loading the CUDA libraries ONNX Runtime needs from pip wheels."""
     try:
-        cudart = _cudart()
+        rt = cudart()
     except ImportError as exc:
         msg = f"cuda-python is needed for streams and pinned memory ({exc}); pip install cuda-python"
         raise EngineBuildError(msg, artifact=model.path) from exc

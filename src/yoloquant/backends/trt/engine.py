@@ -28,7 +28,7 @@ import numpy as np
 
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo
-from yoloquant.backends.ort.cuda import _check, _cudart, _Pinned, stream_handle
+from yoloquant.backends._cuda import PinnedBuffer, check, cudart, stream_handle
 from yoloquant.backends.trt.builder import TrtEngineFile
 from yoloquant.backends.trt.inspect import PrecisionAudit, audit_engine
 from yoloquant.config import HeadType
@@ -53,16 +53,16 @@ def _info(metadata: dict[str, Any]) -> ModelInfo:
 
 class _Slot:
     def __init__(self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, Any]) -> None:
-        cudart = _cudart()
-        self.host = {name: _Pinned(shape, np.dtype(dtypes[name])) for name, shape in shapes.items()}
-        self.event: Any = _check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreate")
+        rt = cudart()
+        self.host = {name: PinnedBuffer(shape, np.dtype(dtypes[name])) for name, shape in shapes.items()}
+        self.event: Any = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreate")
         self.generation = 0
         self.shapes: dict[str, tuple[int, ...]] = {}
 
     def free(self) -> None:
-        cudart = _cudart()
-        _check(cudart.cudaEventSynchronize(self.event), "cudaEventSynchronize")
-        _check(cudart.cudaEventDestroy(self.event), "cudaEventDestroy")
+        rt = cudart()
+        check(rt.cudaEventSynchronize(self.event), "cudaEventSynchronize")
+        check(rt.cudaEventDestroy(self.event), "cudaEventDestroy")
         for buf in self.host.values():
             buf.free()
 
@@ -79,7 +79,7 @@ class TrtPending:
         if self._slot.generation != self._generation:
             msg = "these outputs were overwritten by later calls; call wait() before queuing `depth` more"
             raise InferenceError(msg)
-        _check(_cudart().cudaEventSynchronize(self._slot.event), "cudaEventSynchronize")
+        check(cudart().cudaEventSynchronize(self._slot.event), "cudaEventSynchronize")
         if not self._download:
             return []
         views = [self._slot.host[n].array.reshape(-1)[: int(np.prod(self._slot.shapes[n]))] for n in self._outputs]
@@ -111,11 +111,11 @@ class TrtEngine:
             msg = f"TensorRT could not load {engine_file.path} ({errors}): rebuild it on this GPU"
             raise EngineBuildError(msg, artifact=engine_file.path)
         self.context: Any = self.engine.create_execution_context()
-        cudart = _cudart()
+        rt = cudart()
         self._owns_stream = stream is None
         if self._owns_stream:
-            flags = cudart.cudaStreamNonBlocking
-            self.stream = int(_check(cudart.cudaStreamCreateWithFlags(flags), "cudaStreamCreate"))
+            flags = rt.cudaStreamNonBlocking
+            self.stream = int(check(rt.cudaStreamCreateWithFlags(flags), "cudaStreamCreate"))
         else:
             self.stream = stream_handle(stream)
         self._setup(trt, depth)
@@ -143,11 +143,11 @@ class TrtEngine:
         if self.dynamic:
             self.context.set_input_shape(inp, max_shape)
         shapes = {inp: max_shape} | {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
-        cudart = _cudart()
+        rt = cudart()
         self._device: dict[str, int] = {}
         for name, dims in shapes.items():
             nbytes = int(np.prod(dims)) * self.dtypes[name].itemsize
-            self._device[name] = int(_check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
+            self._device[name] = int(check(rt.cudaMalloc(nbytes), "cudaMalloc"))
             if not self.context.set_tensor_address(name, self._device[name]):
                 msg = f"TensorRT refused the device address of tensor {name!r}"
                 raise EngineBuildError(msg, artifact=self.file.path)
@@ -182,21 +182,21 @@ class TrtEngine:
         handle = self.stream if stream is None else stream_handle(stream)
         slot = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
-        cudart = _cudart()
-        _check(cudart.cudaEventSynchronize(slot.event), "cudaEventSynchronize")
+        rt = cudart()
+        check(rt.cudaEventSynchronize(slot.event), "cudaEventSynchronize")
         slot.generation += 1
         slot.shapes = {inp: tuple(batch.shape)} | {o: tuple(self.context.get_tensor_shape(o)) for o in self.outputs}
         host_in = slot.host[inp].array.reshape(-1)[: batch.size].reshape(batch.shape)
         np.copyto(host_in, batch, casting="same_kind")
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(cudart.cudaMemcpyAsync(self._device[inp], slot.host[inp].ptr, host_in.nbytes, h2d, handle), "H2D")
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check(rt.cudaMemcpyAsync(self._device[inp], slot.host[inp].ptr, host_in.nbytes, h2d, handle), "H2D")
         if not self.context.execute_async_v3(handle):
             msg = f"TensorRT execute_async_v3 failed: {'; '.join(self._logger.errors[-3:]) or 'see the TensorRT log'}"
             raise InferenceError(msg)
         for name in self.outputs if download else ():
             nbytes = int(np.prod(slot.shapes[name])) * self.dtypes[name].itemsize
-            _check(cudart.cudaMemcpyAsync(slot.host[name].ptr, self._device[name], nbytes, d2h, handle), "D2H")
-        _check(cudart.cudaEventRecord(slot.event, handle), "cudaEventRecord")
+            check(rt.cudaMemcpyAsync(slot.host[name].ptr, self._device[name], nbytes, d2h, handle), "D2H")
+        check(rt.cudaEventRecord(slot.event, handle), "cudaEventRecord")
         return TrtPending(slot, self.outputs, self._device, download)
 
     def audit(self) -> PrecisionAudit:
@@ -207,16 +207,16 @@ class TrtEngine:
         """Wait for queued work and free everything. Safe to call more than once."""
         if self.context is None:
             return
-        cudart = _cudart()
+        rt = cudart()
         for slot in self._slots:
             slot.free()
         for ptr in self._device.values():
-            _check(cudart.cudaFree(ptr), "cudaFree")
+            check(rt.cudaFree(ptr), "cudaFree")
         self._device.clear()
         self.context = None
         self.engine = None
         if self._owns_stream:
-            _check(cudart.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
+            check(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
             self._owns_stream = False
 
     def __enter__(self) -> Self:

@@ -539,4 +539,4 @@ def _require_cuda(model: OnnxModel) -> Any:
             preload()
         except Exception as exc:  # best effort: a system CUDA install may still work
             log.debug("onnxruntime.preload_dlls failed: %s", exc)
-    return cudart
+    return rt

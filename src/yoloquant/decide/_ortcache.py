@@ -1,0 +1,170 @@
+"""ONNX Runtime static INT8 with one calibration shared by many quantizations.
+
+Sensitivity analysis and the accuracy budget quantize the same model dozens of times, each time with
+other nodes kept float. Activation ranges do not depend on which nodes are excluded (ORT calibrates
+every tensor of the quantizable op types), so ranges are collected once and every later
+``quantize_static`` call reads them from ORT's calibration cache (``calibration_cache_path``).
+Each model made here is what :class:`~yoloquant.quantize.ort_static.OrtStaticQuantizer` makes with the
+same config plus ``exclude`` = the extra float nodes as anchored exact-name regexes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoloquant._optional import require
+from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
+from yoloquant.config import CalibMethod, Precision
+from yoloquant.errors import QuantizationError
+from yoloquant.quantize import graph
+from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
+
+__all__ = ["SharedCalibration", "exact_patterns"]
+
+
+def exact_patterns(names: Iterable[str]) -> tuple[str, ...]:
+    """Anchored regexes that match exactly these node names (for ``OrtQuantConfig.exclude``)."""
+    return tuple(f"^{re.escape(n)}$" for n in names)
+
+
+class _Reader:
+    """Calibration reader over a CalibrationSet with ORT's strided range selection."""
+
+    def __init__(self, data: CalibrationSet, input_name: str) -> None:
+        self._data, self._input = data, input_name
+        self._pos, self._end = 0, len(data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pos, self._end = start_index, end_index
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= self._end:
+            return None
+        self._pos += 1
+        return {self._input: self._data.images[self._pos - 1 : self._pos].astype(np.float32) / 255.0}
+
+
+def _divisor(n: int, most: int) -> int:
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+class SharedCalibration:
+    """Calibrate ``model`` on ``data`` once; then :meth:`build` any set of extra float nodes cheaply.
+
+    Attributes:
+        proto: The preprocessed float ``onnx.ModelProto`` (the node names every list refers to).
+        base_float: Nodes the config keeps float anyway (decode path and presets).
+        quantizable: Nodes of the config's op types that the config would quantize, in graph order.
+    """
+
+    def __init__(self, model: OnnxModel, data: CalibrationSet, config: OrtQuantConfig, work: Path) -> None:
+        if len(data) == 0:
+            msg = "the calibration set is empty; calibrate on at least one image"
+            raise QuantizationError(msg, artifact=model.path)
+        onnx = require("onnx")
+        self.model, self.data, self.config = model, data, config
+        self.work = Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.cache = self.work / f"ranges-{config.calibration.value}.json"
+        self.cache.unlink(missing_ok=True)  # ranges belong to this data set only
+        self.src = self._preprocess()
+        self.proto = onnx.load(str(self.src))
+        self.base_float = OrtStaticQuantizer(config).float_node_names(self.proto)
+        skip = set(self.base_float)
+        self.quantizable = tuple(
+            n.name for n in self.proto.graph.node if n.op_type in config.op_types and n.name not in skip
+        )
+
+    def _preprocess(self) -> Path:
+        if not self.config.preprocess:
+            return self.model.path
+        shape_inference = require("onnxruntime.quantization.shape_inference")
+        out = self.work / "preprocessed.onnx"
+        try:
+            shape_inference.quant_pre_process(str(self.model.path), str(out), skip_symbolic_shape=True)
+        except Exception as exc:  # onnxruntime raises plain Exceptions of several types
+            msg = f"ONNX Runtime's quant_pre_process failed on {self.model.path}: {exc}"
+            raise QuantizationError(msg, artifact=self.model.path) from exc
+        return out
+
+    def config_for(self, extra_float: Iterable[str]) -> OrtQuantConfig:
+        """The OrtStaticQuantizer config that reproduces :meth:`build` with these extra float nodes."""
+        return dataclasses.replace(self.config, exclude=(*self.config.exclude, *exact_patterns(extra_float)))
+
+    def build(self, extra_float: Iterable[str], dst: Path, *, metadata: bool = True) -> QdqModel:
+        """Quantize with ``extra_float`` kept float too, using the shared ranges; write ``dst``."""
+        extra = tuple(dict.fromkeys(extra_float))
+        start = time.perf_counter()
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        self._quantize_static(dst, (*self.base_float, *extra))
+        onnx = require("onnx")
+        qmodel = onnx.load(str(dst))
+        if metadata:
+            _copy_metadata(onnx.load(str(self.model.path), load_external_data=False), qmodel)
+            onnx.save(qmodel, str(dst))
+        quantized, floats = graph.classify_qdq_nodes(qmodel)
+        return QdqModel(
+            path=dst,
+            info=self.model.info,
+            precision=Precision.INT8,
+            source=self.model,
+            quantizer="ort-static",
+            layout=self.config.target.value,
+            config=self.config_for(extra).to_dict(),
+            quantized_nodes=quantized,
+            float_nodes=floats,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _quantize_static(self, dst: Path, keep_float: tuple[str, ...]) -> None:
+        quantization = require("onnxruntime.quantization")
+        cfg = self.config
+        method = {
+            CalibMethod.MINMAX: quantization.CalibrationMethod.MinMax,
+            CalibMethod.ENTROPY: quantization.CalibrationMethod.Entropy,
+            CalibMethod.PERCENTILE: quantization.CalibrationMethod.Percentile,
+        }[cfg.calibration]
+        extra: dict[str, Any] = {
+            "ActivationSymmetric": cfg.symmetric_activations,
+            "WeightSymmetric": True,
+            "CalibPercentile": cfg.percentile,
+            "CalibStridedMinMax": _divisor(len(self.data), cfg.calib_chunk),
+        }
+        try:
+            quantization.quantize_static(
+                str(self.src),
+                str(dst),
+                _Reader(self.data, self.model.info.input_name),
+                quant_format=quantization.QuantFormat.QDQ,
+                op_types_to_quantize=list(cfg.op_types),
+                per_channel=cfg.per_channel,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                nodes_to_exclude=list(keep_float),
+                calibrate_method=method,
+                extra_options=extra,
+                calibration_cache_path=str(self.cache),
+            )
+        except Exception as exc:  # onnxruntime raises plain Exceptions of several types
+            msg = f"ONNX Runtime static quantization of {self.src.name} failed: {exc}"
+            raise QuantizationError(msg, artifact=self.src) from exc
+
+
+def _copy_metadata(source: Any, target: Any) -> None:
+    existing = {p.key: p for p in target.metadata_props}
+    for prop in source.metadata_props:
+        if prop.key in existing:
+            existing[prop.key].value = prop.value
+        else:
+            entry = target.metadata_props.add()
+            entry.key, entry.value = prop.key, prop.value

@@ -1,0 +1,346 @@
+"""Per-group INT8 sensitivity of a float YOLO ONNX model, ranked.
+
+For each group of quantizable nodes (see :mod:`yoloquant.decide.groups`) two models are made with
+ONNX Runtime static INT8 from one shared calibration:
+
+- *only this group INT8* (every other quantizable node float): the damage this group alone does;
+- *only this group float* (everything else INT8), the cross-check: what keeping it float buys back.
+
+Both are scored by a fast proxy, the SQNR (dB) and cosine of each raw model output against FP32 on
+a few calibration images. Groups are ranked by the first (lowest SQNR = most sensitive), and the
+top-k are then evaluated for real mAP50-95 on an evaluation set.
+
+Example:
+    >>> report = analyze_sensitivity(model, calib, eval_data=val, out_dir=Path("runs/sens"))  # doctest: +SKIP
+    >>> report.ranked_names()[:3]  # doctest: +SKIP
+    ['/model.22/cv3.2/cv3.2.2', ...]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from yoloquant._io import atomic_write_text
+from yoloquant.artifacts import CalibrationSet, OnnxModel
+from yoloquant.config import EvalConfig, _Serializable
+from yoloquant.decide._files import pyplot, save_figure
+from yoloquant.decide._ortcache import SharedCalibration
+from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
+from yoloquant.decide.metrics import output_errors
+from yoloquant.errors import ConfigError
+from yoloquant.quantize.ort_static import OrtQuantConfig
+
+if TYPE_CHECKING:
+    from yoloquant.data.datasets import Dataset
+
+__all__ = ["GroupSensitivity", "SensitivityConfig", "SensitivityReport", "analyze_sensitivity"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SensitivityConfig(_Serializable):
+    """Options of :func:`analyze_sensitivity`.
+
+    Attributes:
+        granularity: ``conv`` (a Conv and its SiLU) or ``block`` (a ``/model.N/`` module).
+        proxy_images: Calibration images the SQNR / cosine proxy runs on.
+        top_k: Most sensitive groups whose mAP50-95 is measured (needs ``eval_data``); 0 for none.
+        cross_check: Also measure each group kept float with everything else INT8.
+        max_groups: Analyze only the first N groups in graph order (None: all); for quick looks and tests.
+    """
+
+    granularity: Granularity = Granularity.CONV
+    proxy_images: int = 8
+    top_k: int = 10
+    cross_check: bool = True
+    max_groups: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "granularity", Granularity(self.granularity))
+        if self.proxy_images < 1 or self.top_k < 0 or (self.max_groups is not None and self.max_groups < 1):
+            msg = (
+                f"need proxy_images >= 1, top_k >= 0 and max_groups >= 1 or None, got "
+                f"{self.proxy_images}, {self.top_k}, {self.max_groups}"
+            )
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupSensitivity:
+    """How much INT8 in one group hurts.
+
+    Attributes:
+        group: The nodes.
+        rank: 1 = most sensitive.
+        sqnr_db / cosine: Per model output, with only this group INT8 (higher = less damage).
+        float_sqnr_db / float_cosine: Per output, with only this group float (cross-check), or empty.
+        map50_95: mAP50-95 with only this group INT8 (top-k only).
+        float_map50_95: mAP50-95 with only this group float (top-k only).
+    """
+
+    group: LayerGroup
+    rank: int
+    sqnr_db: tuple[float, ...]
+    cosine: tuple[float, ...]
+    float_sqnr_db: tuple[float, ...] = ()
+    float_cosine: tuple[float, ...] = ()
+    map50_95: float | None = None
+    float_map50_95: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The worst output's SQNR with only this group INT8: the ranking key (lower = more sensitive)."""
+        return min(self.sqnr_db)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "group": self.group.to_dict(),
+            "score_sqnr_db": round(self.score, 3),
+            "sqnr_db": [round(v, 3) for v in self.sqnr_db],
+            "cosine": [round(v, 6) for v in self.cosine],
+            "float_sqnr_db": [round(v, 3) for v in self.float_sqnr_db],
+            "float_cosine": [round(v, 6) for v in self.float_cosine],
+            "map50_95": self.map50_95,
+            "float_map50_95": self.float_map50_95,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SensitivityReport:
+    """Groups ranked by INT8 sensitivity, with the reference numbers they are read against.
+
+    Attributes:
+        groups: Most sensitive first.
+        outputs: Model output names (the order of every per-output tuple).
+        int8_sqnr_db / int8_cosine: The proxy for the whole model INT8 (every group quantized).
+        fp32_map50_95 / int8_map50_95: mAP50-95 of the float and the fully quantized model (with eval data).
+        seconds / proxy_seconds: Wall time of the whole analysis / of the proxy part alone.
+    """
+
+    model: str
+    config: SensitivityConfig
+    quant_config: dict[str, Any]
+    outputs: tuple[str, ...]
+    groups: tuple[GroupSensitivity, ...]
+    int8_sqnr_db: tuple[float, ...]
+    int8_cosine: tuple[float, ...]
+    fp32_map50_95: float | None = None
+    int8_map50_95: float | None = None
+    eval_images: int = 0
+    seconds: float = 0.0
+    proxy_seconds: float = 0.0
+    files: tuple[str, ...] = field(default=(), compare=False)
+
+    def ranked_names(self) -> list[str]:
+        return [g.group.name for g in self.groups]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "config": self.config.to_dict(),
+            "quant_config": self.quant_config,
+            "outputs": list(self.outputs),
+            "int8_sqnr_db": [round(v, 3) for v in self.int8_sqnr_db],
+            "int8_cosine": [round(v, 6) for v in self.int8_cosine],
+            "fp32_map50_95": self.fp32_map50_95,
+            "int8_map50_95": self.int8_map50_95,
+            "eval_images": self.eval_images,
+            "seconds": round(self.seconds, 2),
+            "proxy_seconds": round(self.proxy_seconds, 2),
+            "groups": [g.to_dict() for g in self.groups],
+        }
+
+    def to_markdown(self, top: int | None = None) -> str:
+        def pts(v: float | None, ref: float | None) -> str:
+            if v is None:
+                return ""
+            return f"{v:.4f}" + (f" ({(v - ref) * 100:+.2f})" if ref is not None else "")
+
+        lines = [
+            f"# INT8 sensitivity of `{Path(self.model).name}` ({self.config.granularity.value} groups)",
+            "",
+            f"Proxy: SQNR / cosine of the raw outputs vs FP32 on {self.config.proxy_images} calibration images; "
+            f"whole model INT8: SQNR {min(self.int8_sqnr_db):.2f} dB. "
+            f"mAP50-95 on {self.eval_images} images: FP32 {pts(self.fp32_map50_95, None)}, "
+            f"INT8 {pts(self.int8_map50_95, self.fp32_map50_95)} (points in brackets). "
+            f"{self.seconds:.0f} s in all, {self.proxy_seconds:.0f} s for the proxy.",
+            "",
+            "| rank | group | ops | SQNR only-INT8 (dB) | cosine | SQNR only-float (dB) | mAP only-INT8 | mAP only-float |",
+            "|---:|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for g in self.groups[:top]:
+            fl = f"{min(g.float_sqnr_db):.2f}" if g.float_sqnr_db else ""
+            lines.append(
+                f"| {g.rank} | `{g.group.name}` | {'+'.join(dict.fromkeys(g.group.ops))} | {g.score:.2f} | "
+                f"{min(g.cosine):.5f} | {fl} | {pts(g.map50_95, self.fp32_map50_95)} | "
+                f"{pts(g.float_map50_95, self.int8_map50_95)} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: Path, top: int = 30) -> None:
+        """Bar chart of the proxy SQNR of the ``top`` most sensitive groups (PNG)."""
+        plt = pyplot()
+        shown = list(self.groups[:top])[::-1]
+        fig, ax = plt.subplots(figsize=(8, 0.28 * len(shown) + 1.2))
+        ax.barh([g.group.name for g in shown], [g.score for g in shown], color="tab:red")
+        if self.int8_sqnr_db:
+            ax.axvline(min(self.int8_sqnr_db), color="k", ls="--", lw=1, label="whole model INT8")
+            ax.legend(loc="lower right")
+        ax.set_xlabel("SQNR of the output with only this group INT8 (dB, lower = more sensitive)")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(f"INT8 sensitivity, {Path(self.model).name}")
+        save_figure(fig, path)
+
+    def save(self, out_dir: Path | str) -> tuple[Path, ...]:
+        """Write ``sensitivity.json``, ``sensitivity.md`` and ``sensitivity.png`` atomically."""
+        folder = Path(out_dir)
+        paths = (folder / "sensitivity.png", folder / "sensitivity.md", folder / "sensitivity.json")
+        self.plot(paths[0])
+        atomic_write_text(paths[1], self.to_markdown())
+        atomic_write_text(paths[2], json.dumps(self.to_dict(), indent=2) + "\n")
+        return paths
+
+
+class _Proxy:
+    """Runs candidate models on the proxy images and compares with FP32."""
+
+    def __init__(self, model: OnnxModel, images: np.ndarray) -> None:
+        self.model = model
+        self.batches = [images[i : i + 1].astype(np.float32) / 255.0 for i in range(len(images))]
+        self.reference = self.outputs(model)
+
+    def outputs(self, model: OnnxModel) -> list[np.ndarray]:
+        from yoloquant.backends.ort import OrtEngineBuilder
+
+        with OrtEngineBuilder().build(model) as engine:
+            runs = [engine.infer(b) for b in self.batches]
+        return [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
+
+    def errors(self, model: OnnxModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return output_errors(self.reference, self.outputs(model))
+
+
+def _map(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> float:
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.eval.coco import evaluate
+
+    with OrtEngineBuilder().build(model) as engine:
+        return evaluate(engine, data, eval_config, progress=False).map50_95
+
+
+def _others(shared: SharedCalibration, keep: Iterable[str]) -> list[str]:
+    kept = set(keep)
+    return [n for n in shared.quantizable if n not in kept]
+
+
+def analyze_sensitivity(
+    model: OnnxModel,
+    calib: CalibrationSet,
+    out_dir: Path | str,
+    *,
+    config: SensitivityConfig | None = None,
+    quant: OrtQuantConfig | None = None,
+    eval_data: Dataset | None = None,
+    eval_config: EvalConfig | None = None,
+    shared: SharedCalibration | None = None,
+    save: bool = True,
+) -> SensitivityReport:
+    """Rank the quantizable groups of ``model`` by how much INT8 in each alone hurts.
+
+    Args:
+        model: The float ONNX model (exported by yoloquant or Ultralytics).
+        calib: Calibration images: all of them set the activation ranges (once); the first
+            ``config.proxy_images`` also drive the proxy.
+        out_dir: Where the work files and ``sensitivity.{json,md,png}`` go.
+        config: Granularity, proxy size, top-k.
+        quant: The ORT INT8 layout analyzed (default: :class:`OrtQuantConfig` defaults).
+        eval_data: Labelled images for the top-k mAP; None skips mAP.
+        eval_config: COCO eval settings (default: ``yolo val``'s).
+        shared: An existing shared calibration of the same model, to reuse.
+        save: Write the report files.
+
+    Example:
+        >>> report = analyze_sensitivity(model, calib, "runs/sens", eval_data=val)  # doctest: +SKIP
+        >>> print(report.to_markdown(top=10))  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    config = config or SensitivityConfig()
+    out = Path(out_dir)
+    shared = shared or SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
+    groups = find_groups(shared.proto, shared.quantizable, config.granularity)[: config.max_groups]
+    proxy = _Proxy(model, calib.images[: config.proxy_images])
+    work = out / "work"
+    full = shared.build([], work / "int8.onnx", metadata=False)
+    int8_sqnr, int8_cos = proxy.errors(full)
+    measured = [_measure(g, shared, proxy, config.cross_check, work) for g in groups]
+    measured.sort(key=lambda m: (min(m[0]), min(m[1])))
+    proxy_seconds = time.perf_counter() - start
+    ranked = [
+        GroupSensitivity(group=g, rank=i + 1, sqnr_db=s, cosine=c, float_sqnr_db=fs, float_cosine=fc)
+        for i, (s, c, fs, fc, g) in enumerate(measured)
+    ]
+    fp32_map = int8_map = None
+    if eval_data is not None:
+        ec = eval_config or EvalConfig()
+        fp32_map, int8_map = _map(model, eval_data, ec), _map(full, eval_data, ec)
+        ranked = _top_k_maps(ranked, config.top_k, shared, eval_data, ec, work)
+    report = SensitivityReport(
+        model=str(model.path),
+        config=config,
+        quant_config=shared.config.to_dict(),
+        outputs=tuple(o.name for o in shared.proto.graph.output),
+        groups=tuple(ranked),
+        int8_sqnr_db=int8_sqnr,
+        int8_cosine=int8_cos,
+        fp32_map50_95=fp32_map,
+        int8_map50_95=int8_map,
+        eval_images=len(eval_data) if eval_data is not None else 0,
+        seconds=time.perf_counter() - start,
+        proxy_seconds=proxy_seconds,
+    )
+    if save:
+        report.save(out)
+    return report
+
+
+_Measured = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...], LayerGroup]
+
+
+def _measure(group: LayerGroup, shared: SharedCalibration, proxy: _Proxy, cross: bool, work: Path) -> _Measured:
+    only = shared.build(_others(shared, group.nodes), work / "only-int8.onnx", metadata=False)
+    sqnr, cos = proxy.errors(only)
+    fsqnr: tuple[float, ...] = ()
+    fcos: tuple[float, ...] = ()
+    if cross:
+        kept = shared.build(group.nodes, work / "only-float.onnx", metadata=False)
+        fsqnr, fcos = proxy.errors(kept)
+    log.info("group %s: SQNR only-int8 %.2f dB", group.name, min(sqnr))
+    return sqnr, cos, fsqnr, fcos, group
+
+
+def _top_k_maps(
+    ranked: Sequence[GroupSensitivity],
+    k: int,
+    shared: SharedCalibration,
+    data: Dataset,
+    ec: EvalConfig,
+    work: Path,
+) -> list[GroupSensitivity]:
+    import dataclasses
+
+    out = list(ranked)
+    for i, g in enumerate(out[:k]):
+        only = shared.build(_others(shared, g.group.nodes), work / "only-int8.onnx", metadata=False)
+        kept = shared.build(g.group.nodes, work / "only-float.onnx", metadata=False)
+        out[i] = dataclasses.replace(g, map50_95=_map(only, data, ec), float_map50_95=_map(kept, data, ec))
+    return out

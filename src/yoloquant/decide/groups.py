@@ -69,9 +69,7 @@ def _silu_of(conv: Any, consumers: dict[str, list[Any]], wanted: set[str]) -> li
     sigmoids = [n for n in consumers.get(out, []) if n.op_type == "Sigmoid" and n.name in wanted]
     for sig in sigmoids:
         muls = [
-            n
-            for n in consumers.get(sig.output[0], [])
-            if n.op_type == "Mul" and n.name in wanted and out in n.input
+            n for n in consumers.get(sig.output[0], []) if n.op_type == "Mul" and n.name in wanted and out in n.input
         ]
         if muls:
             return [sig, muls[0]]

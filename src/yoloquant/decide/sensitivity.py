@@ -30,7 +30,7 @@ import numpy as np
 
 from yoloquant._io import atomic_write_text
 from yoloquant.artifacts import CalibrationSet, OnnxModel
-from yoloquant.config import EvalConfig, _Serializable
+from yoloquant.config import EvalConfig, HeadType, _Serializable
 from yoloquant.decide._files import pyplot, save_figure
 from yoloquant.decide._ortcache import SharedCalibration
 from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
@@ -56,6 +56,8 @@ class SensitivityConfig(_Serializable):
         top_k: Most sensitive groups whose mAP50-95 is measured (needs ``eval_data``); 0 for none.
         cross_check: Also measure each group kept float with everything else INT8.
         max_groups: Analyze only the first N groups in graph order (None: all); for quick looks and tests.
+        rank_by: ``quantized``: lowest SQNR with only the group INT8 first; ``float``: highest SQNR with
+            only the group float first (what returning it to float buys back; needs ``cross_check``).
     """
 
     granularity: Granularity = Granularity.CONV
@@ -63,9 +65,13 @@ class SensitivityConfig(_Serializable):
     top_k: int = 10
     cross_check: bool = True
     max_groups: int | None = None
+    rank_by: str = "quantized"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularity", Granularity(self.granularity))
+        if self.rank_by not in ("quantized", "float") or (self.rank_by == "float" and not self.cross_check):
+            msg = f"rank_by is 'quantized' or 'float' (which needs cross_check=True), got {self.rank_by!r}"
+            raise ConfigError(msg)
         if self.proxy_images < 1 or self.top_k < 0 or (self.max_groups is not None and self.max_groups < 1):
             msg = (
                 f"need proxy_images >= 1, top_k >= 0 and max_groups >= 1 or None, got "
@@ -171,11 +177,16 @@ class SensitivityReport:
             "",
             f"Proxy: SQNR / cosine of the raw outputs vs FP32 on {self.config.proxy_images} calibration images; "
             f"whole model INT8: SQNR {min(self.int8_sqnr_db):.2f} dB. "
-            f"mAP50-95 on {self.eval_images} images: FP32 {pts(self.fp32_map50_95, None)}, "
-            f"INT8 {pts(self.int8_map50_95, self.fp32_map50_95)} (points in brackets). "
-            f"{self.seconds:.0f} s in all, {self.proxy_seconds:.0f} s for the proxy.",
+            + (
+                f"mAP50-95 on {self.eval_images} images: FP32 {pts(self.fp32_map50_95, None)}, "
+                f"INT8 {pts(self.int8_map50_95, self.fp32_map50_95)} (points in brackets). "
+                if self.eval_images
+                else ""
+            )
+            + f"{self.seconds:.0f} s in all, {self.proxy_seconds:.0f} s for the proxy.",
             "",
-            "| rank | group | ops | SQNR only-INT8 (dB) | cosine | SQNR only-float (dB) | mAP only-INT8 | mAP only-float |",
+            "| rank | group | ops | SQNR only-INT8 (dB) | cosine | SQNR only-float (dB) "
+            "| mAP only-INT8 (vs FP32) | mAP only-float (vs INT8) |",
             "|---:|---|---|---:|---:|---:|---:|---:|",
         ]
         for g in self.groups[:top]:
@@ -219,15 +230,33 @@ class _Proxy:
         self.batches = [images[i : i + 1].astype(np.float32) / 255.0 for i in range(len(images))]
         self.reference = self.outputs(model)
 
+    def errors(self, model: OnnxModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return output_errors(self.reference, self.outputs(model))
+
     def outputs(self, model: OnnxModel) -> list[np.ndarray]:
         from yoloquant.backends.ort import OrtEngineBuilder
 
         with OrtEngineBuilder().build(model) as engine:
             runs = [engine.infer(b) for b in self.batches]
-        return [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
+        merged = [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
+        return _split_dfl(merged, self.model)
 
-    def errors(self, model: OnnxModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return output_errors(self.reference, self.outputs(model))
+
+def _split_dfl(outputs: list[np.ndarray], model: OnnxModel) -> list[np.ndarray]:
+    """A DFL head's ``[B, 4 + nc, anchors]`` as boxes and class scores, compared separately.
+
+    Box pixels (0-640) dwarf class scores (0-1): one SQNR over both would hide a ruined score map.
+    """
+    first = outputs[0]
+    if model.info.head is HeadType.DFL and first.ndim == 3 and first.shape[1] == 4 + model.info.num_classes:
+        return [first[:, :4], first[:, 4:], *outputs[1:]]
+    return outputs
+
+
+def _output_names(model: OnnxModel, names: Sequence[str]) -> tuple[str, ...]:
+    if model.info.head is HeadType.DFL and names:
+        return (f"{names[0]}:boxes", f"{names[0]}:scores", *names[1:])
+    return tuple(names)
 
 
 def _map(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> float:
@@ -283,7 +312,10 @@ def analyze_sensitivity(
     full = shared.build([], work / "int8.onnx", metadata=False)
     int8_sqnr, int8_cos = proxy.errors(full)
     measured = [_measure(g, shared, proxy, config.cross_check, work) for g in groups]
-    measured.sort(key=lambda m: (min(m[0]), min(m[1])))
+    if config.rank_by == "float":
+        measured.sort(key=lambda m: (-min(m[2]), -min(m[3])))
+    else:
+        measured.sort(key=lambda m: (min(m[0]), min(m[1])))
     proxy_seconds = time.perf_counter() - start
     ranked = [
         GroupSensitivity(group=g, rank=i + 1, sqnr_db=s, cosine=c, float_sqnr_db=fs, float_cosine=fc)
@@ -293,12 +325,12 @@ def analyze_sensitivity(
     if eval_data is not None:
         ec = eval_config or EvalConfig()
         fp32_map, int8_map = _map(model, eval_data, ec), _map(full, eval_data, ec)
-        ranked = _top_k_maps(ranked, config.top_k, shared, eval_data, ec, work)
+        ranked = _top_k_maps(ranked, config.top_k, shared=shared, data=eval_data, ec=ec, work=work)
     report = SensitivityReport(
         model=str(model.path),
         config=config,
         quant_config=shared.config.to_dict(),
-        outputs=tuple(o.name for o in shared.proto.graph.output),
+        outputs=_output_names(model, [o.name for o in shared.proto.graph.output])[: len(int8_sqnr)],
         groups=tuple(ranked),
         int8_sqnr_db=int8_sqnr,
         int8_cosine=int8_cos,
@@ -331,6 +363,7 @@ def _measure(group: LayerGroup, shared: SharedCalibration, proxy: _Proxy, cross:
 def _top_k_maps(
     ranked: Sequence[GroupSensitivity],
     k: int,
+    *,
     shared: SharedCalibration,
     data: Dataset,
     ec: EvalConfig,

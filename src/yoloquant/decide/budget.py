@@ -1,0 +1,369 @@
+"""Accuracy-budgeted mixed precision: INT8 everywhere except the fewest sensitive groups.
+
+Quantize everything; if the mAP50-95 drop on the evaluation set exceeds ``max_map_drop`` points,
+return the most sensitive groups (ranked by :func:`~yoloquant.decide.sensitivity.analyze_sensitivity`)
+to float: k = 1, 2, 4, ... until the drop is within budget, then bisect between the last k that
+failed and the first that passed. mAP is not strictly monotone in k, so the k found is the smallest
+*tried* k that passes, not a proven minimum.
+
+Example:
+    >>> q = BudgetedQuantizer(max_map_drop=0.3, eval_data="coco.yaml", num_images=64, offset=64)
+    >>> plan = QuantPipeline.from_ultralytics("yolov8n.pt").calibrate("coco/images").quantize(
+    ...     "int8", quantizer=q)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from yoloquant._io import atomic_write_text
+from yoloquant._optional import require
+from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
+from yoloquant.config import BenchConfig, EvalConfig, Precision, _Serializable
+from yoloquant.decide._ortcache import SharedCalibration
+from yoloquant.decide.groups import Granularity
+from yoloquant.decide.sensitivity import (
+    GroupSensitivity,
+    SensitivityConfig,
+    SensitivityReport,
+    _map,
+    analyze_sensitivity,
+)
+from yoloquant.errors import ConfigError
+from yoloquant.quantize.graph import classify_qdq_nodes
+from yoloquant.quantize.ort_static import OrtQuantConfig
+
+if TYPE_CHECKING:
+    from yoloquant.data.datasets import Dataset
+
+__all__ = ["BudgetConfig", "BudgetResult", "BudgetedQuantizer", "search_budget"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetConfig(_Serializable):
+    """Options of :class:`BudgetedQuantizer`.
+
+    Attributes:
+        max_map_drop: Largest accepted mAP50-95 drop vs FP32, in points (0.3 = 0.003 mAP).
+        eval_source: Labelled images the drop is measured on (folder, yaml or COCO json).
+        num_images / offset / split: Which of them (keep them disjoint from the calibration images).
+        granularity: Group size returned to float: ``conv`` or ``block``.
+        proxy_images: Calibration images of the sensitivity proxy that ranks the groups.
+    """
+
+    max_map_drop: float = 0.3
+    eval_source: str = ""
+    num_images: int | None = None
+    offset: int = 0
+    split: str = "val"
+    granularity: Granularity = Granularity.CONV
+    proxy_images: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "granularity", Granularity(self.granularity))
+        object.__setattr__(self, "eval_source", str(self.eval_source))
+        if self.max_map_drop < 0:
+            msg = f"max_map_drop is in mAP50-95 points and must be >= 0 (e.g. 0.3), got {self.max_map_drop}"
+            raise ConfigError(msg)
+        if not self.eval_source:
+            msg = "an accuracy budget needs labelled evaluation images: pass eval_data= (folder, yaml or json)"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetResult:
+    """The budgeted model and how it was found.
+
+    Attributes:
+        float_groups: Groups returned to float, most sensitive first.
+        steps: ``(k, mAP50-95)`` for every k tried, in order.
+        within_budget: Whether the final model meets ``max_map_drop``.
+        latency_ms: Median latency (batch 1) of ``fp32``, ``int8`` and ``budget`` when timed, interleaved.
+        ort_config: The :class:`OrtQuantConfig` that re-makes the model with ``OrtStaticQuantizer``.
+    """
+
+    max_map_drop: float
+    fp32_map50_95: float
+    int8_map50_95: float
+    map50_95: float
+    float_groups: tuple[str, ...]
+    float_nodes: tuple[str, ...]
+    groups_total: int
+    steps: tuple[tuple[int, float], ...]
+    within_budget: bool
+    model_path: str
+    ort_config: dict[str, Any]
+    latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def drop(self) -> float:
+        """mAP50-95 drop vs FP32 in points."""
+        return (self.fp32_map50_95 - self.map50_95) * 100
+
+    def speedups(self) -> dict[str, float]:
+        """``vs_fp32``, ``int8_vs_fp32``, ``vs_int8`` and ``kept`` (budget speedup / full-INT8 speedup)."""
+        lat = self.latency_ms
+        if not {"fp32", "int8", "budget"} <= set(lat):
+            return {}
+        s_b, s_i = lat["fp32"] / lat["budget"], lat["fp32"] / lat["int8"]
+        return {"vs_fp32": s_b, "int8_vs_fp32": s_i, "vs_int8": lat["int8"] / lat["budget"], "kept": s_b / s_i}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_map_drop": self.max_map_drop,
+            "fp32_map50_95": self.fp32_map50_95,
+            "int8_map50_95": self.int8_map50_95,
+            "map50_95": self.map50_95,
+            "drop_points": round(self.drop, 3),
+            "within_budget": self.within_budget,
+            "float_groups": list(self.float_groups),
+            "float_nodes": list(self.float_nodes),
+            "groups_total": self.groups_total,
+            "steps": [list(s) for s in self.steps],
+            "model_path": self.model_path,
+            "ort_config": self.ort_config,
+            "latency_ms": self.latency_ms,
+            "speedups": {k: round(v, 4) for k, v in self.speedups().items()},
+            "seconds": round(self.seconds, 2),
+        }
+
+    def to_markdown(self) -> str:
+        def pts(m: float) -> str:
+            return f"{m:.4f} ({(m - self.fp32_map50_95) * 100:+.2f})"
+
+        lines = [
+            f"# Accuracy budget: mAP50-95 drop <= {self.max_map_drop} points",
+            "",
+            f"FP32 {self.fp32_map50_95:.4f}, full INT8 {pts(self.int8_map50_95)}, budgeted {pts(self.map50_95)}"
+            f" ({'within' if self.within_budget else 'NOT within'} budget) with {len(self.float_groups)} of "
+            f"{self.groups_total} groups float: {', '.join(f'`{g}`' for g in self.float_groups) or 'none'}.",
+            "",
+            "Steps (groups float -> mAP50-95): " + ", ".join(f"{k} -> {m:.4f}" for k, m in self.steps),
+        ]
+        s = self.speedups()
+        if s:
+            lat = self.latency_ms
+            lines += [
+                "",
+                f"Latency p50 (interleaved): FP32 {lat['fp32']:.2f} ms, INT8 {lat['int8']:.2f} ms, "
+                f"budgeted {lat['budget']:.2f} ms; speedup vs FP32 {s['vs_fp32']:.3f}x "
+                f"(full INT8 {s['int8_vs_fp32']:.3f}x, kept {s['kept']:.1%} of it).",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def save(self, out_dir: Path | str) -> Path:
+        folder = Path(out_dir)
+        atomic_write_text(folder / "budget.md", self.to_markdown())
+        path = folder / "budget.json"
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def _tries(n: int, passes: Any) -> None:
+    """Exponential then binary search for the smallest k in 1..n with passes(k); passes caches."""
+    k, lo = 1, 0
+    while k < n and not passes(k):
+        lo, k = k, min(2 * k, n)
+    if not passes(k):
+        return
+    hi = k
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid
+
+
+def search_budget(
+    model: OnnxModel,
+    calib: CalibrationSet,
+    eval_data: Dataset,
+    out_dir: Path | str,
+    *,
+    max_map_drop: float = 0.3,
+    granularity: Granularity | str = Granularity.CONV,
+    quant: OrtQuantConfig | None = None,
+    ranking: SensitivityReport | None = None,
+    eval_config: EvalConfig | None = None,
+    bench: BenchConfig | None = None,
+    proxy_images: int = 8,
+    rank_by: str = "quantized",
+) -> BudgetResult:
+    """Find the fewest most-sensitive groups to keep float so the mAP drop is within ``max_map_drop``.
+
+    Args:
+        model: The float ONNX model.
+        calib: Calibration images (ranges, and the first ``proxy_images`` for the ranking proxy).
+        eval_data: Labelled images the drop is measured on.
+        out_dir: Work files, ``budget.{json,md}`` and the budgeted model ``<stem>-int8-budget.onnx``.
+        max_map_drop: Accepted drop vs FP32 in mAP50-95 points.
+        granularity: ``conv`` or ``block`` groups.
+        quant: The ORT INT8 layout (default :class:`OrtQuantConfig`).
+        ranking: A sensitivity report of the same model and layout; computed (proxy only) when None.
+        eval_config: COCO eval settings.
+        bench: Time FP32, full INT8 and the budgeted model interleaved (None: no timing).
+        proxy_images: Images of the ranking proxy when ``ranking`` is None.
+        rank_by: Ranking of a computed ranking: ``quantized`` or ``float`` (see SensitivityConfig).
+
+    Example:
+        >>> r = search_budget(model, calib, val, "runs/budget", max_map_drop=0.3)  # doctest: +SKIP
+        >>> r.float_groups, r.drop  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    ec = eval_config or EvalConfig()
+    shared = SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
+    fp32 = _map(model, eval_data, ec)
+    maps: dict[int, float] = {}
+    groups: tuple[GroupSensitivity, ...] = ()
+
+    def float_nodes(k: int) -> list[str]:
+        return [n for g in groups[:k] for n in g.group.nodes]
+
+    def passes(k: int) -> bool:
+        if k not in maps:
+            built = shared.build(float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False)
+            maps[k] = _map(built, eval_data, ec)
+            built.path.unlink(missing_ok=True)
+        return (fp32 - maps[k]) * 100 <= max_map_drop
+
+    if not passes(0):  # rank only when full INT8 misses the budget
+        if ranking is None:
+            cfg = SensitivityConfig(
+                granularity=Granularity(granularity),
+                top_k=0,
+                cross_check=rank_by == "float",
+                proxy_images=proxy_images,
+                rank_by=rank_by,
+            )
+            ranking = analyze_sensitivity(model, calib, out / "sensitivity", config=cfg, shared=shared)
+        groups = ranking.groups
+        _tries(len(groups), passes)
+    ok = [k for k in maps if (fp32 - maps[k]) * 100 <= max_map_drop]
+    k = min(ok) if ok else len(groups)
+    passes(k)
+    final = shared.build(float_nodes(k), out / f"{model.path.stem.removesuffix('-fp32')}-int8-budget.onnx")
+    latency = _latency(model, shared, final, bench, out) if bench is not None else {}
+    result = BudgetResult(
+        max_map_drop=max_map_drop,
+        fp32_map50_95=fp32,
+        int8_map50_95=maps[0],
+        map50_95=maps[k],
+        float_groups=tuple(g.group.name for g in groups[:k]),
+        float_nodes=tuple(float_nodes(k)),
+        groups_total=len(ranking.groups) if ranking is not None else 0,
+        steps=tuple(maps.items()),
+        within_budget=bool(ok),
+        model_path=str(final.path),
+        ort_config=final.config,
+        latency_ms=latency,
+        seconds=time.perf_counter() - start,
+    )
+    result.save(out)
+    return result
+
+
+def _latency(
+    model: OnnxModel, shared: SharedCalibration, final: QdqModel, bench: BenchConfig, out: Path
+) -> dict[str, float]:
+    from contextlib import ExitStack
+
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.bench.latency import benchmark_interleaved
+
+    int8 = shared.build([], out / "work" / "int8.onnx", metadata=False)
+    builder = OrtEngineBuilder(threads=bench.threads)
+    with ExitStack() as stack:
+        pairs: tuple[tuple[str, OnnxModel], ...] = (("fp32", model), ("int8", int8), ("budget", final))
+        engines = {n: stack.enter_context(builder.build(m)) for n, m in pairs}
+        timed = benchmark_interleaved(engines, bench, progress=False)
+    return {name: results[0].p50 for name, results in timed.items()}
+
+
+class BudgetedQuantizer:
+    """A :class:`~yoloquant.protocols.Quantizer`: ORT static INT8 within an mAP budget.
+
+    Example:
+        >>> q = BudgetedQuantizer(max_map_drop=0.3, eval_data="assets/coco64.yaml", num_images=32, offset=32)
+        >>> q.name
+        'ort-budget'
+    """
+
+    name = "ort-budget"
+
+    def __init__(
+        self,
+        *,
+        max_map_drop: float = 0.3,
+        eval_data: str | Path = "",
+        num_images: int | None = None,
+        offset: int = 0,
+        split: str = "val",
+        granularity: Granularity | str = Granularity.CONV,
+        quant: OrtQuantConfig | None = None,
+        eval_config: EvalConfig | None = None,
+    ) -> None:
+        self.config = BudgetConfig(
+            max_map_drop=max_map_drop,
+            eval_source=str(eval_data),
+            num_images=num_images,
+            offset=offset,
+            split=split,
+            granularity=Granularity(granularity),
+        )
+        self.quant = quant or OrtQuantConfig()
+        self.eval_config = eval_config or EvalConfig()
+        self.result: BudgetResult | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BudgetedQuantizer) and (other.config, other.quant, other.eval_config) == (
+            self.config,
+            self.quant,
+            self.eval_config,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.config, self.quant, self.eval_config))
+
+    def __repr__(self) -> str:
+        return f"BudgetedQuantizer({self.config!r})"
+
+    def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
+        """Search the budget (see :func:`search_budget`) and return the budgeted model."""
+        from yoloquant.data.datasets import load_dataset
+
+        c = self.config
+        dataset = load_dataset(c.eval_source, split=c.split, names=model.info.names).select(c.num_images, c.offset)
+        start = time.perf_counter()
+        result = search_budget(
+            model,
+            data,
+            dataset,
+            out_dir,
+            max_map_drop=c.max_map_drop,
+            granularity=c.granularity,
+            quant=self.quant,
+            eval_config=self.eval_config,
+            proxy_images=c.proxy_images,
+        )
+        self.result = result
+        quantized, floats = classify_qdq_nodes(require("onnx").load(result.model_path))
+        return QdqModel(
+            path=Path(result.model_path),
+            info=model.info,
+            precision=Precision.INT8,
+            source=model,
+            quantizer=self.name,
+            layout=self.quant.target.value,
+            config={"budget": c.to_dict(), "result": result.to_dict(), "ort": result.ort_config},
+            quantized_nodes=quantized,
+            float_nodes=floats,
+            seconds=time.perf_counter() - start,
+        )

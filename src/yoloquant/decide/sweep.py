@@ -1,0 +1,411 @@
+"""Config sweeps: a grid of pipeline variants, resumable, timed together, with a Pareto report.
+
+Each variant runs as its own one-variant pipeline in ``<out>/<name>/`` (FP32 once, as ``fp32``).
+When it finishes, one line goes to ``<out>/ledger.jsonl`` (flushed and fsync'd), so a sweep killed
+at any point, even with ``kill -9``, resumes without redoing or losing a finished variant. Latency is
+measured last, for every variant in one interleaved run, so all ratios come from the same machine
+state; then the Pareto front of latency vs mAP, a recommendation under constraints and the Python
+call that reproduces it are written to ``sweep.{json,md}`` and ``pareto.png``.
+
+Example:
+    >>> base = (QuantPipeline.from_ultralytics("yolov8n.pt").calibrate("coco/images", num_images=64)
+    ...         .evaluate("coco.yaml", num_images=64, offset=64))  # doctest: +SKIP
+    >>> sweep = Sweep(base).grid(calibration=["minmax", "entropy"], num_images=[32, 64], keep=["none", "head"])
+    >>> result = sweep.run("runs/sweep", max_map_drop=0.5, min_speedup=1.5)  # doctest: +SKIP
+    >>> print(result.recommended_call)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from yoloquant._io import atomic_write_text
+from yoloquant.config import BenchConfig
+from yoloquant.decide._files import pyplot, save_figure
+from yoloquant.decide.ledger import Ledger
+from yoloquant.decide.pareto import Point, pareto_front, recommend
+from yoloquant.errors import ConfigError
+from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
+from yoloquant.report.result import PipelineResult
+
+__all__ = ["Runner", "Sweep", "SweepResult", "SweepRow", "SweepVariant"]
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[QuantPipeline, Path], PipelineResult]
+FP32 = "fp32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepVariant:
+    """One point of the grid; None means the base pipeline's choice."""
+
+    quantizer: str = "ort"
+    calibration: str | None = None
+    num_images: int | None = None
+    keep: str | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [self.quantizer, self.calibration, f"n{self.num_images}" if self.num_images else None]
+        parts.append(f"keep-{self.keep}" if self.keep else None)
+        return "int8-" + "-".join(p for p in parts if p)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _r(value: Any) -> str:
+    return repr(str(value)) if isinstance(value, Path) else repr(value)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A base pipeline (model, calibration source, evaluation set) and the variants to try on it.
+
+    Example:
+        >>> from yoloquant import QuantPipeline
+        >>> base = QuantPipeline.from_onnx("m.onnx").calibrate("imgs").evaluate("coco.yaml")
+        >>> len(Sweep(base).grid(calibration=["minmax", "entropy"], keep=["none", "head"]).variants)
+        4
+    """
+
+    base: QuantPipeline
+    variants: tuple[SweepVariant, ...] = ()
+
+    def grid(
+        self,
+        *,
+        quantizer: Iterable[str] = ("ort",),
+        calibration: Iterable[str | None] = (None,),
+        num_images: Iterable[int | None] = (None,),
+        keep: Iterable[str | None] = (None,),
+    ) -> Sweep:
+        """Add every combination (a new Sweep; duplicates by name are dropped)."""
+        new = [
+            SweepVariant(quantizer=q, calibration=c, num_images=n, keep=k)
+            for q, c, n, k in itertools.product(quantizer, calibration, num_images, keep)
+        ]
+        unique = {v.name: v for v in (*self.variants, *new)}
+        for v in unique.values():
+            self.plan(v)  # validate now, not halfway through the sweep
+        return dataclasses.replace(self, variants=tuple(unique.values()))
+
+    def _parts(self) -> tuple[CalibrationPlan, EvalPlan]:
+        cal, ev = self.base.calibration, self.base.evaluation
+        if cal is None or ev is None:
+            msg = "a sweep's base pipeline needs .calibrate(...) and .evaluate(...): variants are compared on mAP"
+            raise ConfigError(msg)
+        return cal, ev
+
+    def plan(self, variant: SweepVariant) -> QuantPipeline:
+        """The one-variant pipeline of ``variant`` (no benchmark: timing happens once, at the end)."""
+        cal, _ = self._parts()
+        p = self.base.calibrate(
+            cal.source, num_images=variant.num_images or cal.num_images, offset=cal.offset, split=cal.split
+        )
+        p = dataclasses.replace(p, variants=(), bench=None)
+        return p.quantize(
+            "int8", quantizer=variant.quantizer, calibration=variant.calibration, keep=variant.keep, name=variant.name
+        )
+
+    def baseline_plan(self) -> QuantPipeline:
+        self._parts()
+        return dataclasses.replace(self.base, variants=(BASELINE,), bench=None)
+
+    def python_call(self, variant: SweepVariant | None, out_dir: str = "runs/yoloquant") -> str:
+        """The exact ``QuantPipeline`` call that makes and measures ``variant`` (None: FP32 only)."""
+        b, (cal, ev) = self.base, self._parts()
+        e = b.export_config
+        if b.model.suffix == ".pt":
+            start = (
+                f"QuantPipeline.from_ultralytics({_r(b.model)}, imgsz={e.imgsz}, opset={e.opset}, dynamic={e.dynamic})"
+            )
+        else:
+            start = f"QuantPipeline.from_onnx({_r(b.model)})"
+        lines = [start]
+        if variant is not None:
+            n = variant.num_images or cal.num_images
+            lines.append(f".calibrate({_r(cal.source)}, num_images={n}, offset={cal.offset}, split={cal.split!r})")
+            args = [f"quantizer={variant.quantizer!r}"]
+            args += [f"calibration={variant.calibration!r}"] if variant.calibration else []
+            args += [f"keep={variant.keep!r}"] if variant.keep else []
+            lines.append(f".quantize('int8', {', '.join(args)})")
+        c = ev.config
+        lines.append(
+            f".evaluate({_r(ev.source)}, split={ev.split!r}, num_images={c.num_images}, offset={ev.offset}, "
+            f"conf={c.conf}, iou={c.iou}, max_det={c.max_det})"
+        )
+        lines += [".benchmark(batch_sizes=(1,))", f".run({out_dir!r})"]
+        return "(\n    " + "\n    ".join(lines) + "\n)"
+
+    def fingerprint(self) -> str:
+        """Hash of the base plan minus its variants: a ledger from another base must not be resumed."""
+        d = self.base.to_dict()
+        d.pop("variants", None)
+        d.pop("benchmark", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def run(
+        self,
+        out_dir: str | Path,
+        *,
+        bench: BenchConfig | None = None,
+        max_map_drop: float | None = None,
+        min_speedup: float | None = None,
+        runner: Runner | None = None,
+    ) -> SweepResult:
+        """Run every variant not yet in the ledger, then time all of them interleaved and report.
+
+        Args:
+            out_dir: The sweep folder; rerun with the same folder to resume.
+            bench: Latency settings of the final interleaved phase; default 30 iterations at batch 1.
+            max_map_drop / min_speedup: Constraints of the recommendation (points vs FP32, x vs FP32).
+            runner: Runs one plan into a folder; default ``plan.run(folder)``.
+        """
+        start = time.perf_counter()
+        out = Path(out_dir)
+        entries = self.run_variants(out, runner=runner)
+        bench = bench or BenchConfig(iterations=30, warmup=5)
+        latency = self.measure_latency(out, entries, bench)
+        result = self.result(entries, latency, max_map_drop=max_map_drop, min_speedup=min_speedup, out_dir=out)
+        result = dataclasses.replace(result, seconds=time.perf_counter() - start)
+        result.save(out)
+        return result
+
+    def run_variants(self, out: Path, *, runner: Runner | None = None) -> dict[str, dict[str, Any]]:
+        """Phase 1: make and evaluate each variant not yet in the ledger; returns every ledger entry."""
+        run_one: Runner = runner or (lambda plan, folder: plan.run(folder))
+        ledger = Ledger(out / "ledger.jsonl")
+        ledger.repair()
+        done = ledger.entries()
+        fingerprint = self.fingerprint()
+        stale = [n for n, e in done.items() if e.get("base") != fingerprint]
+        if stale:
+            msg = f"{out} holds a sweep of another base pipeline ({stale[:3]}...); use a new output folder"
+            raise ConfigError(msg)
+        base = self._exported(out)
+        todo: list[tuple[str, QuantPipeline, SweepVariant | None]] = [(FP32, self.baseline_plan(), None)]
+        todo += [(v.name, self.plan(v), v) for v in self.variants]
+        for name, plan, variant in todo:
+            if name in done:
+                log.info("sweep: %s already in the ledger, skipped", name)
+                continue
+            t0 = time.perf_counter()
+            result = run_one(dataclasses.replace(plan, model=base), out / name)
+            entry = _entry(result.variant(name), variant, time.perf_counter() - t0)
+            entry.update(base=fingerprint, python=self.python_call(variant, f"runs/{name}"))
+            ledger.append(entry)
+            done[name] = entry
+        return done
+
+    def _exported(self, out: Path) -> Path:
+        """Export a ``.pt`` once for the whole sweep; variants start from the ONNX file."""
+        if self.base.model.suffix != ".pt":
+            return self.base.model
+        from yoloquant.export import exporter_for
+
+        stem = self.base.model.stem
+        onnx = out / "export" / f"{stem}-fp32.onnx"
+        if not onnx.is_file():
+            exporter_for(self.base.model, self.base.export_config).export(self.base.model, out / "export")
+        return onnx
+
+    def measure_latency(
+        self, out: Path, entries: dict[str, dict[str, Any]], bench: BenchConfig
+    ) -> dict[str, dict[str, Any]]:
+        """Phase 2: time every entry's model in one interleaved run (cached in ``latency.json``)."""
+        path = out / "latency.json"
+        if path.is_file():
+            cached: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+            if set(cached) == set(entries):
+                return cached
+        from contextlib import ExitStack
+
+        from yoloquant.artifacts import OnnxModel
+        from yoloquant.backends.ort import OrtEngineBuilder
+        from yoloquant.bench.latency import benchmark_interleaved
+
+        builder = OrtEngineBuilder(threads=bench.threads)
+        with ExitStack() as stack:
+            engines = {
+                n: stack.enter_context(builder.build(OnnxModel.load(e["model_path"]))) for n, e in entries.items()
+            }
+            timed = benchmark_interleaved(engines, bench, inputs=self._input(engines), progress=False)
+        latency = {n: r[0].to_dict() for n, r in timed.items()}
+        atomic_write_text(path, json.dumps(latency, indent=1) + "\n")
+        return latency
+
+    def _input(self, engines: dict[str, Any]) -> Any:
+        from yoloquant.data.datasets import load_dataset
+        from yoloquant.data.images import read_image
+        from yoloquant.data.letterbox import preprocess
+
+        _, ev = self._parts()
+        image = load_dataset(ev.source, split=ev.split, labels=False).select(1, ev.offset).images[0]
+        chw, _ = preprocess(read_image(image), next(iter(engines.values())).info.imgsz[0])
+        return (chw[None].astype("float32") / 255.0).copy()
+
+    def result(
+        self,
+        entries: dict[str, dict[str, Any]],
+        latency: dict[str, dict[str, Any]],
+        *,
+        max_map_drop: float | None,
+        min_speedup: float | None,
+        out_dir: Path,
+    ) -> SweepResult:
+        """Phase 3: rows, Pareto front and recommendation from the ledger and the timings."""
+        fp32 = entries[FP32]
+        base_ms = float(latency[FP32]["p50"])
+        rows = tuple(
+            SweepRow(
+                name=n,
+                params=e.get("params") or {},
+                map50_95=float(e["map50_95"]),
+                map50=float(e.get("map50") or 0.0),
+                latency_ms=float(latency[n]["p50"]),
+                speedup=base_ms / float(latency[n]["p50"]),
+                drop=(float(fp32["map50_95"]) - float(e["map50_95"])) * 100,
+                model_path=str(e["model_path"]),
+                python=str(e.get("python", "")),
+                seconds=float(e.get("seconds", 0.0)),
+            )
+            for n, e in entries.items()
+        )
+        points = [Point(r.name, r.latency_ms, r.map50_95) for r in rows]
+        front = pareto_front(points)
+        base = next(p for p in points if p.name == FP32)
+        pick = recommend(points, base, max_map_drop=max_map_drop, min_speedup=min_speedup)
+        return SweepResult(
+            rows=rows,
+            pareto=tuple(p.name for p in front),
+            recommended=pick.name if pick else None,
+            max_map_drop=max_map_drop,
+            min_speedup=min_speedup,
+            out_dir=str(out_dir),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+
+def _entry(v: Any, variant: SweepVariant | None, seconds: float) -> dict[str, Any]:
+    quant = v.quantization or {}
+    return {
+        "name": v.name,
+        "params": variant.to_dict() if variant else {"precision": "fp32"},
+        "map50_95": v.map50_95,
+        "map50": v.map50,
+        "model_path": v.model_path,
+        "size_bytes": v.size_bytes,
+        "quantize_seconds": quant.get("seconds"),
+        "eval_seconds": v.eval_seconds,
+        "seconds": round(seconds, 2),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepRow:
+    """One variant's measured numbers; ``drop`` in mAP50-95 points and ``speedup`` vs FP32."""
+
+    name: str
+    params: dict[str, Any]
+    map50_95: float
+    map50: float
+    latency_ms: float
+    speedup: float
+    drop: float
+    model_path: str
+    python: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    """All rows, the Pareto front (fastest first) and the recommended variant (None if none qualifies)."""
+
+    rows: tuple[SweepRow, ...]
+    pareto: tuple[str, ...]
+    recommended: str | None
+    max_map_drop: float | None
+    min_speedup: float | None
+    out_dir: str
+    created: str
+    seconds: float = 0.0
+
+    def row(self, name: str) -> SweepRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        msg = f"no variant {name!r} in this sweep; it has {[r.name for r in self.rows]}"
+        raise ConfigError(msg)
+
+    @property
+    def recommended_call(self) -> str | None:
+        return self.row(self.recommended).python if self.recommended else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "seconds": round(self.seconds, 2),
+            "out_dir": self.out_dir,
+            "constraints": {"max_map_drop": self.max_map_drop, "min_speedup": self.min_speedup},
+            "pareto": list(self.pareto),
+            "recommended": self.recommended,
+            "recommended_call": self.recommended_call,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Sweep: {len(self.rows)} variants (FP32 included), {self.seconds:.0f} s this run",
+            "",
+            "| variant | mAP50-95 | drop (pts) | p50 ms | speedup | Pareto |",
+            "|---|---:|---:|---:|---:|:---:|",
+        ]
+        for r in sorted(self.rows, key=lambda r: r.latency_ms):
+            mark = "*" if r.name in self.pareto else ""
+            lines.append(
+                f"| {r.name} | {r.map50_95:.4f} | {r.drop:+.2f} | {r.latency_ms:.2f} | {r.speedup:.3f}x | {mark} |"
+            )
+        lines += ["", f"Constraints: max drop {self.max_map_drop} points, min speedup {self.min_speedup}x."]
+        if self.recommended:
+            lines += ["", f"Recommended: **{self.recommended}**", "", "```python", str(self.recommended_call), "```"]
+        else:
+            lines += ["", "No variant meets the constraints; relax them or widen the grid."]
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: Path) -> None:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in self.rows:
+            on = r.name in self.pareto
+            ax.scatter(r.latency_ms, r.map50_95, c="tab:red" if on else "tab:gray", zorder=3)
+            ax.annotate(r.name, (r.latency_ms, r.map50_95), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front = [self.row(n) for n in self.pareto]
+        ax.plot([r.latency_ms for r in front], [r.map50_95 for r in front], "r--", lw=1, label="Pareto front")
+        ax.set_xlabel("latency p50 (ms, batch 1, interleaved)")
+        ax.set_ylabel("mAP50-95")
+        ax.legend(loc="lower right")
+        save_figure(fig, path)
+
+    def save(self, out_dir: Path | str) -> Path:
+        folder = Path(out_dir)
+        self.plot(folder / "pareto.png")
+        atomic_write_text(folder / "sweep.md", self.to_markdown())
+        path = folder / "sweep.json"
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path

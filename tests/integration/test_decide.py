@@ -1,0 +1,147 @@
+"""Sensitivity, accuracy budget and a resumable sweep on the real bundled YOLOv8n and COCO images (CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from yoloquant import QuantPipeline
+from yoloquant.artifacts import CalibrationSet, OnnxModel
+from yoloquant.config import BenchConfig, CalibMethod, EvalConfig
+from yoloquant.data.calibration import ImageCalibrator
+from yoloquant.data.datasets import Dataset, load_dataset
+from yoloquant.decide.budget import BudgetedQuantizer
+from yoloquant.decide.sensitivity import SensitivityConfig, analyze_sensitivity
+from yoloquant.decide.sweep import Sweep
+from yoloquant.quantize.graph import classify_qdq_nodes
+from yoloquant.quantize.ort_static import OrtQuantConfig
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def model(yolov8n_onnx: Path) -> OnnxModel:
+    return OnnxModel.load(yolov8n_onnx)
+
+
+@pytest.fixture(scope="module")
+def calib(model: OnnxModel, coco64_images: Path, tmp_path_factory: pytest.TempPathFactory) -> CalibrationSet:
+    cache = tmp_path_factory.mktemp("calib-cache")
+    return ImageCalibrator(source=coco64_images, num_images=4, cache_dir=cache, progress=False).calibrate(model.info)
+
+
+@pytest.fixture(scope="module")
+def val(coco64_yaml: Path) -> Dataset:
+    return load_dataset(coco64_yaml).select(8, 32)
+
+
+def test_sensitivity_ranks_groups_and_writes_its_files(
+    model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
+) -> None:
+    config = SensitivityConfig(granularity="block", proxy_images=2, top_k=1, max_groups=4)
+    quant = OrtQuantConfig(calibration=CalibMethod.MINMAX)
+    report = analyze_sensitivity(model, calib, tmp_path, config=config, quant=quant, eval_data=val)
+    groups = report.groups
+    assert [g.group.name for g in groups] == report.ranked_names()
+    assert sorted(report.ranked_names()) == ["model.0", "model.1", "model.2", "model.3"]
+    assert [g.rank for g in groups] == [1, 2, 3, 4]
+    assert [g.score for g in groups] == sorted(g.score for g in groups)
+    assert report.outputs == ("output0:boxes", "output0:scores")
+    # quantizing one small group damages the output far less than quantizing the whole model
+    assert min(report.int8_sqnr_db) < groups[-1].score
+    assert groups[0].map50_95 is not None and groups[1].map50_95 is None
+    assert report.fp32_map50_95 is not None and 0.2 < report.fp32_map50_95 < 0.8
+    data = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert [g["group"]["name"] for g in data["groups"]] == report.ranked_names()
+    assert "| 1 |" in (tmp_path / "sensitivity.md").read_text()
+    assert (tmp_path / "sensitivity.png").read_bytes().startswith(PNG)
+
+
+def test_only_the_chosen_group_is_quantized(model: OnnxModel, calib: CalibrationSet, tmp_path: Path) -> None:
+    """The exclusion list really leaves every other quantizable node float (read back from the Q/DQ graph)."""
+    from yoloquant.decide._ortcache import SharedCalibration
+    from yoloquant.decide.groups import find_groups
+
+    shared = SharedCalibration(model, calib, OrtQuantConfig(calibration=CalibMethod.MINMAX), tmp_path)
+    group = find_groups(shared.proto, shared.quantizable, "conv")[1]
+    assert group.ops == ("Conv", "Sigmoid", "Mul")
+    others = [n for n in shared.quantizable if n not in group.nodes]
+    built = shared.build(others, tmp_path / "one.onnx")
+    quantized, _ = classify_qdq_nodes(onnx.load(str(built.path)))
+    # ORT also gives the group's output a Q/DQ pair, so its direct consumers read dequantized inputs
+    outputs = {o for n in shared.proto.graph.node if n.name in group.nodes for o in n.output}
+    readers = {n.name for n in shared.proto.graph.node if set(n.input) & outputs} - set(group.nodes)
+    assert {n for names in quantized.values() for n in names} <= set(group.nodes) | readers
+    assert group.nodes[0] in quantized["Conv"]
+    # the same model through the ordinary quantizer with the reported config: same Q/DQ placement
+    from yoloquant.quantize.ort_static import OrtStaticQuantizer
+
+    config = OrtQuantConfig.from_dict(built.config)
+    again = OrtStaticQuantizer(config).quantize(model, calib, tmp_path / "again")
+    assert again.quantized_nodes == built.quantized_nodes
+
+
+def test_budgeted_quantizer_runs_in_a_pipeline(
+    model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
+) -> None:
+    q = BudgetedQuantizer(max_map_drop=100.0, eval_data=coco64_yaml, num_images=8, offset=32,
+                          granularity="block", quant=OrtQuantConfig(calibration=CalibMethod.MINMAX))  # fmt: skip
+    result = (
+        QuantPipeline.from_onnx(model.path)
+        .calibrate(coco64_images, num_images=4)
+        .quantize("int8", quantizer=q, name="budget")
+        .evaluate(coco64_yaml, num_images=8, offset=32)
+        .with_progress(False)
+        .run(tmp_path)
+    )
+    v = result.variant("budget")
+    budget = json.loads((tmp_path / "budget" / "budget.json").read_text())
+    assert budget["float_groups"] == [] and budget["within_budget"]  # a 100-point budget needs nothing float
+    assert v.map50_95 == pytest.approx(budget["map50_95"], abs=1e-9)  # the pipeline measures the same model
+    assert v.quantization is not None and v.quantization["quantizer"] == "ort-budget"
+
+
+def test_killed_sweep_resumes_from_its_ledger(
+    model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
+) -> None:
+    base = (
+        QuantPipeline.from_onnx(model.path)
+        .calibrate(coco64_images, num_images=4)
+        .evaluate(coco64_yaml, num_images=8, offset=32)
+        .with_progress(False)
+    )
+    sweep = Sweep(base).grid(calibration=["minmax"], keep=["none", "head"])
+    ran: list[str] = []
+
+    def runner(plan: QuantPipeline, folder: Path):  # type: ignore[no-untyped-def]
+        ran.append(plan.variants[-1].name)
+        return plan.run(folder)
+
+    sweep.run_variants(tmp_path, runner=runner)
+    ledger = tmp_path / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    assert len(lines) == 3
+    # simulate kill -9 during the third write: two whole lines and half of the third survive
+    ledger.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
+    ran.clear()
+    result = sweep.run(tmp_path, runner=runner, bench=BenchConfig(iterations=5, warmup=1), max_map_drop=100.0)
+    assert ran == [json.loads(lines[2])["name"]]  # only the lost variant ran again
+    names = [json.loads(line)["name"] for line in ledger.read_text().splitlines()]
+    assert sorted(names) == sorted(["fp32", *(v.name for v in sweep.variants)])
+    assert {r.name for r in result.rows} == set(names)
+    assert result.recommended in names and result.pareto
+    fp32 = result.row("fp32")
+    assert fp32.speedup == pytest.approx(1.0) and fp32.drop == pytest.approx(0.0)
+    report = json.loads((tmp_path / "sweep.json").read_text())
+    assert report["recommended_call"].startswith("(\n    QuantPipeline.from_onnx(")
+    assert (tmp_path / "pareto.png").read_bytes().startswith(PNG)
+    # each variant's mAP is what the pipeline measured in its own folder
+    for name in names:
+        measured = json.loads((tmp_path / name / "report.json").read_text())["variants"][-1]["map50_95"]
+        assert result.row(name).map50_95 == pytest.approx(measured)
+    _ = EvalConfig

@@ -37,8 +37,9 @@ class Precision(StrEnum):
 class Backend(StrEnum):
     """Runtime a model variant is built for and run on."""
 
-    ONNXRUNTIME = "onnxruntime"
+    ONNXRUNTIME = "onnxruntime"  # ONNX Runtime's CPU execution provider
     OPENVINO = "openvino"  # ONNX Runtime with the OpenVINO execution provider
+    CUDA = "cuda"  # ONNX Runtime's CUDA execution provider (onnxruntime-gpu)
     TENSORRT = "tensorrt"
 
 

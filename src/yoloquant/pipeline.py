@@ -133,8 +133,8 @@ class QuantPipeline:
 
         Args:
             precision: ``int8``, ``fp8`` (ModelOpt), or ``fp32`` (the float model on another backend).
-            backend: ``onnxruntime`` (CPU provider) or ``openvino`` (ONNX Runtime's OpenVINO provider):
-                the runtime this variant is evaluated and timed on.
+            backend: ``onnxruntime`` (CPU provider), ``openvino`` (ONNX Runtime's OpenVINO provider) or
+                ``cuda`` (ONNX Runtime's CUDA provider, fp32 / fp16): where this variant is evaluated and timed.
             quantizer: ``"ort"`` (ONNX Runtime static INT8, fast on the CPU), ``"modelopt"`` (TensorRT's Q/DQ
                 layout, INT8 / FP8), or a Quantizer object. Default: ``ort`` for int8, ``modelopt`` for fp8.
             calibration: ``minmax``, ``entropy`` or ``percentile`` (ModelOpt: minmax / entropy).
@@ -150,6 +150,12 @@ class QuantPipeline:
             msg = (
                 "the TensorRT backend does not run here yet; quantize for it with quantizer='modelopt' and "
                 "backend='onnxruntime' to measure the TensorRT-layout model's accuracy on the CPU"
+            )
+            raise ConfigError(msg)
+        if back is Backend.CUDA and prec in (Precision.INT8, Precision.FP8):
+            msg = (
+                f"ONNX Runtime's CUDA provider has no {prec} kernels (a Q/DQ model runs slower than FP32 there); "
+                "use fp16 or fp32 on cuda, and TensorRT for INT8 / FP8 speed on GPUs"
             )
             raise ConfigError(msg)
         parts = [prec.value]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel, file_sha256
-from yoloquant.backends.ort import OrtEngineBuilder
+from yoloquant.backends import PROVIDERS, build_engine
 from yoloquant.bench.latency import LatencyResult, benchmark_interleaved
 from yoloquant.config import Backend
 from yoloquant.errors import ConfigError, ExportError
@@ -59,8 +59,8 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
     with ExitStack() as stack:
         engines: dict[str, Engine] = {}
         for b in built:
-            builder = OrtEngineBuilder(backend=b.plan.backend, threads=plan.bench.threads if plan.bench else None)
-            engines[b.plan.name] = stack.enter_context(builder.build(b.model))
+            threads = plan.bench.threads if plan.bench else None
+            engines[b.plan.name] = stack.enter_context(build_engine(b.model, b.plan.backend, threads=threads))
         evals = {name: _evaluate(plan, e, eval_data, name) for name, e in engines.items()}
         latency = _benchmark(plan, engines, eval_data)
         variants = [_variant_result(b, engines[b.plan.name], evals, latency) for b in built]
@@ -192,7 +192,7 @@ def _variant_result(
 def _provider_warnings(b: _Built, engine: Engine) -> list[str]:
     """What makes this variant's numbers mean less than they seem: a provider fallback, a layout mismatch."""
     warnings = []
-    wanted = "OpenVINOExecutionProvider" if b.plan.backend is Backend.OPENVINO else "CPUExecutionProvider"
+    wanted = PROVIDERS[b.plan.backend]
     if engine.providers[:1] != [wanted]:
         warnings.append(f"asked for {wanted} but ONNX Runtime runs {engine.providers}: numbers are for the fallback")
     if isinstance(b.model, QdqModel) and b.model.layout == Backend.TENSORRT.value:

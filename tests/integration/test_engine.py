@@ -51,3 +51,13 @@ def test_unloadable_onnx_is_an_engine_build_error(tmp_path: Path, yolov8n_onnx: 
     broken.write_bytes(yolov8n_onnx.read_bytes()[:5000])
     with pytest.raises(EngineBuildError, match=r"could not load .*broken\.onnx"):
         OrtEngineBuilder().build(OnnxModel(path=broken, info=model.info))
+
+
+def test_cuda_backend_without_a_gpu_build_says_how_to_install(yolov8n_onnx: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    from yoloquant.backends import build_engine
+
+    with pytest.raises(EngineBuildError, match=r"yoloquant\[gpu\]|cuda-python"):
+        build_engine(OnnxModel.load(yolov8n_onnx), Backend.CUDA)

@@ -59,8 +59,8 @@ def test_duplicate_variant_and_unknown_options_are_config_errors(yolov8n_pt: Pat
         pipe.quantize("int8")
     with pytest.raises(ConfigError, match="unknown precision 'int4'"):
         pipe.quantize("int4")
-    with pytest.raises(ConfigError, match="unknown backend 'cuda'"):
-        pipe.quantize("int8", backend="cuda")
+    with pytest.raises(ConfigError, match="unknown backend 'directml'"):
+        pipe.quantize("int8", backend="directml")
     with pytest.raises(ConfigError, match="unknown calibration 'median'"):
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", calibration="median")
     with pytest.raises(ConfigError, match="made by the fp16 converter, not 'modelopt'"):
@@ -134,3 +134,11 @@ def test_run_checks_the_calibration_set_size_before_exporting(
     with pytest.raises(DataError, match="500"):
         pipe.run(tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.onnx"))
+
+
+def test_cuda_backend_takes_float_variants_only(yolov8n_pt: Path) -> None:
+    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("fp16", backend="cuda").quantize("fp32", backend="cuda")
+    assert [v.name for v in pipe.variants] == ["fp32", "fp16-cuda", "fp32-cuda"]
+    assert not pipe.variants[1].needs_calibration
+    with pytest.raises(ConfigError, match="CUDA provider has no int8 kernels"):
+        pipe.quantize("int8", backend="cuda")

@@ -22,7 +22,7 @@ import numpy as np
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import CalibMethod, Precision
-from yoloquant.errors import QuantizationError
+from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
 from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
 
@@ -77,6 +77,7 @@ class SharedCalibration:
         self.work.mkdir(parents=True, exist_ok=True)
         self.cache = self.work / f"ranges-{config.calibration.value}.json"
         self.cache.unlink(missing_ok=True)  # ranges belong to this data set only
+        (self.work / "full-int8.onnx").unlink(missing_ok=True)
         self.src = self._preprocess()
         self.proto = onnx.load(str(self.src))
         self.base_float = OrtStaticQuantizer(config).float_node_names(self.proto)
@@ -101,14 +102,29 @@ class SharedCalibration:
         """The OrtStaticQuantizer config that reproduces :meth:`build` with these extra float nodes."""
         return dataclasses.replace(self.config, exclude=(*self.config.exclude, *exact_patterns(extra_float)))
 
-    def build(self, extra_float: Iterable[str], dst: Path, *, metadata: bool = True) -> QdqModel:
-        """Quantize with ``extra_float`` kept float too, using the shared ranges; write ``dst``."""
+    def build(
+        self, extra_float: Iterable[str], dst: Path, *, metadata: bool = True, float_mode: str = "exclude"
+    ) -> QdqModel:
+        """Quantize with ``extra_float`` kept float too, using the shared ranges; write ``dst``.
+
+        ``float_mode``: ``exclude`` (ORT's ``nodes_to_exclude``: reproducible with OrtStaticQuantizer)
+        or ``dequantize`` (quantize everything, then rewire those nodes to float inputs; truly float).
+        """
         extra = tuple(dict.fromkeys(extra_float))
+        if float_mode not in ("exclude", "dequantize"):
+            msg = f"float_mode is 'exclude' or 'dequantize', got {float_mode!r}"
+            raise ConfigError(msg)
         start = time.perf_counter()
         dst.parent.mkdir(parents=True, exist_ok=True)
-        self._quantize_static(dst, (*self.base_float, *extra))
         onnx = require("onnx")
-        qmodel = onnx.load(str(dst))
+        if float_mode == "exclude" or not extra:
+            self._quantize_static(dst, (*self.base_float, *extra))
+            qmodel = onnx.load(str(dst))
+        else:
+            from yoloquant.decide._dequant import dequantize_nodes
+
+            qmodel = dequantize_nodes(self._full_int8(), self.proto, extra, float_readers=self.base_float)
+            onnx.save(qmodel, str(dst))
         if metadata:
             _copy_metadata(onnx.load(str(self.model.path), load_external_data=False), qmodel)
             onnx.save(qmodel, str(dst))
@@ -120,11 +136,19 @@ class SharedCalibration:
             source=self.model,
             quantizer="ort-static",
             layout=self.config.target.value,
-            config=self.config_for(extra).to_dict(),
+            config={**self.config_for(extra).to_dict(), **({"float_mode": float_mode} if extra else {})},
             quantized_nodes=quantized,
             float_nodes=floats,
             seconds=time.perf_counter() - start,
         )
+
+    def _full_int8(self) -> Any:
+        """A fresh copy of the fully quantized model (made once)."""
+        onnx = require("onnx")
+        path = self.work / "full-int8.onnx"
+        if not path.is_file():
+            self._quantize_static(path, self.base_float)
+        return onnx.load(str(path))
 
     def _quantize_static(self, dst: Path, keep_float: tuple[str, ...]) -> None:
         quantization = require("onnxruntime.quantization")

@@ -125,11 +125,11 @@ class PipelineResult:
         The caller owns it: use it as a context manager or call ``close()``.
         """
         from yoloquant.artifacts import OnnxModel
-        from yoloquant.backends.ort import OrtEngineBuilder
+        from yoloquant.backends import build_engine
         from yoloquant.config import Backend
 
         v = self.variant(name) if name is not None else self.variants[-1]
-        return OrtEngineBuilder(backend=Backend(v.backend)).build(OnnxModel.load(v.model_path))
+        return build_engine(OnnxModel.load(v.model_path), Backend(v.backend))
 
     def table(self) -> str:
         """Plain-text table: FP32 baseline vs each variant (mAP, delta, latency, speedup, size)."""

@@ -11,17 +11,13 @@ import numpy as np
 
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo, OnnxModel
+from yoloquant.backends import PROVIDERS
 from yoloquant.config import Backend
 from yoloquant.errors import EngineBuildError, InferenceError
 
 __all__ = ["OrtEngine", "OrtEngineBuilder"]
 
 log = logging.getLogger(__name__)
-
-_PROVIDERS = {
-    Backend.ONNXRUNTIME: "CPUExecutionProvider",
-    Backend.OPENVINO: "OpenVINOExecutionProvider",
-}
 
 
 def session_options(threads: int | None) -> Any:
@@ -113,9 +109,9 @@ class OrtEngineBuilder:
 
     def build(self, model: OnnxModel) -> OrtEngine:
         ort = require("onnxruntime")
-        provider = _PROVIDERS.get(self.backend)
-        if provider is None:
-            msg = f"OrtEngineBuilder runs onnxruntime or openvino, not {self.backend!r}"
+        provider = PROVIDERS.get(self.backend)
+        if provider is None or self.backend is Backend.CUDA:
+            msg = f"OrtEngineBuilder runs onnxruntime or openvino, not {self.backend!r}; for cuda use CudaEngineBuilder"
             raise EngineBuildError(msg, artifact=model.path)
         if provider not in ort.get_available_providers():
             msg = (

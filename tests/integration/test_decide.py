@@ -145,3 +145,24 @@ def test_killed_sweep_resumes_from_its_ledger(
         measured = json.loads((tmp_path / name / "report.json").read_text())["variants"][-1]["map50_95"]
         assert result.row(name).map50_95 == pytest.approx(measured)
     _ = EvalConfig
+
+
+def test_dequantize_mode_makes_groups_truly_float(model: OnnxModel, calib: CalibrationSet, tmp_path: Path) -> None:
+    """float_mode='dequantize': every group float gives back FP32's exact outputs; one group float unquantizes it."""
+    import numpy as np
+
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.decide._ortcache import SharedCalibration
+    from yoloquant.decide.groups import find_groups
+
+    shared = SharedCalibration(model, calib, OrtQuantConfig(calibration=CalibMethod.MINMAX), tmp_path)
+    x = calib.images[:1].astype(np.float32) / 255.0
+    all_float = shared.build(shared.quantizable, tmp_path / "all.onnx", float_mode="dequantize")
+    with OrtEngineBuilder().build(model) as ref, OrtEngineBuilder().build(all_float) as test:
+        np.testing.assert_allclose(test.infer(x)[0], ref.infer(x)[0], rtol=1e-5, atol=1e-3)
+    assert all_float.quantized_nodes == {}
+    group = find_groups(shared.proto, shared.quantizable, "conv")[2]
+    one = shared.build(group.nodes, tmp_path / "one.onnx", float_mode="dequantize")
+    quantized = {n for names in one.quantized_nodes.values() for n in names}
+    assert not quantized & set(group.nodes)
+    assert len(quantized) >= len(shared.quantizable) - len(group.nodes) - 2

@@ -67,3 +67,22 @@ def test_sensitivity_config_validates() -> None:
     with pytest.raises(ConfigError, match="cross_check"):
         SensitivityConfig(rank_by="float", cross_check=False)
     assert SensitivityConfig(granularity="block").to_dict()["granularity"] == "block"
+
+
+def test_float_mode_is_validated() -> None:
+    from yoloquant.decide.budget import BudgetConfig, BudgetedQuantizer
+
+    with pytest.raises(ConfigError, match="float_mode"):
+        SensitivityConfig(float_mode="remove")
+    with pytest.raises(ConfigError, match="float_mode"):
+        BudgetConfig(eval_source="x.yaml", float_mode="remove")
+    with pytest.raises(ConfigError, match="eval_data"):
+        BudgetedQuantizer(max_map_drop=0.3)
+    with pytest.raises(ConfigError, match="points"):
+        BudgetedQuantizer(max_map_drop=-1, eval_data="x.yaml")
+    q = BudgetedQuantizer(max_map_drop=0.3, eval_data="x.yaml")
+    assert q == BudgetedQuantizer(max_map_drop=0.3, eval_data="x.yaml") and hash(q) == hash(
+        BudgetedQuantizer(max_map_drop=0.3, eval_data="x.yaml")
+    )
+    assert q != BudgetedQuantizer(max_map_drop=0.5, eval_data="x.yaml")
+    assert q.config.float_mode == "dequantize"

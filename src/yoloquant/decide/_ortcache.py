@@ -136,7 +136,10 @@ class SharedCalibration:
             source=self.model,
             quantizer="ort-static",
             layout=self.config.target.value,
-            config={**self.config_for(extra).to_dict(), **({"float_mode": float_mode} if extra else {})},
+            config={
+                **self.config_for(extra).to_dict(),
+                **({"float_mode": "dequantize"} if extra and float_mode == "dequantize" else {}),
+            },
             quantized_nodes=quantized,
             float_nodes=floats,
             seconds=time.perf_counter() - start,

@@ -54,6 +54,8 @@ class BudgetConfig(_Serializable):
         num_images / offset / split: Which of them (keep them disjoint from the calibration images).
         granularity: Group size returned to float: ``conv`` or ``block``.
         proxy_images: Calibration images of the sensitivity proxy that ranks the groups.
+        float_mode: ``exclude`` (ORT ``nodes_to_exclude``) or ``dequantize`` (float groups read float
+            inputs; see :mod:`yoloquant.decide._dequant`).
     """
 
     max_map_drop: float = 0.3
@@ -63,10 +65,14 @@ class BudgetConfig(_Serializable):
     split: str = "val"
     granularity: Granularity = Granularity.CONV
     proxy_images: int = 8
+    float_mode: str = "dequantize"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularity", Granularity(self.granularity))
         object.__setattr__(self, "eval_source", str(self.eval_source))
+        if self.float_mode not in ("exclude", "dequantize"):
+            msg = f"float_mode is 'exclude' or 'dequantize', got {self.float_mode!r}"
+            raise ConfigError(msg)
         if self.max_map_drop < 0:
             msg = f"max_map_drop is in mAP50-95 points and must be >= 0 (e.g. 0.3), got {self.max_map_drop}"
             raise ConfigError(msg)
@@ -195,6 +201,7 @@ def search_budget(
     bench: BenchConfig | None = None,
     proxy_images: int = 8,
     rank_by: str = "quantized",
+    float_mode: str = "dequantize",
 ) -> BudgetResult:
     """Find the fewest most-sensitive groups to keep float so the mAP drop is within ``max_map_drop``.
 
@@ -211,6 +218,7 @@ def search_budget(
         bench: Time FP32, full INT8 and the budgeted model interleaved (None: no timing).
         proxy_images: Images of the ranking proxy when ``ranking`` is None.
         rank_by: Ranking of a computed ranking: ``quantized`` or ``float`` (see SensitivityConfig).
+        float_mode: ``exclude`` or ``dequantize`` (see SensitivityConfig).
 
     Example:
         >>> r = search_budget(model, calib, val, "runs/budget", max_map_drop=0.3)  # doctest: +SKIP
@@ -229,7 +237,9 @@ def search_budget(
 
     def passes(k: int) -> bool:
         if k not in maps:
-            built = shared.build(float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False)
+            built = shared.build(
+                float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False, float_mode=float_mode
+            )
             maps[k] = _map(built, eval_data, ec)
             built.path.unlink(missing_ok=True)
         return (fp32 - maps[k]) * 100 <= max_map_drop
@@ -242,6 +252,7 @@ def search_budget(
                 cross_check=rank_by == "float",
                 proxy_images=proxy_images,
                 rank_by=rank_by,
+                float_mode=float_mode,
             )
             ranking = analyze_sensitivity(model, calib, out / "sensitivity", config=cfg, shared=shared)
         groups = ranking.groups
@@ -249,7 +260,8 @@ def search_budget(
     ok = [k for k in maps if (fp32 - maps[k]) * 100 <= max_map_drop]
     k = min(ok) if ok else len(groups)
     passes(k)
-    final = shared.build(float_nodes(k), out / f"{model.path.stem.removesuffix('-fp32')}-int8-budget.onnx")
+    stem = model.path.stem.removesuffix("-fp32")
+    final = shared.build(float_nodes(k), out / f"{stem}-int8-budget.onnx", float_mode=float_mode)
     latency = _latency(model, shared, final, bench, out) if bench is not None else {}
     result = BudgetResult(
         max_map_drop=max_map_drop,
@@ -307,6 +319,7 @@ class BudgetedQuantizer:
         offset: int = 0,
         split: str = "val",
         granularity: Granularity | str = Granularity.CONV,
+        float_mode: str = "dequantize",
         quant: OrtQuantConfig | None = None,
         eval_config: EvalConfig | None = None,
     ) -> None:
@@ -317,6 +330,7 @@ class BudgetedQuantizer:
             offset=offset,
             split=split,
             granularity=Granularity(granularity),
+            float_mode=float_mode,
         )
         self.quant = quant or OrtQuantConfig()
         self.eval_config = eval_config or EvalConfig()
@@ -352,6 +366,7 @@ class BudgetedQuantizer:
             quant=self.quant,
             eval_config=self.eval_config,
             proxy_images=c.proxy_images,
+            float_mode=c.float_mode,
         )
         self.result = result
         quantized, floats = classify_qdq_nodes(require("onnx").load(result.model_path))

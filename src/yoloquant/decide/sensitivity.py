@@ -58,6 +58,8 @@ class SensitivityConfig(_Serializable):
         max_groups: Analyze only the first N groups in graph order (None: all); for quick looks and tests.
         rank_by: ``quantized``: lowest SQNR with only the group INT8 first; ``float``: highest SQNR with
             only the group float first (what returning it to float buys back; needs ``cross_check``).
+        float_mode: How a node is kept float: ``exclude`` (ORT ``nodes_to_exclude``; its inputs stay
+            Q/DQ'd by quantized producers) or ``dequantize`` (rewired to float inputs; truly float).
     """
 
     granularity: Granularity = Granularity.CONV
@@ -66,11 +68,15 @@ class SensitivityConfig(_Serializable):
     cross_check: bool = True
     max_groups: int | None = None
     rank_by: str = "quantized"
+    float_mode: str = "exclude"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularity", Granularity(self.granularity))
         if self.rank_by not in ("quantized", "float") or (self.rank_by == "float" and not self.cross_check):
             msg = f"rank_by is 'quantized' or 'float' (which needs cross_check=True), got {self.rank_by!r}"
+            raise ConfigError(msg)
+        if self.float_mode not in ("exclude", "dequantize"):
+            msg = f"float_mode is 'exclude' or 'dequantize', got {self.float_mode!r}"
             raise ConfigError(msg)
         if self.proxy_images < 1 or self.top_k < 0 or (self.max_groups is not None and self.max_groups < 1):
             msg = (
@@ -311,7 +317,7 @@ def analyze_sensitivity(
     work = out / "work"
     full = shared.build([], work / "int8.onnx", metadata=False)
     int8_sqnr, int8_cos = proxy.errors(full)
-    measured = [_measure(g, shared, proxy, config.cross_check, work) for g in groups]
+    measured = [_measure(g, shared, proxy, config, work) for g in groups]
     if config.rank_by == "float":
         measured.sort(key=lambda m: (-min(m[2]), -min(m[3])))
     else:
@@ -325,7 +331,7 @@ def analyze_sensitivity(
     if eval_data is not None:
         ec = eval_config or EvalConfig()
         fp32_map, int8_map = _map(model, eval_data, ec), _map(full, eval_data, ec)
-        ranked = _top_k_maps(ranked, config.top_k, shared=shared, data=eval_data, ec=ec, work=work)
+        ranked = _top_k_maps(ranked, config, shared=shared, data=eval_data, ec=ec, work=work)
     report = SensitivityReport(
         model=str(model.path),
         config=config,
@@ -348,13 +354,16 @@ def analyze_sensitivity(
 _Measured = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...], LayerGroup]
 
 
-def _measure(group: LayerGroup, shared: SharedCalibration, proxy: _Proxy, cross: bool, work: Path) -> _Measured:
-    only = shared.build(_others(shared, group.nodes), work / "only-int8.onnx", metadata=False)
+def _measure(
+    group: LayerGroup, shared: SharedCalibration, proxy: _Proxy, config: SensitivityConfig, work: Path
+) -> _Measured:
+    mode = config.float_mode
+    only = shared.build(_others(shared, group.nodes), work / "only-int8.onnx", metadata=False, float_mode=mode)
     sqnr, cos = proxy.errors(only)
     fsqnr: tuple[float, ...] = ()
     fcos: tuple[float, ...] = ()
-    if cross:
-        kept = shared.build(group.nodes, work / "only-float.onnx", metadata=False)
+    if config.cross_check:
+        kept = shared.build(group.nodes, work / "only-float.onnx", metadata=False, float_mode=mode)
         fsqnr, fcos = proxy.errors(kept)
     log.info("group %s: SQNR only-int8 %.2f dB", group.name, min(sqnr))
     return sqnr, cos, fsqnr, fcos, group
@@ -362,7 +371,7 @@ def _measure(group: LayerGroup, shared: SharedCalibration, proxy: _Proxy, cross:
 
 def _top_k_maps(
     ranked: Sequence[GroupSensitivity],
-    k: int,
+    config: SensitivityConfig,
     *,
     shared: SharedCalibration,
     data: Dataset,
@@ -372,8 +381,9 @@ def _top_k_maps(
     import dataclasses
 
     out = list(ranked)
-    for i, g in enumerate(out[:k]):
-        only = shared.build(_others(shared, g.group.nodes), work / "only-int8.onnx", metadata=False)
-        kept = shared.build(g.group.nodes, work / "only-float.onnx", metadata=False)
+    mode = config.float_mode
+    for i, g in enumerate(out[: config.top_k]):
+        only = shared.build(_others(shared, g.group.nodes), work / "only-int8.onnx", metadata=False, float_mode=mode)
+        kept = shared.build(g.group.nodes, work / "only-float.onnx", metadata=False, float_mode=mode)
         out[i] = dataclasses.replace(g, map50_95=_map(only, data, ec), float_map50_95=_map(kept, data, ec))
     return out

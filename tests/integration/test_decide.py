@@ -166,3 +166,21 @@ def test_dequantize_mode_makes_groups_truly_float(model: OnnxModel, calib: Calib
     quantized = {n for names in one.quantized_nodes.values() for n in names}
     assert not quantized & set(group.nodes)
     assert len(quantized) >= len(shared.quantizable) - len(group.nodes) - 2
+
+
+def test_budget_search_returns_sensitive_groups_to_float(
+    model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
+) -> None:
+    from yoloquant.decide.budget import search_budget
+
+    quant = OrtQuantConfig(calibration=CalibMethod.MINMAX)
+    r = search_budget(model, calib, val, tmp_path, max_map_drop=0.0, granularity="block", quant=quant, proxy_images=2)
+    assert r.within_budget and r.map50_95 >= r.fp32_map50_95 - 1e-12
+    assert r.int8_map50_95 < r.fp32_map50_95  # full INT8 missed a zero budget, so groups went float
+    ranking = json.loads((tmp_path / "sensitivity" / "sensitivity.json").read_text())
+    names = [g["group"]["name"] for g in ranking["groups"]]
+    assert list(r.float_groups) == names[: len(r.float_groups)]  # the most sensitive first
+    k = len(r.float_groups)
+    assert dict(r.steps)[k] == pytest.approx(r.map50_95)
+    assert all(r.fp32_map50_95 - m > 1e-12 for j, m in r.steps if j < k)  # every smaller k tried failed
+    assert Path(r.model_path).is_file() and json.loads((tmp_path / "budget.json").read_text())["within_budget"]

@@ -27,6 +27,7 @@ __all__ = [
     "QDQ_OPS",
     "HeadNodes",
     "classify_qdq_nodes",
+    "copy_metadata",
     "find_head",
     "first_convs",
     "group_by_op",
@@ -149,3 +150,17 @@ def classify_qdq_nodes(model: Any) -> tuple[dict[str, list[str]], dict[str, list
         dq = all(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in data)
         (quantized if dq else floats)[node.op_type].append(node.name)
     return dict(quantized), dict(floats)
+
+
+def copy_metadata(source: Any, target: Any) -> None:
+    """Carry a float model's metadata_props (names, imgsz, stride, ...) over to its quantized model.
+
+    Quantizers rewrite the graph and drop or replace the metadata; keys of the source win.
+    """
+    existing = {p.key: p for p in target.metadata_props}
+    for prop in source.metadata_props:
+        if prop.key in existing:
+            existing[prop.key].value = prop.value
+        else:
+            entry = target.metadata_props.add()
+            entry.key, entry.value = prop.key, prop.value

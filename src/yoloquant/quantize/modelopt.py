@@ -30,9 +30,9 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -163,6 +163,7 @@ def _main() -> None:
         raise
 
 
+@dataclass(frozen=True)
 class ModelOptQuantizer:
     """Post-training INT8 / FP8 quantization with NVIDIA ModelOpt, for TensorRT.
 
@@ -172,19 +173,8 @@ class ModelOptQuantizer:
         ('modelopt', 'head+first', 'minmax')
     """
 
-    name = "modelopt"
-
-    def __init__(self, config: ModelOptConfig | None = None) -> None:
-        self.config = config or ModelOptConfig()
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.config == self.config
-
-    def __hash__(self) -> int:
-        return hash(self.config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config!r})"
+    config: ModelOptConfig = field(default_factory=ModelOptConfig)
+    name: ClassVar[str] = "modelopt"
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:
         """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``): preset + ``exclude``."""
@@ -239,7 +229,7 @@ class ModelOptQuantizer:
             }
             self._run_isolated(job, Path(tmp), model.path)
             qmodel = onnx.load(str(dst))
-            _copy_metadata(source, qmodel)
+            graph.copy_metadata(source, qmodel)
             staged = Path(tmp) / target.name
             onnx.save(qmodel, str(staged))
             os.replace(staged, target)
@@ -288,14 +278,3 @@ class ModelOptQuantizer:
         reason = error.get("message", f"exit status {proc.returncode} (out of memory?)")
         msg = f"ModelOpt {self.config.mode.value} quantization of {artifact.name} failed: {reason}"
         raise QuantizationError(msg, artifact=artifact) from cause
-
-
-def _copy_metadata(source: Any, target: Any) -> None:
-    """ModelOpt drops metadata_props: put the float model's (names, imgsz, stride, ...) back."""
-    existing = {p.key: p for p in target.metadata_props}
-    for prop in source.metadata_props:
-        if prop.key in existing:
-            existing[prop.key].value = prop.value
-        else:
-            entry = target.metadata_props.add()
-            entry.key, entry.value = prop.key, prop.value

@@ -23,9 +23,9 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -181,6 +181,7 @@ def _chunk(n: int, most: int) -> int:
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
+@dataclass(frozen=True)
 class OrtStaticQuantizer:
     """Static INT8 post-training quantization with ONNX Runtime, for ONNX Runtime (CPU, OpenVINO EP).
 
@@ -190,19 +191,8 @@ class OrtStaticQuantizer:
         'ort-static'
     """
 
-    name = "ort-static"
-
-    def __init__(self, config: OrtQuantConfig | None = None) -> None:
-        self.config = config or OrtQuantConfig()
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.config == self.config
-
-    def __hash__(self) -> int:
-        return hash(self.config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config!r})"
+    config: OrtQuantConfig = field(default_factory=OrtQuantConfig)
+    name: ClassVar[str] = "ort-static"
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:
         """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``)."""
@@ -235,7 +225,7 @@ class OrtStaticQuantizer:
             qpath = Path(tmp) / "quantized.onnx"
             self._run_ort(src, qpath, data, model.info.input_name, keep_float)
             qmodel = onnx.load(str(qpath))
-            _copy_metadata(onnx.load(str(model.path), load_external_data=False), qmodel)
+            graph.copy_metadata(onnx.load(str(model.path), load_external_data=False), qmodel)
             staged = Path(tmp) / target.name
             onnx.save(qmodel, str(staged))
             os.replace(staged, target)
@@ -300,14 +290,3 @@ class OrtStaticQuantizer:
             except Exception as exc:  # onnxruntime raises plain Exceptions of several types
                 msg = f"ONNX Runtime static quantization of {src.name} failed: {exc}"
                 raise QuantizationError(msg, artifact=src) from exc
-
-
-def _copy_metadata(source: Any, target: Any) -> None:
-    """Carry the float model's metadata_props (names, imgsz, stride, ...) over to the quantized model."""
-    existing = {p.key: p for p in target.metadata_props}
-    for prop in source.metadata_props:
-        if prop.key in existing:
-            existing[prop.key].value = prop.value
-        else:
-            entry = target.metadata_props.add()
-            entry.key, entry.value = prop.key, prop.value

@@ -381,7 +381,9 @@ class SweepResult:
             lines.append(
                 f"| {r.name} | {r.map50_95:.4f} | {r.drop:+.2f} | {r.latency_ms:.2f} | {r.speedup:.3f}x | {mark} |"
             )
-        lines += ["", f"Constraints: max drop {self.max_map_drop} points, min speedup {self.min_speedup}x."]
+        drop = f"max drop {self.max_map_drop} points" if self.max_map_drop is not None else "no mAP limit"
+        speed = f"min speedup {self.min_speedup}x" if self.min_speedup is not None else "no speedup limit"
+        lines += ["", f"Constraints: {drop}, {speed} (vs FP32)."]
         if self.recommended:
             lines += ["", f"Recommended: **{self.recommended}**", "", "```python", str(self.recommended_call), "```"]
         else:

@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--calibration", help="calibration method: minmax, entropy or percentile")
     run.add_argument("--quantizer", help="ort (ONNX Runtime INT8, fast on CPU) or modelopt (TensorRT layout, INT8/FP8)")
     run.add_argument("--keep", help="YOLO precision preset kept float: none, head, head+first")
+    run.add_argument(
+        "--max-map-drop", type=float, help="accuracy budget in mAP50-95 points for ORT INT8 (needs --eval)"
+    )
+    run.add_argument("--budget-granularity", default="block", help="groups the budget keeps float: block or conv")
     run.add_argument("--eval-images", type=int, help="number of evaluation images (default: all)")
     run.add_argument("--eval-offset", type=int, default=0, help="index of the first evaluation image (sorted)")
     run.add_argument("--split", default="val", help="split of a dataset yaml to evaluate on (default val)")
@@ -73,7 +77,13 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
                 pipe = pipe.quantize(precision, backend=backend)
                 continue
             pipe = pipe.quantize(
-                precision, backend=backend, quantizer=args.quantizer, calibration=calibration, keep=args.keep
+                precision,
+                backend=backend,
+                quantizer=args.quantizer,
+                calibration=calibration,
+                keep=args.keep,
+                max_map_drop=args.max_map_drop,
+                granularity=args.budget_granularity,
             )
     if args.eval:
         pipe = pipe.evaluate(args.eval, split=args.split, num_images=args.eval_images, offset=args.eval_offset)

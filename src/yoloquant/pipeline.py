@@ -42,6 +42,8 @@ class VariantPlan:
     backend: Backend = Backend.ONNXRUNTIME
     quantizer: Quantizer | None = None
     label: str | None = None
+    max_map_drop: float | None = None  # accuracy budget (mAP50-95 points), resolved at run time
+    granularity: str = "block"
 
     @property
     def name(self) -> str:
@@ -128,6 +130,8 @@ class QuantPipeline:
         calibration: str | CalibMethod | None = None,
         keep: str | None = None,
         name: str | None = None,
+        max_map_drop: float | None = None,
+        granularity: str = "block",
     ) -> QuantPipeline:
         """Add a variant. Call again to add more (another quantizer, preset, or backend).
 
@@ -141,6 +145,10 @@ class QuantPipeline:
             keep: YOLO precision preset: ``none``, ``head`` (box/class output convs + decode float) or
                 ``head+first`` (also the stem conv). Default: the quantizer's best measured preset.
             name: Variant name in the report; default built from the choices, e.g. ``int8-modelopt``.
+            max_map_drop: Accuracy budget in mAP50-95 points (ONNX Runtime INT8 only): quantize everything,
+                then return the most sensitive groups to float until the drop on the evaluation set is
+                within budget (``yoloquant.decide.budget``). Needs ``.evaluate()`` somewhere in the plan.
+            granularity: Groups the budget returns to float: ``block`` (``/model.N/``) or ``conv``.
         """
         from yoloquant.quantize import default_quantizer_name, make_quantizer
 
@@ -171,9 +179,21 @@ class QuantPipeline:
                 parts.append(str(chosen))
         else:
             parts.append(quantizer.name)
+        if max_map_drop is not None:
+            if quantizer is None or quantizer.name != "ort-static" or max_map_drop < 0:
+                msg = "max_map_drop needs the ONNX Runtime INT8 quantizer (quantizer='ort') and a budget >= 0"
+                raise ConfigError(msg)
+            parts.append(f"budget{max_map_drop:g}")
         parts += [f"keep-{keep}"] if keep else []
         parts += [back.value] if back is not Backend.ONNXRUNTIME else []
-        variant = VariantPlan(precision=prec, backend=back, quantizer=quantizer, label=name or "-".join(parts))
+        variant = VariantPlan(
+            precision=prec,
+            backend=back,
+            quantizer=quantizer,
+            label=name or "-".join(parts),
+            max_map_drop=max_map_drop,
+            granularity=granularity,
+        )
         if any(v.name == variant.name for v in self.variants):
             msg = f"the plan already has a variant {variant.name!r}; pass name= or another backend / precision"
             raise ConfigError(msg)

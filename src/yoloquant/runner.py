@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -55,7 +56,7 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
     calib = _calibrate(plan.calibration, fp32, plan.progress) if needs_calib and plan.calibration else None
     if calib is not None and eval_data is not None:
         warnings += _overlap_warning(calib, eval_data)
-    built = _make_variants(plan.variants, fp32, calib, out_dir)
+    built = _make_variants(tuple(_with_budget(v, plan) for v in plan.variants), fp32, calib, out_dir)
     with ExitStack() as stack:
         engines: dict[str, Engine] = {}
         for b in built:
@@ -88,6 +89,10 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
     if quantized and plan.calibration is None:
         msg = f"variants {[v.name for v in quantized]} need calibration data: add .calibrate(images_dir_or_yaml)"
         raise ConfigError(msg)
+    budgeted = [v.name for v in plan.variants if v.max_map_drop is not None]
+    if budgeted and plan.evaluation is None:
+        msg = f"variants {budgeted} have an accuracy budget (max_map_drop): add .evaluate(...) to the plan"
+        raise ConfigError(msg)
     _check_writable(out_dir)
     if plan.calibration is not None and quantized:
         from yoloquant.data.datasets import load_dataset
@@ -100,6 +105,26 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
 
     e = plan.evaluation
     return load_dataset(e.source, split=e.split).select(e.config.num_images, e.offset)
+
+
+def _with_budget(v: VariantPlan, plan: QuantPipeline) -> VariantPlan:
+    """Swap a budgeted variant's quantizer for the budget search over the plan's evaluation set."""
+    if v.max_map_drop is None or plan.evaluation is None:
+        return v
+    from yoloquant.decide.budget import BudgetedQuantizer
+
+    e = plan.evaluation
+    quantizer = BudgetedQuantizer(
+        max_map_drop=v.max_map_drop,
+        eval_data=e.source,
+        num_images=e.config.num_images,
+        offset=e.offset,
+        split=e.split,
+        granularity=v.granularity,
+        quant=getattr(v.quantizer, "config", None),
+        eval_config=e.config,
+    )
+    return dataclasses.replace(v, quantizer=quantizer)
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -115,3 +115,17 @@ def test_modelopt_variant_is_measured_on_cpu_and_flagged(tmp_path: Path, assets:
     fp32 = result.variant("fp32")
     assert v.map50_95 is not None and fp32.map50_95 is not None
     assert fp32.map50_95 - v.map50_95 < 0.04
+
+
+def test_budgeted_int8_through_the_fluent_api(tmp_path: Path, assets: Path) -> None:
+    result = (
+        QuantPipeline.from_ultralytics(assets / "weights" / "yolov8n.pt")
+        .calibrate(assets / "coco64" / "images", num_images=8)
+        .quantize("int8", max_map_drop=5.0)  # generous: full INT8 fits, so no search is needed
+        .evaluate(assets / "coco64.yaml", num_images=8, offset=56)
+        .with_progress(False)
+        .run(tmp_path)
+    )
+    v = result.variant("int8-budget5")
+    assert v.quantization is not None and v.quantization["quantizer"] == "ort-budget"
+    assert v.map50_95 is not None

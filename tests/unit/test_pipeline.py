@@ -142,3 +142,12 @@ def test_cuda_backend_takes_float_variants_only(yolov8n_pt: Path) -> None:
     assert not pipe.variants[1].needs_calibration
     with pytest.raises(ConfigError, match="CUDA provider has no int8 kernels"):
         pipe.quantize("int8", backend="cuda")
+
+
+def test_accuracy_budget_needs_the_ort_quantizer_and_an_evaluation(yolov8n_pt: Path, tmp_path: Path) -> None:
+    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("images").quantize("int8", max_map_drop=0.3)
+    assert pipe.variants[1].name == "int8-budget0.3"
+    with pytest.raises(ConfigError, match=r"add \.evaluate"):
+        pipe.run(tmp_path / "out")
+    with pytest.raises(ConfigError, match="max_map_drop needs the ONNX Runtime INT8 quantizer"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", quantizer="modelopt", max_map_drop=0.3)

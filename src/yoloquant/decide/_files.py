@@ -1,31 +1,15 @@
-"""Atomic binary writes and a lazily imported, headless matplotlib."""
+"""A lazily imported, headless matplotlib, and figures written atomically."""
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from yoloquant._io import atomic_write_bytes
 from yoloquant._optional import require
 
-__all__ = ["atomic_write_bytes", "pyplot", "save_figure"]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder, fsync and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["pyplot", "save_figure"]
 
 
 def pyplot() -> Any:

@@ -126,7 +126,7 @@ class SharedCalibration:
             qmodel = dequantize_nodes(self._full_int8(), self.proto, extra, float_readers=self.base_float)
             onnx.save(qmodel, str(dst))
         if metadata:
-            _copy_metadata(onnx.load(str(self.model.path), load_external_data=False), qmodel)
+            graph.copy_metadata(onnx.load(str(self.model.path), load_external_data=False), qmodel)
             onnx.save(qmodel, str(dst))
         quantized, floats = graph.classify_qdq_nodes(qmodel)
         return QdqModel(
@@ -185,13 +185,3 @@ class SharedCalibration:
         except Exception as exc:  # onnxruntime raises plain Exceptions of several types
             msg = f"ONNX Runtime static quantization of {self.src.name} failed: {exc}"
             raise QuantizationError(msg, artifact=self.src) from exc
-
-
-def _copy_metadata(source: Any, target: Any) -> None:
-    existing = {p.key: p for p in target.metadata_props}
-    for prop in source.metadata_props:
-        if prop.key in existing:
-            existing[prop.key].value = prop.value
-        else:
-            entry = target.metadata_props.add()
-            entry.key, entry.value = prop.key, prop.value

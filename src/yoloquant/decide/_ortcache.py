@@ -17,14 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import CalibMethod, Precision
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
-from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
+from yoloquant.quantize.ort_static import CalibrationReader, OrtQuantConfig, OrtStaticQuantizer, chunk_size
 
 __all__ = ["SharedCalibration", "exact_patterns"]
 
@@ -32,30 +30,6 @@ __all__ = ["SharedCalibration", "exact_patterns"]
 def exact_patterns(names: Iterable[str]) -> tuple[str, ...]:
     """Anchored regexes that match exactly these node names (for ``OrtQuantConfig.exclude``)."""
     return tuple(f"^{re.escape(n)}$" for n in names)
-
-
-class _Reader:
-    """Calibration reader over a CalibrationSet with ORT's strided range selection."""
-
-    def __init__(self, data: CalibrationSet, input_name: str) -> None:
-        self._data, self._input = data, input_name
-        self._pos, self._end = 0, len(data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._pos, self._end = start_index, end_index
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._pos >= self._end:
-            return None
-        self._pos += 1
-        return {self._input: self._data.images[self._pos - 1 : self._pos].astype(np.float32) / 255.0}
-
-
-def _divisor(n: int, most: int) -> int:
-    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
 class SharedCalibration:
@@ -165,13 +139,13 @@ class SharedCalibration:
             "ActivationSymmetric": cfg.symmetric_activations,
             "WeightSymmetric": True,
             "CalibPercentile": cfg.percentile,
-            "CalibStridedMinMax": _divisor(len(self.data), cfg.calib_chunk),
+            "CalibStridedMinMax": chunk_size(len(self.data), cfg.calib_chunk),
         }
         try:
             quantization.quantize_static(
                 str(self.src),
                 str(dst),
-                _Reader(self.data, self.model.info.input_name),
+                CalibrationReader(self.data, self.model.info.input_name),
                 quant_format=quantization.QuantFormat.QDQ,
                 op_types_to_quantize=list(cfg.op_types),
                 per_channel=cfg.per_channel,

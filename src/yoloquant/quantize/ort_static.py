@@ -152,10 +152,10 @@ def _check_op_types(op_types: tuple[str, ...]) -> None:
         raise ConfigError(msg)
 
 
-class _Reader:
-    """ORT calibration data reader over a CalibrationSet, with a tqdm bar and range selection."""
+class CalibrationReader:
+    """ORT calibration data reader over a CalibrationSet, with range selection and an optional tqdm bar."""
 
-    def __init__(self, data: CalibrationSet, input_name: str, bar: Any) -> None:
+    def __init__(self, data: CalibrationSet, input_name: str, bar: Any = None) -> None:
         self._data = data
         self._input = input_name
         self._bar = bar
@@ -172,11 +172,12 @@ class _Reader:
             return None
         image = self._data.images[self._pos : self._pos + 1].astype(np.float32) / 255.0
         self._pos += 1
-        self._bar.update(1)
+        if self._bar is not None:
+            self._bar.update(1)
         return {self._input: image}
 
 
-def _chunk(n: int, most: int) -> int:
+def chunk_size(n: int, most: int) -> int:
     """Largest chunk size <= most that divides n (ORT's strided calibration needs a divisor)."""
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
@@ -270,14 +271,14 @@ class OrtStaticQuantizer:
             "ActivationSymmetric": cfg.symmetric_activations,
             "WeightSymmetric": True,
             "CalibPercentile": cfg.percentile,
-            "CalibStridedMinMax": _chunk(len(data), cfg.calib_chunk),
+            "CalibStridedMinMax": chunk_size(len(data), cfg.calib_chunk),
         }
         with tqdm(total=len(data), desc=f"calibrating ({cfg.calibration.value})", unit="img") as bar:
             try:
                 quantization.quantize_static(
                     str(src),
                     str(dst),
-                    _Reader(data, input_name, bar),
+                    CalibrationReader(data, input_name, bar),
                     quant_format=quantization.QuantFormat.QDQ,
                     op_types_to_quantize=list(cfg.op_types),
                     per_channel=cfg.per_channel,

@@ -55,7 +55,6 @@ class UltralyticsExporter:
                     opset=self.config.opset,
                     dynamic=self.config.dynamic,
                     simplify=self.config.simplify,
-                    half=False,
                     verbose=False,
                 )
             except Exception as exc:  # Ultralytics raises many types; translate at the boundary

@@ -19,18 +19,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yoloquant", description="Quantize Ultralytics YOLO models and measure them")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="export, quantize, evaluate and benchmark; writes report.json / report.md")
-    run.add_argument("--model", required=True, help="Ultralytics .pt checkpoint or exported .onnx")
-    run.add_argument("--calib", help="calibration images: folder, dataset yaml or COCO json")
-    run.add_argument("--eval", help="evaluation set: images folder with sibling labels/, dataset yaml or COCO json")
+    _add_inputs(run, required=False)
     run.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp8 (fp32 always runs)")
     run.add_argument(
         "--backend",
         default="onnxruntime",
         help="comma list of onnxruntime (CPU provider), openvino (OpenVINO provider)",
     )
-    run.add_argument("--out", required=True, help="output folder for models and reports")
-    run.add_argument("--calib-images", type=int, default=64, help="number of calibration images (default 64)")
-    run.add_argument("--calib-offset", type=int, default=0, help="index of the first calibration image (sorted)")
     run.add_argument("--calibration", help="calibration method: minmax, entropy or percentile")
     run.add_argument("--quantizer", help="ort (ONNX Runtime INT8, fast on CPU) or modelopt (TensorRT layout, INT8/FP8)")
     run.add_argument("--keep", help="YOLO precision preset kept float: none, head, head+first")
@@ -38,17 +33,40 @@ def _parser() -> argparse.ArgumentParser:
         "--max-map-drop", type=float, help="accuracy budget in mAP50-95 points for ORT INT8 (needs --eval)"
     )
     run.add_argument("--budget-granularity", default="block", help="groups the budget keeps float: block or conv")
-    run.add_argument("--eval-images", type=int, help="number of evaluation images (default: all)")
-    run.add_argument("--eval-offset", type=int, default=0, help="index of the first evaluation image (sorted)")
-    run.add_argument("--split", default="val", help="split of a dataset yaml to evaluate on (default val)")
-    run.add_argument("--imgsz", type=int, default=640, help="input size (default 640)")
     run.add_argument("--batch-sizes", default="1", help="comma list of benchmark batch sizes (default 1)")
     run.add_argument("--iterations", type=int, default=100, help="timed rounds per batch size (default 100)")
     run.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep = sub.add_parser("sweep", help="INT8 variants over a grid, resumable; Pareto front of latency vs mAP")
+    _add_inputs(sweep, required=True)
+    sweep.add_argument("--quantizers", default="ort", help="comma list of ort, modelopt (default ort)")
+    sweep.add_argument("--calibrations", default="minmax,entropy,percentile", help="comma list of methods")
+    sweep.add_argument("--calib-counts", default="32,64", help="comma list of calibration image counts")
+    sweep.add_argument("--keeps", default="none,head", help="comma list of presets: none, head, head+first")
+    sweep.add_argument("--max-map-drop", type=float, help="recommendation constraint: mAP50-95 points vs fp32")
+    sweep.add_argument("--min-speedup", type=float, help="recommendation constraint: speedup vs fp32")
+    sweep.add_argument("--iterations", type=int, default=30, help="timed rounds in the latency phase (default 30)")
     show = sub.add_parser("show", help="print the table of a finished run")
     show.add_argument("report", help="report.json or the run folder")
     return parser
+
+
+def _add_inputs(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """The model, data and output options shared by ``run`` and ``sweep``."""
+    parser.add_argument("--model", required=True, help="Ultralytics .pt checkpoint or exported .onnx")
+    parser.add_argument("--calib", required=required, help="calibration images: folder, dataset yaml or COCO json")
+    parser.add_argument("--eval", required=required, help="evaluation set: folder with sibling labels/, yaml or json")
+    parser.add_argument("--out", required=True, help="output folder for models and reports")
+    parser.add_argument("--calib-images", type=int, default=64, help="number of calibration images (default 64)")
+    parser.add_argument("--calib-offset", type=int, default=0, help="index of the first calibration image (sorted)")
+    parser.add_argument("--eval-images", type=int, help="number of evaluation images (default: all)")
+    parser.add_argument("--eval-offset", type=int, default=0, help="index of the first evaluation image (sorted)")
+    parser.add_argument("--split", default="val", help="split of a dataset yaml to evaluate on (default val)")
+    parser.add_argument("--imgsz", type=int, default=640, help="input size (default 640)")
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -59,16 +77,25 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise ConfigError(msg) from None
 
 
-def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
-    """The QuantPipeline that ``yoloquant run`` arguments describe."""
-    precisions = [parse_enum(Precision, p.strip(), option="precision") for p in args.precisions.split(",") if p]
-    backends = [parse_enum(Backend, b.strip(), option="backend") for b in args.backend.split(",") if b.strip()]
-    calibration = parse_enum(CalibMethod, args.calibration, option="calibration") if args.calibration else None
-    pipe = QuantPipeline.from_ultralytics(args.model, imgsz=args.imgsz)
+def _base(args: argparse.Namespace) -> QuantPipeline:
+    """Model, calibration and evaluation of a ``run`` or ``sweep``."""
     if args.model.endswith(".onnx"):
         pipe = QuantPipeline.from_onnx(args.model)
+    else:
+        pipe = QuantPipeline.from_ultralytics(args.model, imgsz=args.imgsz)
     if args.calib:
         pipe = pipe.calibrate(args.calib, num_images=args.calib_images, offset=args.calib_offset)
+    if args.eval:
+        pipe = pipe.evaluate(args.eval, split=args.split, num_images=args.eval_images, offset=args.eval_offset)
+    return pipe
+
+
+def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
+    """The QuantPipeline that ``yoloquant run`` arguments describe."""
+    precisions = [parse_enum(Precision, p, option="precision") for p in _words(args.precisions)]
+    backends = [parse_enum(Backend, b, option="backend") for b in _words(args.backend)]
+    calibration = parse_enum(CalibMethod, args.calibration, option="calibration") if args.calibration else None
+    pipe = _base(args)
     for backend in backends:
         for precision in precisions:
             if precision is Precision.FP32 and backend is Backend.ONNXRUNTIME:
@@ -85,8 +112,6 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
                 max_map_drop=args.max_map_drop,
                 granularity=args.budget_granularity,
             )
-    if args.eval:
-        pipe = pipe.evaluate(args.eval, split=args.split, num_images=args.eval_images, offset=args.eval_offset)
     if not args.no_bench:
         pipe = pipe.benchmark(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), iterations=args.iterations)
     return pipe.with_progress(not args.quiet)
@@ -100,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             print(PipelineResult.load(args.report).table())
             return 0
+        if args.command == "sweep":
+            return _sweep(args)
         pipe = build_pipeline(args)
         print(pipe.describe(), flush=True)
         result = pipe.run(args.out)
@@ -108,6 +135,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(result.table())
     print(f"\nreport: {args.out}/report.json, {args.out}/report.md")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from yoloquant.config import BenchConfig
+    from yoloquant.decide.sweep import Sweep
+
+    sweep = Sweep(_base(args).with_progress(False)).grid(
+        quantizer=_words(args.quantizers),
+        calibration=_words(args.calibrations),
+        num_images=_ints(args.calib_counts, "--calib-counts"),
+        keep=_words(args.keeps),
+    )
+    print(f"sweep: {len(sweep.variants)} variants + fp32 into {args.out} (rerun the same command to resume)")
+    result = sweep.run(
+        args.out,
+        bench=BenchConfig(iterations=args.iterations),
+        max_map_drop=args.max_map_drop,
+        min_speedup=args.min_speedup,
+    )
+    print(result.to_markdown())
     return 0
 
 

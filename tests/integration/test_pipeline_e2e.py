@@ -129,3 +129,18 @@ def test_budgeted_int8_through_the_fluent_api(tmp_path: Path, assets: Path) -> N
     v = result.variant("int8-budget5")
     assert v.quantization is not None and v.quantization["quantizer"] == "ort-budget"
     assert v.map50_95 is not None
+
+
+def test_cli_sweep_runs_and_resumes(tmp_path: Path, assets: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "sweep", "--model", str(assets / "weights" / "yolov8n.pt"),
+        "--calib", str(assets / "coco64" / "images"), "--eval", str(assets / "coco64.yaml"),
+        "--eval-images", "6", "--eval-offset", "58", "--calibrations", "minmax", "--calib-counts", "4",
+        "--keeps", "none,head", "--iterations", "5", "--max-map-drop", "5", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    ledger = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 3  # fp32 + 2 variants
+    assert "int8" in capsys.readouterr().out
+    assert main(argv) == 0  # resumed: nothing redone
+    assert (tmp_path / "ledger.jsonl").read_text().splitlines() == ledger

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
 import numpy as np
 
+from yoloquant._lifecycle import ClosesOnExit
 from yoloquant.artifacts import ModelInfo
 from yoloquant.errors import InferenceError
 
 __all__ = ["CallbackEngine"]
 
 
-class CallbackEngine:
+class CallbackEngine(ClosesOnExit):
     """An Engine whose ``infer`` calls ``fn``: for testing code that takes an Engine.
 
     Example:
@@ -42,11 +41,3 @@ class CallbackEngine:
 
     def close(self) -> None:
         self._fn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -33,11 +33,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
+from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends._cuda import PinnedBuffer, check, cudart, gpu_memory_used, stream_handle
@@ -149,7 +149,7 @@ class PendingOutputs:
         return [np.array(o.array, copy=True) if copy else o.array for o in self._slot.outputs]
 
 
-class CudaEngine:
+class CudaEngine(ClosesOnExit):
     """An ONNX Runtime CUDA-EP session bound to device buffers and run on one CUDA stream.
 
     Not thread-safe: use one engine per thread (engines are cheap; several can share a stream or each
@@ -359,14 +359,6 @@ class CudaEngine:
         if self._owns_stream:
             check(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
         self._owns_stream = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, kw_only=True)

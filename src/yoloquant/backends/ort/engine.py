@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
+from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends import PROVIDERS
@@ -36,7 +36,7 @@ def session_options(threads: int | None) -> Any:
     return opts
 
 
-class OrtEngine:
+class OrtEngine(ClosesOnExit):
     """An ONNX Runtime inference session for one model.
 
     Example:
@@ -84,14 +84,6 @@ class OrtEngine:
     def close(self) -> None:
         """Release the session. Safe to call more than once."""
         self._session = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, kw_only=True)

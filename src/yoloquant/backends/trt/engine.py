@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
+from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo
 from yoloquant.backends._cuda import PinnedBuffer, check, cudart, stream_handle
@@ -87,7 +87,7 @@ class TrtPending:
         return [np.array(v, copy=True) if copy else v for v in shaped]
 
 
-class TrtEngine:
+class TrtEngine(ClosesOnExit):
     """A deserialized TensorRT engine with one execution context, device buffers and pinned slots."""
 
     def __init__(self, engine_file: TrtEngineFile, *, stream: Any = None, depth: int = 2) -> None:
@@ -218,11 +218,3 @@ class TrtEngine:
         if self._owns_stream:
             check(rt.cudaStreamDestroy(self.stream), "cudaStreamDestroy")
             self._owns_stream = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

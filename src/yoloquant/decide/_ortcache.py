@@ -19,10 +19,10 @@ from typing import Any
 
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
-from yoloquant.config import CalibMethod, Precision
+from yoloquant.config import Precision
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
-from yoloquant.quantize.ort_static import CalibrationReader, OrtQuantConfig, OrtStaticQuantizer, chunk_size
+from yoloquant.quantize.ort_static import CalibrationReader, OrtQuantConfig, OrtStaticQuantizer, static_kwargs
 
 __all__ = ["SharedCalibration", "exact_patterns"]
 
@@ -129,32 +129,14 @@ class SharedCalibration:
 
     def _quantize_static(self, dst: Path, keep_float: tuple[str, ...]) -> None:
         quantization = require("onnxruntime.quantization")
-        cfg = self.config
-        method = {
-            CalibMethod.MINMAX: quantization.CalibrationMethod.MinMax,
-            CalibMethod.ENTROPY: quantization.CalibrationMethod.Entropy,
-            CalibMethod.PERCENTILE: quantization.CalibrationMethod.Percentile,
-        }[cfg.calibration]
-        extra: dict[str, Any] = {
-            "ActivationSymmetric": cfg.symmetric_activations,
-            "WeightSymmetric": True,
-            "CalibPercentile": cfg.percentile,
-            "CalibStridedMinMax": chunk_size(len(self.data), cfg.calib_chunk),
-        }
         try:
             quantization.quantize_static(
                 str(self.src),
                 str(dst),
                 CalibrationReader(self.data, self.model.info.input_name),
-                quant_format=quantization.QuantFormat.QDQ,
-                op_types_to_quantize=list(cfg.op_types),
-                per_channel=cfg.per_channel,
-                activation_type=quantization.QuantType.QUInt8,
-                weight_type=quantization.QuantType.QInt8,
                 nodes_to_exclude=list(keep_float),
-                calibrate_method=method,
-                extra_options=extra,
                 calibration_cache_path=str(self.cache),
+                **static_kwargs(self.config, len(self.data)),
             )
         except Exception as exc:  # onnxruntime raises plain Exceptions of several types
             msg = f"ONNX Runtime static quantization of {self.src.name} failed: {exc}"

@@ -23,9 +23,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from yoloquant.errors import ConfigError
+
 __all__ = [
     "QDQ_OPS",
     "HeadNodes",
+    "check_patterns",
     "classify_qdq_nodes",
     "copy_metadata",
     "find_head",
@@ -164,3 +167,13 @@ def copy_metadata(source: Any, target: Any) -> None:
         else:
             entry = target.metadata_props.add()
             entry.key, entry.value = prop.key, prop.value
+
+
+def check_patterns(patterns: Iterable[str]) -> None:
+    """Raise ConfigError naming the first node-name pattern that is not a valid regex."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            msg = f"exclude pattern {pattern!r} is not a valid regex: {exc}"
+            raise ConfigError(msg) from None

@@ -126,12 +126,7 @@ class ModelOptConfig(_Serializable):
                 f"({_MIN_OPSET[mode]}-{_MAX_OPSET}); pass opset=None for its minimum"
             )
             raise ConfigError(msg)
-        for pattern in self.exclude:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                msg = f"exclude pattern {pattern!r} is not a valid regex: {exc}"
-                raise ConfigError(msg) from None
+        graph.check_patterns(self.exclude)
 
     @property
     def method(self) -> CalibMethod:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -118,12 +117,7 @@ class OrtQuantConfig(_Serializable):
             msg = f"percentile must be in [90, 100] (typical: 99.99-99.999), got {self.percentile}"
             raise ConfigError(msg)
         _check_op_types(self.op_types)
-        for pattern in self.exclude:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                msg = f"exclude pattern {pattern!r} is not a valid regex: {exc}"
-                raise ConfigError(msg) from None
+        graph.check_patterns(self.exclude)
         if self.calib_chunk < 1:
             msg = f"calib_chunk must be >= 1, got {self.calib_chunk}"
             raise ConfigError(msg)
@@ -175,6 +169,30 @@ class CalibrationReader:
         if self._bar is not None:
             self._bar.update(1)
         return {self._input: image}
+
+
+def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
+    """``quantize_static`` keyword arguments of this layout (all but model paths, reader and exclusions)."""
+    quantization = require("onnxruntime.quantization")
+    method = {
+        CalibMethod.MINMAX: quantization.CalibrationMethod.MinMax,
+        CalibMethod.ENTROPY: quantization.CalibrationMethod.Entropy,
+        CalibMethod.PERCENTILE: quantization.CalibrationMethod.Percentile,
+    }[cfg.calibration]
+    return {
+        "quant_format": quantization.QuantFormat.QDQ,
+        "op_types_to_quantize": list(cfg.op_types),
+        "per_channel": cfg.per_channel,
+        "activation_type": quantization.QuantType.QUInt8,
+        "weight_type": quantization.QuantType.QInt8,
+        "calibrate_method": method,
+        "extra_options": {
+            "ActivationSymmetric": cfg.symmetric_activations,
+            "WeightSymmetric": True,
+            "CalibPercentile": cfg.percentile,
+            "CalibStridedMinMax": chunk_size(num_images, cfg.calib_chunk),
+        },
+    }
 
 
 def chunk_size(n: int, most: int) -> int:
@@ -262,31 +280,14 @@ class OrtStaticQuantizer:
         quantization = require("onnxruntime.quantization")
         tqdm = require("tqdm").tqdm
         cfg = self.config
-        method = {
-            CalibMethod.MINMAX: quantization.CalibrationMethod.MinMax,
-            CalibMethod.ENTROPY: quantization.CalibrationMethod.Entropy,
-            CalibMethod.PERCENTILE: quantization.CalibrationMethod.Percentile,
-        }[cfg.calibration]
-        extra = {
-            "ActivationSymmetric": cfg.symmetric_activations,
-            "WeightSymmetric": True,
-            "CalibPercentile": cfg.percentile,
-            "CalibStridedMinMax": chunk_size(len(data), cfg.calib_chunk),
-        }
         with tqdm(total=len(data), desc=f"calibrating ({cfg.calibration.value})", unit="img") as bar:
             try:
                 quantization.quantize_static(
                     str(src),
                     str(dst),
                     CalibrationReader(data, input_name, bar),
-                    quant_format=quantization.QuantFormat.QDQ,
-                    op_types_to_quantize=list(cfg.op_types),
-                    per_channel=cfg.per_channel,
-                    activation_type=quantization.QuantType.QUInt8,
-                    weight_type=quantization.QuantType.QInt8,
                     nodes_to_exclude=list(keep_float),
-                    calibrate_method=method,
-                    extra_options=extra,
+                    **static_kwargs(cfg, len(data)),
                 )
             except Exception as exc:  # onnxruntime raises plain Exceptions of several types
                 msg = f"ONNX Runtime static quantization of {src.name} failed: {exc}"

@@ -100,11 +100,17 @@ class ModelInfo:
 
 @dataclass(frozen=True, kw_only=True)
 class OnnxModel:
-    """An ONNX detector on disk plus what we know about it."""
+    """An ONNX detector on disk plus what we know about it.
+
+    Attributes:
+        checkpoint: The Ultralytics ``.pt`` it was exported from, when known (quantizers that work on the
+            PyTorch model, such as Brevitas, need it).
+    """
 
     path: Path
     info: ModelInfo
     precision: Precision = Precision.FP32
+    checkpoint: Path | None = None
 
     @property
     def size_bytes(self) -> int:

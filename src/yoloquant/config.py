@@ -32,6 +32,16 @@ class Precision(StrEnum):
     FP16 = "fp16"
     INT8 = "int8"
     FP8 = "fp8"
+    # Brevitas: <bits> weights, int8 (A8) or float (A16) activations
+    W8A16 = "w8a16"
+    W8A8 = "w8a8"
+    W4A16 = "w4a16"
+    W4A8 = "w4a8"
+
+    @property
+    def weight_only(self) -> bool:
+        """Whether only the weights are quantized (activations stay float)."""
+        return self in (Precision.W8A16, Precision.W4A16)
 
 
 class Backend(StrEnum):

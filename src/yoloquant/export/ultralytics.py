@@ -65,7 +65,7 @@ class UltralyticsExporter:
                 raise ExportError(msg, artifact=source)
             _finish(Path(exported), source, self.config)
             Path(exported).replace(target)
-        return OnnxModel(path=target, info=ModelInfo.from_onnx(target))
+        return OnnxModel(path=target, info=ModelInfo.from_onnx(target), checkpoint=source)
 
 
 def _finish(path: Path, source: Path, config: ExportConfig) -> None:

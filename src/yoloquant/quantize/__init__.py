@@ -3,7 +3,8 @@
 - ``ort_static``: ONNX Runtime static INT8, a Q/DQ layout ONNX Runtime's CPU / OpenVINO providers fuse.
 - ``modelopt``: NVIDIA ModelOpt ONNX PTQ, INT8 / FP8 in TensorRT's Q/DQ layout.
 - ``fp16``: FP16 conversion with FP32 inputs / outputs and decode (for GPUs).
-- ``presets``: YOLO precision presets (which parts stay float), shared by both.
+- ``brevitas``: Brevitas W8 / W4 weights with int8 or float activations, from the PyTorch model (QCDQ ONNX).
+- ``presets``: YOLO precision presets (which parts stay float), shared by all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from yoloquant.errors import ConfigError
 if TYPE_CHECKING:
     from yoloquant.protocols import Quantizer
 
-__all__ = ["QuantizerName", "make_quantizer"]
+__all__ = ["BREVITAS_PRECISIONS", "QuantizerName", "make_quantizer"]
+
+BREVITAS_PRECISIONS = (Precision.W8A16, Precision.W8A8, Precision.W4A16, Precision.W4A8)
 
 
 class QuantizerName(StrEnum):
@@ -27,10 +30,14 @@ class QuantizerName(StrEnum):
     ORT = "ort"
     MODELOPT = "modelopt"
     FP16 = "fp16"
+    BREVITAS = "brevitas"
 
 
 def default_quantizer_name(precision: Precision, backend: Backend) -> QuantizerName:
-    """FP16 conversion for fp16; ModelOpt for FP8 and TensorRT; ONNX Runtime's static INT8 otherwise."""
+    """FP16 conversion for fp16; Brevitas for w8a16 / w8a8 / w4a16 / w4a8; ModelOpt for FP8 and TensorRT;
+    ONNX Runtime's static INT8 otherwise."""
+    if precision in BREVITAS_PRECISIONS:
+        return QuantizerName.BREVITAS
     if precision is Precision.FP16:
         return QuantizerName.FP16
     if precision is Precision.FP8 or backend is Backend.TENSORRT:
@@ -56,6 +63,8 @@ def make_quantizer(
     name = name or default_quantizer_name(precision, backend)
     if precision is Precision.FP16:
         return _fp16(name)
+    if name is QuantizerName.BREVITAS or precision in BREVITAS_PRECISIONS:
+        return _brevitas(precision, name, calibration, keep)
     if name is QuantizerName.MODELOPT:
         return _modelopt(precision, calibration, keep)
     return _ort(precision, backend, calibration, keep)
@@ -102,3 +111,26 @@ def _modelopt(precision: Precision, calibration: CalibMethod | None, keep: str |
         keep=keep or base.keep,  # type: ignore[arg-type]  # validated by ModelOptConfig
     )
     return ModelOptQuantizer(config)
+
+
+def _brevitas(
+    precision: Precision, name: QuantizerName, calibration: CalibMethod | None, keep: str | None
+) -> Quantizer:
+    from yoloquant.quantize.brevitas import ActScale, BrevitasConfig, BrevitasQuantizer
+
+    if name is not QuantizerName.BREVITAS or precision not in BREVITAS_PRECISIONS:
+        made = ", ".join(p.value for p in BREVITAS_PRECISIONS)
+        msg = f"Brevitas makes {made} (and only Brevitas does); got precision {precision.value!r} with {name.value!r}"
+        raise ConfigError(msg)
+    changes: dict[str, object] = {}
+    if calibration is not None:
+        if calibration is not CalibMethod.PERCENTILE:
+            msg = (
+                f"Brevitas picks activation scales by mse (default) or percentile, not {calibration.value!r}; "
+                "pass calibration='percentile' or quantizer=BrevitasQuantizer(BrevitasConfig(act_scale=...))"
+            )
+            raise ConfigError(msg)
+        changes["act_scale"] = ActScale.PERCENTILE
+    if keep is not None:
+        changes["keep_float"] = keep
+    return BrevitasQuantizer(BrevitasConfig.preset(precision, **changes))

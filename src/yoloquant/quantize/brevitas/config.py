@@ -1,0 +1,123 @@
+"""What the Brevitas quantizer does: bit widths, which layers it spares, how it recovers accuracy.
+
+``W<w>A<a>``: ``w``-bit per-channel symmetric weights; ``A8`` = int8 conv inputs (per-tensor, symmetric),
+``A16`` = float activations (FP32 on ONNX Runtime CPU, FP16 on a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Self
+
+from yoloquant.config import Precision, _Serializable, parse_enum
+from yoloquant.errors import ConfigError
+from yoloquant.quantize.presets import KeepPreset
+
+__all__ = ["ActScale", "BrevitasConfig", "Protect", "WeightScale"]
+
+
+class WeightScale(StrEnum):
+    """How a weight channel's scale is chosen."""
+
+    ABSMAX = "absmax"  # largest |w| maps to the largest integer: no clipping
+    MSE = "mse"  # the scale with the least squared error: clips outliers, better at 4 bits
+
+
+class ActScale(StrEnum):
+    """How an activation tensor's scale is chosen from the calibration images."""
+
+    PERCENTILE = "percentile"  # Brevitas' default: 99.999th percentile of |x|
+    MSE = "mse"  # the scale with the least squared error on the calibration activations
+
+
+class Protect(StrEnum):
+    """Layers that get 8-bit weights instead of the low bit width (meaningful for 4-bit weights)."""
+
+    NONE = "none"
+    HEAD = "head"  # the head's box / class output convs
+    HEAD_AND_FIRST = "head+first"  # ... and the stem conv that reads the image
+    EARLY = "early"  # the head output convs and the backbone up to stride 8 (model.0-4 in YOLOv8 / 11)
+
+
+_PRESETS: dict[Precision, tuple[int, int | None]] = {
+    Precision.W8A16: (8, None),
+    Precision.W8A8: (8, 8),
+    Precision.W4A16: (4, None),
+    Precision.W4A8: (4, 8),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrevitasConfig(_Serializable):
+    """Options of :class:`~yoloquant.quantize.brevitas.BrevitasQuantizer`.
+
+    Attributes:
+        weight_bits: 8 or 4; per output channel, symmetric, narrow range.
+        act_bits: 8 for int8 conv inputs, None for float activations.
+        keep_float: YOLO preset of layers left float: ``none``, ``head`` (box / class output convs),
+            ``head+first`` (and the stem conv). The DFL projection always stays float.
+        protect: Layers quantized at 8 bits when ``weight_bits`` is 4 (see :class:`Protect`).
+        weight_scale / act_scale: How scales are chosen (:class:`WeightScale`, :class:`ActScale`).
+        gptq: Round the weights with GPTQ (layer by layer, against the calibration activations).
+        bias_correction: Correct each conv's bias for the mean error its quantization causes.
+        gptq_images: Calibration images GPTQ uses (it runs the model once per layer: keep it small on CPU).
+        opset: ONNX opset of the exported QCDQ model.
+
+    Example:
+        >>> BrevitasConfig.preset("w4a16").weight_bits
+        4
+    """
+
+    weight_bits: int = 8
+    act_bits: int | None = 8
+    keep_float: KeepPreset = KeepPreset.NONE
+    protect: Protect = Protect.NONE
+    weight_scale: WeightScale = WeightScale.ABSMAX
+    act_scale: ActScale = ActScale.MSE
+    gptq: bool = False
+    bias_correction: bool = False
+    gptq_images: int = 32
+    opset: int = 17
+
+    def __post_init__(self) -> None:
+        if self.weight_bits not in (4, 8):
+            msg = f"weight_bits must be 4 or 8, got {self.weight_bits!r}"
+            raise ConfigError(msg)
+        if self.act_bits not in (8, None):
+            msg = f"act_bits must be 8 (int8 activations) or None (float activations), got {self.act_bits!r}"
+            raise ConfigError(msg)
+        if self.gptq_images < 1:
+            msg = f"gptq_images must be >= 1, got {self.gptq_images}"
+            raise ConfigError(msg)
+        if not 13 <= self.opset <= 21:
+            msg = f"opset must be in 13..21 for Brevitas' QCDQ export, got {self.opset}"
+            raise ConfigError(msg)
+        object.__setattr__(self, "keep_float", parse_enum(KeepPreset, self.keep_float, option="keep preset"))
+        object.__setattr__(self, "protect", parse_enum(Protect, self.protect, option="protect"))
+        object.__setattr__(self, "weight_scale", parse_enum(WeightScale, self.weight_scale, option="weight_scale"))
+        object.__setattr__(self, "act_scale", parse_enum(ActScale, self.act_scale, option="act_scale"))
+
+    @property
+    def name(self) -> str:
+        """``w8a8``, ``w4a16``, ...: the precision this config makes."""
+        return f"w{self.weight_bits}a{self.act_bits or 16}"
+
+    @classmethod
+    def preset(cls, precision: Precision | str, **changes: Any) -> Self:
+        """The measured defaults for a precision (docs/brevitas.md), with ``changes`` applied."""
+        prec = parse_enum(Precision, precision, option="precision")
+        if prec not in _PRESETS:
+            known = ", ".join(p.value for p in _PRESETS)
+            msg = f"Brevitas makes {known}, not {prec.value!r}"
+            raise ConfigError(msg)
+        weight_bits, act_bits = _PRESETS[prec]
+        low_bit = weight_bits == 4
+        base: dict[str, Any] = {
+            "weight_bits": weight_bits,
+            "act_bits": act_bits,
+            "protect": Protect.EARLY if low_bit else Protect.NONE,
+            "weight_scale": WeightScale.MSE if low_bit else WeightScale.ABSMAX,
+            "gptq": low_bit,
+        }
+        return cls(**(base | changes))

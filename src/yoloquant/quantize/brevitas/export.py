@@ -1,0 +1,78 @@
+"""Export a Brevitas-quantized detector as QCDQ ONNX (QuantizeLinear -> Clip -> DequantizeLinear).
+
+Weights are stored as int8 initializers (4-bit values clipped to [-7, 7] by the Clip), int8 activations
+as Q/DQ pairs in front of the convs. The graph keeps the Ultralytics export's outputs and metadata, so
+every yoloquant engine, evaluator and benchmark runs it like any other variant.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from yoloquant._optional import require
+from yoloquant.artifacts import ModelInfo
+from yoloquant.errors import QuantizationError
+from yoloquant.export.optimize import rewrite_dfl_softmax
+from yoloquant.quantize.graph import copy_metadata
+
+__all__ = ["export_qcdq"]
+
+# onnxoptimizer passes that tidy the exported graph and never touch Q/DQ/Clip nodes
+_CLEANUP_PASSES = ("eliminate_identity", "eliminate_deadend", "eliminate_unused_initializer", "eliminate_nop_transpose")
+
+
+def _export_mode(model: Any, info: ModelInfo) -> None:
+    """The switches Ultralytics' exporter sets: inference outputs only, split-based C2f."""
+    modules = require("ultralytics.nn.modules")
+    for module in model.modules():
+        if isinstance(module, modules.Detect):
+            module.export, module.format, module.dynamic = True, "onnx", info.dynamic_batch
+        elif isinstance(module, modules.C2f):
+            module.forward = module.forward_split
+
+
+def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, opset: int, cleanup: bool) -> None:
+    """Write ``model`` to ``target`` as QCDQ ONNX with ``float_onnx``'s metadata, atomically.
+
+    Args:
+        model: A detector whose convs are Brevitas quant layers, calibrated.
+        info: Input name, size and batch mode of the float model it replaces.
+        float_onnx: The float export; its metadata (names, imgsz, stride, head) is copied over.
+        target: The ``.onnx`` to write.
+        opset: ONNX opset (13..21).
+        cleanup: Run onnxoptimizer's Q/DQ-preserving cleanup passes.
+    """
+    torch = require("torch")
+    onnx = require("onnx")
+    brevitas_export = require("brevitas.export")
+    _export_mode(model, info)
+    example = torch.zeros(1, 3, *info.imgsz)
+    dynamic = {info.input_name: {0: "batch"}, "output0": {0: "batch"}} if info.dynamic_batch else None
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".brevitas-export-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        try:
+            with torch.no_grad():
+                brevitas_export.export_onnx_qcdq(
+                    model,
+                    example,
+                    export_path=str(raw),
+                    opset_version=opset,
+                    dynamo=False,
+                    input_names=[info.input_name],
+                    output_names=["output0"],
+                    dynamic_axes=dynamic,
+                )
+        except Exception as exc:  # torch.onnx / Brevitas raise many types; translate at the boundary
+            msg = f"Brevitas could not export the quantized model to QCDQ ONNX (opset {opset}): {exc}"
+            raise QuantizationError(msg, artifact=target) from exc
+        exported = onnx.load(str(raw))
+        if cleanup:
+            exported = require("onnxoptimizer").optimize(exported, list(_CLEANUP_PASSES))
+        rewrite_dfl_softmax(exported)
+        copy_metadata(onnx.load(str(float_onnx), load_external_data=False), exported)
+        onnx.checker.check_model(exported)
+        staged = Path(tmp) / "final.onnx"
+        onnx.save(exported, str(staged))
+        staged.replace(target)

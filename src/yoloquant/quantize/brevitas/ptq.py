@@ -1,0 +1,179 @@
+"""Brevitas post-training quantization of an Ultralytics detector, in PyTorch.
+
+Every ``nn.Conv2d`` of the detector becomes a ``brevitas.nn.QuantConv2d`` with the bit width its role
+asks for (:func:`conv_bits`), then activations are calibrated and the weights rounded (GPTQ) and
+their biases corrected on the calibration images (:func:`calibrate`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from yoloquant._optional import require
+from yoloquant.errors import QuantizationError
+from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, WeightScale
+from yoloquant.quantize.presets import KeepPreset
+
+__all__ = ["calibrate", "conv_bits", "load_detector", "quantize_convs"]
+
+_HEAD_OUTPUTS = ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
+
+
+def load_detector(checkpoint: Path) -> Any:
+    """The float ``DetectionModel`` of an Ultralytics checkpoint, in eval mode, on the CPU."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    ultralytics = require("ultralytics")
+    try:
+        model = ultralytics.YOLO(str(checkpoint)).model
+    except Exception as exc:  # Ultralytics raises many types; translate at the boundary
+        msg = f"Ultralytics could not load {checkpoint}: {exc}; pass an Ultralytics .pt detection checkpoint"
+        raise QuantizationError(msg, artifact=checkpoint) from exc
+    return model.float().eval().cpu()
+
+
+def _detect(model: Any) -> Any:
+    return model.model[-1]
+
+
+def head_output_convs(model: Any) -> list[Any]:
+    """The head's box / class output convs (one per scale, both heads of an end-to-end model)."""
+    detect = _detect(model)
+    return [branch[-1] for attr in _HEAD_OUTPUTS if hasattr(detect, attr) for branch in getattr(detect, attr)]
+
+
+def _early_blocks(model: Any) -> set[int]:
+    """Indices of the backbone blocks up to its first saved feature map (stride 8: model.0-4 in YOLOv8/11)."""
+    first_saved = min(i for i in model.save if i >= 0)
+    return set(range(first_saved + 1))
+
+
+def conv_bits(model: Any, config: BrevitasConfig) -> dict[str, int | None]:
+    """Weight bit width of every conv by module name; None keeps it float (the DFL projection always)."""
+    nn = require("torch.nn")
+    head = {id(c) for c in head_output_convs(model)}
+    dfl = getattr(_detect(model), "dfl", None)
+    float_ids = {id(m) for m in dfl.modules()} if dfl is not None else set()
+    if config.keep_float is not KeepPreset.NONE:
+        float_ids |= head
+    if config.keep_float is KeepPreset.HEAD_AND_FIRST:
+        float_ids.add(id(model.model[0].conv))
+    protected = _protected(model, config.protect, head) if config.weight_bits < 8 else set()
+    bits: dict[str, int | None] = {}
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            key = id(conv)
+            bits[name] = None if key in float_ids else 8 if key in protected else config.weight_bits
+    return bits
+
+
+def _protected(model: Any, protect: Protect, head: set[int]) -> set[int]:
+    """ids of the convs that ``protect`` keeps at 8 bits."""
+    if protect is Protect.NONE:
+        return set()
+    if protect is Protect.HEAD:
+        return head
+    if protect is Protect.HEAD_AND_FIRST:
+        return head | {id(model.model[0].conv)}
+    early = {id(m) for i in _early_blocks(model) for m in model.model[i].modules()}
+    return head | early
+
+
+def _quant_classes(config: BrevitasConfig) -> tuple[Any, Any]:
+    quant = require("brevitas.quant")
+    weight = (
+        quant.Int8WeightPerChannelFloatMSE
+        if config.weight_scale is WeightScale.MSE
+        else quant.Int8WeightPerChannelFloat
+    )
+    act = quant.Int8ActPerTensorFloatMSE if config.act_scale is ActScale.MSE else quant.Int8ActPerTensorFloat
+    return weight, (act if config.act_bits else None)
+
+
+def quantize_convs(model: Any, config: BrevitasConfig) -> dict[str, int | None]:
+    """Swap the detector's convs for Brevitas ``QuantConv2d`` in place; returns :func:`conv_bits`."""
+    qnn = require("brevitas.nn")
+    bits = conv_bits(model, config)
+    weight_quant, input_quant = _quant_classes(config)
+    modules = dict(model.named_modules())
+    for name, width in bits.items():
+        if width is None:
+            continue
+        conv = modules[name]
+        parent_name, _, attr = name.rpartition(".")
+        qconv = qnn.QuantConv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            weight_quant=weight_quant,
+            weight_bit_width=width,
+            input_quant=input_quant,
+            return_quant_tensor=False,
+        )
+        qconv.weight.data.copy_(conv.weight.data)
+        if conv.bias is not None:
+            qconv.bias.data.copy_(conv.bias.data)
+        setattr(modules[parent_name], attr, qconv)
+    return bits
+
+
+def _bar(items: Sequence[Any], desc: str, progress: bool) -> Iterable[Any]:
+    from tqdm import tqdm
+
+    bar: Iterable[Any] = tqdm(items, desc=desc, unit="batch", disable=not progress, leave=False)
+    return bar
+
+
+def calibrate(model: Any, batches: Sequence[Any], config: BrevitasConfig, *, progress: bool = True) -> None:
+    """Calibrate activation scales, initialise weight scales, then GPTQ and bias correction if asked.
+
+    Args:
+        model: A detector after :func:`quantize_convs`, in eval mode.
+        batches: float32 ``[B, 3, H, W]`` tensors in [0, 1] (letterboxed calibration images).
+        config: The quantizer options.
+        progress: Show a bar per phase.
+    """
+    torch = require("torch")
+    calib = require("brevitas.graph.calibrate")
+    with torch.no_grad():
+        if config.act_bits:
+            with calib.calibration_mode(model):
+                for batch in _bar(batches, "calibrating activations", progress):
+                    model(batch)
+        model(batches[0][:1])  # weight scales are computed on the first forward
+        if config.gptq:
+            _gptq(model, _first_images(batches, config.gptq_images), config, progress)
+        if config.bias_correction:
+            with calib.bias_correction_mode(model):
+                for batch in _bar(batches, "bias correction", progress):
+                    model(batch)
+
+
+def _first_images(batches: Sequence[Any], count: int) -> list[Any]:
+    out: list[Any] = []
+    seen = 0
+    for batch in batches:
+        if seen >= count:
+            break
+        out.append(batch[: count - seen])
+        seen += len(out[-1])
+    return out
+
+
+def _gptq(model: Any, batches: Sequence[Any], config: BrevitasConfig, progress: bool) -> None:
+    """GPTQ, one conv at a time: each pass runs the images up to that conv and rounds its weights."""
+    from tqdm import tqdm
+
+    gptq = require("brevitas.graph.gptq")
+    with gptq.gptq_mode(model, use_quant_activations=config.act_bits is not None) as mode:
+        for _ in tqdm(range(mode.num_layers), desc="GPTQ", unit="layer", disable=not progress, leave=False):
+            for batch in batches:
+                mode.model(batch)
+            mode.update()

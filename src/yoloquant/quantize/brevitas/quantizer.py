@@ -1,0 +1,95 @@
+"""The Brevitas quantizer strategy: Ultralytics checkpoint -> quantized PyTorch model -> QCDQ ONNX."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yoloquant._optional import require
+from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
+from yoloquant.config import Precision
+from yoloquant.errors import ConfigError
+from yoloquant.quantize.brevitas import ptq
+from yoloquant.quantize.brevitas.config import BrevitasConfig
+from yoloquant.quantize.brevitas.export import export_qcdq
+
+__all__ = ["BrevitasQuantizer"]
+
+
+@dataclass(frozen=True)
+class BrevitasQuantizer:
+    """W8 / W4 weights with int8 or float activations, made by Brevitas from the PyTorch model.
+
+    It quantizes the Ultralytics checkpoint the float ONNX was exported from (``OnnxModel.checkpoint``:
+    start the pipeline with ``QuantPipeline.from_ultralytics``), calibrates on the calibration set and
+    writes a QCDQ ONNX that ONNX Runtime runs. Accuracy research for W4 and A16: see docs/brevitas.md for
+    what TensorRT can accelerate.
+
+    Example:
+        >>> BrevitasQuantizer(BrevitasConfig.preset("w4a16")).name
+        'brevitas'
+    """
+
+    config: BrevitasConfig = field(default_factory=BrevitasConfig)
+    progress: bool = True
+
+    @property
+    def name(self) -> str:
+        return "brevitas"
+
+    def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
+        if model.checkpoint is None:
+            msg = (
+                f"Brevitas quantizes the PyTorch model, but {model.path} came without its Ultralytics checkpoint; "
+                "start from the .pt (QuantPipeline.from_ultralytics / --model x.pt)"
+            )
+            raise ConfigError(msg)
+        start = time.perf_counter()
+        torch = require("torch")
+        detector = ptq.load_detector(model.checkpoint)
+        bits = ptq.quantize_convs(detector, self.config)
+        batches = [torch.from_numpy(b) for b in data.batches(8)]
+        ptq.calibrate(detector, batches, self.config, progress=self.progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-{self.config.name}.onnx"
+        export_qcdq(detector, model.info, model.path, target, opset=self.config.opset, cleanup=True)
+        quantized, floats = _nodes(target)
+        return QdqModel(
+            path=target,
+            info=model.info,
+            precision=Precision(self.config.name),
+            source=model,
+            quantizer=self.name,
+            layout="qcdq",
+            config={**self.config.to_dict(), "weight_bits_by_conv": _bit_counts(bits)},
+            quantized_nodes=quantized,
+            float_nodes=floats,
+            seconds=time.perf_counter() - start,
+        )
+
+
+def _bit_counts(bits: dict[str, int | None]) -> dict[str, int]:
+    """How many convs got each weight bit width (``float`` for the unquantized ones)."""
+    counts: dict[str, int] = {}
+    for width in bits.values():
+        key = "float" if width is None else f"{width}-bit"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _nodes(path: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Convs whose weights come through a DequantizeLinear are quantized; other compute nodes are float."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    quantized: dict[str, list[str]] = {}
+    floats: dict[str, list[str]] = {}
+    skip = {"QuantizeLinear", "DequantizeLinear", "Clip", "Constant"}
+    for node in graph.node:
+        if node.op_type in skip:
+            continue
+        weight = producers.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        target = quantized if weight is not None and weight.op_type == "DequantizeLinear" else floats
+        target.setdefault(node.op_type, []).append(node.name)
+    return quantized, floats

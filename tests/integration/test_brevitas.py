@@ -17,7 +17,7 @@ from yoloquant.artifacts import CalibrationSet, ModelInfo, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision
 from yoloquant.errors import ConfigError
 from yoloquant.quantize import QuantizerName, make_quantizer
-from yoloquant.quantize.brevitas import ActScale, BrevitasConfig, BrevitasQuantizer, Protect, WeightScale
+from yoloquant.quantize.brevitas import ActScale, BrevitasConfig, BrevitasQuantizer, Protect, Rounding, WeightScale
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("brevitas")
@@ -32,9 +32,9 @@ from yoloquant.quantize.brevitas import ptq  # noqa: E402  (needs torch)
 def test_presets_follow_the_precision_and_round_trip_through_json() -> None:
     w4 = BrevitasConfig.preset("w4a8")
     assert (w4.weight_bits, w4.act_bits, w4.name) == (4, 8, "w4a8")
-    assert w4.gptq and w4.protect is Protect.EARLY and w4.weight_scale is WeightScale.MSE
+    assert w4.rounding is Rounding.GPTQ and w4.protect is Protect.EARLY and w4.weight_scale is WeightScale.MSE
     w8 = BrevitasConfig.preset(Precision.W8A16)
-    assert (w8.act_bits, w8.gptq, w8.protect) == (None, False, Protect.NONE)
+    assert (w8.act_bits, w8.rounding, w8.protect) == (None, Rounding.NEAREST, Protect.NONE)
     assert BrevitasConfig.from_dict(json.loads(json.dumps(w4.to_dict()))) == w4
 
 
@@ -138,7 +138,7 @@ def test_w8a16_weights_match_a_hand_computed_per_channel_quantization(
 def test_w4a8_has_int4_weights_int8_inputs_and_runs_like_its_torch_model(
     yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
 ) -> None:
-    config = BrevitasConfig.preset("w4a8", gptq=False, act_scale="percentile", protect="head")
+    config = BrevitasConfig.preset("w4a8", rounding="nearest", act_scale="percentile", protect="head")
     qdq = _quantize(yolov8n_onnx, yolov8n_pt, coco64_images, tmp_path, config)
     model = onnx.load(str(qdq.path))
     q, _, _ = _dequantized_weight(model, "/model.2/cv1/conv/Conv")
@@ -175,3 +175,23 @@ def test_needs_the_checkpoint(yolov8n_onnx: Path, tmp_path: Path) -> None:
     data = CalibrationSet(images=np.zeros((1, 3, 640, 640), np.uint8), files=(), digest="x")
     with pytest.raises(ConfigError, match="from_ultralytics"):
         BrevitasQuantizer().quantize(model, data, tmp_path)
+
+
+def test_qat_fine_tunes_the_ptq_model_and_keeps_its_grid(
+    yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
+) -> None:
+    from yoloquant.quantize.brevitas import QatConfig
+
+    config = BrevitasConfig.preset("w4a16", rounding="nearest", protect="head")
+    model = OnnxModel(path=yolov8n_onnx, info=ModelInfo.from_onnx(yolov8n_onnx), checkpoint=yolov8n_pt)
+    data = _calibration(coco64_images, model.info, 4)
+    ptq_only = BrevitasQuantizer(config, progress=False).quantize(model, data, tmp_path / "ptq")
+    qat = QatConfig(steps=2, batch_size=2, lr=1e-3, seed=0)
+    tuned = BrevitasQuantizer(config, qat=qat, progress=False).quantize(model, data, tmp_path / "qat")
+    report = tuned.config["qat"]
+    assert report["steps"] == 2 and report["images_seen"] == 4 and report["data"] == "calibration images"
+    assert np.isfinite(report["loss_first"]) and np.isfinite(report["loss_last"])
+    before = _dequantized_weight(onnx.load(str(ptq_only.path)), "/model.2/cv1/conv/Conv")
+    after = _dequantized_weight(onnx.load(str(tuned.path)), "/model.2/cv1/conv/Conv")
+    assert after[0].min() >= -7 and after[0].max() <= 7  # still 4-bit after the BatchNorms were folded back
+    assert not np.allclose(before[2], after[2])  # training moved the weights

@@ -19,7 +19,7 @@ from yoloquant.data.images import image_size, is_image, list_images
 from yoloquant.data.labels import GroundTruth, label_path_for, read_yolo_labels
 from yoloquant.errors import DataError
 
-__all__ = ["Dataset", "load_dataset"]
+__all__ = ["Dataset", "dataset_of_files", "load_dataset"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +112,16 @@ def load_dataset(
         return _from_images(list_images(path), names, labels, source=str(path))
     msg = f"dataset {path} is not an image folder, a .yaml or a COCO .json (or it does not exist)"
     raise DataError(msg)
+
+
+def dataset_of_files(files: tuple[Path, ...] | list[Path], names: dict[int, str] | None = None) -> Dataset:
+    """A dataset of these image files, with ground truth from their sibling ``labels/`` folder if there is one.
+
+    Example:
+        >>> dataset_of_files(calibration_set.files).labels is not None  # doctest: +SKIP
+        True
+    """
+    return _from_images(list(files), names, labels=True, source=str(Path(files[0]).parent) if files else "")
 
 
 def _load_coco(path: Path, names: dict[int, str] | None, images_dir: str | Path | None, labels: bool) -> Dataset:

@@ -2,13 +2,28 @@
 
 - ``config``: :class:`BrevitasConfig`, presets per precision (w8a16, w8a8, w4a16, w4a8).
 - ``ptq``: conv replacement, activation calibration, GPTQ, bias correction.
+- ``unfold`` / ``train``: trainable BatchNorms for the folded checkpoint, and the QAT fine-tune.
 - ``export``: QCDQ ONNX with the float model's metadata.
 - ``quantizer``: :class:`BrevitasQuantizer`, the pipeline strategy.
 """
 
 from __future__ import annotations
 
-from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, WeightScale
+from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, Rounding, WeightScale
 from yoloquant.quantize.brevitas.quantizer import BrevitasQuantizer
+from yoloquant.quantize.brevitas.train import QatConfig, QatStats, finetune
+from yoloquant.quantize.brevitas.unfold import fold_batchnorm, unfold_batchnorm
 
-__all__ = ["ActScale", "BrevitasConfig", "BrevitasQuantizer", "Protect", "WeightScale"]
+__all__ = [
+    "ActScale",
+    "BrevitasConfig",
+    "BrevitasQuantizer",
+    "Protect",
+    "QatConfig",
+    "QatStats",
+    "Rounding",
+    "WeightScale",
+    "finetune",
+    "fold_batchnorm",
+    "unfold_batchnorm",
+]

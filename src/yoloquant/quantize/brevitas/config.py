@@ -14,7 +14,7 @@ from yoloquant.config import Precision, _Serializable, parse_enum
 from yoloquant.errors import ConfigError
 from yoloquant.quantize.presets import KeepPreset
 
-__all__ = ["ActScale", "BrevitasConfig", "Protect", "WeightScale"]
+__all__ = ["ActScale", "BrevitasConfig", "Protect", "Rounding", "WeightScale"]
 
 
 class WeightScale(StrEnum):
@@ -29,6 +29,15 @@ class ActScale(StrEnum):
 
     PERCENTILE = "percentile"  # Brevitas' default: 99.999th percentile of |x|
     MSE = "mse"  # the scale with the least squared error on the calibration activations
+
+
+class Rounding(StrEnum):
+    """How weights are rounded onto their integer grid."""
+
+    NEAREST = "nearest"  # round to nearest: enough at 8 bits
+    GPTQ = "gptq"  # GPTQ: each conv's rounding error is compensated by its not-yet-rounded weights
+    GPFQ = "gpfq"  # GPFQ: like GPTQ, against the float model's activations (error does not accumulate)
+    QRONOS = "qronos"  # Qronos: GPFQ that also corrects the error of the quantized inputs
 
 
 class Protect(StrEnum):
@@ -59,9 +68,11 @@ class BrevitasConfig(_Serializable):
             ``head+first`` (and the stem conv). The DFL projection always stays float.
         protect: Layers quantized at 8 bits when ``weight_bits`` is 4 (see :class:`Protect`).
         weight_scale / act_scale: How scales are chosen (:class:`WeightScale`, :class:`ActScale`).
-        gptq: Round the weights with GPTQ (layer by layer, against the calibration activations).
+        rounding: How weights are rounded (:class:`Rounding`); GPTQ / GPFQ / Qronos run the calibration
+            images through the model once per conv.
         bias_correction: Correct each conv's bias for the mean error its quantization causes.
-        gptq_images: Calibration images GPTQ uses (it runs the model once per layer: keep it small on CPU).
+        rounding_images: Calibration images the rounding uses (keep it small on the CPU).
+        calibration_device: ``cpu`` or ``cuda``: where calibration and rounding run (export is on the CPU).
         opset: ONNX opset of the exported QCDQ model.
 
     Example:
@@ -75,9 +86,10 @@ class BrevitasConfig(_Serializable):
     protect: Protect = Protect.NONE
     weight_scale: WeightScale = WeightScale.ABSMAX
     act_scale: ActScale = ActScale.MSE
-    gptq: bool = False
+    rounding: Rounding = Rounding.NEAREST
     bias_correction: bool = False
-    gptq_images: int = 32
+    rounding_images: int = 32
+    calibration_device: str = "cpu"
     opset: int = 17
 
     def __post_init__(self) -> None:
@@ -87,8 +99,11 @@ class BrevitasConfig(_Serializable):
         if self.act_bits not in (8, None):
             msg = f"act_bits must be 8 (int8 activations) or None (float activations), got {self.act_bits!r}"
             raise ConfigError(msg)
-        if self.gptq_images < 1:
-            msg = f"gptq_images must be >= 1, got {self.gptq_images}"
+        if self.rounding_images < 1:
+            msg = f"rounding_images must be >= 1, got {self.rounding_images}"
+            raise ConfigError(msg)
+        if self.calibration_device.split(":")[0] not in ("cpu", "cuda"):
+            msg = f"calibration_device must be 'cpu', 'cuda' or 'cuda:N', got {self.calibration_device!r}"
             raise ConfigError(msg)
         if not 13 <= self.opset <= 21:
             msg = f"opset must be in 13..21 for Brevitas' QCDQ export, got {self.opset}"
@@ -97,6 +112,7 @@ class BrevitasConfig(_Serializable):
         object.__setattr__(self, "protect", parse_enum(Protect, self.protect, option="protect"))
         object.__setattr__(self, "weight_scale", parse_enum(WeightScale, self.weight_scale, option="weight_scale"))
         object.__setattr__(self, "act_scale", parse_enum(ActScale, self.act_scale, option="act_scale"))
+        object.__setattr__(self, "rounding", parse_enum(Rounding, self.rounding, option="rounding"))
 
     @property
     def name(self) -> str:
@@ -118,6 +134,6 @@ class BrevitasConfig(_Serializable):
             "act_bits": act_bits,
             "protect": Protect.EARLY if low_bit else Protect.NONE,
             "weight_scale": WeightScale.MSE if low_bit else WeightScale.ABSMAX,
-            "gptq": low_bit,
+            "rounding": Rounding.GPTQ if low_bit else Rounding.NEAREST,
         }
         return cls(**(base | changes))

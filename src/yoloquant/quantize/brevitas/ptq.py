@@ -14,7 +14,7 @@ from typing import Any
 
 from yoloquant._optional import require
 from yoloquant.errors import QuantizationError
-from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, WeightScale
+from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, Rounding, WeightScale
 from yoloquant.quantize.presets import KeepPreset
 
 __all__ = ["calibrate", "conv_bits", "load_detector", "quantize_convs"]
@@ -148,12 +148,13 @@ def calibrate(model: Any, batches: Sequence[Any], config: BrevitasConfig, *, pro
                 for batch in _bar(batches, "calibrating activations", progress):
                     model(batch)
         model(batches[0][:1])  # weight scales are computed on the first forward
-        if config.gptq:
-            _gptq(model, _first_images(batches, config.gptq_images), config, progress)
+        if config.rounding is not Rounding.NEAREST:
+            _round(model, _first_images(batches, config.rounding_images), config, progress)
         if config.bias_correction:
             with calib.bias_correction_mode(model):
                 for batch in _bar(batches, "bias correction", progress):
                     model(batch)
+    model.eval()  # calibration_mode leaves the quant layers in training mode
 
 
 def _first_images(batches: Sequence[Any], count: int) -> list[Any]:
@@ -167,13 +168,21 @@ def _first_images(batches: Sequence[Any], count: int) -> list[Any]:
     return out
 
 
-def _gptq(model: Any, batches: Sequence[Any], config: BrevitasConfig, progress: bool) -> None:
-    """GPTQ, one conv at a time: each pass runs the images up to that conv and rounds its weights."""
+def _round(model: Any, batches: Sequence[Any], config: BrevitasConfig, progress: bool) -> None:
+    """GPTQ / GPFQ / Qronos, one conv at a time: each pass runs the images up to that conv and rounds it."""
     from tqdm import tqdm
 
-    gptq = require("brevitas.graph.gptq")
-    with gptq.gptq_mode(model, use_quant_activations=config.act_bits is not None) as mode:
-        for _ in tqdm(range(mode.num_layers), desc="GPTQ", unit="layer", disable=not progress, leave=False):
+    quant_acts = config.act_bits is not None
+    device = config.calibration_device
+    if config.rounding is Rounding.GPTQ:
+        mode = require("brevitas.graph.gptq").gptq_mode(model, use_quant_activations=quant_acts, device=device)
+    else:
+        gpfq = require("brevitas.graph.gpfq")
+        impl = require("brevitas.graph.qronos").Qronos if config.rounding is Rounding.QRONOS else gpfq.GPFQ
+        mode = gpfq.gpfq_mode(model, use_quant_activations=quant_acts, algorithm_impl=impl, device=device)
+    name = config.rounding.value.upper()
+    with mode:
+        for _ in tqdm(range(mode.num_layers), desc=name, unit="layer", disable=not progress, leave=False):
             for batch in batches:
                 mode.model(batch)
             mode.update()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
@@ -13,6 +14,8 @@ from yoloquant.errors import ConfigError
 from yoloquant.quantize.brevitas import ptq
 from yoloquant.quantize.brevitas.config import BrevitasConfig
 from yoloquant.quantize.brevitas.export import export_qcdq
+from yoloquant.quantize.brevitas.train import QatConfig, QatStats, finetune
+from yoloquant.quantize.brevitas.unfold import fold_batchnorm, unfold_batchnorm
 
 __all__ = ["BrevitasQuantizer"]
 
@@ -26,12 +29,18 @@ class BrevitasQuantizer:
     writes a QCDQ ONNX that ONNX Runtime runs. Accuracy research for W4 and A16: see docs/brevitas.md for
     what TensorRT can accelerate.
 
+    With ``qat``, the PTQ model is then fine-tuned (quantization-aware training) with the Ultralytics loss
+    on ``qat_data`` (a labeled folder / yaml / json; default: the calibration images and their labels),
+    with the folded BatchNorms restored as trainable layers, and folded back before export.
+
     Example:
         >>> BrevitasQuantizer(BrevitasConfig.preset("w4a16")).name
         'brevitas'
     """
 
     config: BrevitasConfig = field(default_factory=BrevitasConfig)
+    qat: QatConfig | None = None
+    qat_data: str | None = None
     progress: bool = True
 
     @property
@@ -48,9 +57,20 @@ class BrevitasQuantizer:
         start = time.perf_counter()
         torch = require("torch")
         detector = ptq.load_detector(model.checkpoint)
+        if self.qat is not None:
+            detector = unfold_batchnorm(detector)
         bits = ptq.quantize_convs(detector, self.config)
-        batches = [torch.from_numpy(b) for b in data.batches(8)]
-        ptq.calibrate(detector, batches, self.config, progress=self.progress)
+        device = self.config.calibration_device
+        # big batches on a GPU: GPTQ runs the model once per conv, and small kernels are launch-bound there
+        batch = 8 if device == "cpu" else 32
+        batches = [torch.from_numpy(b).to(device) for b in data.batches(batch)]
+        ptq.calibrate(detector.to(device), batches, self.config, progress=self.progress)
+        extra: dict[str, Any] = {}
+        if self.qat is not None:
+            stats = self._finetune(self.qat, detector, data, model)
+            detector = fold_batchnorm(detector)
+            extra["qat"] = {**self.qat.to_dict(), "data": self.qat_data or "calibration images", **_summary(stats)}
+        detector.cpu()
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-{self.config.name}.onnx"
         export_qcdq(detector, model.info, model.path, target, opset=self.config.opset, cleanup=True)
@@ -62,11 +82,30 @@ class BrevitasQuantizer:
             source=model,
             quantizer=self.name,
             layout="qcdq",
-            config={**self.config.to_dict(), "weight_bits_by_conv": _bit_counts(bits)},
+            config={**self.config.to_dict(), "weight_bits_by_conv": _bit_counts(bits), **extra},
             quantized_nodes=quantized,
             float_nodes=floats,
             seconds=time.perf_counter() - start,
         )
+
+    def _finetune(self, qat: QatConfig, detector: Any, data: CalibrationSet, model: OnnxModel) -> QatStats:
+        from yoloquant.data.datasets import dataset_of_files, load_dataset
+
+        names = model.info.names
+        labeled = load_dataset(self.qat_data, names=names) if self.qat_data else dataset_of_files(data.files, names)
+        return finetune(detector, labeled, qat, progress=self.progress)
+
+
+def _summary(stats: QatStats) -> dict[str, Any]:
+    """The fine-tune's effort and its first / last total loss, for the report."""
+    loss = stats.loss
+    return {
+        "images_seen": stats.images,
+        "seconds": round(stats.seconds, 1),
+        "device": stats.device,
+        "loss_first": loss[0] if loss else None,
+        "loss_last": loss[-1] if loss else None,
+    }
 
 
 def _bit_counts(bits: dict[str, int | None]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -142,13 +143,16 @@ def test_brevitas_w8a8_model_trains_through_ste(fused: Any, coco64: Dataset) -> 
     config = QatConfig(steps=3, **FAST)
     with torch.no_grad(), calibrate.calibration_mode(model):
         model(next(_batches(coco64, coco64.labels or (), config))["img"])
-    before = _params(model)
+    start = _params(model)
     stats = finetune(model, coco64, config, progress=False)
     assert np.isfinite(stats.loss).all()
-    after = _params(model)
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert {k for k in before if k.endswith("conv.weight") and ".dfl." not in k} <= changed
-    assert any("input_quant" in k for k in changed), "activation scales got no gradient"
+    frozen_scales = _params(model)
+    changed = {k for k in start if not torch.equal(start[k], frozen_scales[k])}
+    assert {k for k in start if k.endswith("conv.weight") and ".dfl." not in k} <= changed
+    assert not any("_quant." in k for k in changed), "calibrated scales moved without learn_scales"
+    finetune(model, coco64, dataclasses.replace(config, learn_scales=True), progress=False)
+    learned = _params(model)
+    assert any("input_quant" in k for k in start if not torch.equal(frozen_scales[k], learned[k])), "no scale gradient"
 
 
 def test_unlabeled_data_is_refused(model: Any, coco64_images: Path) -> None:

@@ -3,7 +3,8 @@
 Calibrates on coco128 images 0..N-1 and evaluates on images 64-127 (sorted file names); every
 variant's mAP lands in <out>/ledger.jsonl when it finishes, so a killed run (even ``kill -9``)
 resumes where it stopped when started again with the same --out. All variants are then timed
-interleaved in one phase (batch 1, ORT CPU provider, no spinning).
+interleaved in one phase (batch 1, ORT CPU provider, no spinning); <out>/report.json (with its
+``sweep`` section), report.md and pareto.png hold the result.
 
     YOLO_OFFLINE=1 nice -n 19 .venv/bin/python benchmarks/sweep_cpu.py --data ../shared/data/coco128 \
         --out runs/sweep-cpu --max-map-drop 0.5 --min-speedup 1.5
@@ -64,7 +65,8 @@ def main() -> None:
         max_map_drop=args.max_map_drop,
         min_speedup=args.min_speedup,
     )
-    print(result.to_markdown())
+    print(result.report.table())
+    print(f"recommended: {result.recommended}\n{result.recommended_call}\n{result.recommended_cli}")
     print(f"{len(sweep.variants)} variants + fp32 in {time.perf_counter() - start:.0f} s this run")
 
 

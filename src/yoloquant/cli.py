@@ -1,4 +1,4 @@
-"""The ``yoloquant`` command line: ``run`` a pipeline, ``show`` a report."""
+"""The ``yoloquant`` command line: ``run`` a pipeline, ``sweep`` a grid, ``sensitivity`` analysis, ``show`` a report."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-map-drop", type=float, help="accuracy budget in mAP50-95 points for ORT INT8 (needs --eval)"
     )
     run.add_argument("--budget-granularity", default="block", help="groups the budget keeps float: block or conv")
+    run.add_argument(
+        "--budget-data",
+        default="evaluation",
+        help="images the budget is searched on: evaluation (default) or calibration (needs labels; then the "
+        "evaluation set checks the budget held-out)",
+    )
     run.add_argument("--batch-sizes", default="1", help="comma list of benchmark batch sizes (default 1)")
     run.add_argument("--iterations", type=int, default=100, help="timed rounds per batch size (default 100)")
     run.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
@@ -46,13 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-map-drop", type=float, help="recommendation constraint: mAP50-95 points vs fp32")
     sweep.add_argument("--min-speedup", type=float, help="recommendation constraint: speedup vs fp32")
     sweep.add_argument("--iterations", type=int, default=30, help="timed rounds in the latency phase (default 30)")
+    sens = sub.add_parser(
+        "sensitivity", help="rank layer groups by INT8 damage; report.json + sensitivity/ table, chart"
+    )
+    _add_inputs(sens, required=True)
+    sens.add_argument("--granularity", default="conv", help="conv (a Conv + its SiLU) or block (/model.N/)")
+    sens.add_argument("--top-k", type=int, default=10, help="most sensitive groups whose mAP is measured (default 10)")
+    sens.add_argument("--calibration", help="calibration method of the INT8 layout: minmax, entropy or percentile")
+    sens.add_argument("--proxy-images", type=int, default=8, help="calibration images of the SQNR proxy (default 8)")
+    sens.add_argument("--max-groups", type=int, help="analyze only the first N groups in graph order (quick look)")
+    sens.add_argument("--quiet", action="store_true", help="no progress bars")
     show = sub.add_parser("show", help="print the table of a finished run")
     show.add_argument("report", help="report.json or the run folder")
     return parser
 
 
 def _add_inputs(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    """The model, data and output options shared by ``run`` and ``sweep``."""
+    """The model, data and output options shared by ``run``, ``sweep`` and ``sensitivity``."""
     parser.add_argument("--model", required=True, help="Ultralytics .pt checkpoint or exported .onnx")
     parser.add_argument("--calib", required=required, help="calibration images: folder, dataset yaml or COCO json")
     parser.add_argument("--eval", required=required, help="evaluation set: folder with sibling labels/, yaml or json")
@@ -78,7 +94,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 
 def _base(args: argparse.Namespace) -> QuantPipeline:
-    """Model, calibration and evaluation of a ``run`` or ``sweep``."""
+    """Model, calibration and evaluation of a ``run``, ``sweep`` or ``sensitivity``."""
     if args.model.endswith(".onnx"):
         pipe = QuantPipeline.from_onnx(args.model)
     else:
@@ -111,9 +127,20 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
                 keep=args.keep,
                 max_map_drop=args.max_map_drop,
                 granularity=args.budget_granularity,
+                budget_data=args.budget_data,
             )
     if not args.no_bench:
         pipe = pipe.benchmark(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), iterations=args.iterations)
+    return pipe.with_progress(not args.quiet)
+
+
+def build_sensitivity(args: argparse.Namespace) -> QuantPipeline:
+    """The QuantPipeline that ``yoloquant sensitivity`` arguments describe: FP32 and full INT8, analyzed."""
+    calibration = parse_enum(CalibMethod, args.calibration, option="calibration") if args.calibration else None
+    pipe = _base(args).quantize("int8", calibration=calibration)
+    pipe = pipe.analyze_sensitivity(
+        granularity=args.granularity, top_k=args.top_k, proxy_images=args.proxy_images, max_groups=args.max_groups
+    )
     return pipe.with_progress(not args.quiet)
 
 
@@ -127,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "sweep":
             return _sweep(args)
-        pipe = build_pipeline(args)
+        pipe = build_pipeline(args) if args.command == "run" else build_sensitivity(args)
         print(pipe.describe(), flush=True)
         result = pipe.run(args.out)
     except YoloQuantError as exc:
@@ -135,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(result.table())
     print(f"\nreport: {args.out}/report.json, {args.out}/report.md")
+    if result.sensitivity is not None:
+        print(f"sensitivity: {', '.join(result.sensitivity['files'])}")
     return 0
 
 
@@ -155,7 +184,10 @@ def _sweep(args: argparse.Namespace) -> int:
         max_map_drop=args.max_map_drop,
         min_speedup=args.min_speedup,
     )
-    print(result.to_markdown())
+    print(result.report.table())
+    if result.recommended_call:
+        print(f"\nreproduce {result.recommended}:\n{result.recommended_call}\n{result.recommended_cli or ''}")
+    print(f"\nreport: {args.out}/report.json, {args.out}/report.md, {args.out}/pareto.png")
     return 0
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yoloquant.config import Backend, BenchConfig, CalibMethod, EvalConfig, ExportConfig, Precision, parse_enum
 from yoloquant.errors import ConfigError
 from yoloquant.protocols import Quantizer
 from yoloquant.report.result import PipelineResult
+
+if TYPE_CHECKING:
+    from yoloquant.decide.sensitivity import SensitivityConfig
 
 __all__ = ["CalibrationPlan", "EvalPlan", "QuantPipeline", "VariantPlan"]
 
@@ -44,6 +47,7 @@ class VariantPlan:
     label: str | None = None
     max_map_drop: float | None = None  # accuracy budget (mAP50-95 points), resolved at run time
     granularity: str = "block"
+    budget_data: str = "evaluation"  # labelled images the budget is searched on: evaluation or calibration
 
     @property
     def name(self) -> str:
@@ -101,6 +105,7 @@ class QuantPipeline:
     evaluation: EvalPlan | None = None
     bench: BenchConfig | None = None
     progress: bool = True
+    sensitivity: SensitivityConfig | None = None
 
     @classmethod
     def from_ultralytics(
@@ -132,6 +137,7 @@ class QuantPipeline:
         name: str | None = None,
         max_map_drop: float | None = None,
         granularity: str = "block",
+        budget_data: str = "evaluation",
     ) -> QuantPipeline:
         """Add a variant. Call again to add more (another quantizer, preset, or backend).
 
@@ -149,6 +155,9 @@ class QuantPipeline:
                 then return the most sensitive groups to float until the drop on the evaluation set is
                 within budget (``yoloquant.decide.budget``). Needs ``.evaluate()`` somewhere in the plan.
             granularity: Groups the budget returns to float: ``block`` (``/model.N/``) or ``conv``.
+            budget_data: Labelled images the budget is searched on: ``evaluation`` (the plan's evaluation
+                set: the reported drop is then the searched one, optimistic) or ``calibration`` (the
+                calibration images, which need labels: the evaluation set then checks the budget held-out).
         """
         from yoloquant.quantize import default_quantizer_name, make_quantizer
 
@@ -183,6 +192,12 @@ class QuantPipeline:
             if quantizer is None or quantizer.name != "ort-static" or max_map_drop < 0:
                 msg = "max_map_drop needs the ONNX Runtime INT8 quantizer (quantizer='ort') and a budget >= 0"
                 raise ConfigError(msg)
+            from yoloquant.decide.groups import Granularity
+
+            parse_enum(Granularity, granularity, option="budget granularity")
+            if budget_data not in ("evaluation", "calibration"):
+                msg = f"budget_data is 'evaluation' or 'calibration' (labelled calibration images), got {budget_data!r}"
+                raise ConfigError(msg)
             parts.append(f"budget{max_map_drop:g}")
         parts += [f"keep-{keep}"] if keep else []
         parts += [back.value] if back is not Backend.ONNXRUNTIME else []
@@ -193,6 +208,7 @@ class QuantPipeline:
             label=name or "-".join(parts),
             max_map_drop=max_map_drop,
             granularity=granularity,
+            budget_data=budget_data,
         )
         if any(v.name == variant.name for v in self.variants):
             msg = f"the plan already has a variant {variant.name!r}; pass name= or another backend / precision"
@@ -230,6 +246,42 @@ class QuantPipeline:
             export = dataclasses.replace(export, dynamic=True)
         return dataclasses.replace(self, bench=config, export_config=export)
 
+    def analyze_sensitivity(
+        self,
+        *,
+        granularity: str = "conv",
+        top_k: int = 10,
+        proxy_images: int = 8,
+        max_groups: int | None = None,
+        rank_by: str = "quantized",
+        float_mode: str = "exclude",
+    ) -> QuantPipeline:
+        """Also rank the layer groups by INT8 sensitivity; lands in ``report.json``'s ``sensitivity`` section.
+
+        Analyzes the ONNX Runtime INT8 layout of the plan's first ``ort`` INT8 variant (default
+        ``OrtQuantConfig()`` without one) on the calibration images, with mAP of the ``top_k`` groups on
+        the evaluation set; ``sensitivity/`` gets the Markdown table and bar chart. The options are those of
+        :class:`~yoloquant.decide.SensitivityConfig`.
+
+        Example:
+            >>> plan = (QuantPipeline.from_onnx("m.onnx").calibrate("imgs").quantize("int8")
+            ...         .evaluate("coco.yaml").analyze_sensitivity(granularity="block", top_k=5))
+            >>> plan.sensitivity.top_k
+            5
+        """
+        from yoloquant.decide.groups import Granularity
+        from yoloquant.decide.sensitivity import SensitivityConfig
+
+        config = SensitivityConfig(
+            granularity=parse_enum(Granularity, granularity, option="granularity"),
+            top_k=top_k,
+            proxy_images=proxy_images,
+            max_groups=max_groups,
+            rank_by=rank_by,
+            float_mode=float_mode,
+        )
+        return dataclasses.replace(self, sensitivity=config)
+
     def with_progress(self, enabled: bool) -> QuantPipeline:
         """Show or hide progress bars."""
         return dataclasses.replace(self, progress=enabled)
@@ -246,10 +298,17 @@ class QuantPipeline:
             lines.append(f"evaluate: {e.source} split={e.split} offset={e.offset} {e.config.to_dict()}")
         if self.bench:
             lines.append(f"benchmark: {self.bench.to_dict()} (interleaved)")
+        if self.sensitivity:
+            s = self.sensitivity
+            lines.append(
+                f"sensitivity: {s.granularity.value} groups ranked by {s.rank_by} SQNR on {s.proxy_images} "
+                f"calibration images, mAP of the top {s.top_k}"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-able data, stored in the report."""
+        optional = {"sensitivity": self.sensitivity.to_dict()} if self.sensitivity else {}
         return {
             "model": str(self.model),
             "export": self.export_config.to_dict(),
@@ -260,11 +319,13 @@ class QuantPipeline:
                     "precision": v.precision.value,
                     "backend": v.backend.value,
                     "quantizer": _quantizer_dict(v.quantizer),
+                    **_budget_dict(v),
                 }
                 for v in self.variants
             ],
             "evaluation": _plain(self.evaluation),
             "benchmark": self.bench.to_dict() if self.bench else None,
+            **optional,  # only when asked: older plans keep their exact dict (a sweep ledger's fingerprint)
         }
 
     def run(self, out_dir: str | Path) -> PipelineResult:
@@ -282,6 +343,12 @@ def _plain(plan: CalibrationPlan | EvalPlan | None) -> dict[str, Any] | None:
     if isinstance(plan, EvalPlan):
         out["config"] = plan.config.to_dict()
     return out
+
+
+def _budget_dict(v: VariantPlan) -> dict[str, Any]:
+    if v.max_map_drop is None:
+        return {}
+    return {"budget": {"max_map_drop": v.max_map_drop, "granularity": v.granularity, "data": v.budget_data}}
 
 
 def _quantizer_dict(quantizer: Quantizer | None) -> dict[str, Any] | None:

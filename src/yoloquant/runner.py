@@ -27,7 +27,7 @@ from yoloquant.versions import package_versions
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
     from yoloquant.eval.coco import EvalResult
-    from yoloquant.pipeline import CalibrationPlan, QuantPipeline, VariantPlan
+    from yoloquant.pipeline import CalibrationPlan, EvalPlan, QuantPipeline, VariantPlan
     from yoloquant.protocols import Engine, Quantizer
 
 __all__ = ["run_pipeline"]
@@ -52,11 +52,13 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
     eval_data = _check(plan, out_dir)
     warnings: list[str] = []
     fp32 = exporter_for(plan.model, plan.export_config).export(plan.model, out_dir)
-    needs_calib = any(v.needs_calibration for v in plan.variants)
+    needs_calib = any(v.needs_calibration for v in plan.variants) or plan.sensitivity is not None
     calib = _calibrate(plan.calibration, fp32, plan.progress) if needs_calib and plan.calibration else None
     if calib is not None and eval_data is not None:
         warnings += _overlap_warning(calib, eval_data)
+    warnings += _budget_warnings(plan)
     built = _make_variants(tuple(_with_budget(v, plan) for v in plan.variants), fp32, calib, out_dir)
+    sensitivity = _sensitivity(plan, fp32, calib, eval_data, out_dir)
     with ExitStack() as stack:
         engines: dict[str, Engine] = {}
         for b in built:
@@ -75,6 +77,7 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         seconds=time.perf_counter() - start,
         warnings=tuple(warnings),
+        sensitivity=sensitivity,
     )
     result.save(out_dir)
     return result
@@ -89,42 +92,94 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
     if quantized and plan.calibration is None:
         msg = f"variants {[v.name for v in quantized]} need calibration data: add .calibrate(images_dir_or_yaml)"
         raise ConfigError(msg)
+    if plan.sensitivity is not None and plan.calibration is None:
+        msg = "the sensitivity analysis calibrates INT8 models: add .calibrate(images_dir_or_yaml) to the plan"
+        raise ConfigError(msg)
     budgeted = [v.name for v in plan.variants if v.max_map_drop is not None]
     if budgeted and plan.evaluation is None:
         msg = f"variants {budgeted} have an accuracy budget (max_map_drop): add .evaluate(...) to the plan"
         raise ConfigError(msg)
     _check_writable(out_dir)
-    if plan.calibration is not None and quantized:
+    if plan.calibration is not None and (quantized or plan.sensitivity is not None):
         from yoloquant.data.datasets import load_dataset
 
         c = plan.calibration
         load_dataset(c.source, split=c.split, labels=False).select(c.num_images, c.offset)
     if plan.evaluation is None:
         return None
+    e = plan.evaluation
+    for v in plan.variants:
+        if v.max_map_drop is not None and v.budget_data == "calibration":
+            from yoloquant.decide.budget import load_labelled
+
+            load_labelled(*_budget_source(v, plan, e))
     from yoloquant.data.datasets import load_dataset
 
-    e = plan.evaluation
     return load_dataset(e.source, split=e.split).select(e.config.num_images, e.offset)
 
 
 def _with_budget(v: VariantPlan, plan: QuantPipeline) -> VariantPlan:
-    """Swap a budgeted variant's quantizer for the budget search over the plan's evaluation set."""
+    """Swap a budgeted variant's quantizer for the budget search (on the evaluation or calibration images)."""
     if v.max_map_drop is None or plan.evaluation is None:
         return v
     from yoloquant.decide.budget import BudgetedQuantizer
 
     e = plan.evaluation
+    source, split, num_images, offset = _budget_source(v, plan, e)
     quantizer = BudgetedQuantizer(
         max_map_drop=v.max_map_drop,
-        eval_data=e.source,
-        num_images=e.config.num_images,
-        offset=e.offset,
-        split=e.split,
+        eval_data=source,
+        num_images=num_images,
+        offset=offset,
+        split=split,
         granularity=v.granularity,
         quant=getattr(v.quantizer, "config", None),
-        eval_config=e.config,
+        eval_config=dataclasses.replace(e.config, num_images=None),  # the count is the search set's
     )
     return dataclasses.replace(v, quantizer=quantizer)
+
+
+def _budget_source(v: VariantPlan, plan: QuantPipeline, e: EvalPlan) -> tuple[Path, str, int | None, int]:
+    """The labelled images a budget is searched on: ``(source, split, num_images, offset)``."""
+    c = plan.calibration
+    if v.budget_data == "calibration" and c is not None:
+        return c.source, c.split, c.num_images, c.offset
+    return e.source, e.split, e.config.num_images, e.offset
+
+
+def _budget_warnings(plan: QuantPipeline) -> list[str]:
+    in_sample = [v.name for v in plan.variants if v.max_map_drop is not None and v.budget_data == "evaluation"]
+    if not in_sample:
+        return []
+    return [
+        f"{in_sample} searched the accuracy budget on the evaluation images, so their reported drop is the one "
+        "the search selected for (optimistic); quantize(..., budget_data='calibration') searches on the "
+        "labelled calibration images and leaves the evaluation set as a held-out check"
+    ]
+
+
+def _sensitivity(
+    plan: QuantPipeline, fp32: OnnxModel, calib: CalibrationSet | None, data: Dataset | None, out_dir: Path
+) -> dict[str, Any] | None:
+    """The ``sensitivity`` section, for the layout of the plan's first ``ort-static`` variant."""
+    if plan.sensitivity is None or calib is None:
+        return None
+    from yoloquant.decide.sensitivity import sensitivity_section
+
+    quant = next((getattr(v.quantizer, "config", None) for v in plan.variants if _is_ort_static(v.quantizer)), None)
+    return sensitivity_section(
+        fp32,
+        calib,
+        out_dir / "sensitivity",
+        config=plan.sensitivity,
+        quant=quant,
+        eval_data=data,
+        eval_config=plan.evaluation.config if plan.evaluation else None,
+    )
+
+
+def _is_ort_static(quantizer: Quantizer | None) -> bool:
+    return quantizer is not None and quantizer.name == "ort-static"
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from yoloquant import QuantPipeline
+from yoloquant import PipelineResult, QuantPipeline
 from yoloquant.artifacts import CalibrationSet, OnnxModel
-from yoloquant.config import BenchConfig, CalibMethod, EvalConfig
+from yoloquant.config import BenchConfig, CalibMethod
 from yoloquant.data.calibration import ImageCalibrator
 from yoloquant.data.datasets import Dataset, load_dataset
 from yoloquant.decide.budget import BudgetedQuantizer
@@ -137,14 +137,21 @@ def test_killed_sweep_resumes_from_its_ledger(
     assert result.recommended in names and result.pareto
     fp32 = result.row("fp32")
     assert fp32.speedup == pytest.approx(1.0) and fp32.drop == pytest.approx(0.0)
-    report = json.loads((tmp_path / "sweep.json").read_text())
-    assert report["recommended_call"].startswith("(\n    QuantPipeline.from_onnx(")
+    assert result.recommended_call is not None
+    assert result.recommended_call.startswith("(\n    QuantPipeline.from_onnx(")
     assert (tmp_path / "pareto.png").read_bytes().startswith(PNG)
-    # each variant's mAP is what the pipeline measured in its own folder
+    # the sweep folder holds a pipeline report: FP32 first, each variant as its own run measured it
+    report = PipelineResult.load(tmp_path)
+    assert [v.name for v in report.variants] == ["fp32", *(v.name for v in sweep.variants)]
+    assert report.sweep is not None and report.sweep["recommended"] == result.recommended
     for name in names:
-        measured = json.loads((tmp_path / name / "report.json").read_text())["variants"][-1]["map50_95"]
-        assert result.row(name).map50_95 == pytest.approx(measured)
-    _ = EvalConfig
+        own = PipelineResult.load(tmp_path / name).variant(name)
+        v = report.variant(name)
+        assert (v.map50_95, v.model_path, v.quantization) == (own.map50_95, own.model_path, own.quantization)
+        assert result.row(name).map50_95 == pytest.approx(own.map50_95)
+        assert v.speedup_vs_fp32[1] == pytest.approx(report.baseline.latency[0].p50 / v.latency[0].p50)
+    assert report.inputs["evaluation"]["images"] == 8
+    assert report.inputs["calibration_by_variant"][sweep.variants[0].name]["images"] == 4
 
 
 def test_dequantize_mode_makes_groups_truly_float(model: OnnxModel, calib: CalibrationSet, tmp_path: Path) -> None:
@@ -184,3 +191,71 @@ def test_budget_search_returns_sensitive_groups_to_float(
     assert dict(r.steps)[k] == pytest.approx(r.map50_95)
     assert all(r.fp32_map50_95 - m > 1e-12 for j, m in r.steps if j < k)  # every smaller k tried failed
     assert Path(r.model_path).is_file() and json.loads((tmp_path / "budget.json").read_text())["within_budget"]
+
+
+def test_budget_searched_on_calibration_images_is_checked_held_out(
+    model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
+) -> None:
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.eval.coco import evaluate
+
+    result = (
+        QuantPipeline.from_onnx(model.path)
+        .calibrate(coco64_images, num_images=4)  # a folder with sibling labels/: searchable
+        .quantize("int8", calibration="minmax", max_map_drop=100.0, budget_data="calibration", name="held-out")
+        .quantize("int8", calibration="minmax", max_map_drop=100.0, name="in-sample")
+        .evaluate(coco64_yaml, num_images=8, offset=32)
+        .with_progress(False)
+        .run(tmp_path)
+    )
+    held = result.variant("held-out").quantization
+    assert held is not None
+    budget, found = held["config"]["budget"], held["config"]["result"]
+    assert (budget["eval_source"], budget["num_images"], budget["offset"]) == (str(coco64_images), 4, 0)
+    # the search measured FP32 on calibration images 0-3, not on the evaluation images 32-39
+    with OrtEngineBuilder().build(model) as engine:
+        on_calib = evaluate(engine, load_dataset(coco64_images).select(4, 0), progress=False).map50_95
+    assert found["fp32_map50_95"] == pytest.approx(on_calib, abs=1e-9)
+    assert result.baseline.map50_95 != pytest.approx(on_calib)
+    in_sample = result.variant("in-sample").quantization
+    assert in_sample is not None and in_sample["config"]["result"]["fp32_map50_95"] == pytest.approx(
+        result.baseline.map50_95, abs=1e-9
+    )
+    assert [w for w in result.warnings if "searched the accuracy budget" in w] == [
+        "['in-sample'] searched the accuracy budget on the evaluation images, so their reported drop is the one the "
+        "search selected for (optimistic); quantize(..., budget_data='calibration') searches on the labelled "
+        "calibration images and leaves the evaluation set as a held-out check"
+    ]
+    assert "accuracy budget: drop <= 100.0 points, searched on" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_sensitivity_writes_a_report_with_the_section(
+    yolov8n_onnx: Path, coco64_images: Path, coco64_yaml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from yoloquant.cli import main
+
+    argv = [
+        "sensitivity", "--model", str(yolov8n_onnx), "--calib", str(coco64_images), "--calib-images", "4",
+        "--eval", str(coco64_yaml), "--eval-images", "6", "--eval-offset", "40", "--granularity", "block",
+        "--top-k", "1", "--max-groups", "3", "--proxy-images", "2", "--calibration", "minmax", "--quiet",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert [v["name"] for v in data["variants"]] == ["fp32", "int8"]
+    sens = data["sensitivity"]
+    names = [g["group"]["name"] for g in sens["groups"]]
+    assert sorted(names) == ["model.0", "model.1", "model.2"]  # the first 3 blocks in graph order
+    assert [g["score_sqnr_db"] for g in sens["groups"]] == sorted(g["score_sqnr_db"] for g in sens["groups"])
+    assert sens["groups"][0]["map50_95"] is not None and sens["groups"][1]["map50_95"] is None  # top-1 only
+    assert sens["quant_config"]["calibration"] == "minmax" and sens["config"]["granularity"] == "block"
+    # the analysis evaluates FP32 on the same images as the pipeline: the same mAP, measured twice
+    assert sens["fp32_map50_95"] == pytest.approx(data["variants"][0]["map50_95"], abs=1e-9)
+    assert sens["eval_images"] == data["inputs"]["evaluation"]["images"] == 6
+    files = {Path(f).suffix: Path(f) for f in sens["files"]}
+    md, png = files[".md"], files[".png"]
+    assert png.read_bytes().startswith(PNG) and "| 1 |" in md.read_text()
+    assert PipelineResult.load(tmp_path).sensitivity == sens
+    capsys.readouterr()
+    assert main(["show", str(tmp_path)]) == 0
+    assert f"most sensitive {names[0]}" in capsys.readouterr().out

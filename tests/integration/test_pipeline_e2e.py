@@ -144,3 +144,6 @@ def test_cli_sweep_runs_and_resumes(tmp_path: Path, assets: Path, capsys: pytest
     assert "int8" in capsys.readouterr().out
     assert main(argv) == 0  # resumed: nothing redone
     assert (tmp_path / "ledger.jsonl").read_text().splitlines() == ledger
+    assert main(["show", str(tmp_path)]) == 0  # a sweep folder is a pipeline report folder
+    shown = capsys.readouterr().out
+    assert "sweep: Pareto front (fastest first)" in shown and "int8-ort-minmax-n4-keep-head" in shown

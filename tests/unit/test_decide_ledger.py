@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from yoloquant import QuantPipeline
+from yoloquant.bench.latency import LatencyResult
 from yoloquant.decide.budget import _tries
 from yoloquant.decide.ledger import Ledger
-from yoloquant.decide.sweep import Sweep, SweepVariant
+from yoloquant.decide.sweep import Sweep, SweepResult, SweepVariant
 from yoloquant.errors import ConfigError
 from yoloquant.pipeline import QuantPipeline as _QP
 from yoloquant.report.result import PipelineResult, VariantResult
@@ -86,6 +89,8 @@ def test_killed_sweep_resumes_without_redoing(tmp_path: Path) -> None:
     names = [json.loads(line)["name"] for line in lines]
     assert sorted(names) == sorted(["fp32", *(v.name for v in sweep.variants)])
     assert len(set(names)) == len(names) == len(entries) == 5
+    records = [json.loads(line)["variant"] for line in lines]  # what the sweep's report.json is made of
+    assert [VariantResult.from_dict(r).name for r in records] == names
     third = FakeRunner()
     sweep.run_variants(tmp_path, runner=third)  # a third start finds everything done
     assert third.ran == []
@@ -115,19 +120,101 @@ def test_ledger_of_another_base_is_refused(tmp_path: Path) -> None:
         other.grid(calibration=["minmax"]).run_variants(tmp_path, runner=FakeRunner())
 
 
-def test_result_pareto_and_recommendation_from_ledger() -> None:
+def _ledger_entry(name: str, mAP: float) -> dict[str, Any]:
+    v = VariantResult(name=name, precision="fp32" if name == "fp32" else "int8", backend="onnxruntime",
+                      model_path=f"{name}.onnx", size_bytes=100, map50_95=mAP, map50=mAP + 0.2)  # fmt: skip
+    calib = {} if name == "fp32" else {"calibration": {"images": 8, "digest": name}}
+    return {"name": name, "map50_95": mAP, "model_path": v.model_path, "seconds": 2.0, "variant": v.to_dict(),
+            "inputs": {"model": {"path": "m.onnx"}, **calib}, "warnings": [f"w-{name}", "shared"]}  # fmt: skip
+
+
+def _timing(ms: float) -> dict[str, Any]:
+    return LatencyResult(1, (ms,) * 5).to_dict()
+
+
+def _swept() -> tuple[Sweep, SweepResult]:
     sweep = _sweep()
-    entries = {
-        "fp32": {"map50_95": 0.50, "model_path": "f", "python": "fp"},
-        "a": {"map50_95": 0.498, "model_path": "a", "python": "pa"},
-        "b": {"map50_95": 0.49, "model_path": "b", "python": "pb"},
-        "c": {"map50_95": 0.45, "model_path": "c", "python": "pc"},
-    }
-    latency = {"fp32": {"p50": 30.0}, "a": {"p50": 20.0}, "b": {"p50": 25.0}, "c": {"p50": 15.0}}
-    res = sweep.result(entries, latency, max_map_drop=0.5, min_speedup=1.4, out_dir=Path("x"))
-    assert res.pareto == ("c", "a", "fp32")
-    assert res.recommended == "a" and res.recommended_call == "pa"
-    assert res.row("a").speedup == pytest.approx(1.5) and res.row("a").drop == pytest.approx(0.2)
+    a, b, c, d = (v.name for v in sweep.variants)
+    maps = {"fp32": 0.50, a: 0.498, b: 0.49, c: 0.45, d: 0.40}
+    ms = {"fp32": 30.0, a: 20.0, b: 25.0, c: 15.0, d: 16.0}
+    entries = {n: _ledger_entry(n, m) for n, m in maps.items()}
+    entries["int8-other-grid"] = _ledger_entry("int8-other-grid", 0.1)  # an earlier grid: not reported
+    latency = {n: _timing(t) for n, t in ms.items()} | {"int8-other-grid": _timing(1.0)}
+    res = sweep.result(entries, latency, max_map_drop=0.5, min_speedup=1.4, out_dir=Path("x"), seconds=7.0)
+    return sweep, res
+
+
+def test_result_pareto_recommendation_and_report_from_ledger() -> None:
+    sweep, res = _swept()
+    a, _, c, _ = (v.name for v in sweep.variants)
+    assert res.pareto == (c, a, "fp32")  # fastest first; b (slower and worse than a) and d are dominated
+    assert res.recommended == a  # c is faster but 5 points worse; a is 0.2 points worse at 1.5x
+    assert res.row(a).speedup == pytest.approx(1.5) and res.row(a).drop == pytest.approx(0.2)
+    assert res.recommended_call == sweep.python_call(sweep.variants[0], f"runs/{a}")
+    report = res.report
+    assert [v.name for v in report.variants] == ["fp32", *(v.name for v in sweep.variants)]
+    assert report.variant(a).speedup_vs_fp32 == {1: pytest.approx(1.5)}
+    assert report.variant(a).latency[0].p50 == pytest.approx(20.0)
+    assert report.variant(a).map50_95 == pytest.approx(0.498) and report.variant(a).size_bytes == 100
+    assert report.warnings == ("w-fp32", "shared", *(f"w-{v.name}" for v in sweep.variants))
+    assert report.inputs["calibration_by_variant"][a] == {"images": 8, "digest": a}
+    assert [v["name"] for v in report.config["variants"]] == ["fp32", *(v.name for v in sweep.variants)]
+    assert report.seconds == 7.0
+    section = report.sweep
+    assert section is not None
+    assert [g["name"] for g in section["grid"]] == [v.name for v in sweep.variants]
+    assert section["constraints"] == {"max_map_drop": 0.5, "min_speedup": 1.4}
+    assert section["ledger"] == str(Path("x") / "ledger.jsonl")
+    assert section["variant_seconds"]["fp32"] == 2.0
+
+
+def test_sweep_report_loads_and_shows_like_a_pipeline_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from yoloquant.cli import main
+
+    sweep, res = _swept()
+    path = res.save(tmp_path)
+    assert path == tmp_path / "report.json"
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 1 and data["variants"][0]["name"] == "fp32"
+    loaded = PipelineResult.load(tmp_path)
+    assert loaded.sweep == data["sweep"] and loaded.to_dict() == data
+    assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    md = (tmp_path / "report.md").read_text()
+    assert "## Sweep" in md and res.recommended_call is not None and res.recommended_call in md
+    assert main(["show", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    a = sweep.variants[0].name
+    assert f"sweep: recommended with max drop 0.5 points, min speedup 1.4x: {a}" in out
+    row = next(line for line in out.splitlines() if line.startswith(a))  # the pipeline's table
+    assert "-0.20" in row and "20.00" in row and "1.50x" in row
+
+
+def test_recommended_cli_builds_the_same_variant() -> None:
+    from yoloquant.cli import _parser, build_pipeline
+
+    sweep = _sweep()
+    variant = sweep.variants[1]
+    cli = sweep.cli_call(variant, "runs/x")
+    assert cli is not None and cli.startswith("yoloquant run --model m.onnx")
+    rebuilt = build_pipeline(_parser().parse_args(shlex.split(cli)[1:]))
+    plan = sweep.plan(variant)
+    assert rebuilt.variants[-1].quantizer == plan.variants[-1].quantizer
+    assert rebuilt.calibration == plan.calibration and rebuilt.evaluation == plan.evaluation
+    assert sweep.cli_call(None, "runs/x") == (
+        "yoloquant run --model m.onnx --imgsz 640 --eval coco.yaml --eval-offset 0 --split val --eval-images 4 "
+        "--precisions fp32 --out runs/x"
+    )
+    strict = Sweep(sweep.base.evaluate("coco.yaml", conf=0.25)).grid(calibration=["minmax"])
+    assert strict.cli_call(strict.variants[0]) is None  # `yoloquant run` has no --conf
+
+
+def test_a_ledger_of_an_older_version_is_refused_with_the_fix() -> None:
+    sweep = _sweep()
+    entries = {"fp32": {"name": "fp32", "map50_95": 0.5, "model_path": "f"}}
+    with pytest.raises(ConfigError, match=r"older yoloquant.*run the sweep into a new output folder"):
+        sweep.result(entries, {"fp32": _timing(10.0)}, max_map_drop=None, min_speedup=None, out_dir=Path("x"))
 
 
 @pytest.mark.parametrize("threshold", [0, 1, 2, 3, 5, 8, 13, 20])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,3 +88,84 @@ def test_load_of_a_missing_report_says_what_to_pass(tmp_path: Path) -> None:
         PipelineResult.load(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no variant named 'fp8'"):
         _result(tmp_path).variant("fp8")
+
+
+def _sensitivity_section() -> dict[str, object]:
+    def group(rank: int, name: str, sqnr: float, map_int8: float | None, map_float: float | None) -> dict[str, object]:
+        ops = ["Conv", "Sigmoid", "Mul"]
+        return {"rank": rank, "group": {"name": name, "nodes": [f"{name}/conv/Conv"], "ops": ops},
+                "score_sqnr_db": sqnr, "sqnr_db": [30.0, sqnr], "cosine": [0.9999, 0.998], "float_sqnr_db": [14.5],
+                "float_cosine": [0.99], "map50_95": map_int8, "float_map50_95": map_float}  # fmt: skip
+
+    return {
+        "model": "runs/x/yolov8n-fp32.onnx",
+        "config": {"granularity": "conv", "proxy_images": 8, "top_k": 1},
+        "int8_sqnr_db": [25.0, 13.81],
+        "fp32_map50_95": 0.5009,
+        "int8_map50_95": 0.4933,
+        "eval_images": 64,
+        "seconds": 174.2,
+        "proxy_seconds": 118.0,
+        "groups": [group(1, "/model.2/cv1", 17.23, 0.4900, 0.4953), group(2, "/model.1", 18.68, None, None)],
+        "files": ["runs/x/sensitivity/sensitivity.md", "runs/x/sensitivity/sensitivity.png"],
+    }
+
+
+def test_decide_sections_are_optional_and_round_trip(tmp_path: Path) -> None:
+    plain = _result(tmp_path).to_dict()
+    assert "sweep" not in plain and "sensitivity" not in plain  # reports of plain runs are unchanged
+    (tmp_path / "report.json").write_text(json.dumps(plain))  # a report written before the sections existed
+    assert PipelineResult.load(tmp_path).sensitivity is None
+    section = _sensitivity_section()
+    result = dataclasses.replace(_result(tmp_path), sensitivity=section)
+    result.save()
+    again = PipelineResult.load(tmp_path)
+    assert again.sensitivity == section and again.sweep is None
+    assert again.to_dict() == result.to_dict()
+    table = again.table()
+    assert "sensitivity (conv groups, SQNR with only the group INT8): most sensitive /model.2/cv1 (17.2 dB)" in table
+    md = (tmp_path / "report.md").read_text()
+    assert "## INT8 sensitivity of `yolov8n-fp32.onnx` (conv groups)" in md
+    assert "`runs/x/sensitivity/sensitivity.png`" in md
+
+
+def test_sensitivity_markdown_shows_hand_computed_points() -> None:
+    from yoloquant.report.render import render_sensitivity
+
+    text = render_sensitivity(_sensitivity_section(), top=2)
+    row1 = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+    assert "| `/model.2/cv1` | Conv+Sigmoid+Mul | 17.23 | 0.99800 | 14.50 |" in row1
+    assert "0.4900 (-1.09)" in row1  # (0.4900 - 0.5009) * 100 vs FP32
+    assert "0.4953 (+0.20)" in row1  # (0.4953 - 0.4933) * 100 vs full INT8
+    assert "whole model INT8: SQNR 13.81 dB" in text and "INT8 0.4933 (-0.76)" in text
+    row2 = next(line for line in text.splitlines() if line.startswith("| 2 |"))
+    assert row2.endswith("|  |  |")  # no mAP measured beyond top-k
+
+
+def test_budget_outcome_is_in_the_markdown(tmp_path: Path) -> None:
+    base = _result(tmp_path)
+    quant = {
+        "quantizer": "ort-budget",
+        "layout": "onnxruntime",
+        "seconds": 51.0,
+        "config": {
+            "budget": {"eval_source": "coco128.json", "num_images": 64, "offset": 0, "max_map_drop": 0.3},
+            "result": {
+                "max_map_drop": 0.3,
+                "float_groups": ["model.0", "model.1"],
+                "groups_total": 28,
+                "fp32_map50_95": 0.51,
+                "int8_map50_95": 0.49,
+                "map50_95": 0.508,
+                "drop_points": 0.2,
+                "within_budget": True,
+            },
+        },
+    }
+    budgeted = dataclasses.replace(base.variants[1], name="int8-budget0.3", quantization=quant)
+    md = dataclasses.replace(base, variants=(base.variants[0], budgeted)).to_markdown()
+    assert (
+        "- accuracy budget: drop <= 0.3 points, searched on coco128.json (64 images from #0): 2 of 28 groups "
+        "float (`model.0`, `model.1`); there FP32 0.5100, full INT8 0.4900, budgeted 0.5080 (drop +0.20 points, "
+        "within budget)"
+    ) in md

@@ -41,7 +41,7 @@ from yoloquant.quantize.ort_static import OrtQuantConfig
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
 
-__all__ = ["BudgetConfig", "BudgetResult", "BudgetedQuantizer", "search_budget"]
+__all__ = ["BudgetConfig", "BudgetResult", "BudgetedQuantizer", "load_labelled", "search_budget"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +169,27 @@ class BudgetResult:
         path = folder / "budget.json"
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def load_labelled(
+    source: str | Path, split: str, num_images: int | None, offset: int, *, names: dict[int, str] | None = None
+) -> Dataset:
+    """The labelled images a budget is searched on.
+
+    Raises:
+        ConfigError: If not one of them has a labelled object (e.g. a folder without ``labels/``).
+    """
+    from yoloquant.data.datasets import load_dataset
+
+    data = load_dataset(source, split=split, names=names).select(num_images, offset)
+    if data.labels is None or not any(len(gt.boxes) for gt in data.labels):
+        msg = (
+            f"the accuracy budget measures mAP on {source}, which has no labels in images {offset}.."
+            f"{offset + len(data) - 1}; pass an image folder with a sibling labels/ folder, a dataset yaml "
+            "or a COCO json (or search on the evaluation set: budget_data='evaluation')"
+        )
+        raise ConfigError(msg)
+    return data
 
 
 def _tries(n: int, passes: Any) -> None:
@@ -351,10 +372,8 @@ class BudgetedQuantizer:
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         """Search the budget (see :func:`search_budget`) and return the budgeted model."""
-        from yoloquant.data.datasets import load_dataset
-
         c = self.config
-        dataset = load_dataset(c.eval_source, split=c.split, names=model.info.names).select(c.num_images, c.offset)
+        dataset = load_labelled(c.eval_source, c.split, c.num_images, c.offset, names=model.info.names)
         start = time.perf_counter()
         result = search_budget(
             model,

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +37,12 @@ from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
 from yoloquant.decide.metrics import output_errors
 from yoloquant.errors import ConfigError
 from yoloquant.quantize.ort_static import OrtQuantConfig
+from yoloquant.report.render import render_sensitivity
 
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
 
-__all__ = ["GroupSensitivity", "SensitivityConfig", "SensitivityReport", "analyze_sensitivity"]
+__all__ = ["GroupSensitivity", "SensitivityConfig", "SensitivityReport", "analyze_sensitivity", "sensitivity_section"]
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,6 @@ class SensitivityReport:
     eval_images: int = 0
     seconds: float = 0.0
     proxy_seconds: float = 0.0
-    files: tuple[str, ...] = field(default=(), compare=False)
 
     def ranked_names(self) -> list[str]:
         return [g.group.name for g in self.groups]
@@ -173,36 +173,7 @@ class SensitivityReport:
         }
 
     def to_markdown(self, top: int | None = None) -> str:
-        def pts(v: float | None, ref: float | None) -> str:
-            if v is None:
-                return ""
-            return f"{v:.4f}" + (f" ({(v - ref) * 100:+.2f})" if ref is not None else "")
-
-        lines = [
-            f"# INT8 sensitivity of `{Path(self.model).name}` ({self.config.granularity.value} groups)",
-            "",
-            f"Proxy: SQNR / cosine of the raw outputs vs FP32 on {self.config.proxy_images} calibration images; "
-            f"whole model INT8: SQNR {min(self.int8_sqnr_db):.2f} dB. "
-            + (
-                f"mAP50-95 on {self.eval_images} images: FP32 {pts(self.fp32_map50_95, None)}, "
-                f"INT8 {pts(self.int8_map50_95, self.fp32_map50_95)} (points in brackets). "
-                if self.eval_images
-                else ""
-            )
-            + f"{self.seconds:.0f} s in all, {self.proxy_seconds:.0f} s for the proxy.",
-            "",
-            "| rank | group | ops | SQNR only-INT8 (dB) | cosine | SQNR only-float (dB) "
-            "| mAP only-INT8 (vs FP32) | mAP only-float (vs INT8) |",
-            "|---:|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for g in self.groups[:top]:
-            fl = f"{min(g.float_sqnr_db):.2f}" if g.float_sqnr_db else ""
-            lines.append(
-                f"| {g.rank} | `{g.group.name}` | {'+'.join(dict.fromkeys(g.group.ops))} | {g.score:.2f} | "
-                f"{min(g.cosine):.5f} | {fl} | {pts(g.map50_95, self.fp32_map50_95)} | "
-                f"{pts(g.float_map50_95, self.int8_map50_95)} |"
-            )
-        return "\n".join(lines) + "\n"
+        return render_sensitivity(self.to_dict(), top)
 
     def plot(self, path: Path, top: int = 30) -> None:
         """Bar chart of the proxy SQNR of the ``top`` most sensitive groups (PNG)."""
@@ -387,3 +358,25 @@ def _top_k_maps(
         kept = shared.build(g.group.nodes, work / "only-float.onnx", metadata=False, float_mode=mode)
         out[i] = dataclasses.replace(g, map50_95=_map(only, data, ec), float_map50_95=_map(kept, data, ec))
     return out
+
+
+def sensitivity_section(
+    model: OnnxModel,
+    calib: CalibrationSet,
+    out_dir: Path,
+    *,
+    config: SensitivityConfig,
+    quant: OrtQuantConfig | None,
+    eval_data: Dataset | None,
+    eval_config: EvalConfig | None,
+) -> dict[str, Any]:
+    """The pipeline's sensitivity stage: ``report.json``'s ``sensitivity`` section.
+
+    Analyzes ``model`` (see :func:`analyze_sensitivity`), writes ``sensitivity.{json,md,png}`` into
+    ``out_dir`` and returns the report's dict plus the ``files`` written.
+    """
+    report = analyze_sensitivity(
+        model, calib, out_dir, config=config, quant=quant, eval_data=eval_data, eval_config=eval_config, save=False
+    )
+    files = report.save(out_dir)
+    return {**report.to_dict(), "files": [str(f) for f in files]}

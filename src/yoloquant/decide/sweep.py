@@ -4,15 +4,17 @@ Each variant runs as its own one-variant pipeline in ``<out>/<name>/`` (FP32 onc
 When it finishes, one line goes to ``<out>/ledger.jsonl`` (flushed and fsync'd), so a sweep killed
 at any point, even with ``kill -9``, resumes without redoing or losing a finished variant. Latency is
 measured last, for every variant in one interleaved run, so all ratios come from the same machine
-state; then the Pareto front of latency vs mAP, a recommendation under constraints and the Python
-call that reproduces it are written to ``sweep.{json,md}`` and ``pareto.png``.
+state. The sweep folder then gets the pipeline's ``report.json`` / ``report.md`` (FP32 first, every
+variant with its interleaved latency) with a ``sweep`` section: the grid, the Pareto front of latency
+vs mAP, a recommendation under constraints and the Python and CLI calls that reproduce it; plus
+``pareto.png``. ``PipelineResult.load(<out>)`` and ``yoloquant show <out>`` read it.
 
 Example:
     >>> base = (QuantPipeline.from_ultralytics("yolov8n.pt").calibrate("coco/images", num_images=64)
     ...         .evaluate("coco.yaml", num_images=64, offset=64))  # doctest: +SKIP
     >>> sweep = Sweep(base).grid(calibration=["minmax", "entropy"], num_images=[32, 64], keep=["none", "head"])
     >>> result = sweep.run("runs/sweep", max_map_drop=0.5, min_speedup=1.5)  # doctest: +SKIP
-    >>> print(result.recommended_call)  # doctest: +SKIP
+    >>> print(result.report.table(), result.recommended_call)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import itertools
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,13 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from yoloquant._io import atomic_write_text
-from yoloquant.config import BenchConfig
+from yoloquant.artifacts import file_sha256
+from yoloquant.bench.latency import LatencyResult
+from yoloquant.config import BenchConfig, EvalConfig, ExportConfig
 from yoloquant.decide._files import pyplot, save_figure
 from yoloquant.decide.ledger import Ledger
 from yoloquant.decide.pareto import Point, pareto_front, recommend
 from yoloquant.errors import ConfigError
 from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
-from yoloquant.report.result import PipelineResult
+from yoloquant.report.result import PipelineResult, VariantResult
+from yoloquant.versions import package_versions
 
 __all__ = ["Runner", "Sweep", "SweepResult", "SweepRow", "SweepVariant"]
 
@@ -106,6 +112,9 @@ class Sweep:
         if cal is None or ev is None:
             msg = "a sweep's base pipeline needs .calibrate(...) and .evaluate(...): variants are compared on mAP"
             raise ConfigError(msg)
+        if self.base.sensitivity is not None:
+            msg = "a sweep's base pipeline must not .analyze_sensitivity(...): run the analysis once, on its own"
+            raise ConfigError(msg)
         return cal, ev
 
     def plan(self, variant: SweepVariant) -> QuantPipeline:
@@ -149,6 +158,29 @@ class Sweep:
         lines += [".benchmark(batch_sizes=(1,))", f".run({out_dir!r})"]
         return "(\n    " + "\n    ".join(lines) + "\n)"
 
+    def cli_call(self, variant: SweepVariant | None, out_dir: str = "runs/yoloquant") -> str | None:
+        """The ``yoloquant run`` command that makes and measures ``variant``; None if options lack a flag."""
+        b, (cal, ev) = self.base, self._parts()
+        e = b.export_config
+        if (
+            e != ExportConfig(imgsz=e.imgsz)
+            or cal.split != "train"
+            or ev.config != EvalConfig(num_images=ev.config.num_images)
+        ):
+            return None  # export / calibration-split / eval settings that `yoloquant run` has no option for
+        args = ["yoloquant", "run", "--model", str(b.model), "--imgsz", str(e.imgsz)]
+        args += ["--eval", str(ev.source), "--eval-offset", str(ev.offset), "--split", ev.split]
+        args += ["--eval-images", str(ev.config.num_images)] if ev.config.num_images else []
+        if variant is None:
+            args += ["--precisions", "fp32"]
+        else:
+            n = variant.num_images or cal.num_images
+            args += ["--calib", str(cal.source), "--calib-images", str(n), "--calib-offset", str(cal.offset)]
+            args += ["--precisions", "fp32,int8", "--quantizer", variant.quantizer]
+            args += ["--calibration", variant.calibration] if variant.calibration else []
+            args += ["--keep", variant.keep] if variant.keep else []
+        return shlex.join([*args, "--out", out_dir])
+
     def fingerprint(self) -> str:
         """Hash of the base plan minus its variants: a ledger from another base must not be resumed."""
         d = self.base.to_dict()
@@ -165,7 +197,11 @@ class Sweep:
         min_speedup: float | None = None,
         runner: Runner | None = None,
     ) -> SweepResult:
-        """Run every variant not yet in the ledger, then time all of them interleaved and report.
+        """Run every variant not yet in the ledger, time FP32 and the grid interleaved, write the report.
+
+        Writes ``<out>/report.json`` (the pipeline's format with a ``sweep`` section), ``report.md`` and
+        ``pareto.png``. Ledger entries outside the grid (an earlier, wider grid on the same base) stay in
+        the ledger but not in the report.
 
         Args:
             out_dir: The sweep folder; rerun with the same folder to resume.
@@ -175,11 +211,20 @@ class Sweep:
         """
         start = time.perf_counter()
         out = Path(out_dir)
-        entries = self.run_variants(out, runner=runner)
+        wanted = {FP32, *(v.name for v in self.variants)}
+        # the ledger may also hold variants of an earlier, wider grid on the same base: not reported
+        entries = {n: e for n, e in self.run_variants(out, runner=runner).items() if n in wanted}
         bench = bench or BenchConfig(iterations=30, warmup=5)
         latency = self.measure_latency(out, entries, bench)
-        result = self.result(entries, latency, max_map_drop=max_map_drop, min_speedup=min_speedup, out_dir=out)
-        result = dataclasses.replace(result, seconds=time.perf_counter() - start)
+        result = self.result(
+            entries,
+            latency,
+            max_map_drop=max_map_drop,
+            min_speedup=min_speedup,
+            out_dir=out,
+            bench=bench,
+            seconds=time.perf_counter() - start,
+        )
         result.save(out)
         return result
 
@@ -203,7 +248,9 @@ class Sweep:
                 continue
             t0 = time.perf_counter()
             result = run_one(dataclasses.replace(plan, model=base), out / name)
-            entry = _entry(result.variant(name), variant, time.perf_counter() - t0)
+            entry = _entry(result, name, variant, time.perf_counter() - t0)
+            if variant is None and self.base.model != base:  # the .pt the user gave, not its export
+                entry["inputs"]["model"] = {"path": str(self.base.model), "sha256": file_sha256(self.base.model)}
             entry.update(base=fingerprint, python=self.python_call(variant, f"runs/{name}"))
             ledger.append(entry)
             done[name] = entry
@@ -264,54 +311,99 @@ class Sweep:
         max_map_drop: float | None,
         min_speedup: float | None,
         out_dir: Path,
+        bench: BenchConfig | None = None,
+        seconds: float = 0.0,
     ) -> SweepResult:
-        """Phase 3: rows, Pareto front and recommendation from the ledger and the timings."""
-        fp32 = entries[FP32]
-        base_ms = float(latency[FP32]["p50"])
+        """Phase 3: rows, Pareto front, recommendation and the report, from the ledger and the timings."""
+        grid = {v.name: v for v in self.variants if v.name in entries}
+        names = [FP32, *grid]
+        fp32, base_ms = entries[FP32], float(latency[FP32]["p50"])
         rows = tuple(
             SweepRow(
                 name=n,
-                params=e.get("params") or {},
-                map50_95=float(e["map50_95"]),
-                map50=float(e.get("map50") or 0.0),
+                params=entries[n].get("params") or {},
+                map50_95=float(entries[n]["map50_95"]),
+                map50=float(entries[n].get("map50") or 0.0),
                 latency_ms=float(latency[n]["p50"]),
                 speedup=base_ms / float(latency[n]["p50"]),
-                drop=(float(fp32["map50_95"]) - float(e["map50_95"])) * 100,
-                model_path=str(e["model_path"]),
-                python=str(e.get("python", "")),
-                seconds=float(e.get("seconds", 0.0)),
+                drop=(float(fp32["map50_95"]) - float(entries[n]["map50_95"])) * 100,
+                model_path=str(entries[n]["model_path"]),
+                seconds=float(entries[n].get("seconds", 0.0)),
             )
-            for n, e in entries.items()
+            for n in names
         )
         points = [Point(r.name, r.latency_ms, r.map50_95) for r in rows]
-        front = pareto_front(points)
-        base = next(p for p in points if p.name == FP32)
-        pick = recommend(points, base, max_map_drop=max_map_drop, min_speedup=min_speedup)
-        return SweepResult(
-            rows=rows,
-            pareto=tuple(p.name for p in front),
-            recommended=pick.name if pick else None,
-            max_map_drop=max_map_drop,
-            min_speedup=min_speedup,
+        pick = recommend(points, points[0], max_map_drop=max_map_drop, min_speedup=min_speedup)
+        call = None
+        if pick is not None:
+            chosen = grid.get(pick.name)
+            call = {
+                "python": self.python_call(chosen, f"runs/{pick.name}"),
+                "cli": self.cli_call(chosen, f"runs/{pick.name}"),
+            }
+        section = {
+            "grid": [{"name": v.name, **v.to_dict()} for v in self.variants],
+            "ledger": str(out_dir / "ledger.jsonl"),
+            "latency": str(out_dir / "latency.json"),
+            "pareto_plot": str(out_dir / "pareto.png"),
+            "constraints": {"max_map_drop": max_map_drop, "min_speedup": min_speedup},
+            "pareto": [p.name for p in pareto_front(points)],
+            "recommended": pick.name if pick else None,
+            "recommended_call": call,
+            "variant_seconds": {r.name: r.seconds for r in rows},
+        }
+        plans = (BASELINE, *(self.plan(v).variants[-1] for v in grid.values()))
+        report = PipelineResult(
+            variants=tuple(_variant(entries[n], latency[n], latency[FP32]) for n in names),
+            config=dataclasses.replace(self.base, variants=plans, bench=bench).to_dict(),
+            versions=package_versions(),
+            inputs=_inputs(entries, names),
             out_dir=str(out_dir),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            seconds=seconds,
+            warnings=tuple(dict.fromkeys(w for n in names for w in entries[n].get("warnings", ()))),
+            sweep=section,
         )
+        return SweepResult(rows=rows, report=report)
 
 
-def _entry(v: Any, variant: SweepVariant | None, seconds: float) -> dict[str, Any]:
-    quant = v.quantization or {}
+def _entry(result: PipelineResult, name: str, variant: SweepVariant | None, seconds: float) -> dict[str, Any]:
+    v = result.variant(name)
     return {
         "name": v.name,
         "params": variant.to_dict() if variant else {"precision": "fp32"},
         "map50_95": v.map50_95,
         "map50": v.map50,
         "model_path": v.model_path,
-        "size_bytes": v.size_bytes,
-        "quantize_seconds": quant.get("seconds"),
-        "eval_seconds": v.eval_seconds,
         "seconds": round(seconds, 2),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "variant": v.to_dict(),  # the report's variant record, latency added after the timing phase
+        "inputs": dict(result.inputs),
+        "warnings": list(result.warnings),
     }
+
+
+def _variant(entry: dict[str, Any], timing: dict[str, Any], fp32: dict[str, Any]) -> VariantResult:
+    """A ledger entry's variant with its latency from the interleaved phase."""
+    if "variant" not in entry:
+        msg = (
+            f"ledger entry {entry.get('name')!r} was written by an older yoloquant and lacks the variant record "
+            "report.json needs; run the sweep into a new output folder"
+        )
+        raise ConfigError(msg)
+    lat, base = LatencyResult.from_dict(timing), LatencyResult.from_dict(fp32)
+    return dataclasses.replace(
+        VariantResult.from_dict(entry["variant"]), latency=(lat,), speedup_vs_fp32={lat.batch: base.p50 / lat.p50}
+    )
+
+
+def _inputs(entries: dict[str, dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The FP32 run's inputs (model, export, evaluation set) and each variant's calibration images."""
+    inputs = dict(entries[FP32].get("inputs") or {})
+    by_variant = {
+        n: entries[n]["inputs"]["calibration"] for n in names if "calibration" in entries[n].get("inputs", {})
+    }
+    return {**inputs, "calibration_by_variant": by_variant}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,25 +418,44 @@ class SweepRow:
     speedup: float
     drop: float
     model_path: str
-    python: str
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SweepResult:
-    """All rows, the Pareto front (fastest first) and the recommended variant (None if none qualifies)."""
+    """Rows (FP32 first) and the sweep's report: ``report.json`` with its ``sweep`` section.
+
+    ``pareto`` is the front, fastest first; ``recommended`` the fastest variant within the
+    constraints (None if none qualifies).
+    """
 
     rows: tuple[SweepRow, ...]
-    pareto: tuple[str, ...]
-    recommended: str | None
-    max_map_drop: float | None
-    min_speedup: float | None
-    out_dir: str
-    created: str
-    seconds: float = 0.0
+    report: PipelineResult
+
+    @property
+    def _section(self) -> dict[str, Any]:
+        return self.report.sweep or {}
+
+    @property
+    def pareto(self) -> tuple[str, ...]:
+        return tuple(self._section["pareto"])
+
+    @property
+    def recommended(self) -> str | None:
+        name: str | None = self._section["recommended"]
+        return name
+
+    @property
+    def recommended_call(self) -> str | None:
+        """The ``QuantPipeline`` call that reproduces the recommended variant."""
+        call = self._section["recommended_call"]
+        return str(call["python"]) if call else None
+
+    @property
+    def recommended_cli(self) -> str | None:
+        """The ``yoloquant run`` command that reproduces it (None when an option has no flag)."""
+        call = self._section["recommended_call"]
+        return str(call["cli"]) if call and call["cli"] else None
 
     def row(self, name: str) -> SweepRow:
         for r in self.rows:
@@ -352,43 +463,6 @@ class SweepResult:
                 return r
         msg = f"no variant {name!r} in this sweep; it has {[r.name for r in self.rows]}"
         raise ConfigError(msg)
-
-    @property
-    def recommended_call(self) -> str | None:
-        return self.row(self.recommended).python if self.recommended else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "created": self.created,
-            "seconds": round(self.seconds, 2),
-            "out_dir": self.out_dir,
-            "constraints": {"max_map_drop": self.max_map_drop, "min_speedup": self.min_speedup},
-            "pareto": list(self.pareto),
-            "recommended": self.recommended,
-            "recommended_call": self.recommended_call,
-            "rows": [r.to_dict() for r in self.rows],
-        }
-
-    def to_markdown(self) -> str:
-        lines = [
-            f"# Sweep: {len(self.rows)} variants (FP32 included), {self.seconds:.0f} s this run",
-            "",
-            "| variant | mAP50-95 | drop (pts) | p50 ms | speedup | Pareto |",
-            "|---|---:|---:|---:|---:|:---:|",
-        ]
-        for r in sorted(self.rows, key=lambda r: r.latency_ms):
-            mark = "*" if r.name in self.pareto else ""
-            lines.append(
-                f"| {r.name} | {r.map50_95:.4f} | {r.drop:+.2f} | {r.latency_ms:.2f} | {r.speedup:.3f}x | {mark} |"
-            )
-        drop = f"max drop {self.max_map_drop} points" if self.max_map_drop is not None else "no mAP limit"
-        speed = f"min speedup {self.min_speedup}x" if self.min_speedup is not None else "no speedup limit"
-        lines += ["", f"Constraints: {drop}, {speed} (vs FP32)."]
-        if self.recommended:
-            lines += ["", f"Recommended: **{self.recommended}**", "", "```python", str(self.recommended_call), "```"]
-        else:
-            lines += ["", "No variant meets the constraints; relax them or widen the grid."]
-        return "\n".join(lines) + "\n"
 
     def plot(self, path: Path) -> None:
         plt = pyplot()
@@ -405,9 +479,7 @@ class SweepResult:
         save_figure(fig, path)
 
     def save(self, out_dir: Path | str) -> Path:
+        """Write ``pareto.png``, then ``report.md`` and ``report.json`` (last); returns the json path."""
         folder = Path(out_dir)
         self.plot(folder / "pareto.png")
-        atomic_write_text(folder / "sweep.md", self.to_markdown())
-        path = folder / "sweep.json"
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return self.report.save(folder)

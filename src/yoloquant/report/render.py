@@ -1,16 +1,17 @@
-"""Text, Markdown and HTML renderings of a :class:`PipelineResult`."""
+"""Text, Markdown and HTML renderings of a :class:`PipelineResult`, its ``sweep`` and ``sensitivity`` sections."""
 
 from __future__ import annotations
 
 import html
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from yoloquant.report.result import PipelineResult, VariantResult
 
-__all__ = ["render_html", "render_markdown", "render_table"]
+__all__ = ["render_html", "render_markdown", "render_sensitivity", "render_table"]
 
 _HEADER = ("variant", "backend", "mAP50-95", "delta", "mAP50", "delta", "p50 ms", "speedup", "size MB")
 
@@ -63,7 +64,34 @@ def render_table(result: PipelineResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     noisy = any(r.noisy for v in result.variants for r in v.latency)
     notes = [_batch_note(result)] + (["* noisy: IQR/median above threshold"] if noisy else [])
-    return "\n".join([*lines, "", *notes])
+    return "\n".join([*lines, "", *notes, *_section_notes(result)])
+
+
+def _constraints(sweep: dict[str, Any]) -> str:
+    c = sweep.get("constraints") or {}
+    drop, speed = c.get("max_map_drop"), c.get("min_speedup")
+    return ", ".join(
+        [
+            f"max drop {drop} points" if drop is not None else "no mAP limit",
+            f"min speedup {speed}x" if speed is not None else "no speedup limit",
+        ]
+    )
+
+
+def _section_notes(result: PipelineResult) -> list[str]:
+    """One line per decide section, under the terminal table."""
+    notes = []
+    if result.sweep is not None:
+        s = result.sweep
+        pick = s.get("recommended") or "none qualifies"
+        notes.append(f"sweep: Pareto front (fastest first) {', '.join(s.get('pareto', []))}")
+        notes.append(f"sweep: recommended with {_constraints(s)}: {pick}")
+    if result.sensitivity is not None:
+        sens = result.sensitivity
+        top = ", ".join(f"{g['group']['name']} ({g['score_sqnr_db']:.1f} dB)" for g in sens["groups"][:5])
+        granularity = sens["config"]["granularity"]
+        notes.append(f"sensitivity ({granularity} groups, SQNR with only the group INT8): most sensitive {top}")
+    return notes
 
 
 def _md_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -84,12 +112,112 @@ def _quantization_lines(v: VariantResult) -> list[str]:
         f"- quantized nodes by op type: {json.dumps(quantized)}",
         f"- float nodes by op type: {json.dumps(kept)}",
     ]
+    lines += _budget_lines(q)
     float_names = [n for names in q.get("float_nodes", {}).values() for n in names]
     if float_names:
         lines.append(
             f"- kept float: {', '.join(f'`{n}`' for n in float_names[:60])}" + (" ..." if len(float_names) > 60 else "")
         )
     return [*lines, ""]
+
+
+def _budget_lines(q: dict[str, Any]) -> list[str]:
+    """The outcome of an accuracy-budget search (``ort-budget``), from the quantizer's config."""
+    config = q.get("config") or {}
+    budget, found = config.get("budget"), config.get("result")
+    if q.get("quantizer") != "ort-budget" or not budget or not found:
+        return []
+    where = f"{budget['eval_source']} ({budget['num_images'] or 'all'} images from #{budget['offset']})"
+    groups = ", ".join(f"`{g}`" for g in found["float_groups"]) or "none"
+    return [
+        f"- accuracy budget: drop <= {found['max_map_drop']} points, searched on {where}: "
+        f"{len(found['float_groups'])} of {found['groups_total']} groups float ({groups}); there FP32 "
+        f"{found['fp32_map50_95']:.4f}, full INT8 {found['int8_map50_95']:.4f}, budgeted {found['map50_95']:.4f} "
+        f"(drop {found['drop_points']:+.2f} points, {'within' if found['within_budget'] else 'NOT within'} budget)"
+    ]
+
+
+def _sweep_lines(result: PipelineResult) -> list[str]:
+    s = result.sweep
+    if s is None:
+        return []
+    pareto = set(s.get("pareto", []))
+    base = result.baseline
+
+    def p50(v: VariantResult) -> float:
+        return v.latency[0].p50 if v.latency else float("inf")
+
+    rows = [
+        (
+            v.name,
+            _num(v.map50_95, ".4f"),
+            _delta(v.map50_95, base.map50_95),
+            _num(v.latency[0].p50 if v.latency else None, ".2f"),
+            _num(v.speedup_vs_fp32.get(v.latency[0].batch) if v.latency else None, ".3f") + "x",
+            "*" if v.name in pareto else "",
+        )
+        for v in sorted(result.variants, key=p50)
+    ]
+    lines = [
+        "## Sweep",
+        "",
+        f"{len(result.variants)} variants (FP32 included), fastest first; ledger `{s.get('ledger')}`, "
+        f"plot `{s.get('pareto_plot')}`.",
+        "",
+        *_md_table(("variant", "mAP50-95", "delta", "p50 ms", "speedup", "Pareto"), rows),
+        "",
+        f"Constraints: {_constraints(s)} (vs FP32).",
+        "",
+    ]
+    call = s.get("recommended_call")
+    if not s.get("recommended") or not call:
+        return [*lines, "No variant meets the constraints; relax them or widen the grid.", ""]
+    lines += [f"Recommended: **{s['recommended']}**", "", "```python", call["python"], "```", ""]
+    if call.get("cli"):
+        lines += ["```bash", call["cli"], "```", ""]
+    return lines
+
+
+def render_sensitivity(section: dict[str, Any], top: int | None = None) -> str:
+    """Markdown of a ``sensitivity`` section (``SensitivityReport.to_dict()``): the ranked groups."""
+    fp32, int8 = section.get("fp32_map50_95"), section.get("int8_map50_95")
+
+    def pts(v: float | None, ref: float | None) -> str:
+        if v is None:
+            return ""
+        return f"{v:.4f}" + (f" ({(v - ref) * 100:+.2f})" if ref is not None else "")
+
+    cfg = section["config"]
+    maps = (
+        f"mAP50-95 on {section['eval_images']} images: FP32 {pts(fp32, None)}, INT8 {pts(int8, fp32)} "
+        "(points in brackets). "
+        if section.get("eval_images")
+        else ""
+    )
+    lines = [
+        f"# INT8 sensitivity of `{Path(section['model']).name}` ({cfg['granularity']} groups)",
+        "",
+        f"Proxy: SQNR / cosine of the raw outputs vs FP32 on {cfg['proxy_images']} calibration images; "
+        f"whole model INT8: SQNR {min(section['int8_sqnr_db']):.2f} dB. {maps}"
+        f"{section['seconds']:.0f} s in all, {section['proxy_seconds']:.0f} s for the proxy.",
+        "",
+    ]
+    header = ("rank", "group", "ops", "SQNR only-INT8 (dB)", "cosine", "SQNR only-float (dB)",
+              "mAP only-INT8 (vs FP32)", "mAP only-float (vs INT8)")  # fmt: skip
+    rows = [
+        (
+            str(g["rank"]),
+            f"`{g['group']['name']}`",
+            "+".join(dict.fromkeys(g["group"]["ops"])),
+            f"{g['score_sqnr_db']:.2f}",
+            f"{min(g['cosine']):.5f}",
+            f"{min(g['float_sqnr_db']):.2f}" if g["float_sqnr_db"] else "",
+            pts(g["map50_95"], fp32),
+            pts(g["float_map50_95"], int8),
+        )
+        for g in section["groups"][:top]
+    ]
+    return "\n".join([*lines, *_md_table(header, rows)]) + "\n"
 
 
 def render_markdown(result: PipelineResult) -> str:
@@ -115,6 +243,11 @@ def render_markdown(result: PipelineResult) -> str:
         ]
         header = ("variant", "batch", "p50", "p90", "p99", "IQR", "img/s", "speedup", "noisy")
         lines += [*_md_table(header, rows), ""]
+    lines += _sweep_lines(result)
+    if result.sensitivity is not None:
+        files = ", ".join(f"`{f}`" for f in result.sensitivity.get("files", []))
+        body = render_sensitivity(result.sensitivity, top=20).replace("# INT8 sensitivity", "## INT8 sensitivity", 1)
+        lines += [body, f"All groups and the bar chart: {files}.", ""]
     quant = [line for v in result.variants for line in _quantization_lines(v)]
     if quant:
         lines += ["## Quantization", "", *quant]

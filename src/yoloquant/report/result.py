@@ -3,7 +3,8 @@
 ``report.json`` is a stable contract read by other tools (see docs/report-format.md): a list
 ``variants`` with ``name``, ``precision``, ``backend``, ``map50_95``, ``map50``, ``latency_ms``
 (``batch``, ``p50``, ``p90``, ``p99``), ``speedup_vs_fp32``, ``size_bytes``, ``model_path``; plus
-``config``, ``versions`` and ``inputs`` (hashes).
+``config``, ``versions`` and ``inputs`` (hashes). A sweep folder's report adds a ``sweep`` section, a
+run that analyzed INT8 sensitivity a ``sensitivity`` section; older reports without them still load.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ class PipelineResult:
     created: str
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()
+    sweep: dict[str, Any] | None = None
+    sensitivity: dict[str, Any] | None = None
 
     @property
     def baseline(self) -> VariantResult:
@@ -146,6 +149,7 @@ class PipelineResult:
         return f"PipelineResult(variants=[{names}], out_dir={self.out_dir!r})"
 
     def to_dict(self) -> dict[str, Any]:
+        sections = {"sweep": self.sweep, "sensitivity": self.sensitivity}
         return {
             "schema_version": REPORT_SCHEMA_VERSION,
             "created": self.created,
@@ -156,6 +160,7 @@ class PipelineResult:
             "versions": self.versions,
             "inputs": self.inputs,
             "warnings": list(self.warnings),
+            **{k: v for k, v in sections.items() if v is not None},  # present only on sweeps / analyses
         }
 
     def save(self, out_dir: Path | str | None = None) -> Path:
@@ -187,4 +192,6 @@ class PipelineResult:
             created=data["created"],
             seconds=float(data.get("seconds", 0.0)),
             warnings=tuple(data.get("warnings", ())),
+            sweep=data.get("sweep"),
+            sensitivity=data.get("sensitivity"),
         )

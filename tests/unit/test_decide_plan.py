@@ -1,0 +1,74 @@
+"""Decide options in the fluent plan: the sensitivity stage and where an accuracy budget is searched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from yoloquant import ConfigError, QuantPipeline
+from yoloquant.decide.sweep import Sweep
+
+
+def test_sensitivity_stage_is_part_of_the_plan(yolov8n_pt: Path) -> None:
+    base = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("imgs").quantize("int8").evaluate("e.yaml")
+    plan = base.analyze_sensitivity(granularity="block", top_k=3, max_groups=5)
+    assert base.sensitivity is None  # immutable builder
+    assert plan.sensitivity is not None
+    assert (plan.sensitivity.granularity, plan.sensitivity.top_k, plan.sensitivity.max_groups) == ("block", 3, 5)
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert data["sensitivity"]["granularity"] == "block" and data["sensitivity"]["top_k"] == 3
+    assert "sensitivity" not in base.to_dict()  # plans without it keep their exact dict (sweep fingerprints)
+    assert "sensitivity: block groups ranked by quantized SQNR on 8 calibration images, mAP of the top 3" in (
+        plan.describe()
+    )
+    with pytest.raises(ConfigError, match="unknown granularity 'layer'; choose one of: conv, block"):
+        base.analyze_sensitivity(granularity="layer")
+    with pytest.raises(ConfigError, match="rank_by"):
+        base.analyze_sensitivity(rank_by="loss")
+
+
+def test_sensitivity_without_calibration_fails_before_any_work(yolov8n_pt: Path, tmp_path: Path) -> None:
+    plan = QuantPipeline.from_ultralytics(yolov8n_pt).evaluate("e.yaml").analyze_sensitivity()
+    with pytest.raises(ConfigError, match=r"sensitivity analysis calibrates INT8 models: add \.calibrate"):
+        plan.run(tmp_path / "out")
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_budget_options_are_validated_and_recorded(yolov8n_pt: Path) -> None:
+    base = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("imgs")
+    plan = base.quantize("int8", max_map_drop=0.3, granularity="conv", budget_data="calibration").quantize("int8")
+    variants = plan.to_dict()["variants"]
+    assert variants[1]["budget"] == {"max_map_drop": 0.3, "granularity": "conv", "data": "calibration"}
+    assert "budget" not in variants[2]  # a plain INT8 variant has no budget record
+    assert plan.variants[1].budget_data == "calibration"
+    with pytest.raises(ConfigError, match=r"budget_data is 'evaluation' or 'calibration'.*got 'train'"):
+        base.quantize("int8", max_map_drop=0.3, budget_data="train")
+    with pytest.raises(ConfigError, match="unknown budget granularity 'layer'"):
+        base.quantize("int8", max_map_drop=0.3, granularity="layer")
+
+
+def test_budget_on_unlabelled_calibration_images_fails_before_export(
+    yolov8n_pt: Path, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for image in sorted(coco64_images.iterdir())[:2]:
+        shutil.copy(image, folder)
+    plan = (
+        QuantPipeline.from_ultralytics(yolov8n_pt)
+        .calibrate(folder, num_images=2)
+        .quantize("int8", max_map_drop=0.3, budget_data="calibration")
+        .evaluate(coco64_yaml, num_images=4)
+    )
+    with pytest.raises(ConfigError, match=r"unlabelled, which has no labels in images 0..1; pass an image folder"):
+        plan.run(tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.onnx"))  # checked before the export
+
+
+def test_sweep_refuses_a_base_that_analyzes_sensitivity(yolov8n_pt: Path) -> None:
+    base = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("imgs").evaluate("e.yaml").analyze_sensitivity()
+    with pytest.raises(ConfigError, match=r"must not \.analyze_sensitivity"):
+        Sweep(base).grid(calibration=["minmax"])

@@ -93,7 +93,8 @@ class BrevitasQuantizer:
 
         names = model.info.names
         labeled = load_dataset(self.qat_data, names=names) if self.qat_data else dataset_of_files(data.files, names)
-        return finetune(detector, labeled, qat, progress=self.progress)
+        teacher = ptq.load_detector(model.checkpoint) if qat.distill > 0 and model.checkpoint else None
+        return finetune(detector, labeled, qat, teacher=teacher, progress=self.progress)
 
 
 def _summary(stats: QatStats) -> dict[str, Any]:

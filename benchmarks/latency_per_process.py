@@ -4,6 +4,7 @@ Two ONNX Runtime builds (e.g. `onnxruntime` and `onnxruntime-openvino`) install 
 their providers cannot be interleaved in one process. This script runs each variant in a fresh
 process with its own interpreter, in rounds (A, B, C, A, B, C, ...), and reports the median of each
 process's p50 and the ratio to the first variant. Spinning is off, as in the pipeline.
+``--json`` also writes every variant's per-round p50s, median and ratio.
 
     python benchmarks/latency_per_process.py --rounds 3 \
         .venv/bin/python:runs/x/yolov8n-fp32.onnx:CPUExecutionProvider \
@@ -17,6 +18,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 _CHILD = r"""
 import json, sys, time
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="PYTHON:MODEL.onnx:PROVIDER; the first is the baseline")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     specs = [v.split(":") for v in args.variants]
     p50s: dict[int, list[float]] = {i: [] for i in range(len(specs))}
@@ -60,11 +63,18 @@ def main() -> None:
             p50s[i].append(out["p50"])
             versions[i] = out["ort"]
     base = statistics.median(p50s[0])
+    rows = []
     print(f"{'variant':70s} {'ort':8s} {'p50 ms (per round)':28s} ratio")
-    for i, (_, model, provider) in enumerate(specs):
+    for i, (python, model, provider) in enumerate(specs):
         med = statistics.median(p50s[i])
         rounds = ", ".join(f"{p:.2f}" for p in p50s[i])
         print(f"{model + ' @ ' + provider:70s} {versions[i]:8s} {rounds:28s} {med / base:.3f}")
+        rows.append(
+            {"python": python, "model": model, "provider": provider, "ort": versions[i], "p50_ms": p50s[i]}
+            | {"median_ms": med, "ratio": med / base}
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ on a quiet machine for it.
         --exclude '^/model\.(7|18)/'
 
 ``--exclude`` adds one variant per mode (defaults + those node regexes float): the two blocks found
-most sensitive in FP8 by keeping one block at a time float (docs/modelopt.md).
+most sensitive in FP8 by keeping one block at a time float (docs/modelopt.md). ``--jitter`` adds the
+mean +- sd of each variant's delta over its activation scales x0.97..x1.03, on the evaluation and the
+calibration images (``benchmarks/openvino_int8.py`` explains why a single 64-image delta is noisy):
+
+    YOLO_OFFLINE=1 .venv/bin/python benchmarks/modelopt_cpu.py --modes fp8 --keep head+first \
+        --exclude '^/model\.(2|4|18)/' --jitter
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 from yoloquant.artifacts import CalibrationSet, OnnxModel
 from yoloquant.backends.ort.engine import OrtEngineBuilder
 from yoloquant.bench import benchmark_interleaved
-from yoloquant.config import BenchConfig, EvalConfig
+from yoloquant.config import Backend, BenchConfig, EvalConfig
 from yoloquant.data.calibration import ImageCalibrator
 from yoloquant.data.datasets import Dataset, load_dataset
 from yoloquant.eval.coco import evaluate
@@ -75,6 +80,18 @@ def latency(models: dict[str, OnnxModel], dataset: Dataset) -> dict[str, float]:
     return {name: r[0].p50 for name, r in results.items()}
 
 
+def add_jitter(args: argparse.Namespace, models: dict[str, OnnxModel], rows: dict[str, dict[str, Any]]) -> None:
+    """Each quantized variant's delta, mean and sd over jittered activation scales, both image sets."""
+    from openvino_int8 import jittered, score  # the same folder: one jitter procedure for both benchmarks
+
+    base = score(args, models["fp32"].path, Backend.ONNXRUNTIME)
+    for name, model in models.items():
+        got = jittered(args, model.path, Backend.ONNXRUNTIME) if name != "fp32" else {}
+        for split in ("eval", "calib") if got else ():
+            deltas = np.array(got[f"jitter_{split}_onnxruntime"]) - base[f"map_{split}_onnxruntime"]
+            rows[name][f"jitter_{split}"] = [float(deltas.mean()), float(deltas.std(ddof=1))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "coco128")
@@ -85,6 +102,7 @@ def main() -> None:
     ap.add_argument("--calibration", nargs="*", default=list(CALIBRATIONS), choices=CALIBRATIONS)
     ap.add_argument("--exclude", nargs="*", default=[], help="node regexes: one more variant per mode, kept float")
     ap.add_argument("--latency", action="store_true", help="time every variant against FP32 on ORT CPU")
+    ap.add_argument("--jitter", action="store_true", help="mean +- sd delta over activation scales x0.97..x1.03")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -124,14 +142,21 @@ def main() -> None:
         for name, row in rows.items():
             row["p50_ms"], row["x_fp32"] = p50[name], p50[name] / p50["fp32"]
 
+    if args.jitter:
+        add_jitter(args, models, rows)
+
     base = rows["fp32"]["map50_95"]
-    print(f"\n{'variant':<24}{'mAP50-95':>9}{'delta':>7}{'mAP50':>7}{'calib+quant s':>14}{'x FP32 (ORT CPU)':>18}")
+    print(
+        f"\n{'variant':<30}{'mAP50-95':>9}{'delta':>7}{'mAP50':>7}{'calib+quant s':>14}{'x FP32 (ORT CPU)':>18}"
+        f"{'jitter delta':>16}{'jitter calib':>16}"
+    )
     for name, row in rows.items():
         row["delta"] = row["map50_95"] - base
         ratio = f"{row['x_fp32']:.2f}" if "x_fp32" in row else "-"
+        jitter = [f"{row[k][0]:+.2f} +- {row[k][1]:.2f}" for k in ("jitter_eval", "jitter_calib") if k in row]
         print(
-            f"{name:<24}{row['map50_95']:>9.2f}{row['delta']:>+7.2f}{row['map50']:>7.2f}"
-            f"{row['seconds']:>14.1f}{ratio:>18}"
+            f"{name:<30}{row['map50_95']:>9.2f}{row['delta']:>+7.2f}{row['map50']:>7.2f}"
+            f"{row['seconds']:>14.1f}{ratio:>18}" + "".join(f"{j:>16}" for j in jitter)
         )
     out = args.out / "results.json"
     out.write_text(

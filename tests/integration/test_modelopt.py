@@ -6,6 +6,7 @@ CPU EP against the FP32 model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
-from yoloquant.config import CalibMethod, Precision
+from yoloquant.config import Backend, CalibMethod, Precision
 from yoloquant.errors import ConfigError, QuantizationError
+from yoloquant.quantize import unsigned
 from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
 from yoloquant.quantize.presets import KeepPreset, resolve_keep
 
@@ -42,6 +44,13 @@ def test_calibration_defaults_to_the_best_measured_per_mode() -> None:
     assert ModelOptConfig.int8() == ModelOptConfig() and ModelOptConfig.fp8() == ModelOptConfig(mode="fp8")
 
 
+def test_openvino_preset_is_int8_with_the_defaults_and_round_trips() -> None:
+    cfg = ModelOptConfig.openvino()
+    assert cfg.target is Backend.OPENVINO and ModelOptConfig().target is Backend.TENSORRT
+    assert dataclasses.replace(cfg, target=Backend.TENSORRT) == ModelOptConfig.int8()
+    assert ModelOptConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
 def test_config_maps_onto_modelopt_arguments() -> None:
     kwargs = ModelOptQuantizer(ModelOptConfig(calibration="minmax")).modelopt_kwargs(("/model.22/Concat",))
     assert kwargs["calibration_method"] == "max" and kwargs["calibration_eps"] == ["cpu"]
@@ -61,6 +70,9 @@ def test_config_maps_onto_modelopt_arguments() -> None:
         ({"calibration_device": "tpu"}, "calibration_device"),
         ({"opset": 17}, "opset"),
         ({"exclude": ("model.(",)}, "regex"),
+        ({"target": "onnxruntime"}, "tensorrt or openvino"),
+        ({"mode": "fp8", "target": "openvino"}, "rewrites int8"),
+        ({"high_precision": "fp16", "target": "openvino"}, "rewrites int8"),
     ],
 )
 def test_config_rejects_bad_options(kwargs: dict[str, Any], needle: str) -> None:
@@ -259,3 +271,99 @@ def test_yolo26_end_to_end_head_keeps_top_k_float(
             same = q[(q[:, 5] == det[5]) & (q[:, 4] > 0.25)]
             twins.append(bool(len(same)) and float(np.abs(same[:, :4] - det[:4]).max(1).min()) < 20)
     assert np.mean(twins) >= 0.8, twins  # YOLO26n loses more than YOLOv8n (-0.5 mAP on coco128)
+
+
+# --- OpenVINO rewrite (uint8 activations, folded weights) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openvino_qdq(
+    modelopt: None, fp32: OnnxModel, calib: CalibrationSet, tmp_path_factory: pytest.TempPathFactory
+) -> QdqModel:
+    cfg = dataclasses.replace(ModelOptConfig.openvino(), keep="head")  # qdq's int8 model, rewritten
+    return ModelOptQuantizer(cfg).quantize(fp32, calib, tmp_path_factory.mktemp("modelopt-openvino"))
+
+
+def _tensorrt_int8(qdq: QdqModel) -> Any:
+    if qdq.precision is not Precision.INT8:
+        pytest.skip("the OpenVINO rewrite is for int8 models")
+    return onnx.load(str(qdq.path))
+
+
+def _run_proto(model: Any, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"images": batch[i : i + 1]})[0] for i in range(len(batch))])
+
+
+def _scales(model: Any) -> dict[str, tuple[float, int, int]]:
+    """Activation tensor -> (scale, zero point, zero-point dtype) of the QuantizeLinear reading it."""
+    inits = {i.name: i for i in model.graph.initializer}
+    out = {}
+    for q in model.graph.node:
+        if q.op_type == "QuantizeLinear" and q.input[0] not in inits:
+            zero = inits[q.input[2]]
+            scale = onnx.numpy_helper.to_array(inits[q.input[1]])
+            out[q.input[0]] = (float(scale), int(onnx.numpy_helper.to_array(zero)), zero.data_type)
+    return out
+
+
+def test_folding_the_weights_keeps_every_output_bit(qdq: QdqModel, unseen: np.ndarray) -> None:
+    model = _tensorrt_int8(qdq)
+    ref = _run_proto(model, unseen[:1])
+    assert unsigned.fold_weight_quantizers(model) == len(qdq.quantized_nodes["Conv"])
+    inits = {i.name: i for i in model.graph.initializer}
+    assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights and {w.data_type for w in weights} == {onnx.TensorProto.INT8}
+    assert np.array_equal(_run_proto(model, unseen[:1]), ref)  # ONNX Runtime's own QuantizeLinear rounded alike
+
+
+def test_uint8_on_the_int8_grid_computes_the_same(qdq: QdqModel, unseen: np.ndarray) -> None:
+    model = _tensorrt_int8(qdq)
+    ref = _run_proto(model, unseen[:1])
+    before = _scales(model)
+    assert unsigned.to_uint8(model, {t: -128 * s for t, (s, _, _) in before.items()}) == len(before) > 50
+    after = _scales(model)
+    assert {(s, z, t) for s, z, t in after.values()} == {
+        (s, 128, onnx.TensorProto.UINT8) for s, _, _ in before.values()
+    }
+    assert np.array_equal(_run_proto(model, unseen[:1]), ref)
+
+
+def test_openvino_layout_keeps_the_clip_and_refines_the_grid(
+    openvino_qdq: QdqModel, qdq: QdqModel, fp32: OnnxModel, unseen: np.ndarray
+) -> None:
+    trt = _tensorrt_int8(qdq)
+    model = onnx.load(str(openvino_qdq.path))
+    assert openvino_qdq.layout == "openvino" and openvino_qdq.precision is Precision.INT8
+    assert openvino_qdq.quantized_nodes == qdq.quantized_nodes  # same placement as ModelOpt's
+    old, new = _scales(trt), _scales(model)
+    assert new.keys() == old.keys() and {t for _, _, t in new.values()} == {onnx.TensorProto.UINT8}
+    for tensor, (scale, zero, _) in new.items():
+        clip = 127 * old[tensor][0]
+        assert abs((255 - zero) * scale - clip) <= scale, tensor  # ModelOpt's calibrated clip, to one step
+        if tensor.endswith("act/Mul_output_0"):  # a SiLU output: >= -0.2785, so about half the step
+            assert 0 < zero * scale <= 0.2785 + scale and scale < 0.6 * old[tensor][0], tensor
+    assert openvino_qdq.path.stat().st_size < 0.35 * qdq.path.stat().st_size  # int8 weights, not float
+    ref, sym, asym = _run(fp32.path, unseen), _run(qdq.path, unseen), _run(openvino_qdq.path, unseen)
+    for part in (slice(0, 4), slice(4, None)):  # boxes, class scores: closer to FP32 than ModelOpt's int8
+        assert np.mean((asym[:, part] - ref[:, part]) ** 2) < 0.9 * np.mean((sym[:, part] - ref[:, part]) ** 2)
+
+
+def test_minima_need_the_float_model_the_tensors_came_from(fp32: OnnxModel, calib: CalibrationSet) -> None:
+    with pytest.raises(QuantizationError, match="not in the float model"):
+        unsigned.observed_minima(onnx.load(str(fp32.path)), ["no/such/tensor"], calib)
+
+
+def test_make_quantizer_rewrites_modelopt_int8_for_openvino() -> None:
+    from yoloquant.config import Backend
+    from yoloquant.quantize import make_quantizer
+
+    def config(precision: Precision, backend: Backend) -> ModelOptConfig:
+        quantizer = make_quantizer(precision, backend, quantizer="modelopt")
+        assert isinstance(quantizer, ModelOptQuantizer)
+        return quantizer.config
+
+    assert config(Precision.INT8, Backend.OPENVINO) == ModelOptConfig.openvino()
+    assert config(Precision.INT8, Backend.ONNXRUNTIME) == ModelOptConfig.int8()
+    assert config(Precision.FP8, Backend.OPENVINO).target is Backend.TENSORRT

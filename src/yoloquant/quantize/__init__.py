@@ -2,6 +2,7 @@
 
 - ``ort_static``: ONNX Runtime static INT8, a Q/DQ layout ONNX Runtime's CPU / OpenVINO providers fuse.
 - ``modelopt``: NVIDIA ModelOpt ONNX PTQ, INT8 / FP8 in TensorRT's Q/DQ layout.
+- ``unsigned``: int8 symmetric activation Q/DQ -> uint8 over the calibrated range (ModelOpt's INT8 for OpenVINO).
 - ``fp16``: FP16 conversion with FP32 inputs / outputs and decode (for GPUs).
 - ``brevitas``: Brevitas W8 / W4 weights with int8 or float activations, from the PyTorch model (QCDQ ONNX).
 - ``presets``: YOLO precision presets (which parts stay float), shared by all.
@@ -66,7 +67,7 @@ def make_quantizer(
     if name is QuantizerName.BREVITAS or precision in BREVITAS_PRECISIONS:
         return _brevitas(precision, name, calibration, keep)
     if name is QuantizerName.MODELOPT:
-        return _modelopt(precision, calibration, keep)
+        return _modelopt(precision, backend, calibration, keep)
     return _ort(precision, backend, calibration, keep)
 
 
@@ -100,10 +101,15 @@ def _ort(precision: Precision, backend: Backend, calibration: CalibMethod | None
     return OrtStaticQuantizer(config)
 
 
-def _modelopt(precision: Precision, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
+def _modelopt(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
     from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
 
-    base = ModelOptConfig.fp8() if precision is Precision.FP8 else ModelOptConfig.int8()
+    if precision is Precision.FP8:
+        base = ModelOptConfig.fp8()
+    elif backend is Backend.OPENVINO:  # OpenVINO mis-executes ModelOpt's signed int8 activations: uint8 rewrite
+        base = ModelOptConfig.openvino()
+    else:
+        base = ModelOptConfig.int8()
     config = dataclasses.replace(
         base,
         mode=precision,

@@ -3,7 +3,9 @@
 ModelOpt places Q/DQ pairs the way TensorRT fuses them (activations and weights int8 or fp8 e4m3,
 symmetric, per-channel weights; Q/DQ only on the inputs of Conv, Add, Mul, MaxPool, Resize...). The
 result is meant for a TensorRT strongly-typed engine; ONNX Runtime's CPU EP runs it correctly but
-slower than FP32, so it is a TensorRT artifact, not a CPU one.
+slower than FP32, so it is a TensorRT artifact, not a CPU one. With ``target="openvino"``
+(:meth:`ModelOptConfig.openvino`) the INT8 model is rewritten for ONNX Runtime's OpenVINO EP:
+uint8 asymmetric activations, int8 weights folded (:mod:`yoloquant.quantize.unsigned`).
 
 ModelOpt patches ``onnxruntime.quantization`` process-wide while it quantizes (its calibrators, the
 QDQ registry, ``QDQQuantizer.check_opset_version``) and reconfigures the ``modelopt.onnx`` loggers.
@@ -40,7 +42,7 @@ from yoloquant._optional import available, require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
 from yoloquant.errors import ConfigError, MissingDependencyError, QuantizationError
-from yoloquant.quantize import graph
+from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize.presets import KeepPreset, resolve_keep
 
 __all__ = ["ModelOptConfig", "ModelOptQuantizer"]
@@ -56,6 +58,7 @@ _CALIB_NAMES = {CalibMethod.MINMAX: "max", CalibMethod.ENTROPY: "entropy"}
 # The opset ModelOpt writes at least (a lower one is silently raised to this).
 _MIN_OPSET = {Precision.INT8: 19, Precision.FP8: 19}
 _MAX_OPSET = 23
+_TARGETS = (Backend.TENSORRT, Backend.OPENVINO)
 
 
 def _default_calibration(mode: Precision) -> CalibMethod:
@@ -81,6 +84,9 @@ class ModelOptConfig(_Serializable):
         calibration_device: Where calibration runs: ``cpu``, or ``cuda`` (ONNX Runtime's CUDA EP,
             falling back to the CPU).
         opset: Opset of the written model; ``None`` = ModelOpt's minimum (19).
+        target: Runtime the layout is made for: ``tensorrt`` (ModelOpt's output as is) or ``openvino``
+            (int8 only: activations rewritten to uint8 over their calibrated range, which OpenVINO runs
+            correctly and more accurately; see :mod:`yoloquant.quantize.unsigned`). Recorded as the layout.
     """
 
     mode: Precision = Precision.INT8
@@ -91,6 +97,7 @@ class ModelOptConfig(_Serializable):
     high_precision: Precision = Precision.FP32
     calibration_device: str = "cpu"
     opset: int | None = None
+    target: Backend = Backend.TENSORRT
 
     def __post_init__(self) -> None:
         mode = parse_enum(Precision, self.mode, option="mode")
@@ -102,6 +109,7 @@ class ModelOptConfig(_Serializable):
         object.__setattr__(self, "high_precision", high)
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
+        object.__setattr__(self, "target", parse_enum(Backend, self.target, option="target"))
         if mode not in _MODES:
             msg = f"ModelOpt ONNX PTQ supports mode int8 and fp8 here, got {mode.value!r}"
             raise ConfigError(msg)
@@ -126,7 +134,19 @@ class ModelOptConfig(_Serializable):
                 f"({_MIN_OPSET[mode]}-{_MAX_OPSET}); pass opset=None for its minimum"
             )
             raise ConfigError(msg)
+        self._check_target()
         graph.check_patterns(self.exclude)
+
+    def _check_target(self) -> None:
+        if self.target not in _TARGETS:
+            msg = f"ModelOpt's layout targets tensorrt or openvino, got {self.target.value!r}"
+            raise ConfigError(msg)
+        if self.target is Backend.OPENVINO and (self.mode, self.high_precision) != (Precision.INT8, Precision.FP32):
+            msg = (
+                f"target='openvino' rewrites int8 models with fp32 float parts, got mode {self.mode.value!r} and "
+                f"high_precision {self.high_precision.value!r}; use ModelOptConfig.openvino()"
+            )
+            raise ConfigError(msg)
 
     @property
     def method(self) -> CalibMethod:
@@ -142,6 +162,16 @@ class ModelOptConfig(_Serializable):
     def fp8(cls) -> ModelOptConfig:
         """FP8 (e4m3), max calibration, head and stem float (ModelOpt keeps the 3-channel stem float anyway)."""
         return cls(mode=Precision.FP8, calibration=CalibMethod.MINMAX, keep=KeepPreset.HEAD_AND_FIRST)
+
+    @classmethod
+    def openvino(cls) -> ModelOptConfig:
+        """INT8 for ONNX Runtime's OpenVINO EP: :meth:`int8`'s choices, uint8 activations (docs/modelopt.md)."""
+        return cls(
+            mode=Precision.INT8,
+            calibration=CalibMethod.ENTROPY,
+            keep=KeepPreset.HEAD_AND_FIRST,
+            target=Backend.OPENVINO,
+        )
 
 
 def _main() -> None:
@@ -224,6 +254,9 @@ class ModelOptQuantizer:
             }
             self._run_isolated(job, Path(tmp), model.path)
             qmodel = onnx.load(str(dst))
+            if cfg.target is Backend.OPENVINO:
+                moved = unsigned.rewrite_for_openvino(qmodel, source, data)
+                log.info("rewrote %d int8 activation Q/DQ pairs to uint8 for OpenVINO", moved)
             graph.copy_metadata(source, qmodel)
             staged = Path(tmp) / target.name
             onnx.save(qmodel, str(staged))
@@ -237,7 +270,7 @@ class ModelOptQuantizer:
             precision=cfg.mode,
             source=model,
             quantizer=self.name,
-            layout=Backend.TENSORRT.value,
+            layout=cfg.target.value,
             config=cfg.to_dict(),
             quantized_nodes=quantized,
             float_nodes=floats,

@@ -57,7 +57,7 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
     if calib is not None and eval_data is not None:
         warnings += _overlap_warning(calib, eval_data)
     warnings += _budget_warnings(plan)
-    built = _make_variants(tuple(_with_budget(v, plan) for v in plan.variants), fp32, calib, out_dir)
+    built = _make_variants(tuple(_with_budget(v, plan) for v in plan.variants), fp32, calib, out_dir, plan.progress)
     sensitivity = _sensitivity(plan, fp32, calib, eval_data, out_dir)
     with ExitStack() as stack:
         engines: dict[str, Engine] = {}
@@ -202,7 +202,7 @@ def _calibrate(c: CalibrationPlan, model: OnnxModel, progress: bool) -> Calibrat
 
 
 def _make_variants(
-    plans: tuple[VariantPlan, ...], fp32: OnnxModel, calib: CalibrationSet | None, out_dir: Path
+    plans: tuple[VariantPlan, ...], fp32: OnnxModel, calib: CalibrationSet | None, out_dir: Path, progress: bool
 ) -> list[_Built]:
     """Quantize each variant into its own folder; variants with equal quantizers share one model file."""
     made: list[tuple[Quantizer, OnnxModel]] = []
@@ -212,10 +212,18 @@ def _make_variants(
         if v.quantizer is not None:  # _check guarantees calib for the variants that need it
             data = calib if calib is not None else _NO_IMAGES
             shared = next((m for q, m in made if q == v.quantizer), None)
-            model = shared or v.quantizer.quantize(fp32, data, out_dir / v.name)
+            model = shared or _quiet(v.quantizer, progress).quantize(fp32, data, out_dir / v.name)
             made.append((v.quantizer, model))
         built.append(_Built(v, model))
     return built
+
+
+def _quiet(quantizer: Quantizer, progress: bool) -> Quantizer:
+    """The quantizer with its own progress bars off in a quiet run (quantizers with a ``progress`` field)."""
+    fields: set[str] = {f.name for f in dataclasses.fields(quantizer)} if dataclasses.is_dataclass(quantizer) else set()
+    if progress or "progress" not in fields:
+        return quantizer
+    return dataclasses.replace(quantizer, progress=False)  # type: ignore[type-var]
 
 
 def _evaluate(plan: QuantPipeline, engine: Engine, data: Dataset | None, name: str) -> EvalResult | None:

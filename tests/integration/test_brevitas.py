@@ -69,6 +69,16 @@ def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
         make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration=CalibMethod.ENTROPY)
 
 
+@pytest.mark.parametrize(
+    ("precision", "start"),
+    [("w8a8", "int8 Q/DQ"), ("w8a16", "no GPU speedup"), ("w4a16", "no GPU speedup"), ("w4a8", "no GPU speedup")],
+)
+def test_only_w8a8_is_reported_as_tensorrt_int8(precision: str, start: str) -> None:
+    from yoloquant.quantize.brevitas.quantizer import _tensorrt_note
+
+    assert _tensorrt_note(BrevitasConfig.preset(precision)).startswith(start)
+
+
 # --- roles of the convs on the real model -------------------------------------------------------
 
 
@@ -133,6 +143,7 @@ def test_w8a16_weights_match_a_hand_computed_per_channel_quantization(
     assert len(qdq.quantized_nodes["Conv"]) == 63 and "QuantizeLinear" not in {n.op_type for n in model.graph.node}
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["yoloquant.head"] == "dfl" and "names" in meta  # the float export's metadata came over
+    assert qdq.config["tensorrt"].startswith("no GPU speedup")  # weight-only: TensorRT dequantizes to float convs
 
 
 def test_w4a8_has_int4_weights_int8_inputs_and_runs_like_its_torch_model(
@@ -195,3 +206,21 @@ def test_qat_fine_tunes_the_ptq_model_and_keeps_its_grid(
     after = _dequantized_weight(onnx.load(str(tuned.path)), "/model.2/cv1/conv/Conv")
     assert after[0].min() >= -7 and after[0].max() <= 7  # still 4-bit after the BatchNorms were folded back
     assert not np.allclose(before[2], after[2])  # training moved the weights
+
+
+def test_pipeline_runs_a_brevitas_variant_quietly(
+    yolov8n_pt: Path, coco64_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from yoloquant import QuantPipeline
+
+    result = (
+        QuantPipeline.from_ultralytics(yolov8n_pt)
+        .calibrate(coco64_images, num_images=2)
+        .quantize("w8a8", calibration="percentile")
+        .evaluate(coco64_images, num_images=4)
+        .with_progress(False)
+        .run(tmp_path / "run")
+    )
+    w8a8 = result.variant("w8a8")
+    assert w8a8.map50_95 is not None and abs(w8a8.map50_95 - result.baseline.map50_95) < 0.05  # type: ignore[operator]
+    assert "calibrating activations" not in capsys.readouterr().err  # the quantizer's bar follows with_progress

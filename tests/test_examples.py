@@ -13,15 +13,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["quickstart.py"])
-def test_example_runs_and_writes_a_report(script: str, tmp_path: Path) -> None:
-    pytest.importorskip("ultralytics")
+@pytest.mark.parametrize(
+    ("script", "variants", "needs"),
+    [
+        ("quickstart.py", ["fp32", "int8"], ()),
+        ("brevitas_w4.py", ["fp32", "w8a8", "w4a16"], ("brevitas", "onnxoptimizer")),
+    ],
+)
+def test_example_runs_and_writes_a_report(
+    script: str, variants: list[str], needs: tuple[str, ...], tmp_path: Path
+) -> None:
+    for module in ("ultralytics", *needs):
+        pytest.importorskip(module)
     env = {**os.environ, "YOLO_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), str(tmp_path)],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "int8" in proc.stdout
+    assert all(name in proc.stdout for name in variants)
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [v["name"] for v in report["variants"]] == ["fp32", "int8"]
+    assert [v["name"] for v in report["variants"]] == variants

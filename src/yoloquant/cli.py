@@ -20,14 +20,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="export, quantize, evaluate and benchmark; writes report.json / report.md")
     _add_inputs(run, required=False)
-    run.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp8 (fp32 always runs)")
+    run.add_argument(
+        "--precisions",
+        default="fp32,int8",
+        help="comma list of fp32,int8,fp8,fp16 and the Brevitas w8a16,w8a8,w4a16,w4a8 (fp32 always runs)",
+    )
     run.add_argument(
         "--backend",
         default="onnxruntime",
         help="comma list of onnxruntime (CPU provider), openvino (OpenVINO provider)",
     )
-    run.add_argument("--calibration", help="calibration method: minmax, entropy or percentile")
-    run.add_argument("--quantizer", help="ort (ONNX Runtime INT8, fast on CPU) or modelopt (TensorRT layout, INT8/FP8)")
+    run.add_argument(
+        "--calibration", help="calibration method: minmax, entropy or percentile (brevitas: mse default, percentile)"
+    )
+    run.add_argument(
+        "--quantizer",
+        help="ort (ONNX Runtime INT8, fast on CPU), modelopt (TensorRT layout, INT8/FP8) or brevitas "
+        "(W8/W4 weights, the default for w8a16, w8a8, w4a16, w4a8)",
+    )
     run.add_argument("--keep", help="YOLO precision preset kept float: none, head, head+first")
     run.add_argument(
         "--max-map-drop", type=float, help="accuracy budget in mAP50-95 points for ORT INT8 (needs --eval)"

@@ -142,12 +142,15 @@ class QuantPipeline:
         """Add a variant. Call again to add more (another quantizer, preset, or backend).
 
         Args:
-            precision: ``int8``, ``fp8`` (ModelOpt), or ``fp32`` (the float model on another backend).
+            precision: ``int8``, ``fp8`` (ModelOpt), ``fp16``, ``w8a16`` / ``w8a8`` / ``w4a16`` / ``w4a8``
+                (Brevitas, docs/brevitas.md), or ``fp32`` (the float model on another backend).
             backend: ``onnxruntime`` (CPU provider), ``openvino`` (ONNX Runtime's OpenVINO provider) or
                 ``cuda`` (ONNX Runtime's CUDA provider, fp32 / fp16): where this variant is evaluated and timed.
             quantizer: ``"ort"`` (ONNX Runtime static INT8, fast on the CPU), ``"modelopt"`` (TensorRT's Q/DQ
-                layout, INT8 / FP8), or a Quantizer object. Default: ``ort`` for int8, ``modelopt`` for fp8.
-            calibration: ``minmax``, ``entropy`` or ``percentile`` (ModelOpt: minmax / entropy).
+                layout, INT8 / FP8), ``"brevitas"`` (W8 / W4 weights), or a Quantizer object. Default: ``ort``
+                for int8, ``modelopt`` for fp8, ``brevitas`` for the ``w*a*`` precisions.
+            calibration: ``minmax``, ``entropy`` or ``percentile`` (ModelOpt: minmax / entropy; Brevitas:
+                percentile instead of its default, MSE).
             keep: YOLO precision preset: ``none``, ``head`` (box/class output convs + decode float) or
                 ``head+first`` (also the stem conv). Default: the quantizer's best measured preset.
             name: Variant name in the report; default built from the choices, e.g. ``int8-modelopt``.

@@ -169,3 +169,14 @@ def test_budget_outcome_is_in_the_markdown(tmp_path: Path) -> None:
         "float (`model.0`, `model.1`); there FP32 0.5100, full INT8 0.4900, budgeted 0.5080 (drop +0.20 points, "
         "within budget)"
     ) in md
+
+
+def test_tensorrt_statement_of_a_variant_is_in_the_markdown(tmp_path: Path) -> None:
+    base = _result(tmp_path)
+    note = "no GPU speedup: TensorRT has no int4 or weight-only conv kernels"
+    quant = {"quantizer": "brevitas", "layout": "qcdq", "seconds": 5.0, "config": {"tensorrt": note}}
+    w4 = dataclasses.replace(base.variants[1], name="w4a16", precision="w4a16", quantization=quant)
+    md = dataclasses.replace(base, variants=(base.variants[0], w4)).to_markdown()
+    section = md.split("### w4a16: brevitas (qcdq layout), 5.0 s", 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    assert f"- TensorRT: {note}" in section
+    assert "TensorRT:" not in base.to_markdown()  # quantizers without the key add no line

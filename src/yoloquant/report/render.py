@@ -113,6 +113,9 @@ def _quantization_lines(v: VariantResult) -> list[str]:
         f"- float nodes by op type: {json.dumps(kept)}",
     ]
     lines += _budget_lines(q)
+    tensorrt = (q.get("config") or {}).get("tensorrt")
+    if tensorrt:
+        lines.append(f"- TensorRT: {tensorrt}")
     float_names = [n for names in q.get("float_nodes", {}).values() for n in names]
     if float_names:
         lines.append(

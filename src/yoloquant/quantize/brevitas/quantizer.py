@@ -82,7 +82,12 @@ class BrevitasQuantizer:
             source=model,
             quantizer=self.name,
             layout="qcdq",
-            config={**self.config.to_dict(), "weight_bits_by_conv": _bit_counts(bits), **extra},
+            config={
+                **self.config.to_dict(),
+                "weight_bits_by_conv": _bit_counts(bits),
+                "tensorrt": _tensorrt_note(self.config),
+                **extra,
+            },
             quantized_nodes=quantized,
             float_nodes=floats,
             seconds=time.perf_counter() - start,
@@ -95,6 +100,16 @@ class BrevitasQuantizer:
         labeled = load_dataset(self.qat_data, names=names) if self.qat_data else dataset_of_files(data.files, names)
         teacher = ptq.load_detector(model.checkpoint) if qat.distill > 0 and model.checkpoint else None
         return finetune(detector, labeled, qat, teacher=teacher, progress=self.progress)
+
+
+def _tensorrt_note(config: BrevitasConfig) -> str:
+    """What TensorRT can accelerate in this variant's layout, for the report (docs/brevitas.md)."""
+    if config.weight_bits == 8 and config.act_bits == 8:
+        return "int8 Q/DQ on conv inputs + per-channel int8 weights: TensorRT's INT8 conv kernels (not run here)"
+    return (
+        "no GPU speedup: TensorRT has no int4 or weight-only conv kernels, it dequantizes and runs float convs "
+        "(accuracy research)"
+    )
 
 
 def _summary(stats: QatStats) -> dict[str, Any]:

@@ -211,6 +211,7 @@ class OrtStaticQuantizer:
     """
 
     config: OrtQuantConfig = field(default_factory=OrtQuantConfig)
+    progress: bool = True
     name: ClassVar[str] = "ort-static"
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:
@@ -280,7 +281,8 @@ class OrtStaticQuantizer:
         quantization = require("onnxruntime.quantization")
         tqdm = require("tqdm").tqdm
         cfg = self.config
-        with tqdm(total=len(data), desc=f"calibrating ({cfg.calibration.value})", unit="img") as bar:
+        desc = f"calibrating ({cfg.calibration.value})"
+        with tqdm(total=len(data), desc=desc, unit="img", disable=not self.progress) as bar:
             try:
                 quantization.quantize_static(
                     str(src),

@@ -24,12 +24,10 @@ from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from yoloquant.artifacts import CalibrationSet, OnnxModel
-from yoloquant.backends.ort.engine import OrtEngineBuilder
-from yoloquant.config import EvalConfig
+from _coco128 import coco128_split, score
+
+from yoloquant.artifacts import CalibrationSet
 from yoloquant.data.calibration import ImageCalibrator
-from yoloquant.data.datasets import Dataset, load_dataset
-from yoloquant.eval.coco import evaluate
 from yoloquant.export import UltralyticsExporter
 from yoloquant.quantize.brevitas import BrevitasConfig, BrevitasQuantizer, QatConfig
 from yoloquant.versions import package_versions
@@ -59,12 +57,6 @@ def parse_variant(spec: str, device: str) -> BrevitasQuantizer:
     return BrevitasQuantizer(config, qat=QatConfig(device=device, **qat) if qat else None, progress=False)
 
 
-def score(model: OnnxModel, dataset: Dataset) -> dict[str, float]:
-    with OrtEngineBuilder().build(model) as engine:
-        result = evaluate(engine, dataset, EvalConfig(), progress=False)
-    return {"map50_95": result.map50_95 * 100, "map50": result.map50 * 100}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "coco128")
@@ -77,8 +69,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     fp32 = UltralyticsExporter().export(args.weights, args.out / "fp32")
-    images = args.data / "images" / "train2017"
-    dataset = load_dataset(images).select(None, offset=64)
+    images, dataset = coco128_split(args.data)
     calib: CalibrationSet = ImageCalibrator(source=images, num_images=64, progress=False).calibrate(fp32.info)
     rows: dict[str, dict[str, Any]] = {"fp32": score(fp32, dataset)}
     print(f"fp32: mAP50-95 {rows['fp32']['map50_95']:.2f}", flush=True)

@@ -34,13 +34,14 @@ import numpy as np
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from _coco128 import coco128_split, score
+
 from yoloquant.artifacts import CalibrationSet, OnnxModel
 from yoloquant.backends.ort.engine import OrtEngineBuilder
 from yoloquant.bench import benchmark_interleaved
-from yoloquant.config import Backend, BenchConfig, EvalConfig
+from yoloquant.config import Backend, BenchConfig
 from yoloquant.data.calibration import ImageCalibrator
-from yoloquant.data.datasets import Dataset, load_dataset
-from yoloquant.eval.coco import evaluate
+from yoloquant.data.datasets import Dataset
 from yoloquant.export import UltralyticsExporter
 from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
 from yoloquant.versions import package_versions
@@ -57,12 +58,6 @@ def calibrate(images: Path, model: OnnxModel) -> tuple[CalibrationSet, float]:
         calib = ImageCalibrator(source=images, num_images=64, cache_dir=Path(cache), progress=False)
         data = calib.calibrate(model.info)
     return data, time.perf_counter() - start
-
-
-def score(model: OnnxModel, dataset: Dataset) -> dict[str, float]:
-    with OrtEngineBuilder().build(model) as engine:
-        result = evaluate(engine, dataset, EvalConfig(), progress=False)
-    return {"map50_95": result.map50_95 * 100, "map50": result.map50 * 100, "eval_s": result.seconds}
 
 
 def latency(models: dict[str, OnnxModel], dataset: Dataset) -> dict[str, float]:
@@ -108,8 +103,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     fp32 = UltralyticsExporter().export(args.weights, args.out / "fp32")
-    images = args.data / "images" / "train2017"
-    dataset = load_dataset(images).select(None, offset=64)
+    images, dataset = coco128_split(args.data)
     calib, calib_s = calibrate(images, fp32)
 
     rows: dict[str, dict[str, Any]] = {"fp32": {"seconds": 0.0, **score(fp32, dataset)}}

@@ -202,7 +202,11 @@ def _calibrate(c: CalibrationPlan, model: OnnxModel, progress: bool) -> Calibrat
 
 
 def _make_variants(
-    plans: tuple[VariantPlan, ...], fp32: OnnxModel, calib: CalibrationSet | None, out_dir: Path, progress: bool
+    plans: tuple[VariantPlan, ...],
+    fp32: OnnxModel,
+    calib: CalibrationSet | None,
+    out_dir: Path,
+    progress: bool = True,
 ) -> list[_Built]:
     """Quantize each variant into its own folder; variants with equal quantizers share one model file."""
     made: list[tuple[Quantizer, OnnxModel]] = []

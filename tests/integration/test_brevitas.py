@@ -32,7 +32,7 @@ from yoloquant.quantize.brevitas import ptq  # noqa: E402  (needs torch)
 def test_presets_follow_the_precision_and_round_trip_through_json() -> None:
     w4 = BrevitasConfig.preset("w4a8")
     assert (w4.weight_bits, w4.act_bits, w4.name) == (4, 8, "w4a8")
-    assert w4.rounding is Rounding.GPTQ and w4.protect is Protect.EARLY and w4.weight_scale is WeightScale.MSE
+    assert w4.rounding is Rounding.QRONOS and w4.protect is Protect.EARLY and w4.weight_scale is WeightScale.MSE
     w8 = BrevitasConfig.preset(Precision.W8A16)
     assert (w8.act_bits, w8.rounding, w8.protect) == (None, Rounding.NEAREST, Protect.NONE)
     assert BrevitasConfig.from_dict(json.loads(json.dumps(w4.to_dict()))) == w4

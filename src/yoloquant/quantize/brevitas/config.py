@@ -134,6 +134,6 @@ class BrevitasConfig(_Serializable):
             "act_bits": act_bits,
             "protect": Protect.EARLY if low_bit else Protect.NONE,
             "weight_scale": WeightScale.MSE if low_bit else WeightScale.ABSMAX,
-            "rounding": Rounding.GPTQ if low_bit else Rounding.NEAREST,
+            "rounding": Rounding.QRONOS if low_bit else Rounding.NEAREST,
         }
         return cls(**(base | changes))

@@ -1,8 +1,9 @@
 """Brevitas W8A8 and W4A16 of the bundled YOLOv8n, compared with FP32 (docs/brevitas.md).
 
-W8A8 is the ``w8a8`` preset. W4A16 is the ``w4a16`` preset (MSE weight scales, model.0-4 and the head's output convs at 8 bits)
-with GPTQ on only 8 images instead of the preset's Qronos on 32, so the example stays quick on a CPU. Small image counts: the mAP moves by points between runs; the measurement on coco128 is in
-docs/brevitas.md. Neither variant is faster than FP32 on ONNX Runtime's CPU provider.
+W8A8 is the ``w8a8`` preset. W4A16 is the ``w4a16`` preset (MSE weight scales, model.0-4 and the head's
+output convs at 8 bits) with GPTQ on only 8 images instead of the preset's Qronos on 32, so the example
+stays quick on a CPU. Small image counts: the mAP moves by points between runs; the measurement on
+coco128 is in docs/brevitas.md. Neither variant is faster than FP32 on ONNX Runtime's CPU provider.
 
 Run from the repository root (needs ``pip install "yoloquant[brevitas]"``):
     python examples/brevitas_w4.py [OUT_DIR]

@@ -38,11 +38,6 @@ class Precision(StrEnum):
     W4A16 = "w4a16"
     W4A8 = "w4a8"
 
-    @property
-    def weight_only(self) -> bool:
-        """Whether only the weights are quantized (activations stay float)."""
-        return self in (Precision.W8A16, Precision.W4A16)
-
 
 class Backend(StrEnum):
     """Runtime a model variant is built for and run on."""

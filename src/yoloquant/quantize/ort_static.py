@@ -211,7 +211,7 @@ class OrtStaticQuantizer:
     """
 
     config: OrtQuantConfig = field(default_factory=OrtQuantConfig)
-    progress: bool = True
+    progress: bool = field(default=True, compare=False)  # display only: equal quantizers share one model
     name: ClassVar[str] = "ort-static"
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ class BrevitasQuantizer:
     config: BrevitasConfig = field(default_factory=BrevitasConfig)
     qat: QatConfig | None = None
     qat_data: str | None = None
-    progress: bool = True
+    progress: bool = field(default=True, compare=False)  # display only: equal quantizers share one model
 
     @property
     def name(self) -> str:

@@ -64,8 +64,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "brevitas-coco")
     ap.add_argument("--variants", nargs="+", default=["w8a16", "w8a8", "w4a16", "w4a8"])
     ap.add_argument("--device", default="cpu", help="where calibration and rounding run: cpu or cuda")
+    ap.add_argument("--verbose", action="store_true", help="log what the quantizer does (AdaRound errors per block)")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if args.verbose:
+        logging.getLogger("yoloquant").setLevel(logging.INFO)
     args.out.mkdir(parents=True, exist_ok=True)
 
     fp32 = UltralyticsExporter().export(args.weights, args.out / "fp32")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, Rounding, WeightScale
 from yoloquant.quantize.brevitas.quantizer import BrevitasQuantizer
-from yoloquant.quantize.brevitas.train import QatConfig, QatStats, finetune
+from yoloquant.quantize.brevitas.train import QatConfig, QatStats, Trainable, finetune
 from yoloquant.quantize.brevitas.unfold import fold_batchnorm, unfold_batchnorm
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "QatConfig",
     "QatStats",
     "Rounding",
+    "Trainable",
     "WeightScale",
     "finetune",
     "fold_batchnorm",

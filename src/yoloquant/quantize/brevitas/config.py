@@ -1,7 +1,8 @@
 """What the Brevitas quantizer does: bit widths, which layers it spares, how it recovers accuracy.
 
-``W<w>A<a>``: ``w``-bit per-channel symmetric weights; ``A8`` = int8 conv inputs (per-tensor, symmetric),
-``A16`` = float activations (FP32 on ONNX Runtime CPU, FP16 on a GPU).
+``W<w>A<a>``: ``w``-bit per-channel weights; ``A8`` = 8-bit conv inputs (per tensor), ``A16`` = float
+activations (FP32 on ONNX Runtime CPU, FP16 on a GPU). Symmetric by default (what TensorRT runs); zero
+points (asymmetric) are an option for ONNX Runtime / OpenVINO on a CPU.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Rounding(StrEnum):
     GPTQ = "gptq"  # GPTQ: each conv's rounding error is compensated by its not-yet-rounded weights
     GPFQ = "gpfq"  # GPFQ: like GPTQ, against the float model's activations (error does not accumulate)
     QRONOS = "qronos"  # Qronos: GPFQ that also corrects the error of the quantized inputs
+    ADAROUND = "adaround"  # AdaRound: up / down learned per weight by block reconstruction (needs a GPU)
 
 
 class Protect(StrEnum):
@@ -68,10 +70,16 @@ class BrevitasConfig(_Serializable):
             ``head+first`` (and the stem conv). The DFL projection always stays float.
         protect: Layers quantized at 8 bits when ``weight_bits`` is 4 (see :class:`Protect`).
         weight_scale / act_scale: How scales are chosen (:class:`WeightScale`, :class:`ActScale`).
+        weight_zero_point: Asymmetric weights: each channel's grid spans [min, max] with a zero point
+            (16 levels at 4 bits instead of 15 around zero). Symmetric (False) is what TensorRT accepts.
+        act_zero_point: Asymmetric activations: uint8 with a zero point, so a SiLU output (>= -0.28) or the
+            image ([0, 1]) uses all 256 levels instead of half. ONNX Runtime and OpenVINO run it on a CPU;
+            TensorRT needs symmetric int8 (False).
         rounding: How weights are rounded (:class:`Rounding`); GPTQ / GPFQ / Qronos run the calibration
             images through the model once per conv.
         bias_correction: Correct each conv's bias for the mean error its quantization causes.
         rounding_images: Calibration images the rounding uses (keep it small on the CPU).
+        rounding_iters: AdaRound optimizer steps per block (8 images each).
         calibration_device: ``cpu`` or ``cuda``: where calibration and rounding run (export is on the CPU).
         opset: ONNX opset of the exported QCDQ model.
 
@@ -86,9 +94,12 @@ class BrevitasConfig(_Serializable):
     protect: Protect = Protect.NONE
     weight_scale: WeightScale = WeightScale.ABSMAX
     act_scale: ActScale = ActScale.MSE
+    weight_zero_point: bool = False
+    act_zero_point: bool = False
     rounding: Rounding = Rounding.NEAREST
     bias_correction: bool = False
     rounding_images: int = 32
+    rounding_iters: int = 1000
     calibration_device: str = "cpu"
     opset: int = 17
 
@@ -99,8 +110,8 @@ class BrevitasConfig(_Serializable):
         if self.act_bits not in (8, None):
             msg = f"act_bits must be 8 (int8 activations) or None (float activations), got {self.act_bits!r}"
             raise ConfigError(msg)
-        if self.rounding_images < 1:
-            msg = f"rounding_images must be >= 1, got {self.rounding_images}"
+        if self.rounding_images < 1 or self.rounding_iters < 1:
+            msg = f"rounding_images and rounding_iters must be >= 1, got {self.rounding_images}, {self.rounding_iters}"
             raise ConfigError(msg)
         if self.calibration_device.split(":")[0] not in ("cpu", "cuda"):
             msg = f"calibration_device must be 'cpu', 'cuda' or 'cuda:N', got {self.calibration_device!r}"

@@ -14,6 +14,7 @@ from typing import Any
 
 from yoloquant._optional import require
 from yoloquant.errors import QuantizationError
+from yoloquant.quantize.brevitas.adaround import learn_rounding
 from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, Rounding, WeightScale
 from yoloquant.quantize.presets import KeepPreset
 
@@ -83,12 +84,16 @@ def _protected(model: Any, protect: Protect, head: set[int]) -> set[int]:
 
 def _quant_classes(config: BrevitasConfig) -> tuple[Any, Any]:
     quant = require("brevitas.quant")
-    weight = (
-        quant.Int8WeightPerChannelFloatMSE
-        if config.weight_scale is WeightScale.MSE
-        else quant.Int8WeightPerChannelFloat
-    )
-    act = quant.Int8ActPerTensorFloatMSE if config.act_scale is ActScale.MSE else quant.Int8ActPerTensorFloat
+    mse_weights = config.weight_scale is WeightScale.MSE
+    if config.weight_zero_point:
+        weight = quant.ShiftedUint8WeightPerChannelFloatMSE if mse_weights else quant.ShiftedUint8WeightPerChannelFloat
+    else:
+        weight = quant.Int8WeightPerChannelFloatMSE if mse_weights else quant.Int8WeightPerChannelFloat
+    mse_acts = config.act_scale is ActScale.MSE
+    if config.act_zero_point:
+        act = quant.ShiftedUint8ActPerTensorFloatMSE if mse_acts else quant.ShiftedUint8ActPerTensorFloat
+    else:
+        act = quant.Int8ActPerTensorFloatMSE if mse_acts else quant.Int8ActPerTensorFloat
     return weight, (act if config.act_bits else None)
 
 
@@ -131,11 +136,14 @@ def _bar(items: Sequence[Any], desc: str, progress: bool) -> Iterable[Any]:
     return bar
 
 
-def calibrate(model: Any, batches: Sequence[Any], config: BrevitasConfig, *, progress: bool = True) -> None:
-    """Calibrate activation scales, initialise weight scales, then GPTQ and bias correction if asked.
+def calibrate(
+    model: Any, batches: Sequence[Any], config: BrevitasConfig, *, reference: Any = None, progress: bool = True
+) -> None:
+    """Calibrate activation scales, initialise weight scales, then round (GPTQ, AdaRound...) and correct biases.
 
     Args:
         model: A detector after :func:`quantize_convs`, in eval mode.
+        reference: The float detector, on the same device: AdaRound's target (other roundings ignore it).
         batches: float32 ``[B, 3, H, W]`` tensors in [0, 1] (letterboxed calibration images).
         config: The quantizer options.
         progress: Show a bar per phase.
@@ -148,8 +156,14 @@ def calibrate(model: Any, batches: Sequence[Any], config: BrevitasConfig, *, pro
                 for batch in _bar(batches, "calibrating activations", progress):
                     model(batch)
         model(batches[0][:1])  # weight scales are computed on the first forward
-        if config.rounding is not Rounding.NEAREST:
-            _round(model, _first_images(batches, config.rounding_images), config, progress)
+        rounding_batches = _first_images(batches, config.rounding_images)
+        if config.rounding is Rounding.ADAROUND:
+            if reference is None:
+                msg = "AdaRound needs the float detector as reference: pass calibrate(..., reference=float_model)"
+                raise QuantizationError(msg)
+            learn_rounding(model, reference, rounding_batches, iters=config.rounding_iters, batch=8, progress=progress)
+        elif config.rounding is not Rounding.NEAREST:
+            _round(model, rounding_batches, config, progress)
         if config.bias_correction:
             with calib.bias_correction_mode(model):
                 for batch in _bar(batches, "bias correction", progress):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Precision
 from yoloquant.errors import ConfigError
 from yoloquant.quantize.brevitas import ptq
-from yoloquant.quantize.brevitas.config import BrevitasConfig
+from yoloquant.quantize.brevitas.config import BrevitasConfig, Rounding
 from yoloquant.quantize.brevitas.export import export_qcdq
 from yoloquant.quantize.brevitas.train import QatConfig, QatStats, finetune
 from yoloquant.quantize.brevitas.unfold import fold_batchnorm, unfold_batchnorm
@@ -59,12 +60,16 @@ class BrevitasQuantizer:
         detector = ptq.load_detector(model.checkpoint)
         if self.qat is not None:
             detector = unfold_batchnorm(detector)
+        reference = copy.deepcopy(detector) if self.config.rounding is Rounding.ADAROUND else None
         bits = ptq.quantize_convs(detector, self.config)
         device = self.config.calibration_device
         # big batches on a GPU: GPTQ runs the model once per conv, and small kernels are launch-bound there
         batch = 8 if device == "cpu" else 32
         batches = [torch.from_numpy(b).to(device) for b in data.batches(batch)]
-        ptq.calibrate(detector.to(device), batches, self.config, progress=self.progress)
+        if reference is not None:
+            reference.to(device)
+        ptq.calibrate(detector.to(device), batches, self.config, reference=reference, progress=self.progress)
+        del reference
         extra: dict[str, Any] = {}
         if self.qat is not None:
             stats = self._finetune(self.qat, detector, data, model)
@@ -104,6 +109,11 @@ class BrevitasQuantizer:
 
 def _tensorrt_note(config: BrevitasConfig) -> str:
     """What TensorRT can accelerate in this variant's layout, for the report (docs/brevitas.md)."""
+    if config.weight_zero_point or config.act_zero_point:
+        return (
+            "no TensorRT: it takes symmetric int8 only (zero points must be 0); this asymmetric layout is for "
+            "ONNX Runtime / OpenVINO on a CPU"
+        )
     if config.weight_bits == 8 and config.act_bits == 8:
         return "int8 Q/DQ on conv inputs + per-channel int8 weights: TensorRT's INT8 conv kernels (not run here)"
     return (

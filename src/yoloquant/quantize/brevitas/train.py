@@ -15,11 +15,15 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +35,20 @@ from yoloquant.data.images import read_image
 from yoloquant.data.labels import GroundTruth
 from yoloquant.data.letterbox import preprocess
 from yoloquant.errors import ConfigError, DataError, QuantizationError
+from yoloquant.quantize.brevitas.augment import augmented_batches, write_yolo_layout
 
-__all__ = ["Optimizer", "QatConfig", "QatStats", "finetune"]
+__all__ = ["Optimizer", "QatConfig", "QatStats", "Trainable", "finetune"]
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 _MAX_GRAD_NORM = 10.0  # Ultralytics' trainer clips here too
 _BN_STATS_IMAGES = 32  # images measured to re-estimate BatchNorm statistics when they train
+
+
+class Trainable(StrEnum):
+    """Which parameters the fine-tune updates."""
+
+    ALL = "all"  # conv weights and biases, BatchNorm scale and shift
+    NORM = "norm"  # BatchNorm scale and shift and the head's biases: per-channel, few parameters to overfit
 
 
 class Optimizer(StrEnum):
@@ -58,10 +70,14 @@ class QatConfig(_Serializable):
         optimizer: ``adamw`` or ``sgd``.
         freeze_bn_stats: Keep BatchNorm statistics fixed (BN in eval mode, its affine parameters still
             train). False re-estimates them on the first images, then BN normalizes with batch statistics.
-        hflip: Flip each image horizontally with probability 0.5.
+        augment: Ultralytics' training augmentation (mosaic, random affine, HSV, flips, the ``yolo train``
+            defaults) instead of plain letterboxed images (:mod:`~yoloquant.quantize.brevitas.augment`).
+        hflip: Without ``augment``: flip each image horizontally with probability 0.5.
         distill: Weight of a distillation loss from ``teacher`` (the float model): the student's class
             logits against the teacher's class probabilities (BCE) and its box distributions against the
             teacher's (KL), added to the detection loss. 0 turns it off. It regularizes a fine-tune on few images.
+        trainable: ``all`` parameters, or ``norm``: only per-channel ones, the BatchNorms' scale and shift
+            and the biases of convs without one (unfold first). Weights keep their integer values.
         learn_scales: Also train Brevitas' quantization scales (off: they keep their calibrated values;
             measured: on at lr 1e-4 made W4A8 worse than PTQ alone).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
@@ -78,7 +94,9 @@ class QatConfig(_Serializable):
     imgsz: int = 640
     optimizer: Optimizer = Optimizer.ADAMW
     freeze_bn_stats: bool = True
+    augment: bool = False
     hflip: bool = True
+    trainable: Trainable = Trainable.ALL
     learn_scales: bool = False
     distill: float = 0.0
     device: str = "cpu"
@@ -101,6 +119,7 @@ class QatConfig(_Serializable):
             msg = f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             raise ConfigError(msg)
         object.__setattr__(self, "optimizer", parse_enum(Optimizer, self.optimizer, option="optimizer"))
+        object.__setattr__(self, "trainable", parse_enum(Trainable, self.trainable, option="trainable"))
 
 
 @dataclass(frozen=True)
@@ -179,23 +198,48 @@ def finetune(
         raise ConfigError(msg)
     labels = _check_labels(data, int(model.model[-1].nc))
     device = _device(cfg.device)
+    with ExitStack() as stack:
+        if cfg.augment:
+            layout = write_yolo_layout(data, labels, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            names = dict(getattr(model, "names", None) or data.names or {})
+            workers = 0 if device.type == "cpu" else min(4, (os.cpu_count() or 1) - 1)
+            batches = augmented_batches(
+                layout, names, imgsz=cfg.imgsz, batch_size=cfg.batch_size, seed=cfg.seed, workers=workers
+            )
+        else:
+            batches = _batches(data, labels, cfg)
+        seconds, losses = _run(
+            model, batches, cfg, progress=progress, teacher=teacher, device=device, num_images=len(data)
+        )
+    return QatStats(
+        steps=cfg.steps, images=cfg.steps * cfg.batch_size, seconds=seconds, device=str(device), losses=losses
+    )
+
+
+def _run(
+    model: Any,
+    batches: Iterator[dict[str, Any]],
+    cfg: QatConfig,
+    *,
+    progress: bool,
+    teacher: Any,
+    device: Any,
+    num_images: int,
+) -> tuple[float, dict[str, tuple[float, ...]]]:
+    """Train; the model ends in eval mode on its own device with its requires_grad flags restored."""
     home = next(model.parameters()).device
     flags = {p: p.requires_grad for p in model.parameters()}
-    batches = _batches(data, labels, cfg)
     model.to(device)
     try:
         if not cfg.freeze_bn_stats:
-            _reestimate_bn_stats(model, batches, math.ceil(min(len(data), _BN_STATS_IMAGES) / cfg.batch_size))
+            _reestimate_bn_stats(model, batches, math.ceil(min(num_images, _BN_STATS_IMAGES) / cfg.batch_size))
         start = time.perf_counter()
         losses = _train(model, batches, cfg, progress, teacher.to(device).eval() if cfg.distill > 0 else None)
-        seconds = time.perf_counter() - start
+        return time.perf_counter() - start, losses
     finally:
         model.eval().to(home)
         for param, flag in flags.items():
             param.requires_grad_(flag)
-    return QatStats(
-        steps=cfg.steps, images=cfg.steps * cfg.batch_size, seconds=seconds, device=str(device), losses=losses
-    )
 
 
 def _check_labels(data: Dataset, num_classes: int) -> tuple[GroundTruth, ...]:
@@ -243,15 +287,22 @@ def _set_train_mode(model: Any, freeze_bn_stats: bool) -> None:
                 module.eval()
 
 
-def _trainable(model: Any, learn_scales: bool) -> list[Any]:
+def _trainable(model: Any, learn_scales: bool, trainable: Trainable) -> list[Any]:
     """Weights, biases and BatchNorm affines; the DFL projection stays fixed (Ultralytics freezes it too).
 
     Brevitas' learned quantization scales (``*_quant.*scaling_impl.value``) train only with ``learn_scales``:
     an optimizer step of ``lr`` is a large relative change of a scale of ~1e-3, which undoes the calibration.
     """
+    nn = require("torch.nn")
+    norms = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    if trainable is Trainable.NORM and not norms:
+        msg = "QatConfig(trainable='norm') trains BatchNorms, but the model has none: unfold_batchnorm(model) first"
+        raise ConfigError(msg)
     params = []
     for name, param in model.named_parameters():
-        if ".dfl" in name or (not learn_scales and "_quant." in name):
+        frozen = ".dfl" in name or (not learn_scales and "_quant." in name)
+        affine = id(param) in norms or name.endswith(".bias") or "_quant." in name
+        if frozen or (trainable is Trainable.NORM and not affine):
             param.requires_grad_(False)
         else:
             params.append(param)
@@ -276,7 +327,7 @@ def _train(
     tqdm = require("tqdm").tqdm
     device = next(model.parameters()).device
     criterion = _criterion(model)
-    params = _trainable(model, cfg.learn_scales)
+    params = _trainable(model, cfg.learn_scales, cfg.trainable)
     opt, schedule = _optimizer(params, cfg)
     _set_train_mode(model, cfg.freeze_bn_stats)
     history: dict[str, list[float]] = {}

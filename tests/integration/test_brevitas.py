@@ -35,6 +35,9 @@ def test_presets_follow_the_precision_and_round_trip_through_json() -> None:
     assert w4.rounding is Rounding.QRONOS and w4.protect is Protect.EARLY and w4.weight_scale is WeightScale.MSE
     w8 = BrevitasConfig.preset(Precision.W8A16)
     assert (w8.act_bits, w8.rounding, w8.protect) == (None, Rounding.NEAREST, Protect.NONE)
+    w8a8 = BrevitasConfig.preset("w8a8")
+    assert w8a8.act_zero_point and w8a8.act_scale is ActScale.PERCENTILE and not w8a8.weight_zero_point
+    assert not w4.act_zero_point
     assert BrevitasConfig.from_dict(json.loads(json.dumps(w4.to_dict()))) == w4
 
 
@@ -46,6 +49,8 @@ def test_presets_follow_the_precision_and_round_trip_through_json() -> None:
         ({"protect": "tail"}, "protect"),
         ({"keep_float": "everything"}, "keep preset"),
         ({"opset": 11}, "opset"),
+        ({"rounding": "stochastic"}, "rounding"),
+        ({"rounding_iters": 0}, "rounding_iters"),
     ],
 )
 def test_bad_options_name_the_value(kwargs: dict[str, Any], needle: str) -> None:
@@ -63,6 +68,9 @@ def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
     assert isinstance(q, BrevitasQuantizer) and q.config == BrevitasConfig.preset("w4a16", keep_float="head")
     q = make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration=CalibMethod.PERCENTILE)
     assert isinstance(q, BrevitasQuantizer) and q.config.act_scale is ActScale.PERCENTILE
+    trt = make_quantizer(Precision.W8A8, Backend.TENSORRT, quantizer=QuantizerName.BREVITAS)
+    assert isinstance(trt, BrevitasQuantizer) and not trt.config.act_zero_point  # TensorRT: symmetric int8 only
+    assert trt.config.act_scale is ActScale.MSE
     with pytest.raises(ConfigError, match="Brevitas makes"):
         make_quantizer(Precision.INT8, Backend.ONNXRUNTIME, quantizer=QuantizerName.BREVITAS)
     with pytest.raises(ConfigError, match="not 'entropy'"):
@@ -70,13 +78,20 @@ def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
 
 
 @pytest.mark.parametrize(
-    ("precision", "start"),
-    [("w8a8", "int8 Q/DQ"), ("w8a16", "no GPU speedup"), ("w4a16", "no GPU speedup"), ("w4a8", "no GPU speedup")],
+    ("precision", "changes", "start"),
+    [
+        ("w8a8", {"act_zero_point": False}, "int8 Q/DQ"),
+        ("w8a8", {}, "no TensorRT"),  # the preset's uint8 activations: zero points
+        ("w4a8", {"weight_zero_point": True}, "no TensorRT"),
+        ("w8a16", {}, "no GPU speedup"),
+        ("w4a16", {}, "no GPU speedup"),
+        ("w4a8", {}, "no GPU speedup"),
+    ],
 )
-def test_only_w8a8_is_reported_as_tensorrt_int8(precision: str, start: str) -> None:
+def test_only_symmetric_w8a8_is_reported_as_tensorrt_int8(precision: str, changes: dict[str, Any], start: str) -> None:
     from yoloquant.quantize.brevitas.quantizer import _tensorrt_note
 
-    assert _tensorrt_note(BrevitasConfig.preset(precision)).startswith(start)
+    assert _tensorrt_note(BrevitasConfig.preset(precision, **changes)).startswith(start)
 
 
 # --- roles of the convs on the real model -------------------------------------------------------
@@ -179,6 +194,38 @@ def test_w4a8_has_int4_weights_int8_inputs_and_runs_like_its_torch_model(
     # (int8 rounding ties resolve differently and compound over 60 layers; the quantization itself is the same)
     box_err, fp32_box_err = np.median(np.abs(got - expected)[:, :4]), np.median(np.abs(fp32 - expected)[:, :4])
     assert box_err < 0.1 * fp32_box_err and np.abs(got - expected)[:, 4:].max() < 0.02
+
+
+def test_zero_points_give_uint8_activations_and_shifted_weights(
+    yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
+) -> None:
+    config = BrevitasConfig.preset("w8a8", weight_zero_point=True)
+    qdq = _quantize(yolov8n_onnx, yolov8n_pt, coco64_images, tmp_path, config)
+    model = onnx.load(str(qdq.path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    quants = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    points = [inits[q.input[2]] for q in quants]
+    assert len(quants) == 63 and all(p.dtype == np.uint8 for p in points)
+    assert inits[quants[0].input[2]] == 0  # the image is >= 0: its range starts at zero
+    assert sum(int(p) > 0 for p in points) > 50  # SiLU outputs dip below zero: the grid shifts up
+    weights = [
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] not in {q.output[0] for q in quants}
+    ]
+    shifts = [inits[w.input[2]] for w in weights if len(w.input) > 2 and w.input[2] in inits]
+    assert shifts and any(np.any(s != 0) for s in shifts)  # per-channel weight zero points
+    assert qdq.config["tensorrt"].startswith("no TensorRT")
+
+    from yoloquant.backends.ort.engine import OrtEngineBuilder
+
+    image = _calibration(coco64_images, qdq.info, 1).batches(1)[0]
+    with OrtEngineBuilder().build(qdq) as engine:
+        got = engine.infer(image)[0]
+    with OrtEngineBuilder().build(OnnxModel.load(yolov8n_onnx)) as engine:
+        fp32 = engine.infer(image)[0]
+    confident = fp32[0, 4:].max(axis=0) > 0.5  # anchors that detect something
+    assert confident.sum() > 10 and np.median(np.abs(got - fp32)[0, :4, confident]) < 2.0  # pixels
 
 
 def test_needs_the_checkpoint(yolov8n_onnx: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from yoloquant.data import Dataset, GroundTruth, load_dataset
-from yoloquant.errors import DataError
+from yoloquant.errors import ConfigError, DataError
 from yoloquant.quantize.brevitas.train import QatConfig, _batches, _item, _reestimate_bn_stats, finetune
 from yoloquant.quantize.brevitas.unfold import unfold_batchnorm
 
@@ -166,3 +167,50 @@ def test_class_ids_beyond_the_model_are_refused(model: Any, coco64_images: Path)
     data = Dataset(images=(coco64_images / "000000000009.jpg",), labels=(gt,), source="toy")
     with pytest.raises(DataError, match="class id 80, but the model has 80 classes"):
         finetune(model, data, QatConfig(steps=1, **FAST), progress=False)
+
+
+# --- Ultralytics augmentation and norm-only training ---------------------------------------------
+
+
+def test_yolo_layout_reproduces_the_label_files(tmp_path: Path, coco64: Dataset, coco64_images: Path) -> None:
+    from yoloquant.quantize.brevitas.augment import write_yolo_layout
+
+    images = write_yolo_layout(coco64.select(5), (coco64.labels or ())[:5], tmp_path / "layout")
+    for i, original in enumerate(coco64.images[:5]):
+        assert (images / f"{i:06d}.jpg").resolve() == original.resolve()
+        ours = np.loadtxt(tmp_path / "layout" / "labels" / f"{i:06d}.txt", ndmin=2)
+        theirs = np.loadtxt(coco64_images.parent / "labels" / f"{original.stem}.txt", ndmin=2)
+        ours, theirs = (rows[np.lexsort(np.round(rows, 4).T[::-1])] for rows in (ours, theirs))
+        np.testing.assert_allclose(ours, theirs, atol=2e-6)  # same class ids, same normalized xywh
+
+
+def test_augmented_batches_are_mosaics_in_the_loss_format(tmp_path: Path, coco64: Dataset) -> None:
+    from yoloquant.quantize.brevitas.augment import augmented_batches, write_yolo_layout
+
+    images = write_yolo_layout(coco64, coco64.labels or (), tmp_path / "layout")
+    names = {i: str(i) for i in range(80)}
+    first = [next(augmented_batches(images, names, imgsz=320, batch_size=4, seed=1, workers=0)) for _ in range(2)]
+    batch = first[0]
+    assert set(batch) == {"img", "batch_idx", "cls", "bboxes"}
+    assert batch["img"].shape == (4, 3, 320, 320) and batch["img"].dtype == torch.float32
+    assert 0.0 <= float(batch["img"].min()) and float(batch["img"].max()) <= 1.0
+    assert len(batch["cls"]) == len(batch["bboxes"]) == len(batch["batch_idx"]) > 4  # mosaics of 4 images
+    assert float(batch["bboxes"].min()) >= 0.0 and float(batch["bboxes"].max()) <= 1.0
+    assert all(torch.equal(batch[k], first[1][k]) for k in batch)  # seeded: the same batches again
+    plain = next(_batches(coco64, coco64.labels or (), QatConfig(**FAST)))["img"]
+    assert not torch.equal(batch["img"], plain[:4])
+
+
+def test_augmented_norm_only_finetune_keeps_the_conv_weights(model: Any, coco64: Dataset) -> None:
+    before = _params(model)
+    stats = finetune(model, coco64, QatConfig(steps=2, augment=True, trainable="norm", **FAST), progress=False)
+    assert np.isfinite(stats.loss).all() and stats.images == 4
+    after = _params(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".bn." in k or k.endswith(".bias") for k in changed), changed
+    assert any(".bn." in k for k in changed) and "model.22.cv3.0.2.bias" in changed
+
+
+def test_norm_only_needs_batchnorms(fused: Any, coco64: Dataset) -> None:
+    with pytest.raises(ConfigError, match="unfold_batchnorm"):
+        finetune(copy.deepcopy(fused), coco64, QatConfig(steps=1, trainable="norm", **FAST), progress=False)

@@ -65,7 +65,7 @@ def make_quantizer(
     if precision is Precision.FP16:
         return _fp16(name)
     if name is QuantizerName.BREVITAS or precision in BREVITAS_PRECISIONS:
-        return _brevitas(precision, name, calibration, keep)
+        return _brevitas(precision, backend, name, calibration, keep)
     if name is QuantizerName.MODELOPT:
         return _modelopt(precision, backend, calibration, keep)
     return _ort(precision, backend, calibration, keep)
@@ -120,7 +120,7 @@ def _modelopt(precision: Precision, backend: Backend, calibration: CalibMethod |
 
 
 def _brevitas(
-    precision: Precision, name: QuantizerName, calibration: CalibMethod | None, keep: str | None
+    precision: Precision, backend: Backend, name: QuantizerName, calibration: CalibMethod | None, keep: str | None
 ) -> Quantizer:
     from yoloquant.quantize.brevitas import ActScale, BrevitasConfig, BrevitasQuantizer
 
@@ -129,6 +129,8 @@ def _brevitas(
         msg = f"Brevitas makes {made} (and only Brevitas does); got precision {precision.value!r} with {name.value!r}"
         raise ConfigError(msg)
     changes: dict[str, object] = {}
+    if backend is Backend.TENSORRT:  # symmetric int8 only: TensorRT rejects zero points
+        changes |= {"act_zero_point": False, "weight_zero_point": False, "act_scale": ActScale.MSE}
     if calibration is not None:
         if calibration is not CalibMethod.PERCENTILE:
             msg = (

@@ -132,7 +132,11 @@ class BrevitasConfig(_Serializable):
 
     @classmethod
     def preset(cls, precision: Precision | str, **changes: Any) -> Self:
-        """The measured defaults for a precision (docs/brevitas.md), with ``changes`` applied."""
+        """The measured defaults for a precision (docs/brevitas.md), with ``changes`` applied.
+
+        W8A8 quantizes activations to uint8 with a zero point (best on ONNX Runtime / OpenVINO CPUs); for
+        TensorRT pass ``act_zero_point=False, act_scale="mse"`` (what ``make_quantizer`` does there).
+        """
         prec = parse_enum(Precision, precision, option="precision")
         if prec not in _PRESETS:
             known = ", ".join(p.value for p in _PRESETS)
@@ -147,4 +151,6 @@ class BrevitasConfig(_Serializable):
             "weight_scale": WeightScale.MSE if low_bit else WeightScale.ABSMAX,
             "rounding": Rounding.QRONOS if low_bit else Rounding.NEAREST,
         }
+        if prec is Precision.W8A8:  # measured: uint8 over the percentile range -0.25 +- 0.28, symmetric MSE -0.84
+            base |= {"act_zero_point": True, "act_scale": ActScale.PERCENTILE}
         return cls(**(base | changes))

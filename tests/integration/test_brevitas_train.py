@@ -193,7 +193,7 @@ def test_augmented_batches_are_mosaics_in_the_loss_format(tmp_path: Path, coco64
     batch = first[0]
     assert set(batch) == {"img", "batch_idx", "cls", "bboxes"}
     assert batch["img"].shape == (4, 3, 320, 320) and batch["img"].dtype == torch.float32
-    assert 0.0 <= float(batch["img"].min()) and float(batch["img"].max()) <= 1.0
+    assert float(batch["img"].min()) >= 0.0 and float(batch["img"].max()) <= 1.0
     assert len(batch["cls"]) == len(batch["bboxes"]) == len(batch["batch_idx"]) > 4  # mosaics of 4 images
     assert float(batch["bboxes"].min()) >= 0.0 and float(batch["bboxes"].max()) <= 1.0
     assert all(torch.equal(batch[k], first[1][k]) for k in batch)  # seeded: the same batches again

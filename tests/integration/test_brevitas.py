@@ -173,6 +173,7 @@ def test_w4a8_has_int4_weights_int8_inputs_and_runs_like_its_torch_model(
     assert q8.max() > 7
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") == 63  # one int8 input per quantized conv
+    assert ops.count("Clip") == 57  # the 4-bit weights' [-7, 7]; the 8-bit ones need none
     assert qdq.config["weight_bits_by_conv"] == {"4-bit": 57, "8-bit": 6, "float": 1}
 
     from yoloquant.backends.ort.engine import OrtEngineBuilder
@@ -206,6 +207,8 @@ def test_zero_points_give_uint8_activations_and_shifted_weights(
     quants = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     points = [inits[q.input[2]] for q in quants]
     assert len(quants) == 63 and all(p.dtype == np.uint8 for p in points)
+    assert [i.name for i in model.graph.input] == ["images"]  # biases are constants, not graph inputs
+    assert "Clip" not in {n.op_type for n in model.graph.node}  # 8-bit weights need no Clip
     assert inits[quants[0].input[2]] == 0  # the image is >= 0: its range starts at zero
     assert sum(int(p) > 0 for p in points) > 50  # SiLU outputs dip below zero: the grid shifts up
     weights = [

@@ -33,6 +33,37 @@ def _export_mode(model: Any, info: ModelInfo) -> None:
             module.forward = module.forward_split
 
 
+def _tidy(model: Any) -> None:
+    """Initializers out of the graph inputs, and the no-op Clips of 8-bit weights removed.
+
+    The TorchScript exporter lists biases as graph inputs, which keeps ONNX Runtime from treating them as
+    constants (it warns once per bias). An 8-bit weight's Clip bounds the full int8 / uint8 range its
+    values already lie in; without it the weight is TensorRT's plain int8 initializer -> DequantizeLinear.
+    A 4-bit weight keeps its Clip: that is where the graph says "4 bits".
+    """
+    numpy_helper = require("onnx.numpy_helper")
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    renamed: dict[str, str] = {}
+    for node in list(graph.node):
+        if node.op_type != "Clip" or node.input[0] not in inits or len(node.input) < 3:
+            continue
+        bounds = [inits.get(name) for name in node.input[1:3]]
+        if any(b is None for b in bounds):
+            continue
+        low, high = (float(numpy_helper.to_array(b)) for b in bounds)
+        values = numpy_helper.to_array(inits[node.input[0]])
+        if high - low >= 254 and low <= values.min() and values.max() <= high:
+            renamed[node.output[0]] = node.input[0]
+            graph.node.remove(node)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            node.input[k] = renamed.get(name, name)
+
+
 def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, opset: int, cleanup: bool) -> None:
     """Write ``model`` to ``target`` as QCDQ ONNX with ``float_onnx``'s metadata, atomically.
 
@@ -68,6 +99,7 @@ def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, 
             msg = f"Brevitas could not export the quantized model to QCDQ ONNX (opset {opset}): {exc}"
             raise QuantizationError(msg, artifact=target) from exc
         exported = onnx.load(str(raw))
+        _tidy(exported)
         if cleanup:
             exported = require("onnxoptimizer").optimize(exported, list(_CLEANUP_PASSES))
         rewrite_dfl_softmax(exported)

@@ -113,6 +113,9 @@ def test_conv_bits_follow_presets(detector: Any) -> None:
     eights = {n for n, b in early.items() if b == 8}
     assert head <= eights and {n.split(".")[1] for n in eights - head} == {"0", "1", "2", "3", "4"}
     assert ptq.conv_bits(detector, BrevitasConfig(weight_bits=8, protect="early"))["model.1.conv"] == 8
+    detect = ptq.conv_bits(detector, BrevitasConfig(weight_bits=4, protect="early+detect"))
+    assert {n for n, b in detect.items() if b == 8} == eights | {n for n in detect if n.startswith("model.22.cv")}
+    assert sum(b == 4 for b in detect.values()) == 32  # model.5-21
 
 
 # --- quantize + export on real images ----------------------------------------------------------

@@ -49,6 +49,7 @@ class Protect(StrEnum):
     HEAD = "head"  # the head's box / class output convs
     HEAD_AND_FIRST = "head+first"  # ... and the stem conv that reads the image
     EARLY = "early"  # the head output convs and the backbone up to stride 8 (model.0-4 in YOLOv8 / 11)
+    EARLY_AND_HEAD = "early+detect"  # ... and every conv of the Detect head (its box and class branches)
 
 
 _PRESETS: dict[Precision, tuple[int, int | None]] = {

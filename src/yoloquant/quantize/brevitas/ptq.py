@@ -79,6 +79,8 @@ def _protected(model: Any, protect: Protect, head: set[int]) -> set[int]:
     if protect is Protect.HEAD_AND_FIRST:
         return head | {id(model.model[0].conv)}
     early = {id(m) for i in _early_blocks(model) for m in model.model[i].modules()}
+    if protect is Protect.EARLY_AND_HEAD:
+        early |= {id(m) for m in _detect(model).modules()}
     return head | early
 
 

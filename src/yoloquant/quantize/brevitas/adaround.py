@@ -60,17 +60,20 @@ def _capture(model: Any, unit: Any, batch: Any, *, output: bool) -> Any:
     return seen[0]
 
 
-def _detach(value: Any) -> Any:
-    return [v.detach() for v in value] if isinstance(value, list) else value.detach()
-
-
-def _select(values: Sequence[Any], index: Any) -> Any:
-    """Rows ``index`` of cached unit inputs (a tensor or a list of tensors per sample)."""
+def _cat(values: Sequence[Any]) -> Any:
+    """Per-batch unit inputs or outputs (a tensor, or a list of tensors) joined along the batch axis, once."""
     torch = require("torch")
-    first = values[0]
-    if isinstance(first, list):
-        return [torch.cat([v[k] for v in values])[index] for k in range(len(first))]
-    return torch.cat(list(values))[index]
+    if isinstance(values[0], list):
+        return [torch.cat([v[k].detach() for v in values]) for k in range(len(values[0]))]
+    return torch.cat([v.detach() for v in values])
+
+
+def _rows(data: Any, index: Any) -> Any:
+    return [d[index] for d in data] if isinstance(data, list) else data[index]
+
+
+def _count(data: Any) -> int:
+    return len(data[0]) if isinstance(data, list) else len(data)
 
 
 def _learned_round_convs(unit: Any) -> list[Any]:
@@ -109,13 +112,14 @@ def _sum_squares(pred: Any, target: Any) -> Any:
     return (pred - target).pow(2).sum(1).mean()
 
 
-def _error(unit: Any, inputs: Sequence[Any], targets: Sequence[Any]) -> float:
+def _error(unit: Any, inputs: Any, targets: Any, batch: int) -> float:
     """The unit's mean reconstruction error over the cached samples, rounding hard (eval mode)."""
     unit.eval()
-    return sum(float(_sum_squares(unit(x), t)) for x, t in zip(inputs, targets, strict=True)) / len(inputs)
+    chunks = [slice(i, i + batch) for i in range(0, _count(targets), batch)]
+    return sum(float(_sum_squares(unit(_rows(inputs, c)), _rows(targets, c))) for c in chunks) / len(chunks)
 
 
-def _reconstruct(unit: Any, inputs: Sequence[Any], targets: Sequence[Any], iters: int, batch: int) -> None:
+def _reconstruct(unit: Any, inputs: Any, targets: Any, iters: int, batch: int) -> None:
     torch = require("torch")
     rounders = _rounders(unit)
     unit.eval()  # BatchNorms and activation quantizers stay fixed; only the rounding trains
@@ -123,12 +127,11 @@ def _reconstruct(unit: Any, inputs: Sequence[Any], targets: Sequence[Any], iters
         r.train()
     params = [r.value for r in rounders]
     optimizer = torch.optim.Adam(params, lr=_LR)
-    count = sum(len(t) for t in targets)
+    count = _count(targets)
     generator = torch.Generator().manual_seed(0)
     for step in range(iters):
         index = torch.randint(count, (min(batch, count),), generator=generator)
-        pred = unit(_select(inputs, index))
-        loss = _sum_squares(pred, _select(targets, index))
+        loss = _sum_squares(unit(_rows(inputs, index)), _rows(targets, index))
         if step >= _WARMUP * iters:
             beta = _beta(step, iters)
             for r in rounders:
@@ -161,11 +164,11 @@ def learn_rounding(
         if not _learned_round_convs(unit):
             continue
         with torch.no_grad():
-            inputs = [_detach(_capture(model, unit, b, output=False)) for b in batches]
-            targets = [_detach(_capture(reference, ref_unit, b, output=True)) for b in batches]
-            nearest = _error(unit, inputs, targets)
+            inputs = _cat([_capture(model, unit, b, output=False) for b in batches])
+            targets = _cat([_capture(reference, ref_unit, b, output=True) for b in batches])
+            nearest = _error(unit, inputs, targets, batch)
         with torch.enable_grad():
             _reconstruct(unit, inputs, targets, iters, batch)
         with torch.no_grad():
-            learned = _error(unit, inputs, targets)
+            learned = _error(unit, inputs, targets, batch)
         log.info("AdaRound %s: reconstruction error %.4g rounded to nearest, %.4g learned", name, nearest, learned)

@@ -234,6 +234,13 @@ def test_zero_points_give_uint8_activations_and_shifted_weights(
     assert confident.sum() > 10 and np.median(np.abs(got - fp32)[0, :4, confident]) < 2.0  # pixels
 
 
+def test_adaround_and_qat_are_refused_together() -> None:
+    from yoloquant.quantize.brevitas import QatConfig
+
+    with pytest.raises(ConfigError, match="rounding='qronos'"):
+        BrevitasQuantizer(BrevitasConfig.preset("w4a8", rounding="adaround"), qat=QatConfig(steps=1))
+
+
 def test_needs_the_checkpoint(yolov8n_onnx: Path, tmp_path: Path) -> None:
     model = OnnxModel.load(yolov8n_onnx)
     data = CalibrationSet(images=np.zeros((1, 3, 640, 640), np.uint8), files=(), digest="x")

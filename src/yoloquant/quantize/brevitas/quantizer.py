@@ -44,6 +44,14 @@ class BrevitasQuantizer:
     qat_data: str | None = None
     progress: bool = field(default=True, compare=False)  # display only: equal quantizers share one model
 
+    def __post_init__(self) -> None:
+        if self.qat is not None and self.config.rounding is Rounding.ADAROUND:
+            msg = (
+                "rounding='adaround' learns the rounding of the PTQ weights, which QAT then trains away (and its soft "
+                "rounding is not an integer grid in training mode); use rounding='qronos' (the preset) with qat"
+            )
+            raise ConfigError(msg)
+
     @property
     def name(self) -> str:
         return "brevitas"

@@ -214,3 +214,17 @@ def test_augmented_norm_only_finetune_keeps_the_conv_weights(model: Any, coco64:
 def test_norm_only_needs_batchnorms(fused: Any, coco64: Dataset) -> None:
     with pytest.raises(ConfigError, match="unfold_batchnorm"):
         finetune(copy.deepcopy(fused), coco64, QatConfig(steps=1, trainable="norm", **FAST), progress=False)
+
+
+def test_distillation_alone_trains_on_the_teacher_only(fused: Any, coco64: Dataset) -> None:
+    """A teacher identical to the student gives (float-rounding) zero gradients without labels; labels do not."""
+    moved = []
+    for labels in (False, True):
+        model = unfold_batchnorm(fused)
+        before = _params(model)
+        config = QatConfig(steps=2, distill=1.0, labels=labels, optimizer="sgd", lr=1e-3, **FAST)
+        stats = finetune(model, coco64, config, teacher=copy.deepcopy(model), progress=False)
+        assert "kd_loss" in stats.losses and "box_loss" in stats.losses  # the detection loss is still logged
+        after = _params(model)
+        moved.append(max(float((before[k] - after[k]).abs().max()) for k in before))
+    assert moved[0] < 1e-4 * moved[1], moved

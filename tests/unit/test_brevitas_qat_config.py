@@ -20,6 +20,8 @@ from yoloquant.quantize.brevitas.train import Optimizer, QatConfig
         ({"imgsz": 300}, "multiple of 32"),
         ({"device": "gpu0"}, "device must be 'cpu', 'cuda' or 'cuda:N'"),
         ({"optimizer": "lion"}, "unknown optimizer 'lion'; choose one of: adamw, sgd"),
+        ({"trainable": "convs"}, "unknown trainable 'convs'; choose one of: all, norm"),
+        ({"labels": False}, "labels=False.*distill > 0"),
     ],
 )
 def test_bad_options_are_refused(changes: dict[str, object], message: str) -> None:

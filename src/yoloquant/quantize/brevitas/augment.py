@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,11 @@ def write_yolo_layout(data: Dataset, labels: tuple[GroundTruth, ...], root: Path
 
 def augmented_batches(
     images: Path, names: dict[int, str], *, imgsz: int, batch_size: int, seed: int, workers: int
-) -> Iterator[dict[str, Any]]:
-    """Endless shuffled batches in the loss's format (``img`` float in [0, 1]) from an Ultralytics layout."""
+) -> Generator[dict[str, Any], None, None]:
+    """Endless shuffled batches in the loss's format (``img`` float in [0, 1]) from an Ultralytics layout.
+
+    ``close()`` it when done: that stops the data loader's worker processes.
+    """
     torch = require("torch")
     build = require("ultralytics.data.build")
     utils = require("ultralytics.utils")

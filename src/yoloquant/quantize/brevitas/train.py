@@ -78,6 +78,8 @@ class QatConfig(_Serializable):
             teacher's (KL), added to the detection loss. 0 turns it off. It regularizes a fine-tune on few images.
         trainable: ``all`` parameters, or ``norm``: only per-channel ones, the BatchNorms' scale and shift
             and the biases of convs without one (unfold first). Weights keep their integer values.
+        labels: Train on the detection loss against the labels; False trains on the distillation loss alone
+            (needs ``distill`` > 0; the detection loss is still logged).
         learn_scales: Also train Brevitas' quantization scales (off: they keep their calibrated values;
             measured: on at lr 1e-4 made W4A8 worse than PTQ alone).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
@@ -99,6 +101,7 @@ class QatConfig(_Serializable):
     trainable: Trainable = Trainable.ALL
     learn_scales: bool = False
     distill: float = 0.0
+    labels: bool = True
     device: str = "cpu"
     seed: int = 0
 
@@ -114,6 +117,9 @@ class QatConfig(_Serializable):
             raise ConfigError(msg)
         if not (math.isfinite(self.distill) and self.distill >= 0):
             msg = f"distill must be a finite weight >= 0, got {self.distill!r}"
+            raise ConfigError(msg)
+        if not self.labels and self.distill <= 0:
+            msg = "QatConfig(labels=False) trains on distillation alone: set distill > 0 (e.g. distill=1)"
             raise ConfigError(msg)
         if not _DEVICE.fullmatch(self.device):
             msg = f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
@@ -203,9 +209,11 @@ def finetune(
             layout = write_yolo_layout(data, labels, Path(stack.enter_context(tempfile.TemporaryDirectory())))
             names = dict(getattr(model, "names", None) or data.names or {})
             workers = 0 if device.type == "cpu" else min(4, (os.cpu_count() or 1) - 1)
-            batches = augmented_batches(
+            augmented = augmented_batches(
                 layout, names, imgsz=cfg.imgsz, batch_size=cfg.batch_size, seed=cfg.seed, workers=workers
             )
+            stack.callback(augmented.close)  # workers stop before the scratch folder goes
+            batches: Iterator[dict[str, Any]] = augmented
         else:
             batches = _batches(data, labels, cfg)
         seconds, losses = _run(
@@ -338,7 +346,8 @@ def _train(
             loss, items = criterion(preds, batch)
             if teacher is not None:
                 kd = _distill_loss(preds, teacher, batch["img"]) * cfg.distill
-                loss, items = loss.sum() + kd * len(batch["img"]), {**items, "kd_loss": kd.detach()}
+                labeled = loss.sum() if cfg.labels else 0.0  # without labels: logged, not trained on
+                loss, items = labeled + kd * len(batch["img"]), {**items, "kd_loss": kd.detach()}
             if not torch.isfinite(loss).all():
                 msg = f"QAT loss became {loss.tolist()} at step {step}; lower lr (got {cfg.lr})"
                 raise QuantizationError(msg)

@@ -33,20 +33,15 @@ def _export_mode(model: Any, info: ModelInfo) -> None:
             module.forward = module.forward_split
 
 
-def _tidy(model: Any) -> None:
-    """Initializers out of the graph inputs, and the no-op Clips of 8-bit weights removed.
+def _drop_noop_weight_clips(model: Any) -> None:
+    """Remove the Clip of each 8-bit weight: it bounds the full int8 / uint8 range its values already lie in.
 
-    The TorchScript exporter lists biases as graph inputs, which keeps ONNX Runtime from treating them as
-    constants (it warns once per bias). An 8-bit weight's Clip bounds the full int8 / uint8 range its
-    values already lie in; without it the weight is TensorRT's plain int8 initializer -> DequantizeLinear.
-    A 4-bit weight keeps its Clip: that is where the graph says "4 bits".
+    Without it the weight is TensorRT's plain int8 initializer -> DequantizeLinear. A 4-bit weight keeps
+    its Clip: that is where the graph says "4 bits".
     """
     numpy_helper = require("onnx.numpy_helper")
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
-    del graph.input[:]
-    graph.input.extend(inputs)
     renamed: dict[str, str] = {}
     for node in list(graph.node):
         if node.op_type != "Clip" or node.input[0] not in inits or len(node.input) < 3:
@@ -64,8 +59,8 @@ def _tidy(model: Any) -> None:
             node.input[k] = renamed.get(name, name)
 
 
-def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, opset: int, cleanup: bool) -> None:
-    """Write ``model`` to ``target`` as QCDQ ONNX with ``float_onnx``'s metadata, atomically.
+def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, opset: int, cleanup: bool) -> Any:
+    """Write ``model`` to ``target`` as QCDQ ONNX with ``float_onnx``'s metadata, atomically; returns it.
 
     Args:
         model: A detector whose convs are Brevitas quant layers, calibrated.
@@ -94,12 +89,13 @@ def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, 
                     input_names=[info.input_name],
                     output_names=["output0"],
                     dynamic_axes=dynamic,
+                    keep_initializers_as_inputs=False,  # Brevitas defaults to True: biases would be graph inputs
                 )
         except Exception as exc:  # torch.onnx / Brevitas raise many types; translate at the boundary
             msg = f"Brevitas could not export the quantized model to QCDQ ONNX (opset {opset}): {exc}"
             raise QuantizationError(msg, artifact=target) from exc
         exported = onnx.load(str(raw))
-        _tidy(exported)
+        _drop_noop_weight_clips(exported)
         if cleanup:
             exported = require("onnxoptimizer").optimize(exported, list(_CLEANUP_PASSES))
         rewrite_dfl_softmax(exported)
@@ -108,3 +104,4 @@ def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, 
         staged = Path(tmp) / "final.onnx"
         onnx.save(exported, str(staged))
         staged.replace(target)
+    return exported

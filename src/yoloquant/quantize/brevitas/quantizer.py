@@ -68,14 +68,13 @@ class BrevitasQuantizer:
         detector = ptq.load_detector(model.checkpoint)
         if self.qat is not None:
             detector = unfold_batchnorm(detector)
-        reference = copy.deepcopy(detector) if self.config.rounding is Rounding.ADAROUND else None
-        bits = ptq.quantize_convs(detector, self.config)
         device = self.config.calibration_device
+        adaround = self.config.rounding is Rounding.ADAROUND
+        reference = copy.deepcopy(detector).to(device) if adaround else None  # the float model, AdaRound's target
+        bits = ptq.quantize_convs(detector, self.config)
         # big batches on a GPU: GPTQ runs the model once per conv, and small kernels are launch-bound there
         batch = 8 if device == "cpu" else 32
         batches = [torch.from_numpy(b).to(device) for b in data.batches(batch)]
-        if reference is not None:
-            reference.to(device)
         ptq.calibrate(detector.to(device), batches, self.config, reference=reference, progress=self.progress)
         del reference
         extra: dict[str, Any] = {}
@@ -86,8 +85,8 @@ class BrevitasQuantizer:
         detector.cpu()
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-{self.config.name}.onnx"
-        export_qcdq(detector, model.info, model.path, target, opset=self.config.opset, cleanup=True)
-        quantized, floats = _nodes(target)
+        exported = export_qcdq(detector, model.info, model.path, target, opset=self.config.opset, cleanup=True)
+        quantized, floats = _nodes(exported)
         return QdqModel(
             path=target,
             info=model.info,
@@ -151,10 +150,9 @@ def _bit_counts(bits: dict[str, int | None]) -> dict[str, int]:
     return counts
 
 
-def _nodes(path: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def _nodes(model: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Convs whose weights come through a DequantizeLinear are quantized; other compute nodes are float."""
-    onnx = require("onnx")
-    graph = onnx.load(str(path)).graph
+    graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
     quantized: dict[str, list[str]] = {}
     floats: dict[str, list[str]] = {}

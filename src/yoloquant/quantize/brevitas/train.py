@@ -205,23 +205,27 @@ def finetune(
     labels = _check_labels(data, int(model.model[-1].nc))
     device = _device(cfg.device)
     with ExitStack() as stack:
-        if cfg.augment:
-            layout = write_yolo_layout(data, labels, Path(stack.enter_context(tempfile.TemporaryDirectory())))
-            names = dict(getattr(model, "names", None) or data.names or {})
-            workers = 0 if device.type == "cpu" else min(4, (os.cpu_count() or 1) - 1)
-            augmented = augmented_batches(
-                layout, names, imgsz=cfg.imgsz, batch_size=cfg.batch_size, seed=cfg.seed, workers=workers
-            )
-            stack.callback(augmented.close)  # workers stop before the scratch folder goes
-            batches: Iterator[dict[str, Any]] = augmented
-        else:
-            batches = _batches(data, labels, cfg)
+        batches = _augmented(stack, model, data, labels, cfg) if cfg.augment else _batches(data, labels, cfg)
         seconds, losses = _run(
             model, batches, cfg, progress=progress, teacher=teacher, device=device, num_images=len(data)
         )
     return QatStats(
         steps=cfg.steps, images=cfg.steps * cfg.batch_size, seconds=seconds, device=str(device), losses=losses
     )
+
+
+def _augmented(
+    stack: ExitStack, model: Any, data: Dataset, labels: tuple[GroundTruth, ...], cfg: QatConfig
+) -> Iterator[dict[str, Any]]:
+    """Ultralytics-augmented batches from a scratch layout that ``stack`` removes after the loader stops."""
+    layout = write_yolo_layout(data, labels, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+    names = dict(getattr(model, "names", None) or data.names or {})
+    workers = 0 if _device(cfg.device).type == "cpu" else min(4, (os.cpu_count() or 1) - 1)
+    batches = augmented_batches(
+        layout, names, imgsz=cfg.imgsz, batch_size=cfg.batch_size, seed=cfg.seed, workers=workers
+    )
+    stack.callback(batches.close)  # workers stop before the scratch folder goes
+    return batches
 
 
 def _run(

@@ -15,6 +15,7 @@ from yoloquant.detections import Detections
 from yoloquant.errors import (
     ConfigError,
     DataError,
+    DiskFullError,
     EngineBuildError,
     ExportError,
     InferenceError,
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Detections",
+    "DiskFullError",
     "Engine",
     "EngineBuildError",
     "EngineBuilder",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "disk_full_cause"]
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -27,3 +30,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def disk_full_cause(exc: BaseException) -> OSError | None:
+    """The out-of-space ``OSError`` behind ``exc`` (itself or a cause / context), or None.
+
+    Libraries wrap it (ONNX Runtime's quantizer re-raises it as a plain Exception whose text is all that is
+    left), so the chain and the text are both checked.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return current
+        if "No space left on device" in str(current) or "Disk quota exceeded" in str(current):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        current = current.__cause__ or current.__context__
+    return None

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from yoloquant import __version__
+from yoloquant._io import disk_full_cause
 from yoloquant.config import Backend, CalibMethod, Precision, parse_enum
-from yoloquant.errors import ConfigError, YoloQuantError
+from yoloquant.errors import ConfigError, DiskFullError, YoloQuantError
 from yoloquant.pipeline import QuantPipeline
 from yoloquant.report.result import PipelineResult
 
@@ -17,6 +21,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yoloquant", description="Quantize Ultralytics YOLO models and measure them")
+    parser.add_argument("--version", action="version", version=f"yoloquant {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="export, quantize, evaluate and benchmark; writes report.json / report.md")
     _add_inputs(run, required=False)
@@ -91,8 +96,21 @@ def _add_inputs(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--imgsz", type=int, default=640, help="input size (default 640)")
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+def _words(text: str, option: str) -> tuple[str, ...]:
+    words = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not words:
+        msg = f"{option} lists nothing (got {text!r}); give a comma list, e.g. {option} {_EXAMPLES[option]}"
+        raise ConfigError(msg)
+    return words
+
+
+_EXAMPLES = {
+    "--precisions": "fp32,int8",
+    "--backend": "onnxruntime",
+    "--quantizers": "ort",
+    "--calibrations": "minmax,entropy",
+    "--keeps": "none,head",
+}
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -118,8 +136,8 @@ def _base(args: argparse.Namespace) -> QuantPipeline:
 
 def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
     """The QuantPipeline that ``yoloquant run`` arguments describe."""
-    precisions = [parse_enum(Precision, p, option="precision") for p in _words(args.precisions)]
-    backends = [parse_enum(Backend, b, option="backend") for b in _words(args.backend)]
+    precisions = [parse_enum(Precision, p, option="precision") for p in _words(args.precisions, "--precisions")]
+    backends = [parse_enum(Backend, b, option="backend") for b in _words(args.backend, "--backend")]
     calibration = parse_enum(CalibMethod, args.calibration, option="calibration") if args.calibration else None
     pipe = _base(args)
     for backend in backends:
@@ -155,21 +173,53 @@ def build_sensitivity(args: argparse.Namespace) -> QuantPipeline:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``yoloquant`` command. Returns the exit status."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Entry point of the ``yoloquant`` command. Returns the exit status.
+
+    The one place errors become exit codes: a :class:`YoloQuantError` (and an ``OSError`` from the
+    environment, such as a full disk) prints one line on stderr and returns 2; Ctrl-C prints one line
+    and returns 130, after the run folder dropped its partial files; a bug keeps its traceback.
+    """
+    out: str | None = None
     try:
-        if args.command == "show":
-            print(PipelineResult.load(args.report).table())
-            return 0
-        if args.command == "sweep":
-            return _sweep(args)
-        pipe = build_pipeline(args) if args.command == "run" else build_sensitivity(args)
-        print(pipe.describe(), flush=True)
-        result = pipe.run(args.out)
-    except YoloQuantError as exc:
-        print(f"yoloquant: error: {exc}", file=sys.stderr)
+        args = _parser().parse_args(argv)
+        out = getattr(args, "out", None)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return _command(args)
+    except KeyboardInterrupt:
+        where = f"; partial files were removed from {out}: rerun the same command to start again" if out else ""
+        print(f"yoloquant: interrupted (Ctrl-C){where}", file=sys.stderr)
+        return 130
+    except (YoloQuantError, OSError) as exc:
+        print(f"yoloquant: error: {_one_line(_named(exc))}", file=sys.stderr)
         return 2
+
+
+def _named(exc: BaseException) -> BaseException:
+    """A raw OSError in its yoloquant name: a full disk as DiskFullError, others with the path and the fix."""
+    if isinstance(exc, YoloQuantError) or not isinstance(exc, OSError):
+        return exc
+    if disk_full_cause(exc) is not None:
+        folder = Path(exc.filename).parent if isinstance(exc.filename, str) else Path.cwd()
+        free = shutil.disk_usage(folder if folder.exists() else Path.cwd()).free
+        msg = f"disk full writing to {folder} ({free / 1e6:.1f} MB free); free some space there or write elsewhere"
+        return DiskFullError(msg, folder=folder, free=free)
+    what = f" {exc.filename}" if exc.filename else ""
+    return ConfigError(f"cannot use{what}: {exc.strerror or exc}; check the path and its permissions")
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "show":
+        print(PipelineResult.load(args.report).table())
+        return 0
+    if args.command == "sweep":
+        return _sweep(args)
+    pipe = build_pipeline(args) if args.command == "run" else build_sensitivity(args)
+    print(pipe.describe(), flush=True)
+    result = pipe.run(args.out)
     print(result.table())
     print(f"\nreport: {args.out}/report.json, {args.out}/report.md")
     if result.sensitivity is not None:
@@ -177,15 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _none_given(option: str, text: str) -> tuple[int, ...]:
+    msg = f"{option} lists nothing (got {text!r}); give a comma list of integers, e.g. {option} 32,64"
+    raise ConfigError(msg)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from yoloquant.config import BenchConfig
     from yoloquant.decide.sweep import Sweep
 
     sweep = Sweep(_base(args).with_progress(False)).grid(
-        quantizer=_words(args.quantizers),
-        calibration=_words(args.calibrations),
-        num_images=_ints(args.calib_counts, "--calib-counts"),
-        keep=_words(args.keeps),
+        quantizer=_words(args.quantizers, "--quantizers"),
+        calibration=_words(args.calibrations, "--calibrations"),
+        num_images=_ints(args.calib_counts, "--calib-counts") or _none_given("--calib-counts", args.calib_counts),
+        keep=_words(args.keeps, "--keeps"),
     )
     print(f"sweep: {len(sweep.variants)} variants + fp32 into {args.out} (rerun the same command to resume)")
     result = sweep.run(

@@ -76,6 +76,23 @@ def parse_enum(enum: type[E], value: str | E, *, option: str) -> E:
         raise ConfigError(msg) from None
 
 
+def check_int(value: object, *, option: str, minimum: int = 0, none_ok: bool = False, where: str = "") -> None:
+    """Raise ConfigError naming ``option`` unless ``value`` is an int >= ``minimum`` (None too, if allowed).
+
+    Python callers pass strings read from a file or argv (``num_images="64"``); without this they get a
+    bare ``TypeError: '<' not supported`` from deep inside the plan.
+    """
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        hint = f"; pass {option}={int(value)}" if isinstance(value, str) and value.strip().isdigit() else ""
+        msg = f"{where}{option} takes an int >= {minimum}, got {value!r} ({type(value).__name__}){hint}"
+        raise ConfigError(msg)
+    if value < minimum:
+        msg = f"{where}{option} must be >= {minimum}, got {value}"
+        raise ConfigError(msg)
+
+
 class _Serializable:
     """``to_dict`` / ``from_dict`` for frozen dataclasses of plain values and enums."""
 
@@ -135,8 +152,16 @@ class EvalConfig(_Serializable):
     max_det: int = 300
     num_images: int | None = None
     batch: int = 1
+    resamples: int = 1000  # bootstrap resamples over images for the 95% intervals; 0 = no intervals
+    seed: int = 0  # the resampled image lists; equal seeds pair two variants' resamples
 
     def __post_init__(self) -> None:
+        check_int(self.num_images, option="num_images", minimum=1, none_ok=True)
+        check_int(self.max_det, option="max_det", minimum=1)
+        check_int(self.batch, option="batch", minimum=1)
+        if self.resamples != 0 and self.resamples < 100:
+            msg = f"resamples must be 0 (no intervals) or >= 100 for a 95% interval, got {self.resamples}"
+            raise ConfigError(msg)
         if not 0.0 <= self.conf < 1.0:
             msg = f"conf must be in [0, 1), got {self.conf}"
             raise ConfigError(msg)
@@ -167,6 +192,10 @@ class BenchConfig(_Serializable):
     noise_threshold: float = 0.10  # flag a measurement whose IQR / median exceeds this
 
     def __post_init__(self) -> None:
+        for b in self.batch_sizes:
+            check_int(b, option="batch_sizes", minimum=1)
+        check_int(self.warmup, option="warmup")
+        check_int(self.iterations, option="iterations", minimum=5)
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             msg = f"batch_sizes must be a non-empty tuple of positive ints, got {self.batch_sizes!r}"
             raise ConfigError(msg)

@@ -6,6 +6,7 @@
     ├── ConfigError (ValueError)            bad option or combination
     ├── MissingDependencyError (ImportError) an optional extra is not installed
     ├── DataError                           unreadable image, empty dataset, bad label line
+    ├── DiskFullError (OSError)             a write ran out of space (names the folder, needed and free)
     └── StageError (.stage, .artifact)      a pipeline stage failed
         ├── ExportError
         ├── QuantizationError
@@ -23,6 +24,7 @@ from pathlib import Path
 __all__ = [
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "EngineBuildError",
     "ExportError",
     "InferenceError",
@@ -47,6 +49,20 @@ class MissingDependencyError(YoloQuantError, ImportError):
 
 class DataError(YoloQuantError):
     """Input data is unusable: missing or corrupt image, empty folder, bad label line."""
+
+
+class DiskFullError(YoloQuantError, OSError):
+    """A write ran out of disk space; the message names the folder, the space needed and the space free.
+
+    Attributes:
+        folder: The folder the write went to.
+        needed: Bytes a run of this plan needs there (an estimate), when known.
+        free: Bytes free there when the write failed.
+    """
+
+    def __init__(self, message: str, *, folder: Path, needed: int | None = None, free: int = 0) -> None:
+        super().__init__(message)
+        self.folder, self.needed, self.free = folder, needed, free
 
 
 class StageError(YoloQuantError):

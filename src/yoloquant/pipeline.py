@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yoloquant.config import Backend, BenchConfig, CalibMethod, EvalConfig, ExportConfig, Precision, parse_enum
+from yoloquant.config import (
+    Backend,
+    BenchConfig,
+    CalibMethod,
+    EvalConfig,
+    ExportConfig,
+    Precision,
+    check_int,
+    parse_enum,
+)
 from yoloquant.errors import ConfigError
 from yoloquant.protocols import Quantizer
 from yoloquant.report.result import PipelineResult
@@ -32,6 +41,8 @@ class CalibrationPlan:
     split: str = "train"
 
     def __post_init__(self) -> None:
+        check_int(self.num_images, option="num_images", minimum=1, where="calibrate(): ")
+        check_int(self.offset, option="offset", where="calibrate(): ")
         if self.num_images < 1 or self.offset < 0:
             msg = f"calibration needs num_images >= 1 and offset >= 0, got {self.num_images} and {self.offset}"
             raise ConfigError(msg)
@@ -73,6 +84,9 @@ class EvalPlan:
     split: str = "val"
     offset: int = 0
     config: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check_int(self.offset, option="offset", where="evaluate(): ")
 
 
 BASELINE = VariantPlan(precision=Precision.FP32)

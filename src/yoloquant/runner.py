@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel, file_sha256
 from yoloquant.backends import PROVIDERS, build_engine
 from yoloquant.bench.latency import LatencyResult, benchmark_interleaved
 from yoloquant.config import Backend
 from yoloquant.errors import ConfigError, ExportError
 from yoloquant.export import exporter_for
+from yoloquant.export.check import check_model_file, check_onnx_model
+from yoloquant.preflight import check_plan
 from yoloquant.report.result import PipelineResult, VariantResult
 from yoloquant.versions import package_versions
 
@@ -47,11 +50,33 @@ class _Built:
 
 
 def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
-    """Check the plan and its inputs, then export, quantize, evaluate, benchmark and report."""
+    """Check the plan and its inputs, then export, quantize, evaluate, benchmark and report.
+
+    The run folder is locked for the run, its old report removed first and the new one written last
+    (``yoloquant._rundir``); a failure or Ctrl-C removes the run's temp files and empty folders.
+    """
     start = time.perf_counter()
-    eval_data = _check(plan, out_dir)
+    out_dir = out_dir.absolute()  # the report's paths are absolute: it loads from any working directory
+    with RunFolder(out_dir) as folder:
+        eval_data = _check(plan, out_dir)
+        folder.lock()
+        folder.needed = _space_needed(plan)
+        result = _run(plan, out_dir, eval_data, start)
+        result.save(out_dir)
+    return result
+
+
+def _space_needed(plan: QuantPipeline) -> int:
+    """About how many bytes a run writes: the FP32 copy, each quantized model, one quantizer's scratch files."""
+    size = plan.model.stat().st_size
+    fp32 = 2 * size if plan.model.suffix == ".pt" else size  # Ultralytics checkpoints hold FP16 weights
+    made = sum(1 for v in plan.variants if v.quantizer is not None)
+    return int(fp32 * (2.6 + 0.5 * made)) + (fp32 if plan.model.suffix == ".pt" else 0)
+
+
+def _run(plan: QuantPipeline, out_dir: Path, eval_data: Dataset | None, start: float) -> PipelineResult:
     warnings: list[str] = []
-    fp32 = exporter_for(plan.model, plan.export_config).export(plan.model, out_dir)
+    fp32 = _export(plan, out_dir)
     needs_calib = any(v.needs_calibration for v in plan.variants) or plan.sensitivity is not None
     calib = _calibrate(plan.calibration, fp32, plan.progress) if needs_calib and plan.calibration else None
     if calib is not None and eval_data is not None:
@@ -79,8 +104,19 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
         warnings=tuple(warnings),
         sensitivity=sensitivity,
     )
-    result.save(out_dir)
     return result
+
+
+def _export(plan: QuantPipeline, out_dir: Path) -> OnnxModel:
+    """Export (or copy) the FP32 model; an export with NaN / inf weights is removed, naming the initializer."""
+    fp32 = exporter_for(plan.model, plan.export_config).export(plan.model, out_dir)
+    if plan.model.suffix == ".pt":  # an .onnx input was checked before it was copied
+        try:
+            check_onnx_model(fp32.path)
+        except ExportError:
+            fp32.path.unlink(missing_ok=True)
+            raise
+    return fp32
 
 
 def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
@@ -88,6 +124,7 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
     if not plan.model.is_file():
         msg = f"model file {plan.model} does not exist; pass the path of an Ultralytics .pt or an exported .onnx"
         raise ExportError(msg, artifact=plan.model)
+    check_model_file(plan.model)
     quantized = [v for v in plan.variants if v.needs_calibration]
     if quantized and plan.calibration is None:
         msg = f"variants {[v.name for v in quantized]} need calibration data: add .calibrate(images_dir_or_yaml)"
@@ -99,12 +136,22 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
     if budgeted and plan.evaluation is None:
         msg = f"variants {budgeted} have an accuracy budget (max_map_drop): add .evaluate(...) to the plan"
         raise ConfigError(msg)
-    _check_writable(out_dir)
+    names = check_plan(plan).names  # the model file, the packages, the batch sizes
     if plan.calibration is not None and (quantized or plan.sensitivity is not None):
+        from yoloquant.data.calibration import default_cache_dir
         from yoloquant.data.datasets import load_dataset
+
+        default_cache_dir()  # YOLOQUANT_CACHE must name a folder
 
         c = plan.calibration
         load_dataset(c.source, split=c.split, labels=False).select(c.num_images, c.offset)
+    eval_data = _eval_data(plan, names)
+    _check_writable(out_dir)  # last: a plan that fails a check leaves no folder behind
+    return eval_data
+
+
+def _eval_data(plan: QuantPipeline, names: dict[int, str] | None) -> Dataset | None:
+    """The evaluation images, their labels checked against the model's class names and holding boxes."""
     if plan.evaluation is None:
         return None
     e = plan.evaluation
@@ -112,10 +159,10 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
         if v.max_map_drop is not None and v.budget_data == "calibration":
             from yoloquant.decide.budget import load_labelled
 
-            load_labelled(*_budget_source(v, plan, e))
+            load_labelled(*_budget_source(v, plan, e), names=names)
     from yoloquant.data.datasets import load_dataset
 
-    return load_dataset(e.source, split=e.split).select(e.config.num_images, e.offset)
+    return load_dataset(e.source, split=e.split, names=names).select(e.config.num_images, e.offset).require_boxes()
 
 
 def _with_budget(v: VariantPlan, plan: QuantPipeline) -> VariantPlan:
@@ -268,7 +315,7 @@ def _variant_result(
         name=name,
         precision=b.plan.precision.value,
         backend=b.plan.backend.value,
-        model_path=str(b.model.path),
+        model_path=str(b.model.path.absolute()),
         size_bytes=b.model.size_bytes,
         providers=tuple(engine.providers),
         map50_95=ev.map50_95 if ev else None,
@@ -323,8 +370,8 @@ def _overlap_warning(calib: CalibrationSet, data: Dataset) -> list[str]:
 
 def _inputs(plan: QuantPipeline, fp32: OnnxModel, calib: CalibrationSet | None, data: Dataset | None) -> dict[str, Any]:
     inputs: dict[str, Any] = {
-        "model": {"path": str(plan.model), "sha256": file_sha256(plan.model)},
-        "onnx_fp32": {"path": str(fp32.path), "sha256": fp32.sha256()},
+        "model": {"path": str(plan.model.absolute()), "sha256": file_sha256(plan.model)},
+        "onnx_fp32": {"path": str(fp32.path.absolute()), "sha256": fp32.sha256()},
     }
     if calib is not None:
         inputs["calibration"] = {

@@ -33,6 +33,14 @@ def default_cache_dir() -> Path:
     """``$YOLOQUANT_CACHE/calib`` if set, else ``~/.cache/yoloquant/calib``."""
     env = os.environ.get("YOLOQUANT_CACHE")
     base = Path(env).expanduser() if env else Path.home() / ".cache" / "yoloquant"
+    for folder in (base, base / "calib"):
+        if folder.exists() and not folder.is_dir():
+            how = f"YOLOQUANT_CACHE={env}" if env else "the default cache"
+            msg = (
+                f"the calibration cache {folder} ({how}) is a file, not a folder; point YOLOQUANT_CACHE at a "
+                "folder (it is created if missing), or unset it to use ~/.cache/yoloquant"
+            )
+            raise ConfigError(msg)
     return base / "calib"
 
 

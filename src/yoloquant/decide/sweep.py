@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from yoloquant._io import atomic_write_text
+from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import file_sha256
 from yoloquant.bench.latency import LatencyResult
 from yoloquant.config import BenchConfig, EvalConfig, ExportConfig
@@ -210,22 +211,24 @@ class Sweep:
             runner: Runs one plan into a folder; default ``plan.run(folder)``.
         """
         start = time.perf_counter()
-        out = Path(out_dir)
+        out = Path(out_dir).absolute()  # the report's paths are absolute: it loads from any working directory
         wanted = {FP32, *(v.name for v in self.variants)}
-        # the ledger may also hold variants of an earlier, wider grid on the same base: not reported
-        entries = {n: e for n, e in self.run_variants(out, runner=runner).items() if n in wanted}
-        bench = bench or BenchConfig(iterations=30, warmup=5)
-        latency = self.measure_latency(out, entries, bench)
-        result = self.result(
-            entries,
-            latency,
-            max_map_drop=max_map_drop,
-            min_speedup=min_speedup,
-            out_dir=out,
-            bench=bench,
-            seconds=time.perf_counter() - start,
-        )
-        result.save(out)
+        with RunFolder(out) as folder:  # locked; the old report goes first, the new one is written last
+            folder.lock()
+            # the ledger may also hold variants of an earlier, wider grid on the same base: not reported
+            entries = {n: e for n, e in self.run_variants(out, runner=runner).items() if n in wanted}
+            bench = bench or BenchConfig(iterations=30, warmup=5)
+            latency = self.measure_latency(out, entries, bench)
+            result = self.result(
+                entries,
+                latency,
+                max_map_drop=max_map_drop,
+                min_speedup=min_speedup,
+                out_dir=out,
+                bench=bench,
+                seconds=time.perf_counter() - start,
+            )
+            result.save(out)
         return result
 
     def run_variants(self, out: Path, *, runner: Runner | None = None) -> dict[str, dict[str, Any]]:

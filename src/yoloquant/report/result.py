@@ -5,10 +5,13 @@
 (``batch``, ``p50``, ``p90``, ``p99``), ``speedup_vs_fp32``, ``size_bytes``, ``model_path``; plus
 ``config``, ``versions`` and ``inputs`` (hashes). A sweep folder's report adds a ``sweep`` section, a
 run that analyzed INT8 sensitivity a ``sensitivity`` section; older reports without them still load.
+``files`` records the sha256 and size of every file the report describes; ``load()`` refuses a report
+whose files changed or went missing since it was written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from yoloquant._io import atomic_write_text
 from yoloquant.bench.latency import LatencyResult
 from yoloquant.errors import ConfigError
+from yoloquant.report.files import file_records, resolve_path, verify_files
 from yoloquant.report.render import render_html, render_markdown, render_table
 
 if TYPE_CHECKING:
@@ -110,6 +114,8 @@ class PipelineResult:
     warnings: tuple[str, ...] = ()
     sweep: dict[str, Any] | None = None
     sensitivity: dict[str, Any] | None = None
+    files: dict[str, dict[str, Any]] | None = None  # path -> sha256, size_bytes; recorded by save()
+    report_dir: Path | None = field(default=None, compare=False)  # where load() found it; paths resolve here
 
     @property
     def baseline(self) -> VariantResult:
@@ -132,7 +138,11 @@ class PipelineResult:
         from yoloquant.config import Backend
 
         v = self.variant(name) if name is not None else self.variants[-1]
-        return build_engine(OnnxModel.load(v.model_path), Backend(v.backend))
+        return build_engine(OnnxModel.load(self.path(v.model_path)), Backend(v.backend))
+
+    def path(self, recorded: str) -> Path:
+        """Where a path this report holds is now (relative and moved-folder paths resolve to its folder)."""
+        return resolve_path(recorded, recorded_dir=self.out_dir, report_dir=self.report_dir)
 
     def table(self) -> str:
         """Plain-text table: FP32 baseline vs each variant (mAP, delta, latency, speedup, size)."""
@@ -149,7 +159,7 @@ class PipelineResult:
         return f"PipelineResult(variants=[{names}], out_dir={self.out_dir!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        sections = {"sweep": self.sweep, "sensitivity": self.sensitivity}
+        sections = {"sweep": self.sweep, "sensitivity": self.sensitivity, "files": self.files}
         return {
             "schema_version": REPORT_SCHEMA_VERSION,
             "created": self.created,
@@ -166,23 +176,52 @@ class PipelineResult:
     def save(self, out_dir: Path | str | None = None) -> Path:
         """Write ``report.json`` and ``report.md`` atomically; returns the json path."""
         folder = Path(out_dir if out_dir is not None else self.out_dir)
-        atomic_write_text(folder / "report.md", self.to_markdown())
+        files = file_records(self.path(p) for p in self._described())
+        report = dataclasses.replace(self, files=files or None)
+        atomic_write_text(folder / "report.md", report.to_markdown())
         # report.json last: its presence marks a complete run
         path = folder / "report.json"
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
         return path
 
+    def _described(self) -> list[str]:
+        """The files this report describes: every variant's model, the sensitivity analysis' outputs."""
+        extra = (self.sensitivity or {}).get("files") or []
+        return [v.model_path for v in self.variants] + [str(f) for f in extra]
+
     @classmethod
-    def load(cls, path: Path | str) -> PipelineResult:
-        """Read a ``report.json`` (or the run folder holding one)."""
-        path = Path(path)
+    def load(cls, path: Path | str, *, verify: bool = True) -> PipelineResult:
+        """Read a ``report.json`` (or the run folder holding one).
+
+        Args:
+            path: The report or its folder.
+            verify: Check the sha256 and size of every file the report describes (its ``files``
+                section); a missing or changed file raises ConfigError naming it.
+        """
+        path = Path(path).absolute()
         if path.is_dir():
             path = path / "report.json"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             msg = f"cannot read report {path}: {exc}; pass a report.json written by yoloquant"
             raise ConfigError(msg) from exc
+        try:
+            result = cls._from_dict(data)
+            result.baseline  # noqa: B018 - a report without variants is as broken as one without the key
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            msg = (
+                f"{path} is not a complete yoloquant report ({type(exc).__name__}: {exc}); pass a report.json "
+                "written by yoloquant, or run the pipeline again into that folder"
+            )
+            raise ConfigError(msg) from exc
+        result = dataclasses.replace(result, report_dir=path.parent)
+        if verify and result.files:
+            verify_files(result.files, recorded_dir=result.out_dir, report_dir=path.parent, report=path)
+        return result
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> PipelineResult:
         return cls(
             variants=tuple(VariantResult.from_dict(v) for v in data["variants"]),
             config=data["config"],
@@ -194,4 +233,5 @@ class PipelineResult:
             warnings=tuple(data.get("warnings", ())),
             sweep=data.get("sweep"),
             sensitivity=data.get("sensitivity"),
+            files=data.get("files"),
         )

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = ["Detections"]
+
+# Ultralytics' 20-colour palette (``ultralytics.utils.plotting.Colors``), as BGR.
+_PALETTE = tuple(
+    (int(h[4:6], 16), int(h[2:4], 16), int(h[0:2], 16))
+    for h in (
+        *("042AFF", "0BDBEB", "F3F3F3", "00DFB7", "111F68", "FF6FDD", "FF444F", "CCED00", "00F344", "BD00FF"),
+        *("00B4FF", "DD00BA", "00FFFF", "26C000", "01FFB3", "7D24FF", "7B0068", "FF1B6C", "FC6D2F", "A2FF0B"),
+    )
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -17,11 +27,19 @@ class Detections:
         boxes: float32 ``[N, 4]`` as x1, y1, x2, y2 in pixels of the image they refer to.
         scores: float32 ``[N]`` confidence.
         classes: int64 ``[N]`` class index into the model's ``names``.
+        names: The model's class index -> name (``predict`` fills it in), or None.
+
+    Example:
+        >>> dets = Detections(np.array([[2, 2, 9, 9]], np.float32), np.array([0.9], np.float32),
+        ...                   np.array([0]), names={0: "person"})
+        >>> dets.labels
+        ['person']
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
+    names: Mapping[int, str] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -30,5 +48,46 @@ class Detections:
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
 
+    @property
+    def labels(self) -> list[str]:
+        """The class name of each detection (its index as text where the names are unknown)."""
+        names = self.names or {}
+        return [names.get(int(c), str(int(c))) for c in self.classes]
+
+    def draw(self, image: np.ndarray, *, thickness: int = 2, font_scale: float = 0.5) -> np.ndarray:
+        """A copy of ``image`` with each box, its class name and score drawn (OpenCV, its built-in font).
+
+        Args:
+            image: The image the boxes refer to: BGR ``[H, W, 3]`` (or anything :func:`predict` takes as an array).
+            thickness: Box line width in pixels.
+            font_scale: Label text size (OpenCV's Hershey font; nothing is downloaded).
+
+        Raises:
+            DataError: If ``image`` is not an image (see :func:`yoloquant.data.images.as_bgr`).
+
+        Example:
+            >>> dets = predict(engine, "bus.jpg")[0]  # doctest: +SKIP
+            >>> cv2.imwrite("bus-dets.jpg", dets.draw(cv2.imread("bus.jpg")))  # doctest: +SKIP
+        """
+        from yoloquant._optional import require
+        from yoloquant.data.images import as_bgr
+
+        cv2 = require("cv2")
+        out = as_bgr(image).copy()
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        for box, score, cls, label in zip(self.boxes, self.scores, self.classes, self.labels, strict=True):
+            color = _PALETTE[int(cls) % len(_PALETTE)]
+            x1, y1, x2, y2 = (round(float(v)) for v in box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+            text = f"{label} {float(score):.2f}"
+            (tw, th), base = cv2.getTextSize(text, font, font_scale, 1)
+            top = y1 - th - base if y1 - th - base >= 0 else y1  # above the box, or inside it at the top edge
+            cv2.rectangle(out, (x1, top), (x1 + tw, top + th + base), color, cv2.FILLED)
+            ink = (0, 0, 0) if sum(color) > 382 else (255, 255, 255)
+            cv2.putText(out, text, (x1, top + th), font, font_scale, ink, 1, cv2.LINE_AA)
+        return out
+
     def __repr__(self) -> str:
-        return f"Detections(n={len(self)}, max_score={float(self.scores.max()) if len(self) else 0.0:.3f})"
+        top = sorted(set(self.labels))[:5]
+        shown = f", labels={top}" if top else ""
+        return f"Detections(n={len(self)}, max_score={float(self.scores.max()) if len(self) else 0.0:.3f}{shown})"

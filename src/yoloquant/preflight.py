@@ -18,7 +18,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from yoloquant._optional import available, require
 from yoloquant.artifacts import ModelInfo
@@ -70,7 +70,7 @@ def _onnx_facts(path: Path) -> ModelFacts:
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as exc:  # protobuf's DecodeError and onnx's own errors: translated here
-        msg = f"cannot read {path} as an ONNX model ({type(exc).__name__}: {exc}); it is truncated or not ONNX: {_REEXPORT}"
+        msg = f"cannot read {path} as ONNX ({type(exc).__name__}: {exc}); it is truncated or not ONNX: {_REEXPORT}"
         raise ExportError(msg, artifact=path) from exc
     info = ModelInfo.from_onnx(path)
     _check_task(path, info.task)
@@ -81,7 +81,8 @@ def _onnx_facts(path: Path) -> ModelFacts:
 
 
 def _dims(value_info: Any) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value_info.type.tensor_type.shape.dim]
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
 def _check_head(path: Path, graph: Any, info: ModelInfo) -> None:
@@ -120,7 +121,10 @@ class _Stub:
 
 
 class _StubUnpickler(pickle.Unpickler):
-    _REAL = {("collections", "OrderedDict"): collections.OrderedDict, ("copyreg", "_reconstructor"): copyreg._reconstructor}
+    _REAL: ClassVar[dict[tuple[str, str], Any]] = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("copyreg", "_reconstructor"): getattr(copyreg, "_reconstructor"),  # noqa: B009 - private, untyped
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         return self._REAL.get((module, name)) or type(name, (_Stub,), {})
@@ -181,7 +185,8 @@ def _needed_modules(plan: QuantPipeline) -> list[str]:
     if plan.evaluation is not None:
         modules.append("pycocotools")
     by_quantizer = {"modelopt": "modelopt.onnx.quantization", "brevitas": "brevitas"}
-    modules += [by_quantizer[v.quantizer.name] for v in plan.variants if v.quantizer and v.quantizer.name in by_quantizer]
+    quantizers = {v.quantizer.name for v in plan.variants if v.quantizer is not None}
+    modules += [by_quantizer[name] for name in sorted(quantizers) if name in by_quantizer]
     return modules
 
 
@@ -195,7 +200,8 @@ def _check_batches(plan: QuantPipeline, facts: ModelFacts) -> None:
         return
     if plan.model.suffix.lower() == ".onnx":
         fix = (
-            f"benchmark batch {facts.batch} only (--batch-sizes {facts.batch} / benchmark(batch_sizes=({facts.batch},))), "
+            f"benchmark batch {facts.batch} only (--batch-sizes {facts.batch} / "
+            f"benchmark(batch_sizes=({facts.batch},))), "
             "or start from the .pt, which yoloquant exports with a dynamic batch when a benchmark batch is > 1 "
             "(--model yolov8n.pt / QuantPipeline.from_ultralytics), or re-export the ONNX with a dynamic batch "
             "(`yolo export model=yolov8n.pt format=onnx dynamic=True`)"
@@ -217,4 +223,3 @@ def _check_quantizers(plan: QuantPipeline) -> None:
             "QuantPipeline.from_ultralytics('yolov8n.pt'))"
         )
         raise ConfigError(msg)
-

@@ -7,7 +7,7 @@ from yoloquant.config import Backend
 from yoloquant.errors import ConfigError
 from yoloquant.protocols import Engine
 
-__all__ = ["PROVIDERS", "build_engine"]
+__all__ = ["PROVIDERS", "build_engine", "check_backend"]
 
 # The ONNX Runtime execution provider each backend runs on.
 PROVIDERS = {
@@ -15,6 +15,18 @@ PROVIDERS = {
     Backend.OPENVINO: "OpenVINOExecutionProvider",
     Backend.CUDA: "CUDAExecutionProvider",
 }
+
+
+def check_backend(backend: Backend) -> None:
+    """Fail now, before any work, if ``backend``'s ONNX Runtime execution provider is not installed.
+
+    Raises:
+        MissingDependencyError: Naming the provider, the providers there are, and what to install.
+    """
+    if backend in PROVIDERS:
+        from yoloquant.backends.ort.engine import check_provider
+
+        check_provider(PROVIDERS[backend])
 
 
 def build_engine(model: OnnxModel, backend: Backend, *, threads: int | None = None) -> Engine:

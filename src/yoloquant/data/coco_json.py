@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from yoloquant.data.labels import GroundTruth
+from yoloquant.data.labels import COORD_TOLERANCE, GroundTruth
 from yoloquant.errors import DataError
 
 __all__ = ["CocoJson", "find_images_dir", "read_coco_json"]
@@ -135,6 +135,9 @@ def read_coco_json(json_path: Path, images_dir: Path | None = None, names: dict[
     if missing:
         msg = f"{len(missing)} image(s) of {json_path} are not in {root}, e.g. {missing[0]}; pass images_dir=..."
         raise DataError(msg)
+    known = {int(c["id"]) for c in data["categories"]}
+    for _, im in entries:
+        _check_annotations(anns.get(int(im["id"]), []), im, known, json_path)
     labels = tuple(_ground_truth(anns.get(int(im["id"]), []), index_of, im) for _, im in entries)
     return CocoJson(
         images=tuple(p for p, _ in entries),
@@ -143,6 +146,31 @@ def read_coco_json(json_path: Path, images_dir: Path | None = None, names: dict[
         names=names,
         category_ids=category_ids,
     )
+
+
+def _check_annotations(anns: list[dict[str, Any]], image: dict[str, Any], known: set[int], json_path: Path) -> None:
+    """Each annotation's category is one of the json's, and its box lies inside its image (to a small tolerance)."""
+    h, w = int(image["height"]), int(image["width"])
+    for ann in anns:
+        where = f"{json_path}: annotation id {ann.get('id')} of image {image.get('file_name')} ({w}x{h})"
+        if int(ann["category_id"]) not in known:
+            msg = (
+                f"{where} has category_id {ann['category_id']}, which is not in the json's categories "
+                f"({sorted(known)[:8]}...); fix the annotation or add its category"
+            )
+            raise DataError(msg)
+        box = ann.get("bbox")
+        if not isinstance(box, list) or len(box) != 4:
+            msg = f"{where} has bbox {box!r}; COCO boxes are [x, y, width, height] in pixels"
+            raise DataError(msg)
+        x, y, bw, bh = (float(v) for v in box)
+        tx, ty = max(1.0, COORD_TOLERANCE * w), max(1.0, COORD_TOLERANCE * h)
+        if bw < 0 or bh < 0 or x < -tx or y < -ty or x + bw > w + tx or y + bh > h + ty:
+            msg = (
+                f"{where} has bbox {box} outside the image; COCO boxes are [x, y, width, height] in pixels of the "
+                "image (not normalized, not x1 y1 x2 y2): fix the json"
+            )
+            raise DataError(msg)
 
 
 def _ground_truth(anns: list[dict[str, Any]], index_of: dict[int, int], image: dict[str, Any]) -> GroundTruth:

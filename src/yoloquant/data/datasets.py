@@ -75,6 +75,61 @@ class Dataset:
             image_ids=self.image_ids[window] if self.image_ids is not None else None,
         )
 
+    def require_boxes(self, names: dict[int, str] | None = None) -> Dataset:
+        """This dataset, if its ground truth has at least one box (and only classes of ``names``): what an mAP needs.
+
+        Some images without objects are normal (background images); a set where every image has none
+        would score an mAP of 0.0 that means nothing, so it is refused.
+
+        Args:
+            names: The model's class names; a ground-truth class outside them is refused.
+
+        Raises:
+            DataError: Saying why there is nothing to score (no labels at all, or every label empty or
+                missing), or which image has a class the model lacks, and what to pass instead.
+
+        Example:
+            >>> load_dataset("assets/coco64.yaml").select(8).require_boxes().source  # doctest: +SKIP
+            'assets/coco64.yaml[val]'
+        """
+        where = self.source or "the dataset"
+        if self.labels is None:
+            msg = (
+                f"{where} has no labels (no labels/ folder beside its images/ folder), so it cannot be evaluated; "
+                "give an image folder with a sibling labels/ folder of YOLO .txt files, a dataset yaml or a COCO json"
+            )
+            raise DataError(msg)
+        if names is not None:
+            self._check_classes(len(names))
+        if any(len(gt) for gt in self.labels):
+            return self
+        if self.coco_json is not None:
+            msg = (
+                f"{where}: none of the {len(self)} selected images has an annotation of the model's classes "
+                "(crowd boxes do not count), so there is nothing to score and the mAP would be 0; check the "
+                "json's annotations and category names, or select other images"
+            )
+            raise DataError(msg)
+        files = [label_path_for(f) for f in self.images]
+        missing = sum(not f.is_file() for f in files)
+        msg = (
+            f"{where}: all {len(self)} selected images have no boxes ({len(self) - missing} label files empty, "
+            f"{missing} missing, e.g. {files[0]}), so there is nothing to score and the mAP would be 0; check "
+            "that the labels/ folder holds the YOLO .txt files of these images, or select other images"
+        )
+        raise DataError(msg)
+
+    def _check_classes(self, num_classes: int) -> None:
+        for image, gt in zip(self.images, self.labels or (), strict=True):
+            if len(gt) and int(gt.classes.max()) >= num_classes:
+                label = label_path_for(image) if self.coco_json is None else self.coco_json
+                msg = (
+                    f"{label}: class id {int(gt.classes.max())} (image {image.name}) is out of range for the model's "
+                    f"{num_classes} classes (valid: 0-{num_classes - 1}); fix the label, or load the dataset with "
+                    "load_dataset(..., names=model.info.names), which names the line"
+                )
+                raise DataError(msg)
+
 
 def load_dataset(
     spec: str | Path,

@@ -10,7 +10,11 @@ import numpy as np
 
 from yoloquant.errors import DataError
 
-__all__ = ["GroundTruth", "label_path_for", "read_yolo_labels"]
+__all__ = ["COORD_TOLERANCE", "GroundTruth", "label_path_for", "read_yolo_labels"]
+
+# How far outside [0, 1] a normalized coordinate may be (rounding in label converters) before it is an error;
+# values within it are clipped. Ultralytics allows 0.01; real COCO labels stay within [0, 1] exactly.
+COORD_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,13 +53,26 @@ def _parse_line(parts: list[str], where: str, line: str) -> list[float]:
         msg = f"{where}: non-number in label line {line!r}; expected 'class cx cy w h' (normalized floats)"
         raise DataError(msg) from None
     if len(values) == 5:
-        return values
+        return [values[0], *_normalized(values[1:], where, line)]
     if len(values) > 6 and len(values) % 2:  # segment polygon: class x1 y1 x2 y2 ... -> its box
-        xy = np.asarray(values[1:], np.float32).reshape(-1, 2)
+        xy = np.asarray(_normalized(values[1:], where, line), np.float32).reshape(-1, 2)
         (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
         return [values[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
     msg = f"{where}: expected 5 values 'class cx cy w h' (or a polygon), got {len(values)} in {line!r}"
     raise DataError(msg)
+
+
+def _normalized(coords: list[float], where: str, line: str) -> list[float]:
+    """Coordinates clipped to [0, 1]; beyond :data:`COORD_TOLERANCE` outside it, a DataError."""
+    bad = [v for v in coords if not -COORD_TOLERANCE <= v <= 1 + COORD_TOLERANCE]
+    if bad:
+        msg = (
+            f"{where}: coordinate {bad[0]:g} in {line!r} is outside [0, 1]; YOLO labels are normalized by the "
+            "image size (x / width, y / height): fix the label file (pixel coordinates? divide them by the "
+            "image's width and height)"
+        )
+        raise DataError(msg)
+    return [min(max(v, 0.0), 1.0) for v in coords]
 
 
 def _check_class(cls: float, where: str, line: str, num_classes: int | None) -> None:
@@ -81,7 +98,8 @@ def read_yolo_labels(path: Path, shape: tuple[int, int], num_classes: int | None
         num_classes: Number of class names, to reject out-of-range ids; None skips that check.
 
     Raises:
-        DataError: Naming ``file:line`` and the text, on a non-number or bad class id.
+        DataError: Naming ``file:line`` and the text, on a non-number, a bad class id or a coordinate
+            outside [0, 1] (beyond :data:`COORD_TOLERANCE`).
 
     Example:
         >>> gt = read_yolo_labels(Path("labels/a.txt"), (480, 640), 80)  # doctest: +SKIP

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,29 @@ from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends import PROVIDERS
 from yoloquant.config import Backend
-from yoloquant.errors import EngineBuildError, InferenceError
+from yoloquant.errors import EngineBuildError, InferenceError, MissingDependencyError
 
-__all__ = ["OrtEngine", "OrtEngineBuilder"]
+__all__ = ["OrtEngine", "OrtEngineBuilder", "check_provider"]
 
 log = logging.getLogger(__name__)
+
+_PROVIDER_FIX = {
+    "OpenVINOExecutionProvider": 'pip uninstall onnxruntime && pip install "yoloquant[openvino]"',
+    "CUDAExecutionProvider": 'pip uninstall onnxruntime && pip install "yoloquant[gpu]" (needs an NVIDIA driver)',
+}
+
+
+def check_provider(provider: str) -> None:
+    """Raise :class:`MissingDependencyError` if this ONNX Runtime build lacks ``provider``.
+
+    Example:
+        >>> check_provider("CPUExecutionProvider")  # doctest: +SKIP
+    """
+    ort = require("onnxruntime")
+    if provider not in ort.get_available_providers():
+        fix = _PROVIDER_FIX.get(provider, f"install an ONNX Runtime build with {provider}")
+        msg = f"{provider} is not in this ONNX Runtime build (it has {ort.get_available_providers()}); {fix}"
+        raise MissingDependencyError(msg)
 
 
 def session_options(threads: int | None) -> Any:
@@ -44,8 +63,9 @@ class OrtEngine(ClosesOnExit):
         ...     outputs = engine.infer(np.zeros((1, 3, 640, 640), np.float32))
     """
 
-    def __init__(self, session: Any, info: ModelInfo) -> None:
+    def __init__(self, session: Any, info: ModelInfo, model_path: Path | None = None) -> None:
         self.info = info
+        self.model_path = model_path
         self._session: Any = session
         self._input = session.get_inputs()[0]
         self._output_names = [o.name for o in session.get_outputs()]
@@ -54,6 +74,14 @@ class OrtEngine(ClosesOnExit):
     def providers(self) -> list[str]:
         """Execution providers the session really uses (ORT falls back silently on some errors)."""
         return list(self._session.get_providers()) if self._session is not None else []
+
+    def __repr__(self) -> str:
+        h, w = self.info.imgsz
+        batch = "dynamic" if self.info.dynamic_batch else self._input.shape[0]
+        providers = self.providers
+        backend = next((b.value for b, p in PROVIDERS.items() if providers[:1] == [p]), "closed")
+        model = self.model_path.name if self.model_path is not None else "?"
+        return f"OrtEngine(backend={backend}, providers={providers}, model={model!r}, imgsz={h}x{w}, batch={batch})"
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a float32 ``[B, 3, H, W]`` batch in [0, 1]; returns the raw model outputs."""
@@ -76,8 +104,9 @@ class OrtEngine(ClosesOnExit):
         fixed = self._input.shape[0]
         if isinstance(fixed, int) and batch.shape[0] != fixed:
             msg = (
-                f"this model was exported for batch {fixed} but got batch {batch.shape[0]}; "
-                "export with dynamic=True to run other batch sizes"
+                f"this model was exported for batch {fixed} but got batch {batch.shape[0]}; run batches of {fixed}, "
+                "or re-export with a dynamic batch (`yolo export model=yolov8n.pt format=onnx dynamic=True`, "
+                "or QuantPipeline.from_ultralytics(..., dynamic=True))"
             )
             raise InferenceError(msg)
 
@@ -121,4 +150,4 @@ class OrtEngineBuilder:
             raise EngineBuildError(msg, artifact=model.path) from exc
         if session.get_providers()[0] != provider:
             log.warning("%s fell back to %s for %s", provider, session.get_providers(), model.path)
-        return OrtEngine(session, model.info)
+        return OrtEngine(session, model.info, model.path)

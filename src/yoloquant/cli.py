@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from yoloquant import __version__
+from yoloquant._console import console
 from yoloquant._io import disk_full_cause
 from yoloquant.config import Backend, CalibMethod, Precision, parse_enum
 from yoloquant.errors import ConfigError, DiskFullError, YoloQuantError
@@ -184,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         out = getattr(args, "out", None)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        return _command(args)
+        with console(quiet=getattr(args, "quiet", False)):
+            return _command(args)
     except KeyboardInterrupt:
         where = f"; partial files were removed from {out}: rerun the same command to start again" if out else ""
         print(f"yoloquant: interrupted (Ctrl-C){where}", file=sys.stderr)

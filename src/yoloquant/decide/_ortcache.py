@@ -22,7 +22,13 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Precision
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
-from yoloquant.quantize.ort_static import CalibrationReader, OrtQuantConfig, OrtStaticQuantizer, static_kwargs
+from yoloquant.quantize.ort_static import (
+    CalibrationReader,
+    OrtQuantConfig,
+    OrtStaticQuantizer,
+    prints_to_log,
+    static_kwargs,
+)
 
 __all__ = ["SharedCalibration", "exact_patterns"]
 
@@ -130,14 +136,15 @@ class SharedCalibration:
     def _quantize_static(self, dst: Path, keep_float: tuple[str, ...]) -> None:
         quantization = require("onnxruntime.quantization")
         try:
-            quantization.quantize_static(
-                str(self.src),
-                str(dst),
-                CalibrationReader(self.data, self.model.info.input_name),
-                nodes_to_exclude=list(keep_float),
-                calibration_cache_path=str(self.cache),
-                **static_kwargs(self.config, len(self.data)),
-            )
+            with prints_to_log():  # ORT's calibration prints
+                quantization.quantize_static(
+                    str(self.src),
+                    str(dst),
+                    CalibrationReader(self.data, self.model.info.input_name),
+                    nodes_to_exclude=list(keep_float),
+                    calibration_cache_path=str(self.cache),
+                    **static_kwargs(self.config, len(self.data)),
+                )
         except Exception as exc:  # onnxruntime raises plain Exceptions of several types
             msg = f"ONNX Runtime static quantization of {self.src.name} failed: {exc}"
             raise QuantizationError(msg, artifact=self.src) from exc

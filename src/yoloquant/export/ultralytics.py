@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,10 @@ class UltralyticsExporter:
     config: ExportConfig = field(default_factory=ExportConfig)
 
     def export(self, source: Path, out_dir: Path) -> OnnxModel:
+        with _info_hidden():  # Ultralytics' banner, and "yolo predict model=<scratch path>" hints
+            return self._export(source, out_dir)
+
+    def _export(self, source: Path, out_dir: Path) -> OnnxModel:
         if not source.is_file():
             msg = f"model file {source} does not exist; pass the path of an Ultralytics .pt checkpoint"
             raise ExportError(msg, artifact=source)
@@ -66,6 +73,24 @@ class UltralyticsExporter:
             _finish(Path(exported), source, self.config)
             Path(exported).replace(target)
         return OnnxModel(path=target, info=ModelInfo.from_onnx(target), checkpoint=source)
+
+
+@contextlib.contextmanager
+def _info_hidden() -> Iterator[None]:
+    """Drop the ``ultralytics`` logger's INFO records (warnings still show) while exporting.
+
+    A filter, not a level: Ultralytics resets its logger's level when it is first imported.
+    """
+    logger = logging.getLogger("ultralytics")
+
+    def warnings_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+    logger.addFilter(warnings_only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(warnings_only)
 
 
 def _finish(path: Path, source: Path, config: ExportConfig) -> None:

@@ -18,16 +18,20 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from yoloquant._io import disk_full_cause
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
@@ -195,6 +199,22 @@ def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def prints_to_log() -> Iterator[None]:
+    """ORT's calibrators ``print`` their progress ("Collecting tensor data ..."); send it to the debug log.
+
+    Only stdout is captured: progress bars (stderr) still show.
+    """
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.debug("onnxruntime: %s", line.strip())
+
+
 def chunk_size(n: int, most: int) -> int:
     """Largest chunk size <= most that divides n (ORT's strided calibration needs a divisor)."""
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
@@ -271,6 +291,8 @@ class OrtStaticQuantizer:
         try:
             shape_inference.quant_pre_process(str(path), str(out), skip_symbolic_shape=True)
         except Exception as exc:  # onnxruntime raises plain Exceptions of several types
+            if disk_full_cause(exc) is not None:
+                raise  # a full disk, not a graph ORT cannot clean up: the run folder names the space needed
             msg = f"ONNX Runtime's quant_pre_process failed on {path}: {exc}; retry with preprocess=False"
             raise QuantizationError(msg, artifact=path) from exc
         return out
@@ -282,7 +304,7 @@ class OrtStaticQuantizer:
         tqdm = require("tqdm").tqdm
         cfg = self.config
         desc = f"calibrating ({cfg.calibration.value})"
-        with tqdm(total=len(data), desc=desc, unit="img", disable=not self.progress) as bar:
+        with tqdm(total=len(data), desc=desc, unit="img", disable=not self.progress) as bar, prints_to_log():
             try:
                 quantization.quantize_static(
                     str(src),

@@ -16,7 +16,7 @@ from yoloquant.backends import PROVIDERS
 from yoloquant.config import Backend
 from yoloquant.errors import EngineBuildError, InferenceError, MissingDependencyError
 
-__all__ = ["OrtEngine", "OrtEngineBuilder", "check_provider"]
+__all__ = ["OrtEngine", "OrtEngineBuilder", "check_provider", "log_errors_only"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,14 @@ def check_provider(provider: str) -> None:
         fix = _PROVIDER_FIX.get(provider, f"install an ONNX Runtime build with {provider}")
         msg = f"{provider} is not in this ONNX Runtime build (it has {ort.get_available_providers()}); {fix}"
         raise MissingDependencyError(msg)
+
+
+def log_errors_only() -> None:
+    """ONNX Runtime's default logger (the one its quantization tools' sessions use) logs errors only.
+
+    Process-wide: the command line calls it for ``--quiet``; a library must not (its sessions set their own).
+    """
+    require("onnxruntime").set_default_logger_severity(3)
 
 
 def session_options(threads: int | None) -> Any:

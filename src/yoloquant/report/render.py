@@ -26,6 +26,14 @@ def _delta(value: float | None, base: float | None) -> str:
     return f"{(value - base) * 100:+.2f}"
 
 
+def _paired(v: VariantResult, base: VariantResult, metric: str) -> str:
+    """The delta cell: ``-0.71 [-1.32, -0.10]`` with the paired interval, the plain delta without one."""
+    d = v.delta_vs_fp32.get(metric)
+    if d is not None:
+        return d.format("+.2f")
+    return _delta(getattr(v, metric), getattr(base, metric))
+
+
 def _row(v: VariantResult, base: VariantResult) -> tuple[str, ...]:
     first = v.latency[0] if v.latency else None
     speed = v.speedup_vs_fp32.get(first.batch) if first else None
@@ -33,9 +41,9 @@ def _row(v: VariantResult, base: VariantResult) -> tuple[str, ...]:
         v.name,
         v.backend,
         _num(v.map50_95, ".4f"),
-        _delta(v.map50_95, base.map50_95),
+        _paired(v, base, "map50_95"),
         _num(v.map50, ".4f"),
-        _delta(v.map50, base.map50),
+        _paired(v, base, "map50"),
         _num(first.p50 if first else None, ".2f") + ("*" if first and first.noisy else ""),
         _num(speed, ".2f") + ("x" if speed else ""),
         f"{v.size_bytes / 1e6:.2f}",
@@ -53,6 +61,22 @@ def _batch_note(result: PipelineResult) -> str:
     return f"latency at batch {first.batch}, variants timed interleaved; delta in mAP points vs {result.baseline.name}"
 
 
+def _interval_note(result: PipelineResult) -> list[str]:
+    """What the bracketed intervals are, and which deltas the evaluation images cannot tell from zero."""
+    with_ci = [v for v in result.variants[1:] if "map50_95" in v.delta_vs_fp32]
+    if not with_ci:
+        return []
+    images = (result.inputs.get("evaluation") or {}).get("images", "?")
+    unresolved = [v.name for v in with_ci if v.delta_vs_fp32["map50_95"].contains(0.0)]
+    note = [f"[low, high]: 95% interval of the delta, bootstrap over the {images} evaluation images, paired"]
+    if unresolved:
+        note.append(
+            f"not distinguishable from {result.baseline.name} on these images (interval holds 0): "
+            + ", ".join(unresolved)
+        )
+    return note
+
+
 def render_table(result: PipelineResult) -> str:
     """Aligned plain-text table for terminals and notebooks."""
     rows = [_HEADER, *_rows(result)]
@@ -62,9 +86,21 @@ def render_table(result: PipelineResult) -> str:
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    noisy = any(r.noisy for v in result.variants for r in v.latency)
-    notes = [_batch_note(result)] + (["* noisy: IQR/median above threshold"] if noisy else [])
+    noisy = _noisy_note(result)
+    notes = [_batch_note(result)] + ([noisy] if noisy else [])
     return "\n".join([*lines, "", *notes, *_section_notes(result)])
+
+
+def _noisy_note(result: PipelineResult) -> str | None:
+    """The footnote of the ``*`` marker on a p50, naming the noisy measurements."""
+    noisy = [(v.name, r) for v in result.variants for r in v.latency[:1] if r.noisy]
+    if not noisy:
+        return None
+    which = ", ".join(f"{name} {r.iqr / r.p50:.0%}" for name, r in noisy)
+    return (
+        f"* noisy: IQR/median above {noisy[0][1].noise_threshold:.0%} ({which}); "
+        "compare ratios only, or rerun on a quieter machine"
+    )
 
 
 def _constraints(sweep: dict[str, Any]) -> str:
@@ -226,7 +262,8 @@ def render_sensitivity(section: dict[str, Any], top: int | None = None) -> str:
 def render_markdown(result: PipelineResult) -> str:
     """The ``report.md`` of a run."""
     lines = [f"# yoloquant report: {result.out_dir}", "", f"Created {result.created} in {result.seconds:.0f} s.", ""]
-    lines += [*_md_table(_HEADER, _rows(result)), "", _batch_note(result), ""]
+    noisy = _noisy_note(result)
+    lines += [*_md_table(_HEADER, _rows(result)), "", _batch_note(result), *(["", noisy] if noisy else []), ""]
     batches = [(v, r) for v in result.variants for r in v.latency]
     if batches:
         lines += ["## Latency", ""]
@@ -267,5 +304,5 @@ def render_html(result: PipelineResult) -> str:
     """An HTML table for Jupyter."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in _HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
-    note = html.escape(_batch_note(result))
+    note = "<br>".join(html.escape(n) for n in (_batch_note(result), _noisy_note(result)) if n)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p><small>{note}</small></p>"

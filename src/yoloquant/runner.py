@@ -29,6 +29,7 @@ from yoloquant.versions import package_versions
 
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
+    from yoloquant.eval.bootstrap import Metric
     from yoloquant.eval.coco import EvalResult
     from yoloquant.pipeline import CalibrationPlan, EvalPlan, QuantPipeline, VariantPlan
     from yoloquant.protocols import Engine, Quantizer
@@ -222,6 +223,7 @@ def _sensitivity(
         quant=quant,
         eval_data=data,
         eval_config=plan.evaluation.config if plan.evaluation else None,
+        progress=plan.progress,
     )
 
 
@@ -310,7 +312,9 @@ def _variant_result(
     lat = latency.get(name, [])
     base = next(iter(latency.values()), [])
     speedup = {r.batch: br.p50 / r.p50 for r, br in zip(lat, base, strict=True)} if base else {}
-    warnings = _provider_warnings(b, engine)
+    baseline = next(iter(evals.values()), None)
+    deltas = _deltas(ev, baseline)
+    warnings = _provider_warnings(b, engine) + _interval_warnings(b.plan, deltas)
     return VariantResult(
         name=name,
         precision=b.plan.precision.value,
@@ -325,7 +329,30 @@ def _variant_result(
         quantization=_quantization(b.model),
         eval_seconds=ev.seconds if ev else None,
         warnings=tuple(warnings),
+        metrics=dict(ev.metrics) if ev else {},
+        delta_vs_fp32=deltas,
     )
+
+
+def _deltas(ev: EvalResult | None, baseline: EvalResult | None) -> dict[str, Metric]:
+    """Each metric's paired difference from the baseline variant, in mAP points (none for the baseline)."""
+    from yoloquant.eval.coco import delta
+
+    if ev is None or baseline is None or ev is baseline:
+        return {}
+    return {k: delta(ev, baseline, k) for k in ev.metrics}
+
+
+def _interval_warnings(plan: VariantPlan, deltas: dict[str, Metric]) -> list[str]:
+    """A budget the evaluation images cannot resolve: the delta's interval is wider than the budget."""
+    d = deltas.get("map50_95")
+    if plan.max_map_drop is None or d is None or d.half_width is None or d.half_width <= plan.max_map_drop:
+        return []
+    return [
+        f"the mAP50-95 delta is {d.format()} points: its 95% interval (+-{d.half_width:.2f}) is wider than the "
+        f"budget of {plan.max_map_drop} points, so these evaluation images cannot tell whether the budget holds; "
+        "evaluate on more images (the interval shrinks as 1/sqrt(images))"
+    ]
 
 
 def _provider_warnings(b: _Built, engine: Engine) -> list[str]:

@@ -84,9 +84,16 @@ def resample_weights(num_images: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def interval(samples: np.ndarray, value: float, *, scale: float = 1.0) -> Metric:
-    """The percentile interval of bootstrap ``samples`` around ``value`` (all multiplied by ``scale``)."""
+    """The 95% interval of bootstrap ``samples`` around ``value`` (all multiplied by ``scale``).
+
+    The replicates are first shifted so that their mean is ``value`` (bias-corrected percentile interval):
+    a resample that draws none of a rare class's images drops that class from the class mean, which on
+    ~250 COCO images lifts the replicates' mean mAP about 2 points above the measured one (rare classes score
+    low). Paired deltas carry almost no such bias; they are shifted the same way for one rule.
+    """
     tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
+    centred = samples - (float(np.mean(samples)) - value)
+    low, high = np.percentile(centred, [tail, 100 - tail])
     return Metric(
         value=float(value * scale),
         low=float(low * scale),

@@ -87,7 +87,7 @@ def render_table(result: PipelineResult) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     noisy = _noisy_note(result)
-    notes = [_batch_note(result)] + ([noisy] if noisy else [])
+    notes = [_batch_note(result), *_interval_note(result)] + ([noisy] if noisy else [])
     return "\n".join([*lines, "", *notes, *_section_notes(result)])
 
 
@@ -263,7 +263,8 @@ def render_markdown(result: PipelineResult) -> str:
     """The ``report.md`` of a run."""
     lines = [f"# yoloquant report: {result.out_dir}", "", f"Created {result.created} in {result.seconds:.0f} s.", ""]
     noisy = _noisy_note(result)
-    lines += [*_md_table(_HEADER, _rows(result)), "", _batch_note(result), *(["", noisy] if noisy else []), ""]
+    notes = [_batch_note(result), *_interval_note(result), *(["", noisy] if noisy else [])]
+    lines += [*_md_table(_HEADER, _rows(result)), "", *notes, ""]
     batches = [(v, r) for v in result.variants for r in v.latency]
     if batches:
         lines += ["## Latency", ""]
@@ -304,5 +305,5 @@ def render_html(result: PipelineResult) -> str:
     """An HTML table for Jupyter."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in _HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
-    note = "<br>".join(html.escape(n) for n in (_batch_note(result), _noisy_note(result)) if n)
+    note = "<br>".join(html.escape(n) for n in (_batch_note(result), *_interval_note(result), _noisy_note(result)) if n)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p><small>{note}</small></p>"

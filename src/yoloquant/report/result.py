@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from yoloquant._io import atomic_write_text
 from yoloquant.bench.latency import LatencyResult
 from yoloquant.errors import ConfigError
+from yoloquant.eval.bootstrap import Metric
 from yoloquant.report.files import file_records, resolve_path, verify_files
 from yoloquant.report.render import render_html, render_markdown, render_table
 
@@ -28,12 +29,17 @@ if TYPE_CHECKING:
 
 __all__ = ["REPORT_SCHEMA_VERSION", "PipelineResult", "VariantResult"]
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: per-variant metrics / delta_vs_fp32 with 95% intervals; 1 still loads
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class VariantResult:
-    """One model variant of a run (FP32 baseline, INT8, ...) and what was measured on it."""
+    """One model variant of a run (FP32 baseline, INT8, ...) and what was measured on it.
+
+    ``metrics`` maps a metric name (``"map50_95"``, ``"map50"``; mask / keypoint mAP later) to its value and
+    95% bootstrap interval over the evaluation images; ``delta_vs_fp32`` maps the same names to the paired
+    difference from the baseline, in mAP points. ``map50_95`` / ``map50`` are the plain values.
+    """
 
     name: str
     precision: str
@@ -48,6 +54,8 @@ class VariantResult:
     quantization: dict[str, Any] | None = None
     eval_seconds: float | None = None
     warnings: tuple[str, ...] = ()
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    delta_vs_fp32: dict[str, Metric] = field(default_factory=dict)
 
     def latency_at(self, batch: int) -> LatencyResult | None:
         return next((r for r in self.latency if r.batch == batch), None)
@@ -61,6 +69,8 @@ class VariantResult:
             "providers": list(self.providers),
             "map50_95": self.map50_95,
             "map50": self.map50,
+            "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+            "delta_vs_fp32": {k: m.to_dict() for k, m in self.delta_vs_fp32.items()},
             "latency_ms": first.to_dict() if first else None,
             "speedup_vs_fp32": self.speedup_vs_fp32.get(first.batch) if first else None,
             "latency_by_batch": [
@@ -92,7 +102,16 @@ class VariantResult:
             quantization=data.get("quantization"),
             eval_seconds=data.get("eval_seconds"),
             warnings=tuple(data.get("warnings", ())),
+            metrics=_metrics(data),
+            delta_vs_fp32={k: Metric.from_dict(m) for k, m in (data.get("delta_vs_fp32") or {}).items()},
         )
+
+
+def _metrics(data: dict[str, Any]) -> dict[str, Metric]:
+    """A variant's metrics; a schema-1 report has plain values, which load without intervals."""
+    if "metrics" in data:
+        return {k: Metric.from_dict(m) for k, m in data["metrics"].items()}
+    return {k: Metric(value=float(data[k])) for k in ("map50_95", "map50") if data.get(k) is not None}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from yoloquant._io import atomic_write_text
+from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel
 from yoloquant.config import EvalConfig, HeadType, _Serializable
 from yoloquant.decide._files import pyplot, save_figure
@@ -260,6 +261,7 @@ def analyze_sensitivity(
     eval_config: EvalConfig | None = None,
     shared: SharedCalibration | None = None,
     save: bool = True,
+    progress: bool = False,
 ) -> SensitivityReport:
     """Rank the quantizable groups of ``model`` by how much INT8 in each alone hurts.
 
@@ -274,6 +276,7 @@ def analyze_sensitivity(
         eval_config: COCO eval settings (default: ``yolo val``'s).
         shared: An existing shared calibration of the same model, to reuse.
         save: Write the report files.
+        progress: Show a bar over the groups (the SQNR phase, minutes on a CPU) and one over the top-k mAPs.
 
     Example:
         >>> report = analyze_sensitivity(model, calib, "runs/sens", eval_data=val)  # doctest: +SKIP
@@ -288,7 +291,9 @@ def analyze_sensitivity(
     work = out / "work"
     full = shared.build([], work / "int8.onnx", metadata=False)
     int8_sqnr, int8_cos = proxy.errors(full)
-    measured = [_measure(g, shared, proxy, config, work) for g in groups]
+    tqdm = require("tqdm").tqdm
+    bar = tqdm(groups, desc="sensitivity (SQNR per group)", unit="group", disable=not progress)
+    measured = [_measure(g, shared, proxy, config, work) for g in bar]
     if config.rank_by == "float":
         measured.sort(key=lambda m: (-min(m[2]), -min(m[3])))
     else:
@@ -302,7 +307,7 @@ def analyze_sensitivity(
     if eval_data is not None:
         ec = eval_config or EvalConfig()
         fp32_map, int8_map = _map(model, eval_data, ec), _map(full, eval_data, ec)
-        ranked = _top_k_maps(ranked, config, shared=shared, data=eval_data, ec=ec, work=work)
+        ranked = _top_k_maps(ranked, config, shared=shared, data=eval_data, ec=ec, work=work, progress=progress)
     report = SensitivityReport(
         model=str(model.path),
         config=config,
@@ -348,12 +353,17 @@ def _top_k_maps(
     data: Dataset,
     ec: EvalConfig,
     work: Path,
+    progress: bool = False,
 ) -> list[GroupSensitivity]:
     import dataclasses
 
     out = list(ranked)
     mode = config.float_mode
-    for i, g in enumerate(out[: config.top_k]):
+    tqdm = require("tqdm").tqdm
+    top = tqdm(
+        out[: config.top_k], desc=f"sensitivity (mAP of the top {config.top_k})", unit="group", disable=not progress
+    )
+    for i, g in enumerate(top):
         only = shared.build(_others(shared, g.group.nodes), work / "only-int8.onnx", metadata=False, float_mode=mode)
         kept = shared.build(g.group.nodes, work / "only-float.onnx", metadata=False, float_mode=mode)
         out[i] = dataclasses.replace(g, map50_95=_map(only, data, ec), float_map50_95=_map(kept, data, ec))
@@ -369,6 +379,7 @@ def sensitivity_section(
     quant: OrtQuantConfig | None,
     eval_data: Dataset | None,
     eval_config: EvalConfig | None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The pipeline's sensitivity stage: ``report.json``'s ``sensitivity`` section.
 
@@ -376,7 +387,15 @@ def sensitivity_section(
     ``out_dir`` and returns the report's dict plus the ``files`` written.
     """
     report = analyze_sensitivity(
-        model, calib, out_dir, config=config, quant=quant, eval_data=eval_data, eval_config=eval_config, save=False
+        model,
+        calib,
+        out_dir,
+        config=config,
+        quant=quant,
+        eval_data=eval_data,
+        eval_config=eval_config,
+        save=False,
+        progress=progress,
     )
     files = report.save(out_dir)
     return {**report.to_dict(), "files": [str(f) for f in files]}

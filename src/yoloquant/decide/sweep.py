@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from yoloquant._io import atomic_write_text
+from yoloquant._optional import require
 from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import file_sha256
 from yoloquant.bench.latency import LatencyResult
@@ -89,6 +90,7 @@ class Sweep:
 
     base: QuantPipeline
     variants: tuple[SweepVariant, ...] = ()
+    progress: bool = True  # one bar over the variants and one over the latency rounds (the base's bars are its own)
 
     def grid(
         self,
@@ -245,7 +247,10 @@ class Sweep:
         base = self._exported(out)
         todo: list[tuple[str, QuantPipeline, SweepVariant | None]] = [(FP32, self.baseline_plan(), None)]
         todo += [(v.name, self.plan(v), v) for v in self.variants]
-        for name, plan, variant in todo:
+        tqdm = require("tqdm").tqdm
+        bar = tqdm(todo, desc="sweep", unit="variant", disable=not self.progress)
+        for name, plan, variant in bar:
+            bar.set_postfix_str(name)
             if name in done:
                 log.info("sweep: %s already in the ledger, skipped", name)
                 continue
@@ -291,7 +296,7 @@ class Sweep:
             engines = {
                 n: stack.enter_context(builder.build(OnnxModel.load(e["model_path"]))) for n, e in entries.items()
             }
-            timed = benchmark_interleaved(engines, bench, inputs=self._input(engines), progress=False)
+            timed = benchmark_interleaved(engines, bench, inputs=self._input(engines), progress=self.progress)
         latency = {n: r[0].to_dict() for n, r in timed.items()}
         atomic_write_text(path, json.dumps(latency, indent=1) + "\n")
         return latency

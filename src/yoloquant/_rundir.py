@@ -77,13 +77,15 @@ class RunFolder:
                 _remove_new_empty_dirs(self.path, self._dirs_before)
         finally:
             self._release()
-        if exc is not None and self._created:
+        if exc is None:
+            return
+        cause = None if isinstance(exc, DiskFullError) else disk_full_cause(exc)
+        full = self._disk_full(cause) if cause is not None else None  # measured before the folder goes
+        if self._created:
             with contextlib.suppress(OSError):  # only if empty: a run that failed its checks leaves no folder
                 self.path.rmdir()
-        if exc is not None and not isinstance(exc, DiskFullError):
-            cause = disk_full_cause(exc)
-            if cause is not None:
-                raise self._disk_full(cause) from exc
+        if full is not None:
+            raise full from exc
 
     def _release(self) -> None:
         if self._fd is None:
@@ -95,7 +97,10 @@ class RunFolder:
             self._fd = None
 
     def _disk_full(self, cause: OSError) -> DiskFullError:
-        folder = Path(cause.filename).parent if isinstance(cause.filename, str) else self.path
+        # shutil.copyfile names the source as filename, the destination as filename2: prefer one of ours
+        named = [Path(f) for f in (cause.filename2, cause.filename) if isinstance(f, str)]
+        ours = [f for f in named if f.is_relative_to(self.path)]
+        folder = (ours or named)[0].parent if named else self.path
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         free = shutil.disk_usage(folder).free

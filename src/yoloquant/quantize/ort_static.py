@@ -90,6 +90,9 @@ class OrtQuantConfig(_Serializable):
             on YOLOv8n; ORT still re-quantizes their inputs from the quantized neighbours).
         keep_first_conv_float: Keep the stem conv (which reads the image) float.
         symmetric_activations: Symmetric activation ranges (zero point 128 for uint8).
+        reduce_range: 7-bit weights (int8 range -64..63). On x86 CPUs without VNNI, ONNX Runtime's uint8 x
+            int8 kernels sum pairs of products in int16 (``vpmaddubsw``), which saturates for full-range
+            weights; 7-bit weights cannot saturate.
         preprocess: Run ORT's ``quant_pre_process`` (shape inference + graph cleanup) first.
         calib_chunk: Images per calibration chunk; bounds memory (histograms hold every output).
         target: Runtime the layout is made for: ``onnxruntime`` (CPU EP) or ``openvino`` (OpenVINO EP);
@@ -105,6 +108,7 @@ class OrtQuantConfig(_Serializable):
     keep_head_convs_float: bool = False
     keep_first_conv_float: bool = False
     symmetric_activations: bool = False
+    reduce_range: bool = False
     preprocess: bool = True
     calib_chunk: int = 8
     target: Backend = Backend.ONNXRUNTIME
@@ -187,6 +191,7 @@ def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
         "quant_format": quantization.QuantFormat.QDQ,
         "op_types_to_quantize": list(cfg.op_types),
         "per_channel": cfg.per_channel,
+        "reduce_range": cfg.reduce_range,
         "activation_type": quantization.QuantType.QUInt8,
         "weight_type": quantization.QuantType.QInt8,
         "calibrate_method": method,

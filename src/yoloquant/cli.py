@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with console(quiet=getattr(args, "quiet", False)):
             return _command(args)
     except KeyboardInterrupt:
-        where = f"; partial files were removed from {out}: rerun the same command to start again" if out else ""
+        where = f"; partial files were removed from {out}: rerun the same command (a sweep resumes)" if out else ""
         print(f"yoloquant: interrupted (Ctrl-C){where}", file=sys.stderr)
         return 130
     except (YoloQuantError, OSError) as exc:

@@ -693,3 +693,19 @@ def test_a_failing_check_leaves_no_folder_and_keeps_an_old_report(tmp_path: Path
     with pytest.raises(ConfigError):
         _fp32_plan(yolov8n_onnx).quantize("int8").run(fresh)
     assert not fresh.exists()
+
+
+def test_a_full_disk_under_the_calibration_cache_only_costs_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, yolov8n_onnx: Path
+) -> None:
+    from yoloquant.artifacts import ModelInfo
+    from yoloquant.data import calibration
+
+    def full(array: np.ndarray, path: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(calibration, "_save_atomic", full)
+    calibrator = calibration.ImageCalibrator(source=IMAGES, num_images=2, cache_dir=tmp_path / "c", progress=False)
+    data = calibrator.calibrate(ModelInfo.from_onnx(yolov8n_onnx))
+    assert data.images.shape == (2, 3, 640, 640)
+    assert "not cached in" in caplog.text and "YOLOQUANT_CACHE" in caplog.text

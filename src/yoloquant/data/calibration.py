@@ -115,7 +115,12 @@ class ImageCalibrator:
             except (OSError, ValueError) as exc:
                 log.warning("ignoring unreadable calibration cache %s: %s", cache, exc)
         images = self._preprocess(dataset.images, h)
-        _save_atomic(images, cache)
+        try:
+            _save_atomic(images, cache)
+        except OSError as exc:  # a cache that cannot be written (full disk, read-only) only costs the next run time
+            log.warning(
+                "calibration images not cached in %s (%s); set YOLOQUANT_CACHE to a writable folder", cache.parent, exc
+            )
         return CalibrationSet(images=images, files=dataset.images, digest=digest)
 
     def _preprocess(self, files: tuple[Path, ...], imgsz: int) -> np.ndarray:

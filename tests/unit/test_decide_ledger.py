@@ -16,7 +16,7 @@ from yoloquant.decide.ledger import Ledger
 from yoloquant.decide.sweep import Sweep, SweepResult, SweepVariant
 from yoloquant.errors import ConfigError
 from yoloquant.pipeline import QuantPipeline as _QP
-from yoloquant.report.result import PipelineResult, VariantResult
+from yoloquant.report.result import REPORT_SCHEMA_VERSION, PipelineResult, VariantResult
 
 
 class Killed(Exception):
@@ -177,7 +177,7 @@ def test_sweep_report_loads_and_shows_like_a_pipeline_report(
     path = res.save(tmp_path)
     assert path == tmp_path / "report.json"
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 1 and data["variants"][0]["name"] == "fp32"
+    assert data["schema_version"] == REPORT_SCHEMA_VERSION and data["variants"][0]["name"] == "fp32"
     loaded = PipelineResult.load(tmp_path)
     assert loaded.sweep == data["sweep"] and loaded.to_dict() == data
     assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")

@@ -1,5 +1,10 @@
 """Pareto front of latency vs accuracy, and the pick under user constraints.
 
+:func:`recommend` is the plain rule (fastest within the constraints, on point values);
+:func:`recommend_within_noise` is the sweep's: among the qualifying variants it takes the fastest whose
+mAP the evaluation images cannot tell from the most accurate one's, and among variants whose speed is
+tied within noise, the simplest.
+
 Example:
     >>> pts = [Point("a", 10.0, 0.50), Point("b", 8.0, 0.49), Point("c", 9.0, 0.48)]
     >>> [p.name for p in pareto_front(pts)]
@@ -8,10 +13,25 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Point", "pareto_front", "recommend"]
+import numpy as np
+
+from yoloquant.eval.bootstrap import paired_delta
+
+__all__ = [
+    "Candidate",
+    "Point",
+    "Recommendation",
+    "pareto_front",
+    "recommend",
+    "recommend_within_noise",
+    "resolved_steps",
+    "same_accuracy",
+    "same_speed",
+]
 
 
 @dataclass(frozen=True)
@@ -45,3 +65,108 @@ def recommend(
         and (min_speedup is None or baseline.latency_ms / p.latency_ms >= min_speedup - 1e-9)
     ]
     return min(ok, key=lambda p: (p.latency_ms, -p.map50_95)) if ok else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A variant as the noise-aware recommendation sees it.
+
+    Attributes:
+        name: Variant name.
+        map50_95: Measured mAP50-95.
+        replicates: Its bootstrap replicates of mAP50-95, paired with every other candidate's (same
+            images, resample count and seed); None when the evaluation did not resample.
+        latency_ms: Raw latency samples in interleaved round order (round i of every candidate ran together).
+        simplicity: Sort key, lower = simpler (e.g. float nodes, options changed from the defaults).
+        baseline: The FP32 reference: a candidate only when no quantized variant qualifies.
+    """
+
+    name: str
+    map50_95: float
+    replicates: np.ndarray | None
+    latency_ms: tuple[float, ...]
+    simplicity: tuple[float, ...] = ()
+    baseline: bool = False
+
+    @property
+    def p50(self) -> float:
+        return float(np.median(self.latency_ms))
+
+
+def same_accuracy(a: Candidate, b: Candidate) -> bool:
+    """Whether the paired 95% interval of ``a - b`` (mAP50-95) holds 0: the images cannot tell them apart.
+
+    Without replicates on either side only exactly equal mAPs count as the same.
+    """
+    if a.replicates is None or b.replicates is None or a.replicates.shape != b.replicates.shape:
+        return a.map50_95 == b.map50_95
+    return paired_delta(a.replicates, b.replicates, a.map50_95, b.map50_95).contains(0.0)
+
+
+def same_speed(a: Candidate, b: Candidate, *, resamples: int = 1000, seed: int = 0) -> bool:
+    """Whether the 95% interval of the median per-round latency ratio ``a / b`` holds 1.
+
+    Rounds are resampled with replacement (the same draws for both, so the pairing by round is kept);
+    samples of unequal length (not timed together) are never tied unless their medians are equal.
+    """
+    x, y = np.asarray(a.latency_ms, np.float64), np.asarray(b.latency_ms, np.float64)
+    if len(x) != len(y) or len(x) < 2:
+        return a.p50 == b.p50
+    ratio = x / y
+    draws = np.random.default_rng(seed).integers(0, len(ratio), size=(resamples, len(ratio)))
+    low, high = np.percentile(np.median(ratio[draws], axis=1), [2.5, 97.5])
+    return bool(low <= 1.0 <= high)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    """The pick and why: ``best`` (most accurate qualifying), ``same_as_best`` (its accuracy within noise,
+    fastest first), ``same_speed`` (those tied in speed with the fastest of them), ``qualifying``."""
+
+    pick: str | None
+    best: str | None
+    same_as_best: tuple[str, ...]
+    same_speed: tuple[str, ...]
+    qualifying: tuple[str, ...]
+
+
+def recommend_within_noise(candidates: Sequence[Candidate], qualifies: Callable[[Candidate], bool]) -> Recommendation:
+    """The fastest candidate whose mAP is indistinguishable from the most accurate qualifying one.
+
+    1. Qualifying: the quantized candidates that ``qualifies`` (the constraints); the baseline only when
+       none does.
+    2. Best: the qualifying candidate with the highest mAP50-95.
+    3. Same as best: qualifying candidates whose paired interval vs the best holds 0 (:func:`same_accuracy`).
+    4. Among those, the fastest by median latency, and every one whose speed is tied with it
+       (:func:`same_speed`); the pick is the simplest of the tied (lowest ``simplicity``), then the fastest.
+
+    Example:
+        >>> c = [Candidate(name="a", map50_95=0.5, replicates=None, latency_ms=(1.0, 1.0))]
+        >>> recommend_within_noise(c, lambda _: True).pick
+        'a'
+    """
+    quantized = [c for c in candidates if not c.baseline and qualifies(c)]
+    ok = quantized or [c for c in candidates if c.baseline and qualifies(c)]
+    if not ok:
+        return Recommendation(pick=None, best=None, same_as_best=(), same_speed=(), qualifying=())
+    best = max(ok, key=lambda c: (c.map50_95, -c.p50))
+    same = sorted((c for c in ok if c is best or same_accuracy(c, best)), key=lambda c: c.p50)
+    fastest = same[0]
+    tied = [c for c in same if c is fastest or same_speed(c, fastest)]
+    pick = min(tied, key=lambda c: (c.simplicity, c.p50, -c.map50_95))
+    return Recommendation(
+        pick=pick.name,
+        best=best.name,
+        same_as_best=tuple(c.name for c in same),
+        same_speed=tuple(c.name for c in tied),
+        qualifying=tuple(c.name for c in ok),
+    )
+
+
+def resolved_steps(front: Sequence[Candidate]) -> list[bool]:
+    """For each Pareto point (fastest first), whether its mAP gain over the next faster point is resolved.
+
+    The fastest point gets True. A False marks a point that costs latency for accuracy these images
+    cannot tell from the faster point's.
+    """
+    return [True] + [not same_accuracy(b, a) for a, b in itertools.pairwise(front)]

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant._rundir import RunFolder
@@ -40,8 +42,16 @@ from yoloquant.bench.latency import LatencyResult
 from yoloquant.config import BenchConfig, EvalConfig, ExportConfig
 from yoloquant.decide._files import pyplot, save_figure
 from yoloquant.decide.ledger import Ledger
-from yoloquant.decide.pareto import Point, pareto_front, recommend
+from yoloquant.decide.pareto import (
+    Candidate,
+    Point,
+    Recommendation,
+    pareto_front,
+    recommend_within_noise,
+    resolved_steps,
+)
 from yoloquant.errors import ConfigError
+from yoloquant.eval.bootstrap import Metric, paired_delta
 from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
 from yoloquant.report.result import PipelineResult, VariantResult
 from yoloquant.versions import package_versions
@@ -311,6 +321,38 @@ class Sweep:
         chw, _ = preprocess(read_image(image), next(iter(engines.values())).info.imgsz[0])
         return (chw[None].astype("float32") / 255.0).copy()
 
+    def _candidate(
+        self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None
+    ) -> Candidate:
+        reps = (entry.get("replicates") or {}).get("map50_95")
+        return Candidate(
+            name=name,
+            map50_95=float(entry["map50_95"]),
+            replicates=np.asarray(reps, np.float64) if reps else None,
+            latency_ms=tuple(float(x) for x in timing.get("samples_ms") or [timing["p50"]]),
+            simplicity=self.simplicity(variant, entry),
+            baseline=variant is None,
+        )
+
+    def simplicity(self, variant: SweepVariant | None, entry: dict[str, Any]) -> tuple[float, ...]:
+        """``(options changed from the quantizer's defaults, float nodes)``: lower is simpler.
+
+        An option counts as changed when the variant's quantizer config differs from the one
+        ``quantize("int8", quantizer=...)`` makes without options (per config field), or when its
+        calibration image count differs from the base pipeline's.
+        """
+        if variant is None:
+            return (0.0, 0.0)
+        cal, _ = self._parts()
+        mine = getattr(self.plan(variant).variants[-1].quantizer, "config", None)
+        default = getattr(self.plan(SweepVariant(quantizer=variant.quantizer)).variants[-1].quantizer, "config", None)
+        a, b = _config_dict(mine), _config_dict(default)
+        changed = sum(a.get(k) != b.get(k) for k in set(a) | set(b))
+        changed += variant.num_images not in (None, cal.num_images)
+        quant = (entry.get("variant") or {}).get("quantization") or {}
+        floats = sum((quant.get("float_counts") or {}).values())
+        return (float(changed), float(floats))
+
     def result(
         self,
         entries: dict[str, dict[str, Any]],
@@ -326,6 +368,7 @@ class Sweep:
         grid = {v.name: v for v in self.variants if v.name in entries}
         names = [FP32, *grid]
         fp32, base_ms = entries[FP32], float(latency[FP32]["p50"])
+        deltas = {n: _paired(entries[n], fp32) for n in names[1:]}
         rows = tuple(
             SweepRow(
                 name=n,
@@ -337,11 +380,23 @@ class Sweep:
                 drop=(float(fp32["map50_95"]) - float(entries[n]["map50_95"])) * 100,
                 model_path=str(entries[n]["model_path"]),
                 seconds=float(entries[n].get("seconds", 0.0)),
+                delta_vs_fp32=deltas.get(n, {}).get("map50_95"),
             )
             for n in names
         )
         points = [Point(r.name, r.latency_ms, r.map50_95) for r in rows]
-        pick = recommend(points, points[0], max_map_drop=max_map_drop, min_speedup=min_speedup)
+        cands = {n: self._candidate(n, entries[n], latency[n], grid.get(n)) for n in names}
+        by_name = {r.name: r for r in rows}
+
+        def qualifies(c: Candidate) -> bool:
+            r = by_name[c.name]  # constraints on the point values (see docs/decide.md)
+            return (max_map_drop is None or r.drop <= max_map_drop + 1e-9) and (
+                min_speedup is None or r.speedup >= min_speedup - 1e-9
+            )
+
+        rec = recommend_within_noise(list(cands.values()), qualifies)
+        pick = by_name[rec.pick] if rec.pick else None
+        front = pareto_front(points)
         call = None
         if pick is not None:
             chosen = grid.get(pick.name)
@@ -355,14 +410,22 @@ class Sweep:
             "latency": str(out_dir / "latency.json"),
             "pareto_plot": str(out_dir / "pareto.png"),
             "constraints": {"max_map_drop": max_map_drop, "min_speedup": min_speedup},
-            "pareto": [p.name for p in pareto_front(points)],
+            "pareto": [p.name for p in front],
+            "pareto_resolved": dict(
+                zip([p.name for p in front], resolved_steps([cands[p.name] for p in front]), strict=True)
+            ),
             "recommended": pick.name if pick else None,
+            "rule": _RULE,
+            **_noise_section(rec, cands),
             "recommended_call": call,
             "variant_seconds": {r.name: r.seconds for r in rows},
         }
         plans = (BASELINE, *(self.plan(v).variants[-1] for v in grid.values()))
         report = PipelineResult(
-            variants=tuple(_variant(entries[n], latency[n], latency[FP32]) for n in names),
+            variants=tuple(
+                dataclasses.replace(_variant(entries[n], latency[n], latency[FP32]), delta_vs_fp32=deltas.get(n, {}))
+                for n in names
+            ),
             config=dataclasses.replace(self.base, variants=plans, bench=bench).to_dict(),
             versions=package_versions(),
             inputs=_inputs(entries, names),
@@ -386,8 +449,56 @@ def _entry(result: PipelineResult, name: str, variant: SweepVariant | None, seco
         "seconds": round(seconds, 2),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "variant": v.to_dict(),  # the report's variant record, latency added after the timing phase
+        # the evaluation's bootstrap replicates: every variant is evaluated on the same images with the same
+        # seed, so these pair any two variants (decide/pareto.py); 1000 floats each, rounded to 1e-7 mAP
+        "replicates": {k: [round(float(x), 7) for x in r] for k, r in v.replicates.items()},
         "inputs": dict(result.inputs),
         "warnings": list(result.warnings),
+    }
+
+
+_RULE = (
+    "constraints on the point values; among the qualifying variants, the fastest whose mAP50-95 is "
+    "indistinguishable from the most accurate one's (paired 95% interval of the difference holds 0); among "
+    "those tied in speed with it (95% interval of the median per-round latency ratio holds 1), the simplest"
+)
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    to_dict = getattr(config, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else {}
+
+
+def _paired(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Metric]:
+    """Each metric's paired delta vs ``base`` in points (plain deltas for entries without replicates)."""
+    out = {}
+    for k in ("map50_95", "map50"):
+        value, ref = entry.get(k), base.get(k)
+        if value is None or ref is None:
+            continue
+        a, b = (entry.get("replicates") or {}).get(k), (base.get("replicates") or {}).get(k)
+        if a and b and len(a) == len(b):
+            out[k] = paired_delta(np.asarray(a), np.asarray(b), float(value), float(ref))
+        else:
+            out[k] = Metric(value=(float(value) - float(ref)) * 100)
+    return out
+
+
+def _noise_section(rec: Recommendation, cands: dict[str, Candidate]) -> dict[str, Any]:
+    """The recommendation's working: the best qualifying variant and who is the same within noise."""
+    best = cands.get(rec.best) if rec.best else None
+    vs_best = {}
+    if best is not None and best.replicates is not None:
+        for n in rec.qualifying:
+            c = cands[n]
+            if c.replicates is not None and c.replicates.shape == best.replicates.shape:
+                vs_best[n] = paired_delta(c.replicates, best.replicates, c.map50_95, best.map50_95).to_dict()
+    return {
+        "best": rec.best,
+        "same_as_best": list(rec.same_as_best),
+        "same_speed": list(rec.same_speed),
+        "qualifying": list(rec.qualifying),
+        "vs_best": vs_best,
     }
 
 
@@ -427,14 +538,16 @@ class SweepRow:
     drop: float
     model_path: str
     seconds: float
+    delta_vs_fp32: Metric | None = None  # paired, in points, with its 95% interval
 
 
 @dataclass(frozen=True, kw_only=True)
 class SweepResult:
     """Rows (FP32 first) and the sweep's report: ``report.json`` with its ``sweep`` section.
 
-    ``pareto`` is the front, fastest first; ``recommended`` the fastest variant within the
-    constraints (None if none qualifies).
+    ``pareto`` is the front, fastest first; ``recommended`` the pick of
+    :func:`~yoloquant.decide.pareto.recommend_within_noise` (None if none qualifies); ``same_as_best`` the
+    qualifying variants whose mAP is indistinguishable from the most accurate qualifying one's.
     """
 
     rows: tuple[SweepRow, ...]
@@ -452,6 +565,10 @@ class SweepResult:
     def recommended(self) -> str | None:
         name: str | None = self._section["recommended"]
         return name
+
+    @property
+    def same_as_best(self) -> tuple[str, ...]:
+        return tuple(self._section.get("same_as_best") or ())
 
     @property
     def recommended_call(self) -> str | None:

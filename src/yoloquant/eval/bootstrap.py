@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MatchTable", "Metric", "interval", "paired_delta", "resample_weights"]
+__all__ = ["MatchTable", "Metric", "interval", "paired_delta", "probability_at_least", "resample_weights"]
 
 LEVEL = 0.95
 _CHUNK = 250  # resamples per matrix product: bounds memory at (chunk x true positives) float64
@@ -115,6 +115,25 @@ def paired_delta(
         msg = f"paired resamples differ in shape: {samples.shape} vs {base_samples.shape}"
         raise ValueError(msg)
     return interval(samples - base_samples, value - base_value, scale=scale)
+
+
+def probability_at_least(samples: np.ndarray, threshold: float, *, value: float | None = None) -> float:
+    """The fraction of bootstrap ``samples`` at or above ``threshold``.
+
+    With ``value``, the samples are first centred on it as :func:`interval` does, so the probability
+    agrees with the reported interval (a threshold at the interval's low end gives about 0.975).
+    For an accuracy budget of B points on a delta in points, ``probability_at_least(delta_samples, -B)``
+    is P(drop <= B) over the resampled image sets.
+
+    Example:
+        >>> probability_at_least(np.array([-1.0, -0.5, 0.0, 0.5]), -0.5)
+        0.75
+    """
+    if len(samples) == 0:
+        msg = "no bootstrap samples to count; evaluate with EvalConfig(resamples=...) > 0"
+        raise ValueError(msg)
+    centred = samples if value is None else samples - (float(np.mean(samples)) - value)
+    return float(np.mean(centred >= threshold))
 
 
 @dataclass(frozen=True)

@@ -331,6 +331,7 @@ def _variant_result(
         warnings=tuple(warnings),
         metrics=dict(ev.metrics) if ev else {},
         delta_vs_fp32=deltas,
+        replicates=dict(ev.replicates) if ev else {},
     )
 
 

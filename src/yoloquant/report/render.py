@@ -180,7 +180,6 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     s = result.sweep
     if s is None:
         return []
-    pareto = set(s.get("pareto", []))
     base = result.baseline
 
     def p50(v: VariantResult) -> float:
@@ -190,10 +189,11 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
         (
             v.name,
             _num(v.map50_95, ".4f"),
-            _delta(v.map50_95, base.map50_95),
+            _paired(v, base, "map50_95"),
             _num(v.latency[0].p50 if v.latency else None, ".2f"),
             _num(v.speedup_vs_fp32.get(v.latency[0].batch) if v.latency else None, ".3f") + "x",
-            "*" if v.name in pareto else "",
+            _pareto_mark(s, v.name),
+            _same_mark(s, v.name),
         )
         for v in sorted(result.variants, key=p50)
     ]
@@ -203,10 +203,11 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
         f"{len(result.variants)} variants (FP32 included), fastest first; ledger `{s.get('ledger')}`, "
         f"plot `{s.get('pareto_plot')}`.",
         "",
-        *_md_table(("variant", "mAP50-95", "delta", "p50 ms", "speedup", "Pareto"), rows),
+        *_md_table(("variant", "mAP50-95", "delta [95% CI]", "p50 ms", "speedup", "Pareto", "same as best"), rows),
         "",
-        f"Constraints: {_constraints(s)} (vs FP32).",
+        f"Constraints: {_constraints(s)} (vs FP32, on the point values).",
         "",
+        *_sweep_notes(s),
     ]
     call = s.get("recommended_call")
     if not s.get("recommended") or not call:
@@ -215,6 +216,37 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     if call.get("cli"):
         lines += ["```bash", call["cli"], "```", ""]
     return lines
+
+
+def _pareto_mark(s: dict[str, Any], name: str) -> str:
+    if name not in s.get("pareto", []):
+        return ""
+    return "*" if (s.get("pareto_resolved") or {}).get(name, True) else "*~"
+
+
+def _same_mark(s: dict[str, Any], name: str) -> str:
+    if name == s.get("best"):
+        return "best"
+    return "=" if name in (s.get("same_as_best") or []) else ""
+
+
+def _sweep_notes(s: dict[str, Any]) -> list[str]:
+    """Footnotes of the sweep table's markers and the recommendation's working."""
+    notes = [
+        "delta [95% CI]: mAP50-95 points vs FP32, paired bootstrap over the evaluation images. "
+        "*: on the Pareto front of p50 vs mAP50-95; *~: on it, but its mAP gain over the next faster front "
+        "point is within noise (paired interval holds 0). best: the most accurate variant meeting the "
+        "constraints; =: meets them and its mAP is indistinguishable from best's (paired interval of the "
+        "difference holds 0)."
+    ]
+    if "best" in s:
+        tied = ", ".join(s.get("same_speed") or []) or "none"
+        same = ", ".join(s.get("same_as_best") or []) or "none"
+        notes.append(
+            f"Rule: {s.get('rule', '')}. Same as best, fastest first: {same}; "
+            f"tied in speed with the fastest of them: {tied}."
+        )
+    return [line for n in notes for line in (n, "")]
 
 
 def render_sensitivity(section: dict[str, Any], top: int | None = None) -> str:

@@ -25,6 +25,8 @@ from yoloquant.report.files import file_records, resolve_path, verify_files
 from yoloquant.report.render import render_html, render_markdown, render_table
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from yoloquant.protocols import Engine
 
 __all__ = ["REPORT_SCHEMA_VERSION", "PipelineResult", "VariantResult"]
@@ -56,6 +58,8 @@ class VariantResult:
     warnings: tuple[str, ...] = ()
     metrics: dict[str, Metric] = field(default_factory=dict)
     delta_vs_fp32: dict[str, Metric] = field(default_factory=dict)
+    # the evaluation's bootstrap replicates (in memory only, not in report.json): what a sweep pairs variants by
+    replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def latency_at(self, batch: int) -> LatencyResult | None:
         return next((r for r in self.latency if r.batch == batch), None)

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -55,16 +56,25 @@ class RunFolder:
         self.needed: int | None = None
         self._created = not self.path.exists()
         self._dirs_before = set(_dirs(self.path))
+        self._temps_before = {p for p in _walk(self.path) if _is_temp(p)}  # not ours unless a run left them
         self._fd: int | None = None
 
     def __enter__(self) -> Self:
         return self
 
     def lock(self) -> None:
-        """Take the folder's lock, then delete its old report and a killed run's temp files."""
+        """Take the folder's lock, then delete its old report and a killed run's temp files.
+
+        Only in a folder that a yoloquant run used (a yoloquant ``report.json``, or the lock file a killed
+        run left): ``--out`` pointed at a folder of other files deletes none of them.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
+        killed = (self.path / LOCK_NAME).exists()
         self._fd = _acquire(self.path / LOCK_NAME)
+        if not (killed or _holds_our_report(self.path)):
+            return
         _remove_temp_files(self.path)
+        self._temps_before = set()
         for name in REPORT_FILES:
             (self.path / name).unlink(missing_ok=True)
 
@@ -73,7 +83,7 @@ class RunFolder:
     ) -> None:
         try:
             if exc is not None and self._fd is not None:  # never touch a folder another run holds
-                _remove_temp_files(self.path)
+                _remove_temp_files(self.path, keep=self._temps_before)
                 _remove_new_empty_dirs(self.path, self._dirs_before)
         finally:
             self._release()
@@ -195,10 +205,18 @@ def _is_temp(p: Path) -> bool:
     return name.endswith(".onnx.tmp") or (name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name))
 
 
-def _remove_temp_files(root: Path) -> None:
+def _holds_our_report(root: Path) -> bool:
+    try:
+        data = json.loads((root / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "variants" in data
+
+
+def _remove_temp_files(root: Path, keep: set[Path] | frozenset[Path] = frozenset()) -> None:
     """Delete the temp files and scratch folders that yoloquant's stages write (a killed run's leftovers)."""
     for p in _walk(root):
-        if not _is_temp(p):
+        if not _is_temp(p) or p in keep:
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

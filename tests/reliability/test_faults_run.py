@@ -709,3 +709,25 @@ def test_a_full_disk_under_the_calibration_cache_only_costs_the_cache(
     data = calibrator.calibrate(ModelInfo.from_onnx(yolov8n_onnx))
     assert data.images.shape == (2, 3, 640, 640)
     assert "not cached in" in caplog.text and "YOLOQUANT_CACHE" in caplog.text
+
+
+def test_out_pointed_at_a_folder_of_other_files_deletes_none_of_them(
+    tmp_path: Path, yolov8n_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from yoloquant import runner
+
+    out = tmp_path / "work"
+    (out / ".yq-notes").mkdir(parents=True)
+    (out / ".draft.md.tmp").write_text("someone else's temp file")
+    (out / "sub").mkdir()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(runner, "_evaluate", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _fp32_plan(yolov8n_onnx).evaluate(YAML, num_images=2, offset=32).run(out)
+    assert {".yq-notes", ".draft.md.tmp", "sub", "yolov8n-fp32.onnx"} == _tree(out)
+    _fp32_plan(yolov8n_onnx).run(out)
+    assert {".yq-notes", ".draft.md.tmp", "sub"} <= _tree(out) and (out / "report.json").is_file()

@@ -95,7 +95,8 @@ class Dataset:
         where = self.source or "the dataset"
         if self.labels is None:
             msg = (
-                f"{where} has no labels (no labels/ folder beside its images/ folder), so it cannot be evaluated; "
+                f"{where} has no labels (no labels/ folder beside its images/ folder, or loaded with labels=False), "
+                "so it cannot be evaluated; "
                 "give an image folder with a sibling labels/ folder of YOLO .txt files, a dataset yaml or a COCO json"
             )
             raise DataError(msg)

@@ -51,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget-granularity", default="block", help="groups the budget keeps float: block or conv")
     run.add_argument(
         "--budget-data",
-        default="evaluation",
-        help="images the budget is searched on: evaluation (default) or calibration (needs labels; then the "
-        "evaluation set checks the budget held-out)",
+        default="calibration",
+        help="images the budget is searched on: calibration (default; needs labels, and the evaluation set "
+        "verifies the budget held-out) or evaluation (in-sample, optimistic)",
     )
     run.add_argument("--batch-sizes", default="1", help="comma list of benchmark batch sizes (default 1)")
     run.add_argument("--iterations", type=int, default=100, help="timed rounds per batch size (default 100)")

@@ -58,7 +58,7 @@ class VariantPlan:
     label: str | None = None
     max_map_drop: float | None = None  # accuracy budget (mAP50-95 points), resolved at run time
     granularity: str = "block"
-    budget_data: str = "evaluation"  # labelled images the budget is searched on: evaluation or calibration
+    budget_data: str = "calibration"  # labelled images the budget is searched on: calibration or evaluation
 
     @property
     def name(self) -> str:
@@ -151,7 +151,7 @@ class QuantPipeline:
         name: str | None = None,
         max_map_drop: float | None = None,
         granularity: str = "block",
-        budget_data: str = "evaluation",
+        budget_data: str = "calibration",
     ) -> QuantPipeline:
         """Add a variant. Call again to add more (another quantizer, preset, or backend).
 
@@ -169,12 +169,13 @@ class QuantPipeline:
                 ``head+first`` (also the stem conv). Default: the quantizer's best measured preset.
             name: Variant name in the report; default built from the choices, e.g. ``int8-modelopt``.
             max_map_drop: Accuracy budget in mAP50-95 points (ONNX Runtime INT8 only): quantize everything,
-                then return the most sensitive groups to float until the drop on the evaluation set is
+                then return the most sensitive groups to float until the drop on the search images is
                 within budget (``yoloquant.decide.budget``). Needs ``.evaluate()`` somewhere in the plan.
             granularity: Groups the budget returns to float: ``block`` (``/model.N/``) or ``conv``.
-            budget_data: Labelled images the budget is searched on: ``evaluation`` (the plan's evaluation
-                set: the reported drop is then the searched one, optimistic) or ``calibration`` (the
-                calibration images, which need labels: the evaluation set then checks the budget held-out).
+            budget_data: Labelled images the budget is searched on: ``calibration`` (default: the
+                calibration images, which need labels; the evaluation set then verifies the budget held-out,
+                and the report gives the verified drop, its interval and P(drop <= budget)) or
+                ``evaluation`` (the plan's evaluation set: the reported drop is the searched one, optimistic).
         """
         from yoloquant.quantize import default_quantizer_name, make_quantizer
 

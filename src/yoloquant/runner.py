@@ -160,7 +160,14 @@ def _eval_data(plan: QuantPipeline, names: dict[int, str] | None) -> Dataset | N
         if v.max_map_drop is not None and v.budget_data == "calibration":
             from yoloquant.decide.budget import load_labelled
 
-            load_labelled(*_budget_source(v, plan, e), names=names)
+            try:
+                load_labelled(*_budget_source(v, plan, e), names=names)
+            except ConfigError as exc:
+                msg = (
+                    f"variant {v.name!r} searches its accuracy budget on the calibration images (the default; the "
+                    f"evaluation set then verifies it), so they need labels: {exc}"
+                )
+                raise ConfigError(msg) from exc
     from yoloquant.data.datasets import load_dataset
 
     return load_dataset(e.source, split=e.split, names=names).select(e.config.num_images, e.offset).require_boxes()
@@ -315,6 +322,8 @@ def _variant_result(
     baseline = next(iter(evals.values()), None)
     deltas = _deltas(ev, baseline)
     warnings = _provider_warnings(b, engine) + _interval_warnings(b.plan, deltas)
+    quantization = _with_verification(b.plan, _quantization(b.model), ev, baseline, deltas)
+    warnings += _verification_warnings(b.plan, quantization)
     return VariantResult(
         name=name,
         precision=b.plan.precision.value,
@@ -326,7 +335,7 @@ def _variant_result(
         map50=ev.map50 if ev else None,
         latency=tuple(lat),
         speedup_vs_fp32=speedup,
-        quantization=_quantization(b.model),
+        quantization=quantization,
         eval_seconds=ev.seconds if ev else None,
         warnings=tuple(warnings),
         metrics=dict(ev.metrics) if ev else {},
@@ -342,6 +351,42 @@ def _deltas(ev: EvalResult | None, baseline: EvalResult | None) -> dict[str, Met
     if ev is None or baseline is None or ev is baseline:
         return {}
     return {k: delta(ev, baseline, k) for k in ev.metrics}
+
+
+def _with_verification(
+    plan: VariantPlan,
+    quantization: dict[str, Any] | None,
+    ev: EvalResult | None,
+    baseline: EvalResult | None,
+    deltas: dict[str, Metric],
+) -> dict[str, Any] | None:
+    """A budgeted variant's quantization record plus ``budget_verification``: the drop on the evaluation set."""
+    found = ((quantization or {}).get("config") or {}).get("result")
+    d = deltas.get("map50_95")
+    if quantization is None or plan.max_map_drop is None or not found or d is None or ev is None or baseline is None:
+        return quantization
+    from yoloquant.decide.budget import budget_verification
+
+    a, b = ev.replicates.get("map50_95"), baseline.replicates.get("map50_95")
+    samples = (a - b) * 100 if a is not None and b is not None else None
+    check = budget_verification(found, d, samples, held_out=plan.budget_data == "calibration", images=ev.num_images)
+    return {**quantization, "budget_verification": check}
+
+
+def _verification_warnings(plan: VariantPlan, quantization: dict[str, Any] | None) -> list[str]:
+    check = (quantization or {}).get("budget_verification")
+    if not check or check["within_budget"] or not check["held_out"]:
+        return []
+    if check["searched_drop_points"] is None or check["searched_drop_points"] > check["max_map_drop"]:
+        return []  # the search itself missed the budget; its line in the report says so
+    p = check["p_within_budget"]
+    return [
+        f"the accuracy budget of {check['max_map_drop']} points held on the search images (drop "
+        f"{check['searched_drop_points']:+.2f}) but not on the {check['eval_images']} evaluation images: drop "
+        f"{check['verified_drop_points']:+.2f}"
+        + (f", P(drop <= budget) = {p:.2f}" if p is not None else "")
+        + "; search on more labelled images, or allow a larger budget"
+    ]
 
 
 def _interval_warnings(plan: VariantPlan, deltas: dict[str, Metric]) -> list[str]:

@@ -196,27 +196,53 @@ def test_budget_search_returns_sensitive_groups_to_float(
 def test_budget_searched_on_calibration_images_is_checked_held_out(
     model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
 ) -> None:
+    import numpy as np
+
     from yoloquant.backends.ort import OrtEngineBuilder
     from yoloquant.eval.coco import evaluate
 
     result = (
         QuantPipeline.from_onnx(model.path)
-        .calibrate(coco64_images, num_images=4)  # a folder with sibling labels/: searchable
-        .quantize("int8", calibration="minmax", max_map_drop=100.0, budget_data="calibration", name="held-out")
-        .quantize("int8", calibration="minmax", max_map_drop=100.0, name="in-sample")
+        .calibrate(coco64_images, num_images=8)  # a folder with sibling labels/: searched there by default
+        .quantize("int8", calibration="minmax", max_map_drop=100.0, name="held-out")
+        .quantize("int8", calibration="minmax", max_map_drop=100.0, budget_data="evaluation", name="in-sample")
         .evaluate(coco64_yaml, num_images=8, offset=32)
         .with_progress(False)
         .run(tmp_path)
     )
-    held = result.variant("held-out").quantization
+    v = result.variant("held-out")
+    held = v.quantization
     assert held is not None
     budget, found = held["config"]["budget"], held["config"]["result"]
-    assert (budget["eval_source"], budget["num_images"], budget["offset"]) == (str(coco64_images), 4, 0)
-    # the search measured FP32 on calibration images 0-3, not on the evaluation images 32-39
-    with OrtEngineBuilder().build(model) as engine:
-        on_calib = evaluate(engine, load_dataset(coco64_images).select(4, 0), progress=False).map50_95
-    assert found["fp32_map50_95"] == pytest.approx(on_calib, abs=1e-9)
-    assert result.baseline.map50_95 != pytest.approx(on_calib)
+    assert (budget["eval_source"], budget["num_images"], budget["offset"]) == (str(coco64_images), 8, 0)
+    # the search measured FP32 on calibration images 0-7, not on the evaluation images 32-39
+    evals = {}
+    for name, path in (("fp32", model.path), ("held-out", Path(v.model_path))):
+        with OrtEngineBuilder().build(OnnxModel.load(path)) as engine:
+            on_calib = evaluate(engine, load_dataset(coco64_images).select(8, 0), progress=False)
+            evals[name] = (on_calib, evaluate(engine, load_dataset(coco64_yaml).select(8, 32), progress=False))
+    assert found["fp32_map50_95"] == pytest.approx(evals["fp32"][0].map50_95, abs=1e-9)
+    assert result.baseline.map50_95 != pytest.approx(evals["fp32"][0].map50_95)
+    searched = (evals["held-out"][0].map50_95 - evals["fp32"][0].map50_95) * 100
+    assert found["search_delta"]["value"] == pytest.approx(searched, abs=1e-9)
+    assert found["search_delta"]["ci95"][0] < searched < found["search_delta"]["ci95"][1]
+    assert found["steps"][0]["delta"] == found["search_delta"]  # full INT8 met the 100-point budget: k = 0
+    # the verification is the variant's paired delta on the evaluation images, recomputed independently here
+    check = held["budget_verification"]
+    (f_ev, i_ev) = evals["fp32"][1], evals["held-out"][1]
+    verified = (i_ev.map50_95 - f_ev.map50_95) * 100
+    samples = (i_ev.replicates["map50_95"] - f_ev.replicates["map50_95"]) * 100
+    centred = samples - samples.mean() + verified
+    assert check["held_out"] and check["eval_images"] == 8 and check["max_map_drop"] == 100.0
+    assert check["searched_drop_points"] == pytest.approx(-searched, abs=1e-3)
+    assert check["verified_drop_points"] == pytest.approx(-verified, abs=1e-4)
+    low, high = np.percentile(-centred, [2.5, 97.5])
+    assert check["verified_drop_ci95"] == pytest.approx([low, high], abs=1e-6)
+    assert check["within_budget"] and check["p_within_budget"] == float(np.mean(-centred <= 100.0)) == 1.0
+    md = (tmp_path / "report.md").read_text()
+    assert f"- budget verified on the evaluation set (8 images, held out): drop {-verified:+.2f} [" in md
+    assert "within budget, resolved; P(drop <= 100.0) = 1.00 over the paired bootstrap resamples" in md
+    assert not [w for w in v.warnings if "held on the search images" in w]
     in_sample = result.variant("in-sample").quantization
     assert in_sample is not None and in_sample["config"]["result"]["fp32_map50_95"] == pytest.approx(
         result.baseline.map50_95, abs=1e-9

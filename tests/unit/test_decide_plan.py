@@ -44,6 +44,11 @@ def test_budget_options_are_validated_and_recorded(yolov8n_pt: Path) -> None:
     assert variants[1]["budget"] == {"max_map_drop": 0.3, "granularity": "conv", "data": "calibration"}
     assert "budget" not in variants[2]  # a plain INT8 variant has no budget record
     assert plan.variants[1].budget_data == "calibration"
+    # searched on the calibration images and verified on the evaluation set unless asked otherwise
+    assert base.quantize("int8", max_map_drop=0.3).variants[-1].budget_data == "calibration"
+    from yoloquant.cli import _parser
+
+    assert _parser().parse_args(["run", "--model", "m.onnx", "--out", "o"]).budget_data == "calibration"
     with pytest.raises(ConfigError, match=r"budget_data is 'evaluation' or 'calibration'.*got 'train'"):
         base.quantize("int8", max_map_drop=0.3, budget_data="train")
     with pytest.raises(ConfigError, match="unknown budget granularity 'layer'"):
@@ -60,10 +65,11 @@ def test_budget_on_unlabelled_calibration_images_fails_before_export(
     plan = (
         QuantPipeline.from_ultralytics(yolov8n_pt)
         .calibrate(folder, num_images=2)
-        .quantize("int8", max_map_drop=0.3, budget_data="calibration")
+        .quantize("int8", max_map_drop=0.3)  # searched on the calibration images by default
         .evaluate(coco64_yaml, num_images=4)
     )
-    with pytest.raises(ConfigError, match=r"unlabelled, which has no labels in images 0..1; pass an image folder"):
+    with pytest.raises(ConfigError, match=r"on the calibration images \(the default.*unlabelled, which has no labels in "
+                       r"images 0..1; pass an image folder.*budget_data='evaluation'"):  # fmt: skip
         plan.run(tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.onnx"))  # checked before the export
 

@@ -1,10 +1,15 @@
 """Accuracy-budgeted mixed precision: INT8 everywhere except the fewest sensitive groups.
 
-Quantize everything; if the mAP50-95 drop on the evaluation set exceeds ``max_map_drop`` points,
+Quantize everything; if the mAP50-95 drop on the search images exceeds ``max_map_drop`` points,
 return the most sensitive groups (ranked by :func:`~yoloquant.decide.sensitivity.analyze_sensitivity`)
 to float: k = 1, 2, 4, ... until the drop is within budget, then bisect between the last k that
 failed and the first that passed. mAP is not strictly monotone in k, so the k found is the smallest
-*tried* k that passes, not a proven minimum.
+*tried* k that passes, not a proven minimum. A step passes on its point drop; each step also records
+its paired 95% interval on the search images (``step_deltas``).
+
+In a pipeline the search runs on the labelled calibration images by default and the evaluation set
+verifies it: :func:`budget_verification` turns the variant's paired delta there into the verified drop,
+its interval and P(drop <= budget) over the bootstrap resamples.
 
 Example:
     >>> q = BudgetedQuantizer(max_map_drop=0.3, eval_data="coco.yaml", num_images=64, offset=64)
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
@@ -31,17 +38,25 @@ from yoloquant.decide.sensitivity import (
     GroupSensitivity,
     SensitivityConfig,
     SensitivityReport,
-    _map,
     analyze_sensitivity,
 )
 from yoloquant.errors import ConfigError
+from yoloquant.eval.bootstrap import Metric, probability_at_least
 from yoloquant.quantize.graph import classify_qdq_nodes
 from yoloquant.quantize.ort_static import OrtQuantConfig
 
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
+    from yoloquant.eval.coco import EvalResult
 
-__all__ = ["BudgetConfig", "BudgetResult", "BudgetedQuantizer", "load_labelled", "search_budget"]
+__all__ = [
+    "BudgetConfig",
+    "BudgetResult",
+    "BudgetedQuantizer",
+    "budget_verification",
+    "load_labelled",
+    "search_budget",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +103,9 @@ class BudgetResult:
     Attributes:
         float_groups: Groups returned to float, most sensitive first.
         steps: ``(k, mAP50-95)`` for every k tried, in order.
-        within_budget: Whether the final model meets ``max_map_drop``.
+        step_deltas: ``k -> delta`` vs FP32 on the search images, in points, with its paired 95% interval
+            (no interval with ``EvalConfig(resamples=0)``).
+        within_budget: Whether the final model meets ``max_map_drop`` on the search images (point drop).
         latency_ms: Median latency (batch 1) of ``fp32``, ``int8`` and ``budget`` when timed, interleaved.
         ort_config: The :class:`OrtQuantConfig` that re-makes the model with ``OrtStaticQuantizer``.
     """
@@ -106,6 +123,12 @@ class BudgetResult:
     ort_config: dict[str, Any]
     latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    step_deltas: dict[int, Metric] = dataclasses.field(default_factory=dict)
+
+    @property
+    def search_delta(self) -> Metric | None:
+        """The chosen model's delta vs FP32 on the search images (points, paired interval)."""
+        return self.step_deltas.get(len(self.float_groups))
 
     @property
     def drop(self) -> float:
@@ -127,11 +150,15 @@ class BudgetResult:
             "int8_map50_95": self.int8_map50_95,
             "map50_95": self.map50_95,
             "drop_points": round(self.drop, 3),
+            "search_delta": self.search_delta.to_dict() if self.search_delta else None,
             "within_budget": self.within_budget,
             "float_groups": list(self.float_groups),
             "float_nodes": list(self.float_nodes),
             "groups_total": self.groups_total,
-            "steps": [list(s) for s in self.steps],
+            "steps": [
+                {"float_groups": k, "map50_95": m, "delta": d.to_dict() if (d := self.step_deltas.get(k)) else None}
+                for k, m in self.steps
+            ],
             "model_path": self.model_path,
             "ort_config": self.ort_config,
             "latency_ms": self.latency_ms,
@@ -150,7 +177,8 @@ class BudgetResult:
             f" ({'within' if self.within_budget else 'NOT within'} budget) with {len(self.float_groups)} of "
             f"{self.groups_total} groups float: {', '.join(f'`{g}`' for g in self.float_groups) or 'none'}.",
             "",
-            "Steps (groups float -> mAP50-95): " + ", ".join(f"{k} -> {m:.4f}" for k, m in self.steps),
+            "Steps (groups float -> mAP50-95, delta vs FP32 [95% interval]): "
+            + ", ".join(f"{k} -> {m:.4f} ({self._step(k)})" for k, m in self.steps),
         ]
         s = self.speedups()
         if s:
@@ -162,6 +190,10 @@ class BudgetResult:
                 f"(full INT8 {s['int8_vs_fp32']:.3f}x, kept {s['kept']:.1%} of it).",
             ]
         return "\n".join(lines) + "\n"
+
+    def _step(self, k: int) -> str:
+        d = self.step_deltas.get(k)
+        return d.format("+.2f") if d is not None else f"{(dict(self.steps)[k] - self.fp32_map50_95) * 100:+.2f}"
 
     def save(self, out_dir: Path | str) -> Path:
         folder = Path(out_dir)
@@ -249,8 +281,10 @@ def search_budget(
     out = Path(out_dir)
     ec = eval_config or EvalConfig()
     shared = SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
-    fp32 = _map(model, eval_data, ec)
+    base = _evaluate(model, eval_data, ec)
+    fp32 = base.map50_95
     maps: dict[int, float] = {}
+    deltas: dict[int, Metric] = {}
     groups: tuple[GroupSensitivity, ...] = ()
 
     def float_nodes(k: int) -> list[str]:
@@ -261,7 +295,8 @@ def search_budget(
             built = shared.build(
                 float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False, float_mode=float_mode
             )
-            maps[k] = _map(built, eval_data, ec)
+            result = _evaluate(built, eval_data, ec)
+            maps[k], deltas[k] = result.map50_95, _delta(result, base)
             built.path.unlink(missing_ok=True)
         return (fp32 - maps[k]) * 100 <= max_map_drop
 
@@ -298,9 +333,73 @@ def search_budget(
         ort_config=final.config,
         latency_ms=latency,
         seconds=time.perf_counter() - start,
+        step_deltas=deltas,
     )
     result.save(out)
     return result
+
+
+def _evaluate(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> EvalResult:
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.eval.coco import evaluate
+
+    with OrtEngineBuilder().build(model) as engine:
+        return evaluate(engine, data, eval_config, progress=False)
+
+
+def _delta(result: EvalResult, base: EvalResult) -> Metric:
+    from yoloquant.eval.coco import delta
+
+    return delta(result, base, "map50_95")
+
+
+def budget_verification(
+    found: dict[str, Any],
+    delta: Metric,
+    delta_samples: np.ndarray | None,
+    *,
+    held_out: bool,
+    images: int,
+) -> dict[str, Any]:
+    """How the budget found by a search holds on the evaluation set.
+
+    Args:
+        found: The search's outcome (``BudgetResult.to_dict()``).
+        delta: The budgeted variant's mAP50-95 delta vs FP32 on the evaluation set, points, paired interval.
+        delta_samples: The paired bootstrap replicates of that delta in points (variant minus FP32 per
+            resample); None when the evaluation did not resample.
+        held_out: Whether the search ran on other images than the evaluation set.
+        images: Evaluation images.
+
+    Returns:
+        ``verified_drop_points`` (= -delta) with ``verified_drop_ci95``, ``within_budget`` (the point drop
+        <= budget), ``p_within_budget`` (the fraction of the paired replicates, centred on the measured
+        delta as the interval is, whose drop is <= budget), ``resolved`` (the interval lies wholly on one
+        side of the budget) and the search's own ``searched_drop_points`` / ``searched_delta``.
+
+    Example:
+        >>> found = {"max_map_drop": 0.3, "drop_points": 0.1, "search_delta": None}
+        >>> v = budget_verification(found, Metric(value=-0.2), np.array([-0.5, -0.2, 0.1]), held_out=True, images=8)
+        >>> v["within_budget"], round(v["p_within_budget"], 3)
+        (True, 0.667)
+    """
+    budget = float(found["max_map_drop"])
+    drop = -delta.value
+    ci = None if delta.low is None or delta.high is None else [-delta.high, -delta.low]
+    p = probability_at_least(delta_samples, -budget, value=delta.value) if delta_samples is not None else None
+    return {
+        "max_map_drop": budget,
+        "held_out": held_out,
+        "searched_drop_points": found.get("drop_points"),
+        "searched_delta": found.get("search_delta"),
+        "eval_images": images,
+        "verified_delta": delta.to_dict(),
+        "verified_drop_points": round(drop, 4),
+        "verified_drop_ci95": ci,
+        "within_budget": drop <= budget + 1e-9,
+        "p_within_budget": p,
+        "resolved": None if ci is None else bool(ci[1] <= budget or ci[0] > budget),
+    }
 
 
 def _latency(

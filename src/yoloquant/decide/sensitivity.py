@@ -8,7 +8,9 @@ ONNX Runtime static INT8 from one shared calibration:
 
 Both are scored by a fast proxy, the SQNR (dB) and cosine of each raw model output against FP32 on
 a few calibration images. Groups are ranked by the first (lowest SQNR = most sensitive), and the
-top-k are then evaluated for real mAP50-95 on an evaluation set.
+top-k are then evaluated for real mAP50-95 on an evaluation set. How far the ranking can be trusted
+is measured on bootstrap resamples of the proxy images (:mod:`yoloquant.decide.stability`): the
+report's ``stability`` gives the mean rank correlation with the full ranking, each group its top-k share.
 
 Example:
     >>> report = analyze_sensitivity(model, calib, eval_data=val, out_dir=Path("runs/sens"))  # doctest: +SKIP
@@ -36,6 +38,7 @@ from yoloquant.decide._files import pyplot, save_figure
 from yoloquant.decide._ortcache import SharedCalibration
 from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
 from yoloquant.decide.metrics import output_errors
+from yoloquant.decide.stability import rank_stability
 from yoloquant.errors import ConfigError
 from yoloquant.quantize.ort_static import OrtQuantConfig
 from yoloquant.report.render import render_sensitivity
@@ -62,6 +65,9 @@ class SensitivityConfig(_Serializable):
             only the group float first (what returning it to float buys back; needs ``cross_check``).
         float_mode: How a node is kept float: ``exclude`` (ORT ``nodes_to_exclude``; its inputs stay
             Q/DQ'd by quantized producers) or ``dequantize`` (rewired to float inputs; truly float).
+        stability_resamples: Bootstrap resamples of the proxy images that measure the ranking's stability
+            (0: none; needs at least 2 proxy images).
+        seed: Seed of those resamples.
     """
 
     granularity: Granularity = Granularity.CONV
@@ -71,9 +77,14 @@ class SensitivityConfig(_Serializable):
     max_groups: int | None = None
     rank_by: str = "quantized"
     float_mode: str = "exclude"
+    stability_resamples: int = 200
+    seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularity", Granularity(self.granularity))
+        if self.stability_resamples < 0:
+            msg = f"stability_resamples is >= 0 (0: no stability estimate), got {self.stability_resamples}"
+            raise ConfigError(msg)
         if self.rank_by not in ("quantized", "float") or (self.rank_by == "float" and not self.cross_check):
             msg = f"rank_by is 'quantized' or 'float' (which needs cross_check=True), got {self.rank_by!r}"
             raise ConfigError(msg)
@@ -99,6 +110,8 @@ class GroupSensitivity:
         float_sqnr_db / float_cosine: Per output, with only this group float (cross-check), or empty.
         map50_95: mAP50-95 with only this group INT8 (top-k only).
         float_map50_95: mAP50-95 with only this group float (top-k only).
+        top_k_share: Fraction of proxy-image resamples in which the group ranks among the top k.
+        rank_ci95: 2.5 and 97.5 percentiles of its rank over those resamples.
     """
 
     group: LayerGroup
@@ -109,6 +122,8 @@ class GroupSensitivity:
     float_cosine: tuple[float, ...] = ()
     map50_95: float | None = None
     float_map50_95: float | None = None
+    top_k_share: float | None = None
+    rank_ci95: tuple[float, float] | None = None
 
     @property
     def score(self) -> float:
@@ -126,6 +141,8 @@ class GroupSensitivity:
             "float_cosine": [round(v, 6) for v in self.float_cosine],
             "map50_95": self.map50_95,
             "float_map50_95": self.float_map50_95,
+            "top_k_share": self.top_k_share,
+            "rank_ci95": list(self.rank_ci95) if self.rank_ci95 is not None else None,
         }
 
 
@@ -139,6 +156,8 @@ class SensitivityReport:
         int8_sqnr_db / int8_cosine: The proxy for the whole model INT8 (every group quantized).
         fp32_map50_95 / int8_map50_95: mAP50-95 of the float and the fully quantized model (with eval data).
         seconds / proxy_seconds: Wall time of the whole analysis / of the proxy part alone.
+        stability: The ranking's agreement across resamples of the proxy images
+            (:meth:`~yoloquant.decide.stability.RankStability.to_dict`), None when not measured.
     """
 
     model: str
@@ -153,6 +172,7 @@ class SensitivityReport:
     eval_images: int = 0
     seconds: float = 0.0
     proxy_seconds: float = 0.0
+    stability: dict[str, Any] | None = None
 
     def ranked_names(self) -> list[str]:
         return [g.group.name for g in self.groups]
@@ -170,6 +190,7 @@ class SensitivityReport:
             "eval_images": self.eval_images,
             "seconds": round(self.seconds, 2),
             "proxy_seconds": round(self.proxy_seconds, 2),
+            "stability": self.stability,
             "groups": [g.to_dict() for g in self.groups],
         }
 
@@ -207,9 +228,19 @@ class _Proxy:
         self.model = model
         self.batches = [images[i : i + 1].astype(np.float32) / 255.0 for i in range(len(images))]
         self.reference = self.outputs(model)
+        self.signal = np.stack(
+            [_per_image(np.asarray(r, np.float64) ** 2) for r in self.reference]
+        )  # [outputs, images]
 
     def errors(self, model: OnnxModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return output_errors(self.reference, self.outputs(model))
+        return self.errors_and_noise(model)[:2]
+
+    def errors_and_noise(self, model: OnnxModel) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
+        """Per-output SQNR and cosine, and ``[outputs, images]`` squared error per image."""
+        outputs = self.outputs(model)
+        sqnr, cos = output_errors(self.reference, outputs)
+        noise = [_per_image((r.astype(np.float64) - o) ** 2) for r, o in zip(self.reference, outputs, strict=True)]
+        return sqnr, cos, np.stack(noise)
 
     def outputs(self, model: OnnxModel) -> list[np.ndarray]:
         from yoloquant.backends.ort import OrtEngineBuilder
@@ -218,6 +249,12 @@ class _Proxy:
             runs = [engine.infer(b) for b in self.batches]
         merged = [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
         return _split_dfl(merged, self.model)
+
+
+def _per_image(x: np.ndarray) -> np.ndarray:
+    """Sum over everything but the first (image) axis."""
+    out: np.ndarray = np.asarray(x, np.float64).reshape(len(x), -1).sum(axis=1)
+    return out
 
 
 def _split_dfl(outputs: list[np.ndarray], model: OnnxModel) -> list[np.ndarray]:
@@ -301,8 +338,9 @@ def analyze_sensitivity(
     proxy_seconds = time.perf_counter() - start
     ranked = [
         GroupSensitivity(group=g, rank=i + 1, sqnr_db=s, cosine=c, float_sqnr_db=fs, float_cosine=fc)
-        for i, (s, c, fs, fc, g) in enumerate(measured)
+        for i, (s, c, fs, fc, g, _) in enumerate(measured)
     ]
+    ranked, stability = _stability(ranked, [m[5] for m in measured], proxy.signal, config)
     fp32_map = int8_map = None
     if eval_data is not None:
         ec = eval_config or EvalConfig()
@@ -321,13 +359,37 @@ def analyze_sensitivity(
         eval_images=len(eval_data) if eval_data is not None else 0,
         seconds=time.perf_counter() - start,
         proxy_seconds=proxy_seconds,
+        stability=stability,
     )
     if save:
         report.save(out)
     return report
 
 
-_Measured = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...], LayerGroup]
+def _stability(
+    ranked: list[GroupSensitivity], noise: list[np.ndarray], signal: np.ndarray, config: SensitivityConfig
+) -> tuple[list[GroupSensitivity], dict[str, Any] | None]:
+    """The groups with their top-k share and rank range over proxy-image resamples, and the summary."""
+    import dataclasses
+
+    if config.stability_resamples == 0 or signal.shape[1] < 2 or len(ranked) < 2:
+        return ranked, None  # one image resamples to itself: no estimate rather than a false "stable"
+    s = rank_stability(
+        signal,
+        np.stack(noise),
+        top_k=config.top_k or 10,
+        resamples=config.stability_resamples,
+        seed=config.seed,
+        descending=config.rank_by == "float",
+    )
+    out = [
+        dataclasses.replace(g, top_k_share=float(share), rank_ci95=(float(lo), float(hi)))
+        for g, share, (lo, hi) in zip(ranked, s.top_k_share, s.rank_ci95, strict=True)
+    ]
+    return out, s.to_dict()
+
+
+_Measured = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...], LayerGroup, np.ndarray]
 
 
 def _measure(
@@ -335,14 +397,15 @@ def _measure(
 ) -> _Measured:
     mode = config.float_mode
     only = shared.build(_others(shared, group.nodes), work / "only-int8.onnx", metadata=False, float_mode=mode)
-    sqnr, cos = proxy.errors(only)
+    sqnr, cos, noise = proxy.errors_and_noise(only)
     fsqnr: tuple[float, ...] = ()
     fcos: tuple[float, ...] = ()
     if config.cross_check:
         kept = shared.build(group.nodes, work / "only-float.onnx", metadata=False, float_mode=mode)
-        fsqnr, fcos = proxy.errors(kept)
+        fsqnr, fcos, fnoise = proxy.errors_and_noise(kept)
+        noise = fnoise if config.rank_by == "float" else noise  # the noise of the model the ranking reads
     log.info("group %s: SQNR only-int8 %.2f dB", group.name, min(sqnr))
-    return sqnr, cos, fsqnr, fcos, group
+    return sqnr, cos, fsqnr, fcos, group, noise
 
 
 def _top_k_maps(

@@ -127,6 +127,12 @@ def _section_notes(result: PipelineResult) -> list[str]:
         top = ", ".join(f"{g['group']['name']} ({g['score_sqnr_db']:.1f} dB)" for g in sens["groups"][:5])
         granularity = sens["config"]["granularity"]
         notes.append(f"sensitivity ({granularity} groups, SQNR with only the group INT8): most sensitive {top}")
+        stab = sens.get("stability")
+        if stab:
+            notes.append(
+                f"sensitivity: ranking stability over {stab['resamples']} resamples of the {stab['images']} proxy "
+                f"images: mean Spearman {stab['spearman_mean']:.2f}, Kendall {stab['kendall_mean']:.2f}"
+            )
     return notes
 
 
@@ -168,12 +174,41 @@ def _budget_lines(q: dict[str, Any]) -> list[str]:
         return []
     where = f"{budget['eval_source']} ({budget['num_images'] or 'all'} images from #{budget['offset']})"
     groups = ", ".join(f"`{g}`" for g in found["float_groups"]) or "none"
-    return [
+    searched = found.get("search_delta")
+    ci = f", delta {_metric_text(searched)}" if searched and searched.get("ci95") else ""
+    lines = [
         f"- accuracy budget: drop <= {found['max_map_drop']} points, searched on {where}: "
         f"{len(found['float_groups'])} of {found['groups_total']} groups float ({groups}); there FP32 "
         f"{found['fp32_map50_95']:.4f}, full INT8 {found['int8_map50_95']:.4f}, budgeted {found['map50_95']:.4f} "
-        f"(drop {found['drop_points']:+.2f} points, {'within' if found['within_budget'] else 'NOT within'} budget)"
+        f"(drop {found['drop_points']:+.2f} points{ci}, {'within' if found['within_budget'] else 'NOT within'} budget)"
     ]
+    check = q.get("budget_verification")
+    if check:
+        lines.append(_verification_line(check))
+    return lines
+
+
+def _metric_text(m: dict[str, Any]) -> str:
+    ci = m.get("ci95")
+    return f"{m['value']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def _verification_line(check: dict[str, Any]) -> str:
+    """The budget verified on the evaluation set: drop, its interval, verdict and P(drop <= budget)."""
+    ci = check.get("verified_drop_ci95")
+    interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
+    p = check.get("p_within_budget")
+    sure = (
+        f"; P(drop <= {check['max_map_drop']}) = {p:.2f} over the paired bootstrap resamples" if p is not None else ""
+    )
+    where = "held out" if check["held_out"] else "the same images the search chose on: in-sample, optimistic"
+    verdict = "within" if check["within_budget"] else "NOT within"
+    resolved = check.get("resolved")
+    note = "" if resolved is None else (", resolved" if resolved else ", not resolved by these images")
+    return (
+        f"- budget verified on the evaluation set ({check['eval_images']} images, {where}): drop "
+        f"{check['verified_drop_points']:+.2f}{interval} points, {verdict} budget{note}{sure}"
+    )
 
 
 def _sweep_lines(result: PipelineResult) -> list[str]:
@@ -272,10 +307,11 @@ def render_sensitivity(section: dict[str, Any], top: int | None = None) -> str:
         f"whole model INT8: SQNR {min(section['int8_sqnr_db']):.2f} dB. {maps}"
         f"{section['seconds']:.0f} s in all, {section['proxy_seconds']:.0f} s for the proxy.",
         "",
+        *_stability_lines(section.get("stability")),
     ]
-    header = ("rank", "group", "ops", "SQNR only-INT8 (dB)", "cosine", "SQNR only-float (dB)",
-              "mAP only-INT8 (vs FP32)", "mAP only-float (vs INT8)")  # fmt: skip
-    rows = [
+    header: tuple[str, ...] = ("rank", "group", "ops", "SQNR only-INT8 (dB)", "cosine", "SQNR only-float (dB)",
+                               "mAP only-INT8 (vs FP32)", "mAP only-float (vs INT8)")  # fmt: skip
+    rows: list[tuple[str, ...]] = [
         (
             str(g["rank"]),
             f"`{g['group']['name']}`",
@@ -288,7 +324,31 @@ def render_sensitivity(section: dict[str, Any], top: int | None = None) -> str:
         )
         for g in section["groups"][:top]
     ]
+    stab = section.get("stability")
+    if stab:
+        header = (*header, f"in top {stab['top_k']}", "rank 95%")
+        rows = [(*r, *_stability_cells(g)) for r, g in zip(rows, section["groups"], strict=False)]
     return "\n".join([*lines, *_md_table(header, rows)]) + "\n"
+
+
+def _stability_cells(g: dict[str, Any]) -> tuple[str, str]:
+    share, ci = g.get("top_k_share"), g.get("rank_ci95")
+    return (f"{share:.0%}" if share is not None else "", f"{ci[0]:.0f}-{ci[1]:.0f}" if ci else "")
+
+
+def _stability_lines(stab: dict[str, Any] | None) -> list[str]:
+    """How far the ranking holds on other images: rank agreement across resamples of the proxy images."""
+    if not stab:
+        return []
+    rho, tau = stab["spearman_mean"], stab["kendall_mean"]
+    verdict = "stable" if rho >= 0.9 else "roughly stable" if rho >= 0.7 else "unstable: read it as a shortlist"
+    return [
+        f"Ranking stability over {stab['resamples']} bootstrap resamples of the {stab['images']} proxy images: "
+        f"mean Spearman {rho:.2f} [{stab['spearman_ci95'][0]:.2f}, {stab['spearman_ci95'][1]:.2f}], "
+        f"Kendall {tau:.2f} with the full ranking ({verdict}); 'in top {stab['top_k']}' is the share of "
+        f"resamples in which the group ranks among the {stab['top_k']} most sensitive, 'rank 95%' its rank range.",
+        "",
+    ]
 
 
 def render_markdown(result: PipelineResult) -> str:

@@ -60,6 +60,16 @@ def test_sensitivity_ranks_groups_and_writes_its_files(
     assert [g["group"]["name"] for g in data["groups"]] == report.ranked_names()
     assert "| 1 |" in (tmp_path / "sensitivity.md").read_text()
     assert (tmp_path / "sensitivity.png").read_bytes().startswith(PNG)
+    # stability from per-image sums: unit weights reproduce each group's SQNR, resamples give the shares
+    stab = data["stability"]
+    assert stab["resamples"] == 200 and stab["images"] == 2 and stab["top_k"] == 1
+    assert -1.0 <= stab["spearman_mean"] <= 1.0 and -1.0 <= stab["kendall_mean"] <= 1.0
+    shares = [g["top_k_share"] for g in data["groups"]]
+    assert sum(shares) == pytest.approx(1.0) and all(0.0 <= x <= 1.0 for x in shares)  # one group per resample
+    assert (
+        "Ranking stability over 200 bootstrap resamples of the 2 proxy images"
+        in (tmp_path / "sensitivity.md").read_text()
+    )
 
 
 def test_only_the_chosen_group_is_quantized(model: OnnxModel, calib: CalibrationSet, tmp_path: Path) -> None:

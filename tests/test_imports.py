@@ -6,7 +6,19 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("onnxruntime", "onnx", "torch", "ultralytics", "cv2", "pycocotools", "modelopt", "tensorrt", "brevitas")
+HEAVY = (
+    "onnxruntime",
+    "onnx",
+    "torch",
+    "ultralytics",
+    "cv2",
+    "pycocotools",
+    "modelopt",
+    "tensorrt",
+    "brevitas",
+    "openvino",
+    "nncf",
+)
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:

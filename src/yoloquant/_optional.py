@@ -28,6 +28,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "cuda.bindings.runtime": ("cuda-python", "gpu"),
     "torchvision.ops": ("torchvision", "ultralytics"),
     "brevitas": ("Brevitas", "brevitas"),
+    "openvino": ("OpenVINO", "openvino"),
+    "nncf": ("NNCF", "openvino"),
 }
 
 

@@ -34,15 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--backend",
         default="onnxruntime",
-        help="comma list of onnxruntime (CPU provider), openvino (OpenVINO provider)",
+        help="comma list of onnxruntime (CPU provider), openvino (OpenVINO runtime, CPU)",
     )
     run.add_argument(
         "--calibration", help="calibration method: minmax, entropy or percentile (brevitas: mse default, percentile)"
     )
     run.add_argument(
         "--quantizer",
-        help="ort (ONNX Runtime INT8, fast on CPU), modelopt (TensorRT layout, INT8/FP8) or brevitas "
-        "(W8/W4 weights, the default for w8a16, w8a8, w4a16, w4a8)",
+        help="ort (ONNX Runtime INT8, fast on CPU), modelopt (TensorRT layout, INT8/FP8), brevitas "
+        "(W8/W4 weights, the default for w8a16, w8a8, w4a16, w4a8) or nncf (NNCF INT8, --backend openvino)",
     )
     run.add_argument("--keep", help="YOLO precision preset kept float: none, head, head+first")
     run.add_argument(

@@ -43,7 +43,7 @@ class Backend(StrEnum):
     """Runtime a model variant is built for and run on."""
 
     ONNXRUNTIME = "onnxruntime"  # ONNX Runtime's CPU execution provider
-    OPENVINO = "openvino"  # ONNX Runtime with the OpenVINO execution provider
+    OPENVINO = "openvino"  # OpenVINO's own runtime (the `openvino` package), CPU device
     CUDA = "cuda"  # ONNX Runtime's CUDA execution provider (onnxruntime-gpu)
     TENSORRT = "tensorrt"
 

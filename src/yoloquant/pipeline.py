@@ -158,10 +158,11 @@ class QuantPipeline:
         Args:
             precision: ``int8``, ``fp8`` (ModelOpt), ``fp16``, ``w8a16`` / ``w8a8`` / ``w4a16`` / ``w4a8``
                 (Brevitas, docs/brevitas.md), or ``fp32`` (the float model on another backend).
-            backend: ``onnxruntime`` (CPU provider), ``openvino`` (ONNX Runtime's OpenVINO provider) or
+            backend: ``onnxruntime`` (CPU provider), ``openvino`` (OpenVINO's own runtime, CPU) or
                 ``cuda`` (ONNX Runtime's CUDA provider, fp32 / fp16): where this variant is evaluated and timed.
             quantizer: ``"ort"`` (ONNX Runtime static INT8, fast on the CPU), ``"modelopt"`` (TensorRT's Q/DQ
-                layout, INT8 / FP8), ``"brevitas"`` (W8 / W4 weights), or a Quantizer object. Default: ``ort``
+                layout, INT8 / FP8), ``"brevitas"`` (W8 / W4 weights), ``"nncf"`` (NNCF INT8, ``backend="openvino"``
+                only), or a Quantizer object. Default: ``ort``
                 for int8, ``modelopt`` for fp8, ``brevitas`` for the ``w*a*`` precisions.
             calibration: ``minmax``, ``entropy`` or ``percentile`` (ModelOpt: minmax / entropy; Brevitas:
                 percentile instead of its default, MSE).

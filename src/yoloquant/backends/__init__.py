@@ -1,4 +1,5 @@
-"""Runtimes. ``backends/ort`` is the only package that imports onnxruntime, ``backends/trt`` tensorrt."""
+"""Runtimes. ``backends/ort`` is the only package that imports onnxruntime, ``backends/openvino`` openvino,
+``backends/trt`` tensorrt."""
 
 from __future__ import annotations
 
@@ -9,28 +10,33 @@ from yoloquant.protocols import Engine
 
 __all__ = ["PROVIDERS", "build_engine", "check_backend"]
 
-# The ONNX Runtime execution provider each backend runs on.
+# What each backend's engine reports first in ``Engine.providers``: ONNX Runtime's execution provider, or for
+# ``openvino`` OpenVINO's own runtime on its CPU device (not ONNX Runtime's OpenVINO provider).
 PROVIDERS = {
     Backend.ONNXRUNTIME: "CPUExecutionProvider",
-    Backend.OPENVINO: "OpenVINOExecutionProvider",
+    Backend.OPENVINO: "OpenVINO:CPU",
     Backend.CUDA: "CUDAExecutionProvider",
 }
 
 
 def check_backend(backend: Backend) -> None:
-    """Fail now, before any work, if ``backend``'s ONNX Runtime execution provider is not installed.
+    """Fail now, before any work, if ``backend``'s runtime (ONNX Runtime provider, OpenVINO) is not installed.
 
     Raises:
         MissingDependencyError: Naming the provider, the providers there are, and what to install.
     """
-    if backend in PROVIDERS:
+    if backend is Backend.OPENVINO:
+        from yoloquant.backends.openvino.engine import check_runtime
+
+        check_runtime()
+    elif backend in PROVIDERS:
         from yoloquant.backends.ort.engine import check_provider
 
         check_provider(PROVIDERS[backend])
 
 
 def build_engine(model: OnnxModel, backend: Backend, *, threads: int | None = None) -> Engine:
-    """An engine for ``model`` on ``backend``: the CPU / OpenVINO session, or the CUDA engine.
+    """An engine for ``model`` on ``backend``: an ONNX Runtime CPU session, OpenVINO's runtime, or the CUDA engine.
 
     Example:
         >>> with build_engine(OnnxModel.load("yolov8n.onnx"), Backend.ONNXRUNTIME) as engine:  # doctest: +SKIP
@@ -40,7 +46,11 @@ def build_engine(model: OnnxModel, backend: Backend, *, threads: int | None = No
 
     if backend is Backend.CUDA:
         return CudaEngineBuilder().build(model)
-    if backend in (Backend.ONNXRUNTIME, Backend.OPENVINO):
+    if backend is Backend.OPENVINO:
+        from yoloquant.backends.openvino import OpenVinoEngineBuilder
+
+        return OpenVinoEngineBuilder(threads=threads).build(model)
+    if backend is Backend.ONNXRUNTIME:
         return OrtEngineBuilder(backend=backend, threads=threads).build(model)
     msg = f"no engine for backend {backend.value!r} in the pipeline yet; use onnxruntime, openvino or cuda"
     raise ConfigError(msg)

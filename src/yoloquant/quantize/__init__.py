@@ -2,6 +2,7 @@
 
 - ``ort_static``: ONNX Runtime static INT8, a Q/DQ layout ONNX Runtime's CPU / OpenVINO providers fuse.
 - ``modelopt``: NVIDIA ModelOpt ONNX PTQ, INT8 / FP8 in TensorRT's Q/DQ layout.
+- ``nncf``: NNCF post-training INT8 (Ultralytics' OpenVINO int8 recipe), uint8 activations for OpenVINO's runtime.
 - ``unsigned``: int8 symmetric activation Q/DQ -> uint8 over the calibrated range (ModelOpt's INT8 for OpenVINO).
 - ``fp16``: FP16 conversion with FP32 inputs / outputs and decode (for GPUs).
 - ``brevitas``: Brevitas W8 / W4 weights with int8 or float activations, from the PyTorch model (QCDQ ONNX).
@@ -32,6 +33,7 @@ class QuantizerName(StrEnum):
     MODELOPT = "modelopt"
     FP16 = "fp16"
     BREVITAS = "brevitas"
+    NNCF = "nncf"
 
 
 def default_quantizer_name(precision: Precision, backend: Backend) -> QuantizerName:
@@ -68,6 +70,8 @@ def make_quantizer(
         return _brevitas(precision, backend, name, calibration, keep)
     if name is QuantizerName.MODELOPT:
         return _modelopt(precision, backend, calibration, keep)
+    if name is QuantizerName.NNCF:
+        return _nncf(precision, backend, calibration, keep)
     return _ort(precision, backend, calibration, keep)
 
 
@@ -117,6 +121,22 @@ def _modelopt(precision: Precision, backend: Backend, calibration: CalibMethod |
         keep=keep or base.keep,  # type: ignore[arg-type]  # validated by ModelOptConfig
     )
     return ModelOptQuantizer(config)
+
+
+def _nncf(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
+    from yoloquant.quantize.nncf import NncfConfig, NncfQuantizer
+
+    if precision is not Precision.INT8 or backend is not Backend.OPENVINO:
+        msg = (
+            f"NNCF makes int8 for the openvino backend here, got {precision.value!r} on {backend.value!r}; "
+            "pass backend='openvino' (on the onnxruntime backend use quantizer='ort': ONNX Runtime's CPU "
+            "provider runs NNCF's layout slower than FP32)"
+        )
+        raise ConfigError(msg)
+    if calibration is not None:
+        msg = f"NNCF chooses its own activation ranges (its preset), not {calibration.value!r}; drop calibration="
+        raise ConfigError(msg)
+    return NncfQuantizer(NncfConfig() if keep is None else NncfConfig(keep=keep))  # type: ignore[arg-type]
 
 
 def _brevitas(

@@ -32,7 +32,14 @@ from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet
 from yoloquant.errors import QuantizationError
 
-__all__ = ["activation_quantizers", "fold_weight_quantizers", "observed_minima", "rewrite_for_openvino", "to_uint8"]
+__all__ = [
+    "activation_quantizers",
+    "fold_weight_quantizers",
+    "observed_minima",
+    "rewrite_for_openvino",
+    "shift_to_uint8",
+    "to_uint8",
+]
 
 _INT8_LEVELS_UP = 127  # a symmetric int8 grid's upper end, in steps
 
@@ -113,6 +120,36 @@ def to_uint8(model: Any, minima: Mapping[str, float]) -> int:
             node.input[1], node.input[2] = names
     _drop_unused_initializers(graph)
     return len(quantizers)
+
+
+def shift_to_uint8(model: Any) -> int:
+    """Move every int8 activation Q/DQ pair with a zero point (NNCF's asymmetric layout) to uint8, exactly.
+
+    ``q_u8 = q_s8 + 128`` with ``zero_u8 = zero_s8 + 128``: the same 256 grid values, so ONNX Runtime
+    computes the same outputs bit for bit, while OpenVINO's CPU plugin, which mis-executes signed int8
+    activations, runs the uint8 copy correctly. Weight quantizers (constant inputs) are left alone.
+    Returns the count.
+    """
+    onnx = require("onnx")
+    graph = model.graph
+    inits = _initializers(model)
+    moved: set[str] = set()
+    for q in graph.node:
+        if q.op_type != "QuantizeLinear" or q.input[0] in inits or len(q.input) < 3 or q.input[2] not in inits:
+            continue
+        zero = _value(inits[q.input[2]])
+        if zero.dtype != np.int8:
+            continue
+        name = f"{q.output[0]}_uint8_zero_point"
+        graph.initializer.append(onnx.numpy_helper.from_array((zero.astype(np.int16) + 128).astype(np.uint8), name))
+        for node in [q, *(n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])]:
+            node.input[2] = name
+        moved.add(q.output[0])
+    for info in graph.value_info:  # a stale int8 type on a moved tensor makes the model invalid
+        if info.name in moved:
+            info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    _drop_unused_initializers(graph)
+    return len(moved)
 
 
 def fold_weight_quantizers(model: Any) -> int:

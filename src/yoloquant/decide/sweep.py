@@ -270,6 +270,8 @@ class Sweep:
             if variant is None and self.base.model != base:  # the .pt the user gave, not its export
                 entry["inputs"]["model"] = {"path": str(self.base.model), "sha256": file_sha256(self.base.model)}
             entry.update(base=fingerprint, python=self.python_call(variant, f"runs/{name}"))
+            if name != FP32 and FP32 in done:  # paired: same evaluation images and seed as the FP32 entry
+                entry["delta_vs_fp32"] = {k: m.to_dict() for k, m in _paired(entry, done[FP32]).items()}
             ledger.append(entry)
             done[name] = entry
         return done

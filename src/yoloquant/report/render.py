@@ -122,6 +122,9 @@ def _section_notes(result: PipelineResult) -> list[str]:
         pick = s.get("recommended") or "none qualifies"
         notes.append(f"sweep: Pareto front (fastest first) {', '.join(s.get('pareto', []))}")
         notes.append(f"sweep: recommended with {_constraints(s)}: {pick}")
+        if s.get("best"):
+            same = ", ".join(s.get("same_as_best") or [])
+            notes.append(f"sweep: most accurate qualifying {s['best']}; indistinguishable from it: {same}")
     if result.sensitivity is not None:
         sens = result.sensitivity
         top = ", ".join(f"{g['group']['name']} ({g['score_sqnr_db']:.1f} dB)" for g in sens["groups"][:5])

@@ -78,3 +78,36 @@ def test_missing_openvino_names_the_extra(monkeypatch: pytest.MonkeyPatch, yolov
         OpenVinoEngineBuilder().build(OnnxModel.load(yolov8n_onnx))
     with pytest.raises(MissingDependencyError, match=r'pip install "yoloquant\[openvino\]"'):
         check_backend(Backend.OPENVINO)
+
+
+def test_signed_int8_activations_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    onnx = pytest.importorskip("onnx")
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    inits = [
+        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["out"]),
+    ]
+    shape = [1, 3, 32, 32]
+    graph = helper.make_graph(
+        nodes,
+        "signed",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, shape)],
+        inits,
+    )
+    path = tmp_path / "signed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    from yoloquant.artifacts import ModelInfo
+    from yoloquant.backends.openvino.engine import signed_activation_quantizers
+
+    assert signed_activation_quantizers(path) == 1
+    with (
+        caplog.at_level("WARNING"),
+        OpenVinoEngineBuilder().build(OnnxModel(path=path, info=ModelInfo(names={0: "a"}))),
+    ):
+        pass
+    assert "1 signed int8 activation Q/DQ pairs, which OpenVINO's CPU plugin mis-executes" in caplog.text

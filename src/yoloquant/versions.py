@@ -14,6 +14,7 @@ _PACKAGES = (
     "onnxruntime",
     "onnxruntime-openvino",
     "openvino",
+    "nncf",
     "onnxruntime-gpu",
     "ultralytics",
     "torch",

@@ -109,6 +109,7 @@ class OrtQuantConfig(_Serializable):
     keep_first_conv_float: bool = False
     symmetric_activations: bool = False
     reduce_range: bool = False
+    weight_type: str = "int8"
     preprocess: bool = True
     calib_chunk: int = 8
     target: Backend = Backend.ONNXRUNTIME
@@ -121,6 +122,9 @@ class OrtQuantConfig(_Serializable):
             msg = f"the ONNX Runtime quantizer targets onnxruntime or openvino, got {self.target.value!r}"
             raise ConfigError(msg)
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.weight_type not in ("int8", "uint8"):
+            msg = f"weight_type is 'int8' or 'uint8', got {self.weight_type!r}"
+            raise ConfigError(msg)
         if not 90.0 <= self.percentile <= 100.0:
             msg = f"percentile must be in [90, 100] (typical: 99.99-99.999), got {self.percentile}"
             raise ConfigError(msg)
@@ -193,7 +197,7 @@ def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
         "per_channel": cfg.per_channel,
         "reduce_range": cfg.reduce_range,
         "activation_type": quantization.QuantType.QUInt8,
-        "weight_type": quantization.QuantType.QInt8,
+        "weight_type": quantization.QuantType.QInt8 if cfg.weight_type == "int8" else quantization.QuantType.QUInt8,
         "calibrate_method": method,
         "extra_options": {
             "ActivationSymmetric": cfg.symmetric_activations,

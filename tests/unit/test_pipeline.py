@@ -67,8 +67,8 @@ def test_duplicate_variant_and_unknown_options_are_config_errors(yolov8n_pt: Pat
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize(Precision.FP16, quantizer="modelopt")
     with pytest.raises(ConfigError, match="makes int8 only"):
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize("fp8", quantizer="ort")
-    with pytest.raises(ConfigError, match="unknown quantizer 'nncf'"):
-        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", quantizer="nncf")
+    with pytest.raises(ConfigError, match="unknown quantizer 'tflite'"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", quantizer="tflite")
 
 
 def test_variant_names_say_what_differs_from_the_defaults(yolov8n_pt: Path) -> None:

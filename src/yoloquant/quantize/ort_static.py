@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from yoloquant._cpu import saturates_u8s8
 from yoloquant._io import disk_full_cause
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
@@ -92,7 +93,8 @@ class OrtQuantConfig(_Serializable):
         symmetric_activations: Symmetric activation ranges (zero point 128 for uint8).
         reduce_range: 7-bit weights (int8 range -64..63). On x86 CPUs without VNNI, ONNX Runtime's uint8 x
             int8 kernels sum pairs of products in int16 (``vpmaddubsw``), which saturates for full-range
-            weights; 7-bit weights cannot saturate.
+            weights; 7-bit weights cannot saturate. ``None`` (default): 7-bit when the CPU that quantizes lacks
+            VNNI and the target is ONNX Runtime's CPU provider (the report's config records which was used).
         preprocess: Run ORT's ``quant_pre_process`` (shape inference + graph cleanup) first.
         calib_chunk: Images per calibration chunk; bounds memory (histograms hold every output).
         target: Runtime the layout is made for: ``onnxruntime`` (CPU EP) or ``openvino`` (OpenVINO EP);
@@ -108,7 +110,7 @@ class OrtQuantConfig(_Serializable):
     keep_head_convs_float: bool = False
     keep_first_conv_float: bool = False
     symmetric_activations: bool = False
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     weight_type: str = "int8"
     preprocess: bool = True
     calib_chunk: int = 8
@@ -195,7 +197,7 @@ def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
         "quant_format": quantization.QuantFormat.QDQ,
         "op_types_to_quantize": list(cfg.op_types),
         "per_channel": cfg.per_channel,
-        "reduce_range": cfg.reduce_range,
+        "reduce_range": reduce_range(cfg),
         "activation_type": quantization.QuantType.QUInt8,
         "weight_type": quantization.QuantType.QInt8 if cfg.weight_type == "int8" else quantization.QuantType.QUInt8,
         "calibrate_method": method,
@@ -206,6 +208,13 @@ def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
             "CalibStridedMinMax": chunk_size(num_images, cfg.calib_chunk),
         },
     }
+
+
+def reduce_range(cfg: OrtQuantConfig) -> bool:
+    """The config's ``reduce_range``, with ``None`` resolved for this CPU and target."""
+    if cfg.reduce_range is not None:
+        return cfg.reduce_range
+    return cfg.target is Backend.ONNXRUNTIME and cfg.weight_type == "int8" and saturates_u8s8()
 
 
 @contextlib.contextmanager
@@ -286,7 +295,7 @@ class OrtStaticQuantizer:
             source=model,
             quantizer=self.name,
             layout=self.config.target.value,
-            config=self.config.to_dict(),
+            config={**self.config.to_dict(), "reduce_range": reduce_range(self.config)},
             quantized_nodes=quantized,
             float_nodes=floats,
             seconds=time.perf_counter() - start,

@@ -85,6 +85,7 @@ def main() -> int:
     if not args.data.is_dir():
         print(f"skipped: {args.data} is missing (the shared data folder beside the repo)")
         return 0
+    from yoloquant._cpu import saturates_u8s8
     from yoloquant.data.calibration import ImageCalibrator
     from yoloquant.eval.coco import delta
     from yoloquant.export import exporter_for
@@ -122,6 +123,7 @@ def main() -> int:
                 "delta_map50_95": delta(r, base[s]).to_dict(),
                 "delta_map50": delta(r, base[s], "map50").to_dict(),
                 "images": r.num_images,
+                "cpu": "AVX2, no VNNI" if saturates_u8s8() else "VNNI",
                 "quantize_s": round(seconds, 1),
             }
             with ledger.open("a") as f:

@@ -40,6 +40,7 @@ def _quantizers() -> dict[str, Callable[[], Any]]:
     return {
         "ort": made("int8"),
         "ort-rr": ort(reduce_range=True),
+        "ort-full": ort(reduce_range=False),
         "ort-minmax": ort(calibration="minmax"),
         "ort-pct": ort(calibration="percentile"),
         "ort-rr-pct": ort(reduce_range=True, calibration="percentile"),

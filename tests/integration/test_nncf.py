@@ -80,7 +80,7 @@ def test_nncf_map_on_openvino_is_close_to_fp32(nncf_model: QdqModel, fp32: OnnxM
         base = evaluate(engine, images, config, progress=False)
     with OpenVinoEngineBuilder().build(nncf_model) as engine:
         got = evaluate(engine, images, config, progress=False)
-    # measured: 8 calibration images, 16 evaluation images: about -1 point; int8 activations run here give ~0
+    # measured +1.3 points (16 images resolve only a few points); the unshifted int8 activations score ~0 here
     assert got.map50_95 > base.map50_95 - 0.04, (got, base)
 
 

@@ -100,12 +100,14 @@ def _evaluate(model: Any, backend: str) -> dict[str, Any]:
 
 
 def run_model(model_name: str, variants: list[str], out: Path, rounds: int) -> dict[str, Any]:
+    from yoloquant._cpu import saturates_u8s8
     from yoloquant.backends import build_engine
     from yoloquant.bench.latency import benchmark_interleaved
     from yoloquant.config import Backend, BenchConfig
     from yoloquant.data.calibration import ImageCalibrator
     from yoloquant.eval.coco import delta
     from yoloquant.export import UltralyticsExporter
+    from yoloquant.versions import package_versions
 
     out = out / model_name
     fp32 = UltralyticsExporter().export(MODELS[model_name], out / "fp32")
@@ -134,7 +136,10 @@ def run_model(model_name: str, variants: list[str], out: Path, rounds: int) -> d
     base = latency["fp32"][0].p50
     for name, (result,) in latency.items():
         rows[name] |= {"p50_ms": result.p50, "x_fp32": result.p50 / base, "iqr_over_median": result.iqr / result.p50}
+        rows[name]["samples_ms"] = list(result.samples_ms)  # round by round: paired latency ratios can be redone
     (out / "results.json").write_text(json.dumps(rows, indent=2))
+    meta = {"versions": package_versions(), "u8s8_saturates_here (no VNNI)": saturates_u8s8()}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return rows
 
 

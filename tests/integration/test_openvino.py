@@ -111,3 +111,23 @@ def test_signed_int8_activations_are_warned_about(tmp_path: Path, caplog: pytest
     ):
         pass
     assert "1 signed int8 activation Q/DQ pairs, which OpenVINO's CPU plugin mis-executes" in caplog.text
+
+
+def test_pipeline_runs_fp32_on_openvino_with_the_same_map(
+    yolov8n_onnx: Path, coco64_yaml: Path, tmp_path: Path
+) -> None:
+    from yoloquant import QuantPipeline
+
+    result = (
+        QuantPipeline.from_onnx(yolov8n_onnx)
+        .quantize("fp32", backend="openvino")
+        .evaluate(coco64_yaml, num_images=4, offset=40)
+        .benchmark(iterations=5, warmup=1)
+        .with_progress(False)
+        .run(tmp_path / "run")
+    )
+    cpu, ov = result.variants
+    assert (cpu.name, ov.name) == ("fp32", "fp32-openvino")
+    assert ov.providers == ("OpenVINO:CPU",)
+    assert not [w for w in result.warnings if "fell back" in w or "asked for" in w]
+    assert ov.map50_95 == pytest.approx(cpu.map50_95, abs=1e-3)

@@ -127,6 +127,8 @@ def run_model(model_name: str, variants: list[str], out: Path, rounds: int) -> d
                 "images": result.num_images,
                 "instances": result.num_instances,
             }
+            if name == "nncf" and "modelopt" in evals:  # the two fast accurate layouts, paired against each other
+                rows[name][set_name]["vs_modelopt"] = delta(result, evals["modelopt"][set_name]).format(".2f")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # noisy-latency warnings: the ratios are what is reported
         engines = {name: build_engine(m, Backend(RUNS_ON[name])) for name, m in models.items()}

@@ -42,7 +42,9 @@ def _detect(model: Any) -> Any:
 def head_output_convs(model: Any) -> list[Any]:
     """The head's box / class output convs (one per scale, both heads of an end-to-end model)."""
     detect = _detect(model)
-    return [branch[-1] for attr in _HEAD_OUTPUTS if hasattr(detect, attr) for branch in getattr(detect, attr)]
+    # an end-to-end checkpoint without its one-to-many branch holds None where that head was
+    branches = [getattr(detect, attr, None) for attr in _HEAD_OUTPUTS]
+    return [branch[-1] for group in branches if group is not None for branch in group]
 
 
 def _early_blocks(model: Any) -> set[int]:

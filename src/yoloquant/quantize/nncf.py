@@ -43,6 +43,7 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, Precision, _Serializable, parse_enum
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph, unsigned
+from yoloquant.quantize._target import int8_target
 from yoloquant.quantize.presets import KeepPreset, resolve_keep
 
 __all__ = ["NncfConfig", "NncfPreset", "NncfQuantizer"]
@@ -138,13 +139,8 @@ class NncfQuantizer:
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         """Calibrate on ``data`` and write ``<stem>-int8.onnx`` (uint8 activations) into ``out_dir``."""
-        if len(data) == 0:
-            msg = "the calibration set is empty; calibrate on at least one image (64-300 is typical)"
-            raise QuantizationError(msg, artifact=model.path)
+        target = int8_target(model, data, out_dir, typical="64-300")
         onnx = require("onnx")
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-int8.onnx"
         start = time.perf_counter()
         source = onnx.load(str(model.path))
         ignored = self.ignored_names(source)

@@ -38,6 +38,7 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
+from yoloquant.quantize._target import int8_target
 
 __all__ = ["DEFAULT_OP_TYPES", "OrtQuantConfig", "OrtStaticQuantizer"]
 
@@ -271,13 +272,8 @@ class OrtStaticQuantizer:
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         """Calibrate on ``data`` and write ``<stem>-int8.onnx`` into ``out_dir`` (``-fp32`` dropped from the stem)."""
-        if len(data) == 0:
-            msg = "the calibration set is empty; calibrate on at least one image (64-512 is typical)"
-            raise QuantizationError(msg, artifact=model.path)
+        target = int8_target(model, data, out_dir, typical="64-512")
         onnx = require("onnx")
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-int8.onnx"
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=".yq-ort-", dir=out_dir) as tmp:
             src = self._preprocess(model.path, Path(tmp))

@@ -60,7 +60,7 @@ def test_batch(images: list[Path]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def v8_qdq(yolov8n_onnx: Path, calib: CalibrationSet, tmp_path_factory: pytest.TempPathFactory) -> QdqModel:
     out = tmp_path_factory.mktemp("v8-int8")
-    return OrtStaticQuantizer().quantize(OnnxModel.load(yolov8n_onnx), calib, out)
+    return OrtStaticQuantizer(OrtQuantConfig(reduce_range=False)).quantize(OnnxModel.load(yolov8n_onnx), calib, out)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_empty_calibration_set_is_rejected(yolov8n_onnx: Path, tmp_path: Path) -
 def test_yolo26_end_to_end_head_quantizes_with_float_top_k(
     v26_onnx: Path, calib: CalibrationSet, test_batch: np.ndarray, tmp_path: Path
 ) -> None:
-    qdq = OrtStaticQuantizer().quantize(OnnxModel.load(v26_onnx), calib, tmp_path)
+    qdq = OrtStaticQuantizer(OrtQuantConfig(reduce_range=False)).quantize(OnnxModel.load(v26_onnx), calib, tmp_path)
     floats = {op for op, names in qdq.float_nodes.items() if names}
     assert {"TopK", "GatherElements", "ReduceMax"} <= floats
     assert "TopK" not in qdq.quantized_nodes

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
     ("script", "variants", "needs"),
     [
         ("quickstart.py", ["fp32", "int8"], ()),
-        ("brevitas_w4.py", ["fp32", "w8a8", "w4a16"], ("brevitas", "onnxoptimizer")),
+        pytest.param(  # ~2 min on 2 cores: `make test-all`
+            "brevitas_w4.py", ["fp32", "w8a8", "w4a16"], ("brevitas", "onnxoptimizer"), marks=pytest.mark.slow
+        ),
     ],
 )
 def test_example_runs_and_writes_a_report(

@@ -48,6 +48,7 @@ def test_units_hold_every_conv_once(yolov8n_pt: Path) -> None:
     assert len(seen) == len(set(seen)) and set(seen) == convs
 
 
+@pytest.mark.slow  # ~35 s on 2 cores: `make test-all`
 def test_learned_rounding_rounds_up_or_down_and_beats_nearest(yolov8n_pt: Path, images: list[Any]) -> None:
     learned, reference = _quantized(yolov8n_pt, images, "adaround")
     nearest, _ = _quantized(yolov8n_pt, images, "nearest")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from yoloquant._cpu import saturates_u8s8
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import CalibMethod, Precision
 from yoloquant.errors import ConfigError, QuantizationError
@@ -72,8 +73,13 @@ def v26_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(ultralytics.YOLO(str(pt)).export(format="onnx", imgsz=640, opset=17, simplify=True))
 
 
-def _run(path: Path, batch: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _run(path: Path, batch: np.ndarray, *, fused: bool = True) -> np.ndarray:
+    """Outputs per image; ``fused=False`` runs the Q/DQ arithmetic itself (float ops on dequantized values, the same on
+    every CPU) instead of ORT's integer kernels (which saturate 8-bit weights on x86 CPUs without VNNI)."""
+    opts = ort.SessionOptions()
+    if not fused:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: batch[i : i + 1]})[0] for i in range(len(batch))])
 
@@ -218,14 +224,35 @@ def test_ort_fuses_the_layout_into_integer_kernels(v8_qdq: QdqModel, tmp_path: P
 
 def test_int8_outputs_match_fp32_on_unseen_images(v8_qdq: QdqModel, yolov8n_onnx: Path, test_batch: np.ndarray) -> None:
     ref = _run(yolov8n_onnx, test_batch)  # [B, 84, 8400]: 4 box + 80 class scores per anchor
-    out = _run(v8_qdq.path, test_batch)
-    scores_ref, scores = ref[:, 4:].ravel(), out[:, 4:].ravel()
-    cosine = float(scores_ref @ scores / (np.linalg.norm(scores_ref) * np.linalg.norm(scores)))
-    assert cosine > 0.97
+    out = _run(v8_qdq.path, test_batch, fused=False)
+    assert _score_cosine(ref, out) > 0.97
     for r, q in zip(ref, out, strict=True):
         best = np.argsort(r[4:].max(0))[-5:]  # the five most confident anchors of FP32
         assert (r[4:, best].argmax(0) == q[4:, best].argmax(0)).mean() >= 0.8
         assert np.abs(r[:4, best] - q[:4, best]).max() < 16  # box centre / size, pixels
+
+
+def _iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """IoU of xyxy ``boxes`` [N, 4] with one xyxy ``box``."""
+    lo, hi = np.maximum(boxes[:, :2], box[:2]), np.minimum(boxes[:, 2:], box[2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) + np.prod(box[2:] - box[:2])
+    return inter / (area - inter)
+
+
+def _score_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = a[:, 4:].ravel(), b[:, 4:].ravel()
+    return float(sa @ sb / (np.linalg.norm(sa) * np.linalg.norm(sb)))
+
+
+def test_the_default_weights_do_not_saturate_this_cpus_kernels(
+    yolov8n_onnx: Path, calib: CalibrationSet, test_batch: np.ndarray, tmp_path: Path
+) -> None:
+    """reduce_range=None picks 7-bit weights where ORT's u8 x s8 kernels saturate: fused = Q/DQ arithmetic."""
+    qdq = OrtStaticQuantizer().quantize(OnnxModel.load(yolov8n_onnx), calib, tmp_path)
+    assert qdq.config["reduce_range"] is saturates_u8s8()
+    fused, exact = _run(qdq.path, test_batch), _run(qdq.path, test_batch, fused=False)
+    assert _score_cosine(exact, fused) > 0.995
 
 
 def test_onnxruntime_failures_become_quantization_errors(yolov8n_onnx: Path, tmp_path: Path) -> None:
@@ -254,11 +281,11 @@ def test_yolo26_end_to_end_head_quantizes_with_float_top_k(
     assert "TopK" not in qdq.quantized_nodes
     assert "Conv" not in qdq.float_nodes  # no DFL in YOLO26 (reg_max=1); output convs are INT8 by default
     assert len(qdq.quantized_nodes["Conv"]) == 102
-    ref, out = _run(v26_onnx, test_batch[:2]), _run(qdq.path, test_batch[:2])
+    ref, out = _run(v26_onnx, test_batch[:2]), _run(qdq.path, test_batch[:2], fused=False)
     assert out.shape == ref.shape == (2, 300, 6)
     for r, q in zip(ref, out, strict=True):
         top = r[r[:, 4] > 0.5]
         assert len(top) > 0
-        for det in top:  # every confident FP32 detection has an INT8 twin: same class, close box
+        for det in top:  # every confident FP32 detection has an INT8 twin: same class, a box mAP50 matches
             same = q[(q[:, 5] == det[5]) & (q[:, 4] > 0.25)]
-            assert len(same) and np.abs(same[:, :4] - det[:4]).max(1).min() < 20, det
+            assert len(same) and _iou(same[:, :4], det[:4]).max() >= 0.5, det

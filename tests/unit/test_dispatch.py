@@ -134,3 +134,15 @@ def test_the_tensorrt_runtime_is_registered_and_says_what_to_install() -> None:
             check_backend(Backend.TENSORRT)
     else:
         check_backend(Backend.TENSORRT)
+
+
+def test_the_testing_double_fits_the_quantizer_protocol(yolov8n_pt: Path, tmp_path: Path) -> None:
+    from yoloquant.protocols import Quantizer
+    from yoloquant.testing import CallbackQuantizer
+
+    converter = CallbackQuantizer(needs_calibration=False)
+    assert isinstance(converter, Quantizer)
+    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("fp16", quantizer=converter)
+    assert pipe.variants[1].name == "fp16-callback"
+    assert not pipe.variants[1].needs_calibration
+    assert pipe.to_dict()["variants"][1]["quantizer"] == {"name": "callback", "config": {"name": "callback"}}

@@ -22,7 +22,7 @@ from yoloquant.config import (
     parse_enum,
 )
 from yoloquant.errors import ConfigError
-from yoloquant.protocols import Quantizer
+from yoloquant.protocols import Quantizer, QuantizerConfig
 from yoloquant.report.result import PipelineResult
 
 if TYPE_CHECKING:
@@ -68,8 +68,8 @@ class VariantPlan:
 
     @property
     def needs_calibration(self) -> bool:
-        """Quantized variants calibrate; float ones (fp32, fp16 conversion) do not."""
-        return self.quantizer is not None and self.precision is not Precision.FP16
+        """Whether its quantizer calibrates: fp32 variants and the fp16 converter do not."""
+        return self.quantizer is not None and self.quantizer.needs_calibration
 
     def describe(self) -> str:
         how = f" via {self.quantizer.name}" if self.quantizer is not None else ""
@@ -142,7 +142,7 @@ class QuantPipeline:
 
     def quantize(
         self,
-        precision: str | Precision = Precision.INT8,
+        precision: str | Precision | QuantizerConfig = Precision.INT8,
         *,
         backend: str | Backend = Backend.ONNXRUNTIME,
         quantizer: Quantizer | str | None = None,
@@ -155,9 +155,20 @@ class QuantPipeline:
     ) -> QuantPipeline:
         """Add a variant. Call again to add more (another quantizer, preset, or backend).
 
+        Example:
+            >>> from yoloquant.quantize.modelopt import ModelOptConfig
+            >>> pipe = QuantPipeline.from_onnx("m.onnx").quantize(ModelOptConfig.fp8())
+            >>> pipe.variants[-1].describe()
+            'fp8: fp8 on onnxruntime via modelopt'
+
         Args:
             precision: ``int8``, ``fp8`` (ModelOpt), ``fp16``, ``w8a16`` / ``w8a8`` / ``w4a16`` / ``w4a8``
-                (Brevitas, docs/brevitas.md), or ``fp32`` (the float model on another backend).
+                (Brevitas, docs/brevitas.md), or ``fp32`` (the float model on another backend). Or a quantizer
+                config (``OrtQuantConfig``, ``ModelOptConfig``, ``NncfConfig``, ``BrevitasConfig``,
+                ``Fp16Config``, or one registered with ``yoloquant.quantize.registry.register``): its quantizer
+                makes the variant, at the precision the config makes (``ModelOptConfig.mode``, the Brevitas
+                bits; int8 for ONNX Runtime and NNCF, fp16 for ``Fp16Config``); then leave out ``quantizer``,
+                ``calibration`` and ``keep``, which the config holds.
             backend: ``onnxruntime`` (CPU provider), ``openvino`` (OpenVINO's own runtime, CPU) or
                 ``cuda`` (ONNX Runtime's CUDA provider, fp32 / fp16): where this variant is evaluated and timed.
             quantizer: ``"ort"`` (ONNX Runtime static INT8, fast on the CPU), ``"modelopt"`` (TensorRT's Q/DQ
@@ -178,52 +189,25 @@ class QuantPipeline:
                 and the report gives the verified drop, its interval and P(drop <= budget)) or
                 ``evaluation`` (the plan's evaluation set: the reported drop is the searched one, optimistic).
         """
-        from yoloquant.quantize import default_quantizer_name, make_quantizer
-
-        prec = parse_enum(Precision, precision, option="precision")
-        back = parse_enum(Backend, backend, option="backend")
-        if back is Backend.TENSORRT:
-            msg = (
-                "the TensorRT backend does not run here yet; quantize for it with quantizer='modelopt' and "
-                "backend='onnxruntime' to measure the TensorRT-layout model's accuracy on the CPU"
-            )
-            raise ConfigError(msg)
-        if back is Backend.CUDA and prec in (Precision.INT8, Precision.FP8):
-            msg = (
-                f"ONNX Runtime's CUDA provider has no {prec} kernels (a Q/DQ model runs slower than FP32 there); "
-                "use fp16 or fp32 on cuda, and TensorRT for INT8 / FP8 speed on GPUs"
-            )
-            raise ConfigError(msg)
-        parts = [prec.value]
-        if prec is Precision.FP32:
-            if quantizer is not None or calibration is not None or keep is not None:
-                msg = "an fp32 variant is not quantized: drop quantizer=, calibration= and keep="
-                raise ConfigError(msg)
-        elif quantizer is None or isinstance(quantizer, str):
-            method = parse_enum(CalibMethod, calibration, option="calibration") if calibration else None
-            chosen = quantizer or default_quantizer_name(prec, back).value
-            quantizer = make_quantizer(prec, back, quantizer=chosen, calibration=method, keep=keep)
-            if chosen != default_quantizer_name(prec, back):
-                parts.append(str(chosen))
+        if isinstance(precision, str):  # a Precision is a str too
+            prec = parse_enum(Precision, precision, option="precision")
+            back = _check_backend(prec, parse_enum(Backend, backend, option="backend"))
+            chosen, parts = _chosen(prec, back, quantizer, calibration, keep)
         else:
-            parts.append(quantizer.name)
+            if quantizer is not None or calibration is not None or keep is not None:
+                msg = "a config object holds the quantizer's options: drop quantizer=, calibration= and keep="
+                raise ConfigError(msg)
+            prec, chosen = _configured(precision)
+            back = _check_backend(prec, parse_enum(Backend, backend, option="backend"))
+            parts = _configured_parts(prec, back, chosen)
         if max_map_drop is not None:
-            if quantizer is None or quantizer.name != "ort-static" or max_map_drop < 0:
-                msg = "max_map_drop needs the ONNX Runtime INT8 quantizer (quantizer='ort') and a budget >= 0"
-                raise ConfigError(msg)
-            from yoloquant.decide.groups import Granularity
-
-            parse_enum(Granularity, granularity, option="budget granularity")
-            if budget_data not in ("evaluation", "calibration"):
-                msg = f"budget_data is 'evaluation' or 'calibration' (labelled calibration images), got {budget_data!r}"
-                raise ConfigError(msg)
-            parts.append(f"budget{max_map_drop:g}")
+            parts.append(_check_budget(chosen, max_map_drop, granularity, budget_data))
         parts += [f"keep-{keep}"] if keep else []
         parts += [back.value] if back is not Backend.ONNXRUNTIME else []
         variant = VariantPlan(
             precision=prec,
             backend=back,
-            quantizer=quantizer,
+            quantizer=chosen,
             label=name or "-".join(parts),
             max_map_drop=max_map_drop,
             granularity=granularity,
@@ -373,6 +357,94 @@ def _budget_dict(v: VariantPlan) -> dict[str, Any]:
 def _quantizer_dict(quantizer: Quantizer | None) -> dict[str, Any] | None:
     if quantizer is None:
         return None
-    config = getattr(quantizer, "config", None)
-    to_dict = getattr(config, "to_dict", None)
-    return {"name": quantizer.name, "config": to_dict() if callable(to_dict) else None}
+    return {"name": quantizer.name, "config": quantizer.config.to_dict()}
+
+
+_QUANTIZER_MEMBERS = ("name", "config", "needs_calibration", "with_progress", "quantize")
+
+
+def _check_backend(prec: Precision, back: Backend) -> Backend:
+    """``back``, if it can run a ``prec`` variant here."""
+    if back is Backend.TENSORRT:
+        msg = (
+            "the TensorRT backend does not run here yet; quantize for it with quantizer='modelopt' and "
+            "backend='onnxruntime' to measure the TensorRT-layout model's accuracy on the CPU"
+        )
+        raise ConfigError(msg)
+    if back is Backend.CUDA and prec in (Precision.INT8, Precision.FP8):
+        msg = (
+            f"ONNX Runtime's CUDA provider has no {prec} kernels (a Q/DQ model runs slower than FP32 there); "
+            "use fp16 or fp32 on cuda, and TensorRT for INT8 / FP8 speed on GPUs"
+        )
+        raise ConfigError(msg)
+    return back
+
+
+def _chosen(
+    prec: Precision,
+    back: Backend,
+    quantizer: Quantizer | str | None,
+    calibration: str | CalibMethod | None,
+    keep: str | None,
+) -> tuple[Quantizer | None, list[str]]:
+    """The quantizer a precision string and options name, and the variant name's parts so far."""
+    from yoloquant.quantize import default_quantizer_name, make_quantizer
+
+    parts = [prec.value]
+    if prec is Precision.FP32:
+        if quantizer is not None or calibration is not None or keep is not None:
+            msg = "an fp32 variant is not quantized: drop quantizer=, calibration= and keep="
+            raise ConfigError(msg)
+        return None, parts
+    if quantizer is not None and not isinstance(quantizer, str):
+        return _checked_quantizer(quantizer), [*parts, quantizer.name]
+    method = parse_enum(CalibMethod, calibration, option="calibration") if calibration else None
+    chosen = quantizer or default_quantizer_name(prec, back).value
+    made = make_quantizer(prec, back, quantizer=chosen, calibration=method, keep=keep)
+    return made, parts + ([str(chosen)] if chosen != default_quantizer_name(prec, back) else [])
+
+
+def _checked_quantizer(quantizer: object) -> Quantizer:
+    """A user's quantizer object, if it has every member of the Quantizer protocol."""
+    if isinstance(quantizer, Quantizer):  # every protocol member present
+        return quantizer
+    kind = type(quantizer).__name__
+    if not hasattr(quantizer, "quantize"):  # a config, most likely
+        msg = f"quantizer= takes a name or a Quantizer object, not a {kind}; pass a config first: quantize({kind}(...))"
+    else:
+        missing = [m for m in _QUANTIZER_MEMBERS if not hasattr(quantizer, m)]
+        msg = f"{kind} lacks the Quantizer members {missing} (see yoloquant.protocols.Quantizer)"
+    raise ConfigError(msg)
+
+
+def _configured(config: QuantizerConfig) -> tuple[Precision, Quantizer]:
+    """The precision a quantizer config makes and the quantizer built from it (``quantize/registry.py``)."""
+    from yoloquant.quantize.registry import precision_for, quantizer_for
+
+    return precision_for(config), quantizer_for(config)
+
+
+def _configured_parts(prec: Precision, back: Backend, quantizer: Quantizer) -> list[str]:
+    """A config variant's name parts: those of the equivalent precision-string call (``fp8``, ``int8-nncf``)."""
+    from yoloquant.quantize import make_quantizer
+
+    try:
+        default: Quantizer | None = make_quantizer(prec, back)
+    except ConfigError:  # a registered user config at a precision no shipped quantizer makes
+        default = None
+    return [prec.value] if type(default) is type(quantizer) else [prec.value, quantizer.name]
+
+
+def _check_budget(quantizer: Quantizer | None, max_map_drop: float, granularity: str, budget_data: str) -> str:
+    """The budget's name part, if the options can work: ONNX Runtime INT8, a budget >= 0, a known granularity."""
+    from yoloquant.decide.groups import Granularity
+    from yoloquant.quantize.ort_static import OrtStaticQuantizer
+
+    if not isinstance(quantizer, OrtStaticQuantizer) or max_map_drop < 0:
+        msg = "max_map_drop needs the ONNX Runtime INT8 quantizer (quantizer='ort') and a budget >= 0"
+        raise ConfigError(msg)
+    parse_enum(Granularity, granularity, option="budget granularity")
+    if budget_data not in ("evaluation", "calibration"):
+        msg = f"budget_data is 'evaluation' or 'calibration' (labelled calibration images), got {budget_data!r}"
+        raise ConfigError(msg)
+    return f"budget{max_map_drop:g}"

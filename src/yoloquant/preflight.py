@@ -215,7 +215,9 @@ def _check_batches(plan: QuantPipeline, facts: ModelFacts) -> None:
 def _check_quantizers(plan: QuantPipeline) -> None:
     if plan.model.suffix.lower() != ".onnx":
         return
-    brevitas = [v.name for v in plan.variants if v.quantizer is not None and v.quantizer.name == "brevitas"]
+    from yoloquant.quantize.brevitas import BrevitasQuantizer
+
+    brevitas = [v.name for v in plan.variants if isinstance(v.quantizer, BrevitasQuantizer)]
     if brevitas:
         msg = (
             f"variants {brevitas} use Brevitas, which quantizes the PyTorch model, but the plan starts from the ONNX "

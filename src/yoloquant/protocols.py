@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 
 from yoloquant.artifacts import CalibrationSet, ModelInfo, OnnxModel, QdqModel
 
-__all__ = ["Calibrator", "Engine", "EngineBuilder", "Exporter", "Quantizer"]
+__all__ = ["Calibrator", "Engine", "EngineBuilder", "Exporter", "Quantizer", "QuantizerConfig"]
 
 
 @runtime_checkable
@@ -31,11 +31,31 @@ class Calibrator(Protocol):
 
 
 @runtime_checkable
+class QuantizerConfig(Protocol):
+    """A quantizer's options: frozen data that round-trips through ``to_dict()`` (stored in the report)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class Quantizer(Protocol):
-    """Quantizes a float ONNX model with calibration data, writing the result into ``out_dir``."""
+    """Quantizes a float ONNX model with calibration data, writing the result into ``out_dir``.
+
+    ``needs_calibration`` is False for a quantizer that ignores ``data`` (FP16 conversion): the run then
+    gathers no calibration images for it. ``with_progress`` returns the quantizer with its own progress
+    output on or off (itself when it has none), so a quiet run never rewrites a quantizer's fields.
+    """
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def config(self) -> QuantizerConfig: ...
+
+    @property
+    def needs_calibration(self) -> bool: ...
+
+    def with_progress(self, enabled: bool) -> Self: ...
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel: ...
 

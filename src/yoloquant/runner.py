@@ -24,6 +24,7 @@ from yoloquant.errors import ConfigError, ExportError
 from yoloquant.export import exporter_for
 from yoloquant.export.check import check_model_file, check_onnx_model
 from yoloquant.preflight import check_plan
+from yoloquant.quantize.ort_static import OrtStaticQuantizer
 from yoloquant.report.result import PipelineResult, VariantResult
 from yoloquant.versions import package_versions
 
@@ -188,7 +189,7 @@ def _with_budget(v: VariantPlan, plan: QuantPipeline) -> VariantPlan:
         offset=offset,
         split=split,
         granularity=v.granularity,
-        quant=getattr(v.quantizer, "config", None),
+        quant=v.quantizer.config if isinstance(v.quantizer, OrtStaticQuantizer) else None,
         eval_config=dataclasses.replace(e.config, num_images=None),  # the count is the search set's
     )
     return dataclasses.replace(v, quantizer=quantizer)
@@ -221,7 +222,7 @@ def _sensitivity(
         return None
     from yoloquant.decide.sensitivity import sensitivity_section
 
-    quant = next((getattr(v.quantizer, "config", None) for v in plan.variants if _is_ort_static(v.quantizer)), None)
+    quant = next((v.quantizer.config for v in plan.variants if isinstance(v.quantizer, OrtStaticQuantizer)), None)
     return sensitivity_section(
         fp32,
         calib,
@@ -232,10 +233,6 @@ def _sensitivity(
         eval_config=plan.evaluation.config if plan.evaluation else None,
         progress=plan.progress,
     )
-
-
-def _is_ort_static(quantizer: Quantizer | None) -> bool:
-    return quantizer is not None and quantizer.name == "ort-static"
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -270,20 +267,14 @@ def _make_variants(
     for v in plans:
         model = fp32
         if v.quantizer is not None:  # _check guarantees calib for the variants that need it
-            data = calib if calib is not None else _NO_IMAGES
+            # a quantizer that needs no calibration (fp16) gets no images; a quiet run turns its progress off
+            data = calib if calib is not None and v.quantizer.needs_calibration else _NO_IMAGES
+            quantizer = v.quantizer if progress else v.quantizer.with_progress(False)
             shared = next((m for q, m in made if q == v.quantizer), None)
-            model = shared or _quiet(v.quantizer, progress).quantize(fp32, data, out_dir / v.name)
+            model = shared or quantizer.quantize(fp32, data, out_dir / v.name)
             made.append((v.quantizer, model))
         built.append(_Built(v, model))
     return built
-
-
-def _quiet(quantizer: Quantizer, progress: bool) -> Quantizer:
-    """The quantizer with its own progress bars off in a quiet run (quantizers with a ``progress`` field)."""
-    fields: set[str] = {f.name for f in dataclasses.fields(quantizer)} if dataclasses.is_dataclass(quantizer) else set()
-    if progress or "progress" not in fields:
-        return quantizer
-    return dataclasses.replace(quantizer, progress=False)  # type: ignore[type-var]
 
 
 def _evaluate(plan: QuantPipeline, engine: Engine, data: Dataset | None, name: str) -> EvalResult | None:
@@ -365,7 +356,7 @@ def _with_verification(
     d = deltas.get("map50_95")
     if quantization is None or plan.max_map_drop is None or not found or d is None or ev is None or baseline is None:
         return quantization
-    from yoloquant.decide.budget import budget_verification
+    from yoloquant.decide.verification import budget_verification
 
     a, b = ev.replicates.get("map50_95"), baseline.replicates.get("map50_95")
     samples = (a - b) * 100 if a is not None and b is not None else None

@@ -14,10 +14,10 @@ import pytest
 
 from yoloquant import QuantPipeline
 from yoloquant.bench.latency import LatencyResult
-from yoloquant.decide.budget import budget_verification
 from yoloquant.decide.pareto import Candidate, recommend_within_noise, resolved_steps, same_accuracy, same_speed
 from yoloquant.decide.stability import rank_stability, weighted_sqnr
 from yoloquant.decide.sweep import Sweep
+from yoloquant.decide.verification import budget_verification
 from yoloquant.eval.bootstrap import Metric, interval, probability_at_least
 from yoloquant.report.result import VariantResult
 

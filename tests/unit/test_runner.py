@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 
@@ -14,16 +15,33 @@ from yoloquant.runner import _make_variants
 
 
 @dataclass(frozen=True)
+class FakeConfig:
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
 class FakeQuantizer:
+    """A quantizer with no ``progress`` field: the runner asks ``with_progress`` and rewrites nothing."""
+
     tag: str
     name: str = "fake"
+    needs_calibration: bool = True
+    config: FakeConfig = FakeConfig()
     calls: list[Path] = field(default_factory=list, compare=False)
+    images: list[int] = field(default_factory=list, compare=False)  # calibration images each call got
+    quiet: list[bool] = field(default_factory=list, compare=False)  # with_progress(False) calls
+
+    def with_progress(self, enabled: bool) -> Self:
+        self.quiet.append(not enabled)
+        return self
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model-int8.onnx"
         path.write_text(self.tag)
         self.calls.append(out_dir)
+        self.images.append(len(data))
         return QdqModel(path=path, info=model.info, precision=Precision.INT8, source=model, quantizer="fake",
                         layout="x")  # fmt: skip
 
@@ -61,3 +79,37 @@ def test_equal_quantizers_share_one_model(tmp_path: Path) -> None:
     built = _make_variants(plans, model, calib, tmp_path)
     assert built[0].model is built[1].model
     assert len(quantizer.calls) == 1
+
+
+def test_a_quantizer_that_needs_no_calibration_gets_no_images(tmp_path: Path) -> None:
+    model, calib = _inputs(tmp_path)
+    converter, quantizer = FakeQuantizer("fp16", needs_calibration=False), FakeQuantizer("int8")
+    plans = (
+        VariantPlan(precision=Precision.FP16, quantizer=converter),
+        VariantPlan(precision=Precision.INT8, quantizer=quantizer),
+    )
+    assert not plans[0].needs_calibration and plans[1].needs_calibration
+    _make_variants(plans, model, calib, tmp_path)
+    assert converter.images == [0]  # the plan has calibration images, and this quantizer got none
+    assert quantizer.images == [len(calib)]
+
+
+def test_a_quiet_run_asks_the_quantizer_and_rewrites_no_field(tmp_path: Path) -> None:
+    model, calib = _inputs(tmp_path)
+    quantizer = FakeQuantizer("q")
+    plans = (VariantPlan(precision=Precision.INT8, quantizer=quantizer),)
+    _make_variants(plans, model, calib, tmp_path, progress=False)
+    assert quantizer.quiet == [True]
+    assert len(quantizer.calls) == 1  # quantized by the object with_progress returned (itself)
+    loud = FakeQuantizer("loud")
+    _make_variants((VariantPlan(precision=Precision.INT8, quantizer=loud),), model, calib, tmp_path / "b")
+    assert loud.quiet == []  # a run with progress leaves the quantizer's own setting alone
+
+
+def test_fp16_converter_needs_no_calibration_and_the_int8_quantizers_do() -> None:
+    from yoloquant.quantize import make_quantizer
+
+    assert not make_quantizer(Precision.FP16, Backend.ONNXRUNTIME).needs_calibration
+    for precision in (Precision.INT8, Precision.FP8, Precision.W8A8):
+        assert make_quantizer(precision, Backend.ONNXRUNTIME).needs_calibration
+    assert make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf").needs_calibration

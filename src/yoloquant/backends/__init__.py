@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from yoloquant.artifacts import OnnxModel
 from yoloquant.config import Backend
-from yoloquant.errors import ConfigError
 from yoloquant.protocols import Engine
 
 __all__ = ["PROVIDERS", "build_engine", "check_backend"]
@@ -25,32 +24,19 @@ def check_backend(backend: Backend) -> None:
     Raises:
         MissingDependencyError: Naming the provider, the providers there are, and what to install.
     """
-    if backend is Backend.OPENVINO:
-        from yoloquant.backends.openvino.engine import check_runtime
+    from yoloquant.backends.registry import runtime_for
 
-        check_runtime()
-    elif backend in PROVIDERS:
-        from yoloquant.backends.ort.engine import check_provider
-
-        check_provider(PROVIDERS[backend])
+    runtime_for(backend).check()
 
 
 def build_engine(model: OnnxModel, backend: Backend, *, threads: int | None = None) -> Engine:
-    """An engine for ``model`` on ``backend``: an ONNX Runtime CPU session, OpenVINO's runtime, or the CUDA engine.
+    """An engine for ``model`` on ``backend``: an ONNX Runtime CPU session, OpenVINO's runtime, the CUDA engine,
+    or a TensorRT engine (each backend registers its builder: ``yoloquant.backends.registry``).
 
     Example:
         >>> with build_engine(OnnxModel.load("yolov8n.onnx"), Backend.ONNXRUNTIME) as engine:  # doctest: +SKIP
         ...     engine.infer(batch)
     """
-    from yoloquant.backends.ort import CudaEngineBuilder, OrtEngineBuilder
+    from yoloquant.backends.registry import runtime_for
 
-    if backend is Backend.CUDA:
-        return CudaEngineBuilder().build(model)
-    if backend is Backend.OPENVINO:
-        from yoloquant.backends.openvino import OpenVinoEngineBuilder
-
-        return OpenVinoEngineBuilder(threads=threads).build(model)
-    if backend is Backend.ONNXRUNTIME:
-        return OrtEngineBuilder(backend=backend, threads=threads).build(model)
-    msg = f"no engine for backend {backend.value!r} in the pipeline yet; use onnxruntime, openvino or cuda"
-    raise ConfigError(msg)
+    return runtime_for(backend).build(model, threads)

@@ -53,6 +53,7 @@ from yoloquant.decide.pareto import (
 from yoloquant.errors import ConfigError
 from yoloquant.eval.bootstrap import Metric, paired_delta
 from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
+from yoloquant.protocols import Quantizer
 from yoloquant.report.result import PipelineResult, VariantResult
 from yoloquant.versions import package_versions
 
@@ -346,8 +347,8 @@ class Sweep:
         if variant is None:
             return (0.0, 0.0)
         cal, _ = self._parts()
-        mine = getattr(self.plan(variant).variants[-1].quantizer, "config", None)
-        default = getattr(self.plan(SweepVariant(quantizer=variant.quantizer)).variants[-1].quantizer, "config", None)
+        mine = self.plan(variant).variants[-1].quantizer
+        default = self.plan(SweepVariant(quantizer=variant.quantizer)).variants[-1].quantizer
         a, b = _config_dict(mine), _config_dict(default)
         changed = sum(a.get(k) != b.get(k) for k in set(a) | set(b))
         changed += variant.num_images not in (None, cal.num_images)
@@ -466,9 +467,8 @@ _RULE = (
 )
 
 
-def _config_dict(config: Any) -> dict[str, Any]:
-    to_dict = getattr(config, "to_dict", None)
-    return dict(to_dict()) if callable(to_dict) else {}
+def _config_dict(quantizer: Quantizer | None) -> dict[str, Any]:
+    return dict(quantizer.config.to_dict()) if quantizer is not None else {}
 
 
 def _paired(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Metric]:

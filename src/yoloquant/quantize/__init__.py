@@ -7,6 +7,7 @@
 - ``fp16``: FP16 conversion with FP32 inputs / outputs and decode (for GPUs).
 - ``brevitas``: Brevitas W8 / W4 weights with int8 or float activations, from the PyTorch model (QCDQ ONNX).
 - ``presets``: YOLO precision presets (which parts stay float), shared by all.
+- ``registry``: config type -> quantizer (``quantizer_for(ModelOptConfig.fp8())``), each module registering its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from yoloquant.config import Backend, CalibMethod, Precision, parse_enum
 from yoloquant.errors import ConfigError
 
 if TYPE_CHECKING:
-    from yoloquant.protocols import Quantizer
+    from collections.abc import Callable
+
+    from yoloquant.protocols import Quantizer, QuantizerConfig
+
+    _ConfigMaker = Callable[[Precision, Backend, CalibMethod | None, str | None], QuantizerConfig]
 
 __all__ = ["BREVITAS_PRECISIONS", "QuantizerName", "make_quantizer"]
 
@@ -58,34 +63,46 @@ def make_quantizer(
 ) -> Quantizer:
     """The quantizer for a precision on a backend, with the user's calibration method and keep preset.
 
+    The named quantizer's config is built for the backend, then the registry builds its quantizer
+    (:func:`yoloquant.quantize.registry.quantizer_for`).
+
     Example:
         >>> make_quantizer(Precision.INT8, Backend.ONNXRUNTIME).name
         'ort-static'
     """
+    from yoloquant.quantize.registry import quantizer_for
+
     name = parse_enum(QuantizerName, quantizer, option="quantizer") if quantizer else None
     name = name or default_quantizer_name(precision, backend)
-    if precision is Precision.FP16:
-        return _fp16(name)
-    if name is QuantizerName.BREVITAS or precision in BREVITAS_PRECISIONS:
-        return _brevitas(precision, backend, name, calibration, keep)
-    if name is QuantizerName.MODELOPT:
-        return _modelopt(precision, backend, calibration, keep)
-    if name is QuantizerName.NNCF:
-        return _nncf(precision, backend, calibration, keep)
-    return _ort(precision, backend, calibration, keep)
+    _check_maker(precision, name)
+    return quantizer_for(_CONFIGS[name](precision, backend, calibration, keep))
 
 
-def _fp16(name: QuantizerName) -> Quantizer:
-    from yoloquant.quantize.fp16 import Fp16Converter
-
-    if name is not QuantizerName.FP16:
+def _check_maker(precision: Precision, name: QuantizerName) -> None:
+    """FP16 is made by the fp16 converter and the ``w*a*`` precisions by Brevitas, each by nothing else."""
+    if precision is Precision.FP16 and name is not QuantizerName.FP16:
         msg = f"fp16 variants are made by the fp16 converter, not {name.value!r}; drop quantizer="
         raise ConfigError(msg)
-    return Fp16Converter()
+    if precision is Precision.FP16:
+        return
+    if (name is QuantizerName.BREVITAS) != (precision in BREVITAS_PRECISIONS):
+        made = ", ".join(p.value for p in BREVITAS_PRECISIONS)
+        msg = f"Brevitas makes {made} (and only Brevitas does); got precision {precision.value!r} with {name.value!r}"
+        raise ConfigError(msg)
 
 
-def _ort(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
-    from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
+def _fp16(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> QuantizerConfig:
+    from yoloquant.quantize.fp16 import Fp16Config
+
+    del backend, calibration, keep  # the converter needs no calibration; its decode always stays FP32
+    if precision is not Precision.FP16:
+        msg = f"the fp16 converter makes fp16 only, not {precision}; drop quantizer='fp16'"
+        raise ConfigError(msg)
+    return Fp16Config()
+
+
+def _ort(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> QuantizerConfig:
+    from yoloquant.quantize.ort_static import OrtQuantConfig
     from yoloquant.quantize.presets import KeepPreset
 
     if precision is not Precision.INT8:
@@ -102,11 +119,13 @@ def _ort(precision: Precision, backend: Backend, calibration: CalibMethod | None
         head = preset in (KeepPreset.HEAD, KeepPreset.HEAD_AND_FIRST)
         first = preset is KeepPreset.HEAD_AND_FIRST
         config = dataclasses.replace(config, keep_head_convs_float=head, keep_first_conv_float=first)
-    return OrtStaticQuantizer(config)
+    return config
 
 
-def _modelopt(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
-    from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
+def _modelopt(
+    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None
+) -> QuantizerConfig:
+    from yoloquant.quantize.modelopt import ModelOptConfig
 
     if precision is Precision.FP8:
         base = ModelOptConfig.fp8()
@@ -114,17 +133,16 @@ def _modelopt(precision: Precision, backend: Backend, calibration: CalibMethod |
         base = ModelOptConfig.openvino()
     else:
         base = ModelOptConfig.int8()
-    config = dataclasses.replace(
+    return dataclasses.replace(
         base,
         mode=precision,
         calibration=calibration or base.calibration,
         keep=keep or base.keep,  # type: ignore[arg-type]  # validated by ModelOptConfig
     )
-    return ModelOptQuantizer(config)
 
 
-def _nncf(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> Quantizer:
-    from yoloquant.quantize.nncf import NncfConfig, NncfQuantizer
+def _nncf(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> QuantizerConfig:
+    from yoloquant.quantize.nncf import NncfConfig
 
     if precision is not Precision.INT8 or backend is not Backend.OPENVINO:
         msg = (
@@ -136,18 +154,14 @@ def _nncf(precision: Precision, backend: Backend, calibration: CalibMethod | Non
     if calibration is not None:
         msg = f"NNCF chooses its own activation ranges (its preset), not {calibration.value!r}; drop calibration="
         raise ConfigError(msg)
-    return NncfQuantizer(NncfConfig() if keep is None else NncfConfig(keep=keep))  # type: ignore[arg-type]
+    return NncfConfig() if keep is None else NncfConfig(keep=keep)  # type: ignore[arg-type]
 
 
 def _brevitas(
-    precision: Precision, backend: Backend, name: QuantizerName, calibration: CalibMethod | None, keep: str | None
-) -> Quantizer:
-    from yoloquant.quantize.brevitas import ActScale, BrevitasConfig, BrevitasQuantizer
+    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None
+) -> QuantizerConfig:
+    from yoloquant.quantize.brevitas import ActScale, BrevitasConfig
 
-    if name is not QuantizerName.BREVITAS or precision not in BREVITAS_PRECISIONS:
-        made = ", ".join(p.value for p in BREVITAS_PRECISIONS)
-        msg = f"Brevitas makes {made} (and only Brevitas does); got precision {precision.value!r} with {name.value!r}"
-        raise ConfigError(msg)
     changes: dict[str, object] = {}
     if backend is Backend.TENSORRT:  # symmetric int8 only: TensorRT rejects zero points
         changes |= {"act_zero_point": False, "weight_zero_point": False, "act_scale": ActScale.MSE}
@@ -161,4 +175,14 @@ def _brevitas(
         changes["act_scale"] = ActScale.PERCENTILE
     if keep is not None:
         changes["keep_float"] = keep
-    return BrevitasQuantizer(BrevitasConfig.preset(precision, **changes))
+    return BrevitasConfig.preset(precision, **changes)
+
+
+# Each named quantizer's config for a precision on a backend; the registry turns it into the quantizer.
+_CONFIGS: dict[QuantizerName, _ConfigMaker] = {
+    QuantizerName.ORT: _ort,
+    QuantizerName.MODELOPT: _modelopt,
+    QuantizerName.FP16: _fp16,
+    QuantizerName.BREVITAS: _brevitas,
+    QuantizerName.NNCF: _nncf,
+}

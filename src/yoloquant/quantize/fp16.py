@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Precision, _Serializable
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize.graph import find_head
+from yoloquant.quantize.registry import register
 
 __all__ = ["Fp16Config", "Fp16Converter"]
 
@@ -87,6 +88,12 @@ class Fp16Converter:
 
     config: Fp16Config = Fp16Config()
     name: str = "fp16"
+    needs_calibration: ClassVar[bool] = False  # the run gathers no calibration images for it
+
+    def with_progress(self, enabled: bool) -> Self:
+        """This converter: it shows no progress."""
+        del enabled
+        return self
 
     def quantize(self, model: OnnxModel, data: CalibrationSet | None, out_dir: Path) -> QdqModel:
         """Same as :meth:`convert`; ``data`` is ignored (FP16 needs no calibration)."""
@@ -317,3 +324,6 @@ def _by_op(graph: Any, half_names: set[str], half: bool) -> dict[str, list[str]]
         if (node.name in names) == half and (half or node.op_type not in _SHAPE_OPS):
             out[node.op_type].append(node.name)
     return dict(out)
+
+
+register(Fp16Config, Fp16Converter, precision=Precision.FP16)

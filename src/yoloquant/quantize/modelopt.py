@@ -34,7 +34,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, par
 from yoloquant.errors import ConfigError, MissingDependencyError, QuantizationError
 from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize.presets import KeepPreset, resolve_keep
+from yoloquant.quantize.registry import register
 
 __all__ = ["ModelOptConfig", "ModelOptQuantizer"]
 
@@ -200,6 +201,12 @@ class ModelOptQuantizer:
 
     config: ModelOptConfig = field(default_factory=ModelOptConfig)
     name: ClassVar[str] = "modelopt"
+    needs_calibration: ClassVar[bool] = True
+
+    def with_progress(self, enabled: bool) -> Self:
+        """This quantizer: ModelOpt runs in a subprocess whose log goes to the logger, not to progress bars."""
+        del enabled
+        return self
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:
         """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``): preset + ``exclude``."""
@@ -306,3 +313,6 @@ class ModelOptQuantizer:
         reason = error.get("message", f"exit status {proc.returncode} (out of memory?)")
         msg = f"ModelOpt {self.config.mode.value} quantization of {artifact.name} failed: {reason}"
         raise QuantizationError(msg, artifact=artifact) from cause
+
+
+register(ModelOptConfig, ModelOptQuantizer, precision=lambda config: config.mode)

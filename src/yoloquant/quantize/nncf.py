@@ -31,10 +31,10 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize._target import int8_target
 from yoloquant.quantize.presets import KeepPreset, resolve_keep
+from yoloquant.quantize.registry import register
 
 __all__ = ["NncfConfig", "NncfPreset", "NncfQuantizer"]
 
@@ -130,6 +131,11 @@ class NncfQuantizer:
     config: NncfConfig = field(default_factory=NncfConfig)
     progress: bool = field(default=True, compare=False)  # display only: equal quantizers share one model
     name: ClassVar[str] = "nncf"
+    needs_calibration: ClassVar[bool] = True
+
+    def with_progress(self, enabled: bool) -> Self:
+        """This quantizer with NNCF's own progress output on or off."""
+        return replace(self, progress=enabled)
 
     def ignored_names(self, model: Any) -> tuple[str, ...]:
         """The nodes kept float in ``model`` (an ``onnx.ModelProto``): decode path, preset, ``exclude``."""
@@ -187,3 +193,6 @@ class NncfQuantizer:
             except Exception as exc:  # nncf raises its own and onnxruntime's exception types
                 msg = f"NNCF quantization of {model.path.name} failed: {exc}"
                 raise QuantizationError(msg, artifact=model.path) from exc
+
+
+register(NncfConfig, NncfQuantizer, precision=Precision.INT8)

@@ -25,9 +25,9 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, par
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
 from yoloquant.quantize._target import int8_target
+from yoloquant.quantize.registry import register
 
 __all__ = ["DEFAULT_OP_TYPES", "OrtQuantConfig", "OrtStaticQuantizer"]
 
@@ -255,6 +256,11 @@ class OrtStaticQuantizer:
     config: OrtQuantConfig = field(default_factory=OrtQuantConfig)
     progress: bool = field(default=True, compare=False)  # display only: equal quantizers share one model
     name: ClassVar[str] = "ort-static"
+    needs_calibration: ClassVar[bool] = True
+
+    def with_progress(self, enabled: bool) -> Self:
+        """This quantizer with its calibration progress bar on or off."""
+        return replace(self, progress=enabled)
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:
         """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``)."""
@@ -333,3 +339,6 @@ class OrtStaticQuantizer:
             except Exception as exc:  # onnxruntime raises plain Exceptions of several types
                 msg = f"ONNX Runtime static quantization of {src.name} failed: {exc}"
                 raise QuantizationError(msg, artifact=src) from exc
+
+
+register(OrtQuantConfig, OrtStaticQuantizer, precision=Precision.INT8)

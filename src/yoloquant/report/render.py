@@ -170,10 +170,10 @@ def _quantization_lines(v: VariantResult) -> list[str]:
 
 
 def _budget_lines(q: dict[str, Any]) -> list[str]:
-    """The outcome of an accuracy-budget search (``ort-budget``), from the quantizer's config."""
+    """The outcome of an accuracy-budget search, from the config a budgeted quantizer records (its budget, result)."""
     config = q.get("config") or {}
     budget, found = config.get("budget"), config.get("result")
-    if q.get("quantizer") != "ort-budget" or not budget or not found:
+    if not budget or not found:
         return []
     where = f"{budget['eval_source']} ({budget['num_images'] or 'all'} images from #{budget['offset']})"
     groups = ", ".join(f"`{g}`" for g in found["float_groups"]) or "none"

@@ -17,6 +17,8 @@ import numpy as np
 from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo, OnnxModel
+from yoloquant.backends.registry import register_runtime
+from yoloquant.config import Backend
 from yoloquant.errors import ConfigError, EngineBuildError, InferenceError
 
 __all__ = [
@@ -177,3 +179,10 @@ class OpenVinoEngineBuilder:
                 signed,
             )
         return OpenVinoEngine(compiled, model.info, self.device)
+
+
+def _build(model: OnnxModel, threads: int | None) -> OpenVinoEngine:
+    return OpenVinoEngineBuilder(threads=threads).build(model)
+
+
+register_runtime(Backend.OPENVINO, _build, check=check_runtime)

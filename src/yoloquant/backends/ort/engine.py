@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,8 +13,12 @@ from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends import PROVIDERS
+from yoloquant.backends.registry import register_runtime
 from yoloquant.config import Backend
 from yoloquant.errors import EngineBuildError, InferenceError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from yoloquant.protocols import Engine
 
 __all__ = ["OrtEngine", "OrtEngineBuilder", "check_provider", "log_errors_only"]
 
@@ -165,3 +169,19 @@ class OrtEngineBuilder:
         if session.get_providers()[0] != provider:
             log.warning("%s fell back to %s for %s", provider, session.get_providers(), model.path)
         return OrtEngine(session, model.info, model.path)
+
+
+def _build(model: OnnxModel, threads: int | None) -> OrtEngine:
+    return OrtEngineBuilder(backend=Backend.ONNXRUNTIME, threads=threads).build(model)
+
+
+def _build_cuda(model: OnnxModel, threads: int | None) -> Engine:
+    from yoloquant.backends.ort.cuda import CudaEngineBuilder
+
+    del threads  # the CUDA provider runs on the GPU: CPU threads do not apply
+    return CudaEngineBuilder().build(model)
+
+
+# this module registers both of ONNX Runtime's providers (cuda.py is the CUDA engine itself)
+register_runtime(Backend.ONNXRUNTIME, _build, check=lambda: check_provider(PROVIDERS[Backend.ONNXRUNTIME]))
+register_runtime(Backend.CUDA, _build_cuda, check=lambda: check_provider(PROVIDERS[Backend.CUDA]))

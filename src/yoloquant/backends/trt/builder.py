@@ -33,7 +33,8 @@ from typing import Any
 
 from yoloquant._optional import require
 from yoloquant.artifacts import OnnxModel, QdqModel, file_sha256
-from yoloquant.config import Precision, _Serializable, parse_enum
+from yoloquant.backends.registry import register_runtime
+from yoloquant.config import Backend, Precision, _Serializable, parse_enum
 from yoloquant.errors import ConfigError, EngineBuildError
 
 __all__ = ["ENGINE_FORMAT", "TrtBuildConfig", "TrtEngineBuilder", "TrtEngineFile", "write_atomic"]
@@ -284,3 +285,15 @@ def _gpu_name() -> str | None:
         return None
     name = props.name
     return name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
+
+
+def _build(model: OnnxModel, threads: int | None) -> Any:
+    del threads  # TensorRT runs on the GPU: CPU threads do not apply
+    return TrtEngineBuilder().build(model)
+
+
+def _check() -> None:
+    require("tensorrt")
+
+
+register_runtime(Backend.TENSORRT, _build, check=_check)

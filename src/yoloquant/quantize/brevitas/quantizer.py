@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
-from yoloquant.config import Precision
+from yoloquant.config import Precision, parse_enum
 from yoloquant.errors import ConfigError
 from yoloquant.quantize.brevitas import ptq
 from yoloquant.quantize.brevitas.config import BrevitasConfig, Rounding
 from yoloquant.quantize.brevitas.export import export_qcdq
 from yoloquant.quantize.brevitas.train import QatConfig, QatStats, finetune
 from yoloquant.quantize.brevitas.unfold import fold_batchnorm, unfold_batchnorm
+from yoloquant.quantize.registry import register
 
 __all__ = ["BrevitasQuantizer"]
 
@@ -52,9 +53,15 @@ class BrevitasQuantizer:
             )
             raise ConfigError(msg)
 
+    needs_calibration: ClassVar[bool] = True
+
     @property
     def name(self) -> str:
         return "brevitas"
+
+    def with_progress(self, enabled: bool) -> Self:
+        """This quantizer with its calibration / QAT progress bars on or off."""
+        return replace(self, progress=enabled)
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         if model.checkpoint is None:
@@ -164,3 +171,11 @@ def _nodes(model: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         target = quantized if weight is not None and weight.op_type == "DequantizeLinear" else floats
         target.setdefault(node.op_type, []).append(node.name)
     return quantized, floats
+
+
+def _precision(config: BrevitasConfig) -> Precision:
+    """``w8a16`` etc.: the precision named by the config's weight / activation bits."""
+    return parse_enum(Precision, config.name, option="Brevitas precision (weight_bits / act_bits)")
+
+
+register(BrevitasConfig, BrevitasQuantizer, precision=_precision)

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from yoloquant._io import atomic_path
 from yoloquant._optional import available, require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
@@ -258,9 +259,8 @@ class ModelOptQuantizer:
                 moved = unsigned.rewrite_for_openvino(qmodel, source, data)
                 log.info("rewrote %d int8 activation Q/DQ pairs to uint8 for OpenVINO", moved)
             graph.copy_metadata(source, qmodel)
-            staged = Path(tmp) / target.name
-            onnx.save(qmodel, str(staged))
-            os.replace(staged, target)
+            with atomic_path(target) as staged:
+                onnx.save(qmodel, str(staged))
         quantized, floats = graph.classify_qdq_nodes(qmodel)
         seconds = time.perf_counter() - start
         log.info("ModelOpt %s done in %.1f s: %s", cfg.mode.value, seconds, target)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from yoloquant._cpu import saturates_u8s8
-from yoloquant._io import disk_full_cause
+from yoloquant._io import atomic_path, disk_full_cause
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
@@ -283,9 +282,8 @@ class OrtStaticQuantizer:
             self._run_ort(src, qpath, data, model.info.input_name, keep_float)
             qmodel = onnx.load(str(qpath))
             graph.copy_metadata(onnx.load(str(model.path), load_external_data=False), qmodel)
-            staged = Path(tmp) / target.name
-            onnx.save(qmodel, str(staged))
-            os.replace(staged, target)
+            with atomic_path(target) as staged:
+                onnx.save(qmodel, str(staged))
         quantized, floats = graph.classify_qdq_nodes(qmodel)
         return QdqModel(
             path=target,

@@ -170,7 +170,9 @@ class CalibrationSet:
 
     def batches(self, batch_size: int = 1) -> list[np.ndarray]:
         """float32 ``[B, 3, H, W]`` batches scaled to [0, 1], as the model expects."""
-        return [self.images[i : i + batch_size].astype(np.float32) / 255.0 for i in range(0, len(self), batch_size)]
+        from yoloquant.data.letterbox import normalize_pixels  # yoloquant.data imports this module
+
+        return [normalize_pixels(self.images[i : i + batch_size]) for i in range(0, len(self), batch_size)]
 
     def describe(self) -> str:
         return json.dumps({"images": len(self), "shape": list(self.images.shape), "digest": self.digest[:12]})

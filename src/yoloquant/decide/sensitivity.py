@@ -34,6 +34,7 @@ from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel
 from yoloquant.config import EvalConfig, HeadType, _Serializable
+from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.decide._files import pyplot, save_figure
 from yoloquant.decide._ortcache import SharedCalibration
 from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
@@ -226,7 +227,7 @@ class _Proxy:
 
     def __init__(self, model: OnnxModel, images: np.ndarray) -> None:
         self.model = model
-        self.batches = [images[i : i + 1].astype(np.float32) / 255.0 for i in range(len(images))]
+        self.batches = [normalize_pixels(images[i : i + 1]) for i in range(len(images))]
         self.reference = self.outputs(model)
         self.signal = np.stack(
             [_per_image(np.asarray(r, np.float64) ** 2) for r in self.reference]

@@ -316,12 +316,12 @@ class Sweep:
     def _input(self, engines: dict[str, Any]) -> Any:
         from yoloquant.data.datasets import load_dataset
         from yoloquant.data.images import read_image
-        from yoloquant.data.letterbox import preprocess
+        from yoloquant.data.letterbox import normalize_pixels, preprocess
 
         _, ev = self._parts()
         image = load_dataset(ev.source, split=ev.split, labels=False).select(1, ev.offset).images[0]
         chw, _ = preprocess(read_image(image), next(iter(engines.values())).info.imgsz[0])
-        return (chw[None].astype("float32") / 255.0).copy()
+        return normalize_pixels(chw[None])
 
     def _candidate(
         self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None

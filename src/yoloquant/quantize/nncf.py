@@ -40,6 +40,7 @@ from yoloquant._io import atomic_path
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, Precision, _Serializable, parse_enum
+from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize._target import int8_target
@@ -101,7 +102,7 @@ class _Images:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self._data)):
-            yield self._data.images[i : i + 1].astype(np.float32) / np.float32(255.0)
+            yield normalize_pixels(self._data.images[i : i + 1])
 
 
 @contextlib.contextmanager

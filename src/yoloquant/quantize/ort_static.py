@@ -35,6 +35,7 @@ from yoloquant._io import atomic_path, disk_full_cause
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
+from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
 from yoloquant.quantize._target import int8_target
@@ -179,7 +180,7 @@ class CalibrationReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._pos >= self._end:
             return None
-        image = self._data.images[self._pos : self._pos + 1].astype(np.float32) / 255.0
+        image = normalize_pixels(self._data.images[self._pos : self._pos + 1])
         self._pos += 1
         if self._bar is not None:
             self._bar.update(1)

@@ -40,7 +40,7 @@ from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import file_sha256
 from yoloquant.bench.latency import LatencyResult
 from yoloquant.config import BenchConfig, EvalConfig, ExportConfig
-from yoloquant.decide._files import pyplot, save_figure
+from yoloquant.decide._files import new_figure, save_figure
 from yoloquant.decide.ledger import Ledger
 from yoloquant.decide.pareto import (
     Candidate,
@@ -592,8 +592,7 @@ class SweepResult:
         raise ConfigError(msg)
 
     def plot(self, path: Path) -> None:
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = new_figure((7, 4.5))
         for r in self.rows:
             on = r.name in self.pareto
             ax.scatter(r.latency_ms, r.map50_95, c="tab:red" if on else "tab:gray", zorder=3)

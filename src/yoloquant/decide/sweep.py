@@ -291,12 +291,17 @@ class Sweep:
     def measure_latency(
         self, out: Path, entries: dict[str, dict[str, Any]], bench: BenchConfig
     ) -> dict[str, dict[str, Any]]:
-        """Phase 2: time every entry's model in one interleaved run (cached in ``latency.json``)."""
+        """Phase 2: time every entry's model in one interleaved run.
+
+        Cached in ``latency.json`` under the timed models and the benchmark settings: a rerun with other
+        iterations, warmup, threads or batch sizes times again.
+        """
         path = out / "latency.json"
+        key = {"bench": bench.to_dict(), "models": {n: str(e["model_path"]) for n, e in sorted(entries.items())}}
         if path.is_file():
-            cached: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-            if set(cached) == set(entries):
-                return cached
+            cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("key") == json.loads(json.dumps(key)):
+                return dict(cached["latency"])
         from contextlib import ExitStack
 
         from yoloquant.artifacts import OnnxModel
@@ -310,7 +315,7 @@ class Sweep:
             }
             timed = benchmark_interleaved(engines, bench, inputs=self._input(engines), progress=self.progress)
         latency = {n: r[0].to_dict() for n, r in timed.items()}
-        atomic_write_text(path, json.dumps(latency, indent=1) + "\n")
+        atomic_write_text(path, json.dumps({"key": key, "latency": latency}, indent=1) + "\n")
         return latency
 
     def _input(self, engines: dict[str, Any]) -> Any:

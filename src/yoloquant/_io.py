@@ -43,6 +43,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    tmp.unlink()  # keep the unique name only: the writer creates the file with the usual (umask) permissions
     try:
         yield tmp
         replace_durably(tmp, path)
@@ -53,7 +54,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 @contextmanager
 def atomic_open(path: Path) -> Iterator[IO[bytes]]:
     """A binary file that replaces ``path`` (fsync, atomic rename) when the block exits cleanly."""
-    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+    with atomic_path(path) as tmp, tmp.open("xb") as fh:
         yield fh
 
 

@@ -58,3 +58,15 @@ def test_replace_durably_moves_a_finished_file(tmp_path: Path) -> None:
     target.write_bytes(b"old")
     _io.replace_durably(staged, target)
     assert target.read_bytes() == b"x" and not staged.exists()
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path: Path) -> None:
+    """A model written for a server that runs as another user must stay readable as a plain write leaves it."""
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    _io.atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+    with _io.atomic_path(tmp_path / "staged.onnx") as staged:
+        staged.write_bytes(b"x")
+    mode = plain.stat().st_mode & 0o777
+    assert (tmp_path / "atomic.bin").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "staged.onnx").stat().st_mode & 0o777 == mode

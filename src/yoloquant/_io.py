@@ -5,26 +5,63 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "disk_full_cause"]
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "disk_full_cause",
+    "replace_durably",
+]
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+def replace_durably(staged: Path, target: Path) -> None:
+    """fsync the finished file ``staged``, then rename it onto ``target`` (same file system) atomically."""
+    with staged.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(staged, target)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside ``path`` for a library that writes to a path; it becomes ``path`` on a clean exit.
+
+    On an error the temp file is removed and ``path`` is left as it was.
+
+    Example:
+        >>> with atomic_path(Path("model.onnx")) as staged:  # doctest: +SKIP
+        ...     onnx.save(model, str(staged))
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # keep the unique name only: the writer creates the file with the usual (umask) permissions
+    try:
+        yield tmp
+        replace_durably(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` (fsync, atomic rename) when the block exits cleanly."""
+    with atomic_path(path) as tmp, tmp.open("xb") as fh:
+        yield fh
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -12,25 +12,44 @@ from types import ModuleType
 
 from yoloquant.errors import MissingDependencyError
 
-# module -> (human name, extra that installs it)
-_EXTRAS: dict[str, tuple[str, str]] = {
+# top-level package -> (human name, extra that installs it; None for a core dependency of yoloquant itself).
+# A dotted module (``onnxruntime.quantization``) resolves through its top-level package.
+_EXTRAS: dict[str, tuple[str, str | None]] = {
     "onnxruntime": ("ONNX Runtime", "onnxruntime"),
-    "onnxruntime.quantization": ("ONNX Runtime", "onnxruntime"),
     "onnx": ("onnx", "onnxruntime"),
     "cv2": ("OpenCV", "onnxruntime"),
     "pycocotools": ("pycocotools", "onnxruntime"),
-    "pycocotools.coco": ("pycocotools", "onnxruntime"),
-    "pycocotools.cocoeval": ("pycocotools", "onnxruntime"),
     "ultralytics": ("Ultralytics", "ultralytics"),
     "torch": ("PyTorch", "ultralytics"),
-    "modelopt.onnx.quantization": ("NVIDIA ModelOpt", "modelopt"),
+    "torchvision": ("torchvision", "ultralytics"),
+    "PIL": ("Pillow", "ultralytics"),  # Ultralytics depends on Pillow
+    "modelopt": ("NVIDIA ModelOpt", "modelopt"),
     "tensorrt": ("TensorRT", "trt"),
-    "cuda.bindings.runtime": ("cuda-python", "gpu"),
-    "torchvision.ops": ("torchvision", "ultralytics"),
+    "cuda": ("cuda-python", "gpu"),
     "brevitas": ("Brevitas", "brevitas"),
+    "onnxoptimizer": ("onnxoptimizer", "brevitas"),
     "openvino": ("OpenVINO", "openvino"),
     "nncf": ("NNCF", "openvino"),
+    "matplotlib": ("matplotlib", "plot"),
+    "yaml": ("PyYAML", None),
+    "tqdm": ("tqdm", None),
 }
+
+
+def install_hint(module: str) -> str:
+    """The pip command that installs ``module``: its extra, or the package itself when it is in no extra.
+
+    Example:
+        >>> install_hint("onnxruntime.quantization")
+        'pip install "yoloquant[onnxruntime]"'
+    """
+    top = module.split(".", maxsplit=1)[0]
+    if top not in _EXTRAS:
+        return f'pip install "{top}"'
+    name, extra = _EXTRAS[top]
+    if extra is None:
+        return f"{name} is a dependency of yoloquant itself: pip install --force-reinstall yoloquant"
+    return f'pip install "yoloquant[{extra}]"'
 
 
 def require(module: str) -> ModuleType:
@@ -42,8 +61,8 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        name, extra = _EXTRAS.get(module, (module, "all"))
-        msg = f'{name} is not installed (import {module!r} failed: {exc}); pip install "yoloquant[{extra}]"'
+        name = _EXTRAS.get(module.split(".", maxsplit=1)[0], (module, None))[0]
+        msg = f"{name} is not installed (import {module!r} failed: {exc}); {install_hint(module)}"
         raise MissingDependencyError(msg) from exc
 
 

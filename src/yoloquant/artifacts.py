@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,17 +57,6 @@ class ModelInfo:
     @property
     def num_classes(self) -> int:
         return len(self.names)
-
-    def to_metadata(self) -> dict[str, str]:
-        """ONNX metadata_props entries, in the keys and formats Ultralytics uses plus ours."""
-        return {
-            "names": str(self.names),
-            "imgsz": str(list(self.imgsz)),
-            "stride": str(self.stride),
-            "task": self.task,
-            "end2end": str(self.head is HeadType.END2END),
-            f"{META_PREFIX}head": self.head.value,
-        }
 
     @classmethod
     def from_onnx(cls, path: Path) -> ModelInfo:
@@ -170,7 +158,6 @@ class CalibrationSet:
 
     def batches(self, batch_size: int = 1) -> list[np.ndarray]:
         """float32 ``[B, 3, H, W]`` batches scaled to [0, 1], as the model expects."""
-        return [self.images[i : i + batch_size].astype(np.float32) / 255.0 for i in range(0, len(self), batch_size)]
+        from yoloquant.data.letterbox import normalize_pixels  # yoloquant.data imports this module
 
-    def describe(self) -> str:
-        return json.dumps({"images": len(self), "shape": list(self.images.shape), "digest": self.digest[:12]})
+        return [normalize_pixels(self.images[i : i + batch_size]) for i in range(0, len(self), batch_size)]

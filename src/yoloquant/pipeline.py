@@ -213,6 +213,8 @@ class QuantPipeline:
             granularity=granularity,
             budget_data=budget_data,
         )
+        if variant in self.variants:  # a re-run notebook cell adds the same variant again
+            return self
         if any(v.name == variant.name for v in self.variants):
             msg = f"the plan already has a variant {variant.name!r}; pass name= or another backend / precision"
             raise ConfigError(msg)

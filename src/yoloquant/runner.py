@@ -296,10 +296,10 @@ def _benchmark(plan: QuantPipeline, engines: dict[str, Engine], data: Dataset | 
 def _real_input(data: Dataset, imgsz: int) -> np.ndarray:
     """The first evaluation image, preprocessed: realistic activations for timing."""
     from yoloquant.data.images import read_image
-    from yoloquant.data.letterbox import preprocess
+    from yoloquant.data.letterbox import normalize_pixels, preprocess
 
     chw, _ = preprocess(read_image(data.images[0]), imgsz)
-    return (chw[None].astype(np.float32) / 255.0).copy()
+    return normalize_pixels(chw[None])
 
 
 def _variant_result(

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from yoloquant import ConfigError, EngineBuildError, Precision
+from yoloquant._io import atomic_write_bytes
 from yoloquant.artifacts import file_sha256
 from yoloquant.backends.trt import TrtBuildConfig, TrtEngineFile, audit_engine_json
-from yoloquant.backends.trt.builder import ENGINE_FORMAT, write_atomic
+from yoloquant.backends.trt.builder import ENGINE_FORMAT
 from yoloquant.backends.trt.inspect import tensor_precision
 
 TRT10_JSON = {
@@ -84,13 +85,13 @@ def test_build_config_validates_and_round_trips() -> None:
 
 def test_engine_file_sidecar_is_checked(tmp_path: Path) -> None:
     engine = tmp_path / "m.engine"
-    write_atomic(engine, b"serialized engine bytes")
+    atomic_write_bytes(engine, b"serialized engine bytes")
     with pytest.raises(EngineBuildError, match="missing"):
         TrtEngineFile.load(engine)
     sidecar = tmp_path / "m.engine.json"
-    write_atomic(sidecar, json.dumps({"format": ENGINE_FORMAT, "engine_sha256": file_sha256(engine)}).encode())
+    atomic_write_bytes(sidecar, json.dumps({"format": ENGINE_FORMAT, "engine_sha256": file_sha256(engine)}).encode())
     assert TrtEngineFile.load(engine).metadata["format"] == ENGINE_FORMAT
-    write_atomic(engine, b"truncated")
+    atomic_write_bytes(engine, b"truncated")
     with pytest.raises(EngineBuildError, match="modified or truncated"):
         TrtEngineFile.load(engine)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]  # no temp files left

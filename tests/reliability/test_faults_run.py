@@ -701,10 +701,10 @@ def test_a_full_disk_under_the_calibration_cache_only_costs_the_cache(
     from yoloquant.artifacts import ModelInfo
     from yoloquant.data import calibration
 
-    def full(array: np.ndarray, path: Path) -> None:
+    def full(path: Path) -> object:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(calibration, "_save_atomic", full)
+    monkeypatch.setattr(calibration, "atomic_open", full)
     calibrator = calibration.ImageCalibrator(source=IMAGES, num_images=2, cache_dir=tmp_path / "c", progress=False)
     data = calibrator.calibrate(ModelInfo.from_onnx(yolov8n_onnx))
     assert data.images.shape == (2, 3, 640, 640)

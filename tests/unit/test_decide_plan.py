@@ -78,3 +78,50 @@ def test_sweep_refuses_a_base_that_analyzes_sensitivity(yolov8n_pt: Path) -> Non
     base = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("imgs").evaluate("e.yaml").analyze_sensitivity()
     with pytest.raises(ConfigError, match=r"must not \.analyze_sensitivity"):
         Sweep(base).grid(calibration=["minmax"])
+
+
+def test_sweep_latency_cache_is_keyed_by_the_benchmark_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun with other --iterations / warmup / threads / batch sizes times again; the same settings reuse it."""
+    import contextlib
+    from dataclasses import dataclass
+    from typing import Any
+
+    from yoloquant.artifacts import OnnxModel
+    from yoloquant.config import BenchConfig
+
+    calls: list[BenchConfig] = []
+
+    @dataclass
+    class Timing:
+        iterations: int
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"p50": 1.0, "iterations": self.iterations}
+
+    def fake_benchmark(engines: dict[str, Any], config: BenchConfig, **_: Any) -> dict[str, list[Timing]]:
+        calls.append(config)
+        return {n: [Timing(config.iterations)] for n in engines}
+
+    class Builder:
+        def __init__(self, threads: int | None) -> None:
+            pass
+
+        def build(self, model: Any) -> contextlib.AbstractContextManager[Any]:
+            return contextlib.nullcontext(model)
+
+    monkeypatch.setattr("yoloquant.bench.latency.benchmark_interleaved", fake_benchmark)
+    monkeypatch.setattr("yoloquant.backends.ort.OrtEngineBuilder", Builder)
+    monkeypatch.setattr(OnnxModel, "load", staticmethod(lambda path: path))
+    monkeypatch.setattr(Sweep, "_input", lambda self, engines: None)
+    sweep = Sweep(QuantPipeline.from_onnx("m.onnx"), progress=False)
+    entries = {"fp32": {"model_path": str(tmp_path / "a.onnx")}, "int8": {"model_path": str(tmp_path / "b.onnx")}}
+
+    first = sweep.measure_latency(tmp_path, entries, BenchConfig(iterations=20))
+    assert sweep.measure_latency(tmp_path, entries, BenchConfig(iterations=20)) == first
+    assert len(calls) == 1
+    assert sweep.measure_latency(tmp_path, entries, BenchConfig(iterations=50))["int8"]["iterations"] == 50
+    for other in (BenchConfig(iterations=50, warmup=3), BenchConfig(iterations=50, threads=1)):
+        sweep.measure_latency(tmp_path, entries, other)
+    assert len(calls) == 4

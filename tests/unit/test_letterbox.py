@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from yoloquant.data.images import list_images, read_image
-from yoloquant.data.letterbox import LetterboxMeta, preprocess, scale_boxes
+from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_boxes
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 cv2 = pytest.importorskip("cv2")
@@ -84,3 +84,24 @@ def test_hand_computed_letterbox() -> None:
     assert (chw[:, :16] == 114).all() and (chw[:, 48:] == 114).all()  # gray bands above and below
     back = scale_boxes(np.array([[0.0, 16.0, 64.0, 48.0], [-5.0, 0.0, 70.0, 64.0]]), meta)
     np.testing.assert_allclose(back, [[0, 0, 200, 100], [0, 0, 200, 100]])  # second one clipped
+
+
+def test_normalize_pixels_is_bit_identical_to_float32_division() -> None:
+    every = np.arange(256, dtype=np.uint8)
+    out = normalize_pixels(every)
+    assert out.dtype == np.float32
+    # independent reference: exact rational x/255 rounded once to the nearest float32
+    reference = np.array([np.float32(np.float64(x) / 255.0) for x in range(256)], np.float32)
+    assert out.tobytes() == reference.tobytes()
+    assert out[0] == 0.0 and out[255] == 1.0
+    torch = pytest.importorskip("torch")  # what Ultralytics' validator computes: img.float() / 255
+    assert out.tobytes() == (torch.from_numpy(every).float() / 255).numpy().tobytes()
+
+
+def test_normalize_pixels_of_a_view_is_contiguous_and_unchanged() -> None:
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (1, 8, 6, 3), dtype=np.uint8)
+    view = hwc.transpose(0, 3, 1, 2)[:, ::-1]  # a strided view, as a CHW / RGB flip gives
+    out = normalize_pixels(view)
+    assert out.flags.c_contiguous and out.shape == (1, 3, 8, 6)
+    assert out.tobytes() == np.ascontiguousarray(view.astype(np.float32) / 255.0).tobytes()  # the code it replaced

@@ -56,7 +56,7 @@ def test_plan_is_json_data(yolov8n_pt: Path) -> None:
 def test_duplicate_variant_and_unknown_options_are_config_errors(yolov8n_pt: Path) -> None:
     pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8")
     with pytest.raises(ConfigError, match="already has a variant 'int8'"):
-        pipe.quantize("int8")
+        pipe.quantize("int8", calibration="minmax", keep="none", name="int8")
     with pytest.raises(ConfigError, match="unknown precision 'int4'"):
         pipe.quantize("int4")
     with pytest.raises(ConfigError, match="unknown backend 'directml'"):
@@ -69,6 +69,14 @@ def test_duplicate_variant_and_unknown_options_are_config_errors(yolov8n_pt: Pat
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize("fp8", quantizer="ort")
     with pytest.raises(ConfigError, match="unknown quantizer 'tflite'"):
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", quantizer="tflite")
+
+
+def test_adding_the_same_variant_again_is_a_no_op(yolov8n_pt: Path) -> None:
+    """A notebook cell ``p = p.quantize("int8")`` run twice leaves one int8 variant."""
+    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8")
+    again = pipe.quantize("int8")
+    assert again is pipe
+    assert [v.name for v in again.quantize("int8", backend="onnxruntime").variants] == ["fp32", "int8"]
 
 
 def test_variant_names_say_what_differs_from_the_defaults(yolov8n_pt: Path) -> None:

@@ -119,6 +119,46 @@ def test_classify_qdq_nodes_counts_dequantized_inputs() -> None:
     assert floats == {"Conv": ["float_conv"], "Sigmoid": ["float_sigmoid"]}
 
 
+def test_classify_qdq_nodes_weight_only_and_qcdq_clips() -> None:
+    """Brevitas layouts: W8A16 (weights through DQ, float activations) and QCDQ (Q -> Clip -> DQ)."""
+    f32 = np.float32
+    inits = [
+        _init("x_scale", np.array(0.01, f32)),
+        _init("x_zp", np.array(0, np.int8)),
+        _init("lo", np.array(-127, np.int8)),
+        _init("hi", np.array(127, np.int8)),
+        _init("w_q", np.ones((4, 3, 1, 1), np.int8)),
+        _init("w_scale", np.full(4, 0.1, f32)),
+        _init("w_zp", np.zeros(4, np.int8)),
+        _init("w_float", np.ones((4, 4, 1, 1), f32)),
+        _init("six", np.array(6.0, f32)),
+        _init("zero", np.array(0.0, f32)),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"], name="wdq", axis=0),
+        helper.make_node("Conv", ["images", "w"], ["c"], name="w8_conv"),  # float input, int8 weight
+        helper.make_node("Conv", ["c", "w_float"], ["d"], name="float_conv"),
+        helper.make_node("Clip", ["d", "zero", "six"], ["e"], name="relu6"),  # a float Clip, not part of a QCDQ
+        helper.make_node("QuantizeLinear", ["e", "x_scale", "x_zp"], ["eq"], name="q"),
+        helper.make_node("Clip", ["eq", "lo", "hi"], ["ec"], name="qcdq_clip"),
+        helper.make_node("DequantizeLinear", ["ec", "x_scale", "x_zp"], ["out"], name="dq"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "qcdq",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
+    model = helper.make_model(g)
+    assert classify_qdq_nodes(model, weight_only=True) == (
+        {"Conv": ["w8_conv"]},
+        {"Conv": ["float_conv"], "Clip": ["relu6"]},
+    )
+    # with int8 activations expected, a conv whose input is float is not an integer kernel
+    assert classify_qdq_nodes(model) == ({}, {"Conv": ["w8_conv", "float_conv"], "Clip": ["relu6"]})
+
+
 # --- real Ultralytics graphs: v8 (DFL), 11 (DFL, random weights from the yaml), 26 (end-to-end) -------
 
 

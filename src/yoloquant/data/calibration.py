@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from yoloquant._io import atomic_open
 from yoloquant.artifacts import CalibrationSet, ModelInfo
 from yoloquant.data.datasets import load_dataset
 from yoloquant.data.images import read_image
@@ -53,18 +53,6 @@ def _digest(files: tuple[Path, ...], imgsz: tuple[int, int]) -> str:
             msg = f"cannot read calibration image {f}: {exc}"
             raise DataError(msg) from exc
     return h.hexdigest()
-
-
-def _save_atomic(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +104,8 @@ class ImageCalibrator:
                 log.warning("ignoring unreadable calibration cache %s: %s", cache, exc)
         images = self._preprocess(dataset.images, h)
         try:
-            _save_atomic(images, cache)
+            with atomic_open(cache) as fh:
+                np.save(fh, images, allow_pickle=False)
         except OSError as exc:  # a cache that cannot be written (full disk, read-only) only costs the next run time
             log.warning(
                 "calibration images not cached in %s (%s); set YOLOQUANT_CACHE to a writable folder", cache.parent, exc

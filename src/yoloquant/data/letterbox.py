@@ -16,7 +16,7 @@ import numpy as np
 
 from yoloquant._optional import require
 
-__all__ = ["PREPROCESS_VERSION", "LetterboxMeta", "preprocess", "scale_boxes"]
+__all__ = ["PREPROCESS_VERSION", "LetterboxMeta", "normalize_pixels", "preprocess", "scale_boxes"]
 
 # Bump when the pixels preprocess() produces change; it is part of the calibration cache key.
 PREPROCESS_VERSION = "ultralytics-8.4-val-letterbox-v1"
@@ -98,6 +98,18 @@ def preprocess(
         padded, gain, pad = _letterbox(image_bgr, imgsz, scaleup=True)
     chw = np.ascontiguousarray(padded.transpose(2, 0, 1)[::-1])
     return chw, LetterboxMeta(shape=(h0, w0), gain=gain, pad=pad)
+
+
+def normalize_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels (``[B, 3, H, W]`` from :func:`preprocess`) -> the float32 model input in [0, 1], C-contiguous.
+
+    The division is ``float32(x) / float32(255)``, as Ultralytics scales its input (``img.float() / 255``).
+
+    Example:
+        >>> normalize_pixels(np.array([0, 51, 255], np.uint8)).tolist()
+        [0.0, 0.20000000298023224, 1.0]
+    """
+    return np.ascontiguousarray(pixels, dtype=np.float32) / np.float32(255.0)
 
 
 def scale_boxes(boxes_xyxy: np.ndarray, meta: LetterboxMeta) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""A lazily imported, headless matplotlib, and figures written atomically."""
+"""Figures without pyplot (the caller's matplotlib backend is left alone), written atomically."""
 
 from __future__ import annotations
 
@@ -9,22 +9,20 @@ from typing import Any
 from yoloquant._io import atomic_write_bytes
 from yoloquant._optional import require
 
-__all__ = ["pyplot", "save_figure"]
+__all__ = ["new_figure", "save_figure"]
 
 
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (no display; set before pyplot is first imported)."""
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg")
-    return require("matplotlib.pyplot")
+def new_figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A ``matplotlib.figure.Figure`` and its one Axes, outside pyplot: no global backend switch, no figure registry.
+
+    A notebook that uses an interactive backend keeps it; the figure renders through Agg when saved.
+    """
+    fig = require("matplotlib.figure").Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Render ``fig`` to PNG in memory, write it atomically and close it."""
-    plt = pyplot()
+    """Render ``fig`` to PNG in memory and write it atomically."""
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())

@@ -34,7 +34,8 @@ from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel
 from yoloquant.config import EvalConfig, HeadType, _Serializable
-from yoloquant.decide._files import pyplot, save_figure
+from yoloquant.data.letterbox import normalize_pixels
+from yoloquant.decide._files import new_figure, save_figure
 from yoloquant.decide._ortcache import SharedCalibration
 from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
 from yoloquant.decide.metrics import output_errors
@@ -199,9 +200,8 @@ class SensitivityReport:
 
     def plot(self, path: Path, top: int = 30) -> None:
         """Bar chart of the proxy SQNR of the ``top`` most sensitive groups (PNG)."""
-        plt = pyplot()
         shown = list(self.groups[:top])[::-1]
-        fig, ax = plt.subplots(figsize=(8, 0.28 * len(shown) + 1.2))
+        fig, ax = new_figure((8, 0.28 * len(shown) + 1.2))
         ax.barh([g.group.name for g in shown], [g.score for g in shown], color="tab:red")
         if self.int8_sqnr_db:
             ax.axvline(min(self.int8_sqnr_db), color="k", ls="--", lw=1, label="whole model INT8")
@@ -226,7 +226,7 @@ class _Proxy:
 
     def __init__(self, model: OnnxModel, images: np.ndarray) -> None:
         self.model = model
-        self.batches = [images[i : i + 1].astype(np.float32) / 255.0 for i in range(len(images))]
+        self.batches = [normalize_pixels(images[i : i + 1]) for i in range(len(images))]
         self.reference = self.outputs(model)
         self.signal = np.stack(
             [_per_image(np.asarray(r, np.float64) ** 2) for r in self.reference]

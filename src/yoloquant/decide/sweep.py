@@ -40,7 +40,7 @@ from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import file_sha256
 from yoloquant.bench.latency import LatencyResult
 from yoloquant.config import BenchConfig, EvalConfig, ExportConfig
-from yoloquant.decide._files import pyplot, save_figure
+from yoloquant.decide._files import new_figure, save_figure
 from yoloquant.decide.ledger import Ledger
 from yoloquant.decide.pareto import (
     Candidate,
@@ -292,12 +292,17 @@ class Sweep:
     def measure_latency(
         self, out: Path, entries: dict[str, dict[str, Any]], bench: BenchConfig
     ) -> dict[str, dict[str, Any]]:
-        """Phase 2: time every entry's model in one interleaved run (cached in ``latency.json``)."""
+        """Phase 2: time every entry's model in one interleaved run.
+
+        Cached in ``latency.json`` under the timed models and the benchmark settings: a rerun with other
+        iterations, warmup, threads or batch sizes times again.
+        """
         path = out / "latency.json"
+        key = {"bench": bench.to_dict(), "models": {n: str(e["model_path"]) for n, e in sorted(entries.items())}}
         if path.is_file():
-            cached: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-            if set(cached) == set(entries):
-                return cached
+            cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("key") == json.loads(json.dumps(key)):
+                return dict(cached["latency"])
         from contextlib import ExitStack
 
         from yoloquant.artifacts import OnnxModel
@@ -311,18 +316,18 @@ class Sweep:
             }
             timed = benchmark_interleaved(engines, bench, inputs=self._input(engines), progress=self.progress)
         latency = {n: r[0].to_dict() for n, r in timed.items()}
-        atomic_write_text(path, json.dumps(latency, indent=1) + "\n")
+        atomic_write_text(path, json.dumps({"key": key, "latency": latency}, indent=1) + "\n")
         return latency
 
     def _input(self, engines: dict[str, Any]) -> Any:
         from yoloquant.data.datasets import load_dataset
         from yoloquant.data.images import read_image
-        from yoloquant.data.letterbox import preprocess
+        from yoloquant.data.letterbox import normalize_pixels, preprocess
 
         _, ev = self._parts()
         image = load_dataset(ev.source, split=ev.split, labels=False).select(1, ev.offset).images[0]
         chw, _ = preprocess(read_image(image), next(iter(engines.values())).info.imgsz[0])
-        return (chw[None].astype("float32") / 255.0).copy()
+        return normalize_pixels(chw[None])
 
     def _candidate(
         self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None
@@ -592,8 +597,7 @@ class SweepResult:
         raise ConfigError(msg)
 
     def plot(self, path: Path) -> None:
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = new_figure((7, 4.5))
         for r in self.rows:
             on = r.name in self.pareto
             ax.scatter(r.latency_ms, r.map50_95, c="tab:red" if on else "tab:gray", zorder=3)

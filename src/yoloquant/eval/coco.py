@@ -25,7 +25,7 @@ from yoloquant._optional import require
 from yoloquant.config import EvalConfig
 from yoloquant.data.datasets import Dataset
 from yoloquant.data.images import read_image
-from yoloquant.data.letterbox import LetterboxMeta, preprocess, scale_boxes
+from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_boxes
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError
 from yoloquant.eval.bootstrap import MatchTable, Metric, interval, paired_delta, resample_weights
@@ -121,7 +121,7 @@ def _predict_all(engine: Engine, dataset: Dataset, config: EvalConfig, progress:
         full = batch
         if fixed and n < config.batch:  # a fixed-batch model needs a full final batch
             full = np.concatenate([batch, np.zeros((config.batch - n, *batch.shape[1:]), batch.dtype)])
-        outputs = engine.infer(full.astype(np.float32) / 255.0)
+        outputs = engine.infer(normalize_pixels(full))
         dets = decode(outputs, engine.info, conf=config.conf, iou=config.iou, max_det=config.max_det)[:n]
         out += [Detections(scale_boxes(d.boxes, m), d.scores, d.classes) for d, m in zip(dets, metas, strict=True)]
     return out

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from yoloquant._io import atomic_path
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.errors import ExportError
 
@@ -30,7 +31,6 @@ class OnnxFileExporter:
         stem = source.stem.removesuffix("-fp32")
         target = out_dir / f"{stem}-fp32.onnx"
         if source.resolve() != target.resolve():
-            tmp = target.with_suffix(".onnx.tmp")
-            shutil.copyfile(source, tmp)
-            tmp.replace(target)
+            with atomic_path(target) as staged:
+                shutil.copyfile(source, staged)
         return OnnxModel(path=target, info=ModelInfo.from_onnx(target))

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yoloquant._io import replace_durably
 from yoloquant._optional import require
 from yoloquant.artifacts import META_PREFIX, ModelInfo, OnnxModel, file_sha256
 from yoloquant.config import ExportConfig
@@ -71,7 +72,7 @@ class UltralyticsExporter:
                 msg = f"{source} is a {model.task!r} model; yoloquant supports detection models for now"
                 raise ExportError(msg, artifact=source)
             _finish(Path(exported), source, self.config)
-            Path(exported).replace(target)
+            replace_durably(Path(exported), target)
         return OnnxModel(path=target, info=ModelInfo.from_onnx(target), checkpoint=source)
 
 

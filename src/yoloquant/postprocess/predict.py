@@ -9,7 +9,7 @@ from typing import TypeAlias
 import numpy as np
 
 from yoloquant.data.images import as_bgr, read_image
-from yoloquant.data.letterbox import preprocess, scale_boxes
+from yoloquant.data.letterbox import normalize_pixels, preprocess, scale_boxes
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, InferenceError
 from yoloquant.postprocess.decode import decode
@@ -68,7 +68,7 @@ def predict(
     out: list[Detections] = []
     for start in range(0, len(prepared), step):
         chunk = prepared[start : start + step]
-        batch = np.stack([x for x, _ in chunk]).astype(np.float32) / 255.0
+        batch = normalize_pixels(np.stack([x for x, _ in chunk]))
         dets = decode(engine.infer(batch), engine.info, conf=conf, iou=iou, max_det=max_det, multi_label=False)
         for d, (_, meta) in zip(dets, chunk, strict=True):
             out.append(Detections(scale_boxes(d.boxes, meta), d.scores, d.classes, names=engine.info.names))

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from yoloquant._io import atomic_path
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Precision, _Serializable
@@ -112,13 +113,11 @@ class Fp16Converter:
         half, full = _convert(proto, self.config)
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-fp16.onnx"
-        tmp = target.with_suffix(".onnx.tmp")
         try:
             onnx.checker.check_model(proto)
-            onnx.save(proto, str(tmp))
-            tmp.replace(target)
+            with atomic_path(target) as staged:
+                onnx.save(proto, str(staged))
         except Exception as exc:  # onnx.checker.ValidationError and I/O errors
-            tmp.unlink(missing_ok=True)
             msg = f"the FP16 model of {model.path} is invalid or could not be written: {exc}"
             raise QuantizationError(msg, artifact=target) from exc
         return QdqModel(

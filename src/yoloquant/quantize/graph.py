@@ -135,24 +135,38 @@ def group_by_op(model: Any, names: Iterable[str]) -> dict[str, list[str]]:
     return dict(out)
 
 
-def classify_qdq_nodes(model: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Split a Q/DQ model's compute nodes into quantized and float ones, by op type.
+def classify_qdq_nodes(model: Any, *, weight_only: bool = False) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Split a Q/DQ (or QCDQ) model's compute nodes into quantized and float ones, by op type.
 
     A node counts as quantized when its data input comes through a DequantizeLinear (and, for convs
-    and matmuls, its weight too): that is the pattern ONNX Runtime fuses into an integer kernel.
-    Q/DQ nodes themselves and constant nodes are in neither map.
+    and matmuls, its weight too): that is the pattern ONNX Runtime fuses into an integer kernel. With
+    ``weight_only`` (float activations, as Brevitas W8A16 / W4A16), a conv or matmul counts as quantized
+    when its weight comes through a DequantizeLinear, and every other node is float. Q/DQ nodes, the
+    Clip of a QCDQ triple (QuantizeLinear -> Clip -> DequantizeLinear) and constant nodes are in neither map.
     """
     graph = model.graph
     producers = _producers(graph)
+
+    def dequantized(tensor: str) -> bool:
+        return producers.get(tensor) is not None and producers[tensor].op_type == "DequantizeLinear"
+
     quantized: dict[str, list[str]] = defaultdict(list)
     floats: dict[str, list[str]] = defaultdict(list)
     for node in graph.node:
-        if node.op_type in QDQ_OPS or node.op_type == "Constant" or not node.input:
+        if node.op_type in QDQ_OPS or node.op_type == "Constant" or not node.input or _is_qcdq_clip(node, producers):
             continue
-        data = [node.input[0]] + (list(node.input[1:2]) if node.op_type in _WEIGHTED_OPS else [])
-        dq = all(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in data)
+        weighted = node.op_type in _WEIGHTED_OPS
+        if weight_only:
+            dq = weighted and len(node.input) > 1 and dequantized(node.input[1])
+        else:
+            dq = all(dequantized(t) for t in [node.input[0]] + (list(node.input[1:2]) if weighted else []))
         (quantized if dq else floats)[node.op_type].append(node.name)
     return dict(quantized), dict(floats)
+
+
+def _is_qcdq_clip(node: Any, producers: dict[str, Any]) -> bool:
+    source = producers.get(node.input[0])
+    return bool(node.op_type == "Clip" and source is not None and source.op_type == "QuantizeLinear")
 
 
 def copy_metadata(source: Any, target: Any) -> None:

@@ -38,9 +38,11 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from yoloquant._io import atomic_path
 from yoloquant._optional import available, require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
+from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, MissingDependencyError, QuantizationError
 from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize.presets import KeepPreset, resolve_keep
@@ -181,7 +183,7 @@ def _main() -> None:
     try:
         moq = importlib.import_module("modelopt.onnx.quantization")
         images = np.load(job["images"], mmap_mode="r")
-        data = np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
+        data = normalize_pixels(images)
         moq.quantize(job["src"], calibration_data=data, output_path=job["dst"], **job["kwargs"])
     except Exception as exc:  # ModelOpt raises assorted types and asserts: hand the parent one line
         error = {"import": isinstance(exc, ImportError), "message": traceback.format_exception_only(exc)[-1].strip()}
@@ -265,9 +267,8 @@ class ModelOptQuantizer:
                 moved = unsigned.rewrite_for_openvino(qmodel, source, data)
                 log.info("rewrote %d int8 activation Q/DQ pairs to uint8 for OpenVINO", moved)
             graph.copy_metadata(source, qmodel)
-            staged = Path(tmp) / target.name
-            onnx.save(qmodel, str(staged))
-            os.replace(staged, target)
+            with atomic_path(target) as staged:
+                onnx.save(qmodel, str(staged))
         quantized, floats = graph.classify_qdq_nodes(qmodel)
         seconds = time.perf_counter() - start
         log.info("ModelOpt %s done in %.1f s: %s", cfg.mode.value, seconds, target)

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -38,9 +36,11 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from yoloquant._io import atomic_path
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, Precision, _Serializable, parse_enum
+from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize._target import int8_target
@@ -103,7 +103,7 @@ class _Images:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self._data)):
-            yield self._data.images[i : i + 1].astype(np.float32) / np.float32(255.0)
+            yield normalize_pixels(self._data.images[i : i + 1])
 
 
 @contextlib.contextmanager
@@ -154,10 +154,8 @@ class NncfQuantizer:
         moved = unsigned.shift_to_uint8(qmodel)
         log.info("NNCF quantized %s; %d activation Q/DQ pairs moved to uint8", model.path.name, moved)
         graph.copy_metadata(source, qmodel)
-        with tempfile.TemporaryDirectory(prefix=".yq-nncf-", dir=out_dir) as tmp:
-            staged = Path(tmp) / target.name
+        with atomic_path(target) as staged:
             onnx.save(qmodel, str(staged))
-            os.replace(staged, target)
         quantized, floats = graph.classify_qdq_nodes(qmodel)
         return QdqModel(
             path=target,

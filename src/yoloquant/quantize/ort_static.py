@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,10 +31,11 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from yoloquant._cpu import saturates_u8s8
-from yoloquant._io import disk_full_cause
+from yoloquant._io import atomic_path, disk_full_cause
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
+from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
 from yoloquant.quantize._target import int8_target
@@ -181,7 +181,7 @@ class CalibrationReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._pos >= self._end:
             return None
-        image = self._data.images[self._pos : self._pos + 1].astype(np.float32) / 255.0
+        image = normalize_pixels(self._data.images[self._pos : self._pos + 1])
         self._pos += 1
         if self._bar is not None:
             self._bar.update(1)
@@ -289,9 +289,8 @@ class OrtStaticQuantizer:
             self._run_ort(src, qpath, data, model.info.input_name, keep_float)
             qmodel = onnx.load(str(qpath))
             graph.copy_metadata(onnx.load(str(model.path), load_external_data=False), qmodel)
-            staged = Path(tmp) / target.name
-            onnx.save(qmodel, str(staged))
-            os.replace(staged, target)
+            with atomic_path(target) as staged:
+                onnx.save(qmodel, str(staged))
         quantized, floats = graph.classify_qdq_nodes(qmodel)
         return QdqModel(
             path=target,

@@ -30,6 +30,7 @@ import numpy as np
 
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet
+from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import QuantizationError
 
 __all__ = [
@@ -86,7 +87,7 @@ def observed_minima(model: Any, tensors: Sequence[str], data: CalibrationSet) ->
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     lows = dict.fromkeys(tensors, np.inf)
     for i in range(len(data)):
-        image = data.images[i : i + 1].astype(np.float32) / np.float32(255.0)
+        image = normalize_pixels(data.images[i : i + 1])
         values = dict(zip(inner, session.run(inner, {feed: image}), strict=True))
         values[feed] = image
         for name in lows:

@@ -61,9 +61,6 @@ class VariantResult:
     # the evaluation's bootstrap replicates (in memory only, not in report.json): what a sweep pairs variants by
     replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def latency_at(self, batch: int) -> LatencyResult | None:
-        return next((r for r in self.latency if r.batch == batch), None)
-
     def to_dict(self) -> dict[str, Any]:
         first = self.latency[0] if self.latency else None
         return {

@@ -25,19 +25,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yoloquant._io import atomic_write_bytes
 from yoloquant._optional import require
 from yoloquant.artifacts import OnnxModel, QdqModel, file_sha256
 from yoloquant.backends.registry import register_runtime
 from yoloquant.config import Backend, Precision, _Serializable, parse_enum
 from yoloquant.errors import ConfigError, EngineBuildError
 
-__all__ = ["ENGINE_FORMAT", "TrtBuildConfig", "TrtEngineBuilder", "TrtEngineFile", "write_atomic"]
+__all__ = ["ENGINE_FORMAT", "TrtBuildConfig", "TrtEngineBuilder", "TrtEngineFile"]
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +111,6 @@ class TrtEngineFile:
         return cls(path=path, metadata=metadata)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _make_logger(trt: Any) -> Any:
     """A TensorRT logger that forwards to :mod:`logging` and keeps errors for the exception message."""
 
@@ -181,10 +171,10 @@ class TrtEngineBuilder:
         out_dir = self.out_dir or model.path.parent
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{model.path.stem}-{self.config.precision.value}.engine"
-        write_atomic(path, bytes(serialized))
+        atomic_write_bytes(path, bytes(serialized))
         metadata = self._metadata(trt, model, path, strongly, time.perf_counter() - start)
         sidecar = path.with_suffix(path.suffix + ".json")
-        write_atomic(sidecar, json.dumps(metadata, indent=2).encode())
+        atomic_write_bytes(sidecar, json.dumps(metadata, indent=2).encode())
         return TrtEngineFile(path=path, metadata=metadata)
 
     def _strongly_typed(self, trt: Any, model: OnnxModel) -> bool:
@@ -247,7 +237,7 @@ class TrtEngineBuilder:
         if self.config.timing_cache:
             cache = config.get_timing_cache()
             if cache is not None:
-                write_atomic(Path(self.config.timing_cache), bytes(cache.serialize()))
+                atomic_write_bytes(Path(self.config.timing_cache), bytes(cache.serialize()))
 
     def _metadata(self, trt: Any, model: OnnxModel, path: Path, strongly: bool, seconds: float) -> dict[str, Any]:
         info = model.info

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from yoloquant._io import atomic_path
 from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo
 from yoloquant.errors import QuantizationError
@@ -101,7 +102,6 @@ def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, 
         rewrite_dfl_softmax(exported)
         copy_metadata(onnx.load(str(float_onnx), load_external_data=False), exported)
         onnx.checker.check_model(exported)
-        staged = Path(tmp) / "final.onnx"
-        onnx.save(exported, str(staged))
-        staged.replace(target)
+        with atomic_path(target) as staged:
+            onnx.save(exported, str(staged))
     return exported

@@ -17,6 +17,7 @@ from yoloquant.quantize.brevitas.config import BrevitasConfig, Rounding
 from yoloquant.quantize.brevitas.export import export_qcdq
 from yoloquant.quantize.brevitas.train import QatConfig, QatStats, finetune
 from yoloquant.quantize.brevitas.unfold import fold_batchnorm, unfold_batchnorm
+from yoloquant.quantize.graph import classify_qdq_nodes
 from yoloquant.quantize.registry import register
 
 __all__ = ["BrevitasQuantizer"]
@@ -93,7 +94,7 @@ class BrevitasQuantizer:
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / f"{model.path.stem.removesuffix('-fp32')}-{self.config.name}.onnx"
         exported = export_qcdq(detector, model.info, model.path, target, opset=self.config.opset, cleanup=True)
-        quantized, floats = _nodes(exported)
+        quantized, floats = classify_qdq_nodes(exported, weight_only=self.config.act_bits is None)
         return QdqModel(
             path=target,
             info=model.info,
@@ -155,22 +156,6 @@ def _bit_counts(bits: dict[str, int | None]) -> dict[str, int]:
         key = "float" if width is None else f"{width}-bit"
         counts[key] = counts.get(key, 0) + 1
     return counts
-
-
-def _nodes(model: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Convs whose weights come through a DequantizeLinear are quantized; other compute nodes are float."""
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    quantized: dict[str, list[str]] = {}
-    floats: dict[str, list[str]] = {}
-    skip = {"QuantizeLinear", "DequantizeLinear", "Clip", "Constant"}
-    for node in graph.node:
-        if node.op_type in skip:
-            continue
-        weight = producers.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        target = quantized if weight is not None and weight.op_type == "DequantizeLinear" else floats
-        target.setdefault(node.op_type, []).append(node.name)
-    return quantized, floats
 
 
 def _precision(config: BrevitasConfig) -> Precision:

@@ -30,6 +30,7 @@ from yoloquant.artifacts import CalibrationSet
 from yoloquant.data.calibration import ImageCalibrator
 from yoloquant.export import UltralyticsExporter
 from yoloquant.quantize.brevitas import BrevitasConfig, BrevitasQuantizer, QatConfig
+from yoloquant.quantize.brevitas.config import for_precision
 from yoloquant.versions import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def parse_variant(spec: str, device: str) -> BrevitasQuantizer:
             qat[key.removeprefix("qat_")] = value
         else:
             changes[key] = value
-    config = BrevitasConfig.preset(precision, **changes)
+    config = for_precision(BrevitasConfig, precision, changes)
     return BrevitasQuantizer(config, qat=QatConfig(device=device, **qat) if qat else None, progress=False)
 
 

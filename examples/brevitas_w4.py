@@ -23,7 +23,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics must not reach the net
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/brevitas")
 
-w4a16 = BrevitasQuantizer(BrevitasConfig.preset("w4a16", rounding="gptq", rounding_images=8))  # preset: Qronos, slower
+w4a16 = BrevitasQuantizer(BrevitasConfig.w4a16(rounding="gptq", rounding_images=8))  # preset: Qronos, slower
 result = (
     QuantPipeline.from_ultralytics(ASSETS / "weights" / "yolov8n.pt", imgsz=640)
     .calibrate(ASSETS / "coco64" / "images", num_images=8)  # images 0-7

@@ -8,6 +8,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from yoloquant import __version__
 from yoloquant._console import console
@@ -16,6 +17,7 @@ from yoloquant.config import Backend, CalibMethod, Precision, parse_enum
 from yoloquant.errors import ConfigError, DiskFullError, YoloQuantError
 from yoloquant.pipeline import QuantPipeline
 from yoloquant.report.result import PipelineResult
+from yoloquant.vocabulary import RENAMED_FLAGS
 
 __all__ = ["main"]
 
@@ -24,31 +26,35 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yoloquant", description="Quantize Ultralytics YOLO models and measure them")
     parser.add_argument("--version", action="version", version=f"yoloquant {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="export, quantize, evaluate and benchmark; writes report.json / report.md")
+    _run_parser(sub.add_parser("run", help="export, quantize, evaluate and benchmark; writes report.json / report.md"))
+    _sweep_parser(sub.add_parser("sweep", help="variants over a grid, resumable; Pareto front of latency vs mAP"))
+    _sensitivity_parser(
+        sub.add_parser("sensitivity", help="rank layer groups by INT8 damage; report.json + sensitivity/ table, chart")
+    )
+    show = sub.add_parser("show", help="print the table of a finished run")
+    show.add_argument("report", help="report.json or the run folder")
+    return parser
+
+
+def _run_parser(run: argparse.ArgumentParser) -> None:
     _add_inputs(run, required=False)
     run.add_argument(
-        "--precisions",
+        "--precision",
         default="fp32,int8",
         help="comma list of fp32,int8,fp8,fp16 and the Brevitas w8a16,w8a8,w4a16,w4a8 (fp32 always runs)",
     )
-    run.add_argument(
-        "--backend",
-        default="onnxruntime",
-        help="comma list of onnxruntime (CPU provider), openvino (OpenVINO runtime, CPU)",
-    )
-    run.add_argument(
-        "--calibration", help="calibration method: minmax, entropy or percentile (brevitas: mse default, percentile)"
-    )
+    run.add_argument("--backend", default="onnxruntime", help="comma list of onnxruntime (CPU), openvino (CPU)")
+    run.add_argument("--calibration-method", help="minmax, entropy or percentile (brevitas: mse default, percentile)")
     run.add_argument(
         "--quantizer",
         help="ort (ONNX Runtime INT8, fast on CPU), modelopt (TensorRT layout, INT8/FP8), brevitas "
         "(W8/W4 weights, the default for w8a16, w8a8, w4a16, w4a8) or nncf (NNCF INT8, --backend openvino)",
     )
-    run.add_argument("--keep", help="YOLO precision preset kept float: none, head, head+first")
+    run.add_argument("--keep-float", help="what stays float: nothing, decode, head, head+first")
     run.add_argument(
         "--max-map-drop", type=float, help="accuracy budget in mAP50-95 points for ORT INT8 (needs --eval)"
     )
-    run.add_argument("--budget-granularity", default="block", help="groups the budget keeps float: block or conv")
+    run.add_argument("--granularity", default="block", help="groups the budget keeps float: block or conv")
     run.add_argument(
         "--budget-data",
         default="calibration",
@@ -59,37 +65,64 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--iterations", type=int, default=100, help="timed rounds per batch size (default 100)")
     run.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    sweep = sub.add_parser("sweep", help="INT8 variants over a grid, resumable; Pareto front of latency vs mAP")
-    _add_inputs(sweep, required=True)
-    sweep.add_argument("--quantizers", default="ort", help="comma list of ort, modelopt (default ort)")
-    sweep.add_argument("--calibrations", default="minmax,entropy,percentile", help="comma list of methods")
-    sweep.add_argument("--calib-counts", default="32,64", help="comma list of calibration image counts")
-    sweep.add_argument("--keeps", default="none,head", help="comma list of presets: none, head, head+first")
-    sweep.add_argument("--max-map-drop", type=float, help="recommendation constraint: mAP50-95 points vs fp32")
-    sweep.add_argument("--min-speedup", type=float, help="recommendation constraint: speedup vs fp32")
+    _add_renamed_flags(run)
+
+
+def _sweep_parser(sweep: argparse.ArgumentParser) -> None:
+    _add_inputs(sweep, required=True, calib_images="32,64")
+    sweep.add_argument("--quantizer", default="ort", help="comma list of ort, modelopt (default ort)")
+    sweep.add_argument("--calibration-method", default="minmax,entropy,percentile", help="comma list of methods")
+    sweep.add_argument("--keep-float", default="decode,head", help="comma list of: nothing, decode, head, head+first")
+    sweep.add_argument("--recommend-max-drop", type=float, help="recommendation constraint: mAP50-95 points vs fp32")
+    sweep.add_argument("--recommend-min-speedup", type=float, help="recommendation constraint: speedup vs fp32")
     sweep.add_argument("--iterations", type=int, default=30, help="timed rounds in the latency phase (default 30)")
-    sens = sub.add_parser(
-        "sensitivity", help="rank layer groups by INT8 damage; report.json + sensitivity/ table, chart"
-    )
+    _add_renamed_flags(sweep, {"--max-map-drop": "--recommend-max-drop", "--min-speedup": "--recommend-min-speedup"})
+
+
+def _sensitivity_parser(sens: argparse.ArgumentParser) -> None:
     _add_inputs(sens, required=True)
-    sens.add_argument("--granularity", default="conv", help="conv (a Conv + its SiLU) or block (/model.N/)")
+    sens.add_argument("--granularity", default="block", help="block (/model.N/, default) or conv (a Conv + its SiLU)")
     sens.add_argument("--top-k", type=int, default=10, help="most sensitive groups whose mAP is measured (default 10)")
-    sens.add_argument("--calibration", help="calibration method of the INT8 layout: minmax, entropy or percentile")
+    sens.add_argument("--calibration-method", help="calibration method of the INT8 model: minmax, entropy, percentile")
     sens.add_argument("--proxy-images", type=int, default=8, help="calibration images of the SQNR proxy (default 8)")
     sens.add_argument("--max-groups", type=int, help="analyze only the first N groups in graph order (quick look)")
     sens.add_argument("--quiet", action="store_true", help="no progress bars")
-    show = sub.add_parser("show", help="print the table of a finished run")
-    show.add_argument("report", help="report.json or the run folder")
-    return parser
+    _add_renamed_flags(sens)
 
 
-def _add_inputs(parser: argparse.ArgumentParser, *, required: bool) -> None:
+class _RenamedFlag(argparse.Action):
+    """A flag that was renamed: using it raises a ConfigError naming the new flag."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        del args, kwargs
+        msg = f"{self.option_strings[0]} is now {self.new} (docs/concepts.md)"
+        raise ConfigError(msg)
+
+
+def _add_renamed_flags(parser: argparse.ArgumentParser, local: dict[str, str] | None = None) -> None:
+    """Hidden old spellings of this command's flags (``vocabulary.RENAMED_FLAGS``), each naming the new one."""
+    flags = {s for a in parser._actions for s in a.option_strings}  # argparse has no public list of them
+    for old, new in {**RENAMED_FLAGS, **(local or {})}.items():
+        if new in flags and old not in flags:
+            parser.add_argument(old, action=_RenamedFlag, new=new, nargs="?", help=argparse.SUPPRESS)
+
+
+def _add_inputs(parser: argparse.ArgumentParser, *, required: bool, calib_images: str | None = None) -> None:
     """The model, data and output options shared by ``run``, ``sweep`` and ``sensitivity``."""
     parser.add_argument("--model", required=True, help="Ultralytics .pt checkpoint or exported .onnx")
     parser.add_argument("--calib", required=required, help="calibration images: folder, dataset yaml or COCO json")
     parser.add_argument("--eval", required=required, help="evaluation set: folder with sibling labels/, yaml or json")
     parser.add_argument("--out", required=True, help="output folder for models and reports")
-    parser.add_argument("--calib-images", type=int, default=64, help="number of calibration images (default 64)")
+    if calib_images is None:
+        parser.add_argument("--calib-images", type=int, default=64, help="number of calibration images (default 64)")
+    else:  # a sweep's grid axis
+        parser.add_argument(
+            "--calib-images", default=calib_images, help=f"comma list of counts (default {calib_images})"
+        )
     parser.add_argument("--calib-offset", type=int, default=0, help="index of the first calibration image (sorted)")
     parser.add_argument("--eval-images", type=int, help="number of evaluation images (default: all)")
     parser.add_argument("--eval-offset", type=int, default=0, help="index of the first evaluation image (sorted)")
@@ -106,11 +139,11 @@ def _words(text: str, option: str) -> tuple[str, ...]:
 
 
 _EXAMPLES = {
-    "--precisions": "fp32,int8",
+    "--precision": "fp32,int8",
     "--backend": "onnxruntime",
-    "--quantizers": "ort",
-    "--calibrations": "minmax,entropy",
-    "--keeps": "none,head",
+    "--quantizer": "ort",
+    "--calibration-method": "minmax,entropy",
+    "--keep-float": "decode,head",
 }
 
 
@@ -122,14 +155,15 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise ConfigError(msg) from None
 
 
-def _base(args: argparse.Namespace) -> QuantPipeline:
+def _base(args: argparse.Namespace, calib_images: int | None = None) -> QuantPipeline:
     """Model, calibration and evaluation of a ``run``, ``sweep`` or ``sensitivity``."""
     if args.model.endswith(".onnx"):
         pipe = QuantPipeline.from_onnx(args.model)
     else:
         pipe = QuantPipeline.from_ultralytics(args.model, imgsz=args.imgsz)
     if args.calib:
-        pipe = pipe.calibrate(args.calib, num_images=args.calib_images, offset=args.calib_offset)
+        count = args.calib_images if calib_images is None else calib_images
+        pipe = pipe.calibrate(args.calib, num_images=count, offset=args.calib_offset)
     if args.eval:
         pipe = pipe.evaluate(args.eval, split=args.split, num_images=args.eval_images, offset=args.eval_offset)
     return pipe
@@ -137,9 +171,10 @@ def _base(args: argparse.Namespace) -> QuantPipeline:
 
 def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
     """The QuantPipeline that ``yoloquant run`` arguments describe."""
-    precisions = [parse_enum(Precision, p, option="precision") for p in _words(args.precisions, "--precisions")]
+    precisions = [parse_enum(Precision, p, option="precision") for p in _words(args.precision, "--precision")]
     backends = [parse_enum(Backend, b, option="backend") for b in _words(args.backend, "--backend")]
-    calibration = parse_enum(CalibMethod, args.calibration, option="calibration") if args.calibration else None
+    method = args.calibration_method
+    calibration = parse_enum(CalibMethod, method, option="calibration_method") if method else None
     pipe = _base(args)
     for backend in backends:
         for precision in precisions:
@@ -152,10 +187,10 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
                 precision,
                 backend=backend,
                 quantizer=args.quantizer,
-                calibration=calibration,
-                keep=args.keep,
+                calibration_method=calibration,
+                keep_float=args.keep_float,
                 max_map_drop=args.max_map_drop,
-                granularity=args.budget_granularity,
+                granularity=args.granularity,
                 budget_data=args.budget_data,
             )
     if not args.no_bench:
@@ -165,8 +200,9 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
 
 def build_sensitivity(args: argparse.Namespace) -> QuantPipeline:
     """The QuantPipeline that ``yoloquant sensitivity`` arguments describe: FP32 and full INT8, analyzed."""
-    calibration = parse_enum(CalibMethod, args.calibration, option="calibration") if args.calibration else None
-    pipe = _base(args).quantize("int8", calibration=calibration)
+    method = args.calibration_method
+    calibration = parse_enum(CalibMethod, method, option="calibration_method") if method else None
+    pipe = _base(args).quantize("int8", calibration_method=calibration)
     pipe = pipe.analyze_sensitivity(
         granularity=args.granularity, top_k=args.top_k, proxy_images=args.proxy_images, max_groups=args.max_groups
     )
@@ -238,18 +274,19 @@ def _sweep(args: argparse.Namespace) -> int:
     from yoloquant.config import BenchConfig
     from yoloquant.decide.sweep import Sweep
 
-    sweep = Sweep(_base(args).with_progress(False)).grid(
-        quantizer=_words(args.quantizers, "--quantizers"),
-        calibration=_words(args.calibrations, "--calibrations"),
-        num_images=_ints(args.calib_counts, "--calib-counts") or _none_given("--calib-counts", args.calib_counts),
-        keep=_words(args.keeps, "--keeps"),
+    counts = _ints(args.calib_images, "--calib-images") or _none_given("--calib-images", args.calib_images)
+    sweep = Sweep(_base(args, calib_images=max(counts)).with_progress(False)).grid(
+        quantizer=_words(args.quantizer, "--quantizer"),
+        calibration=_words(args.calibration_method, "--calibration-method"),
+        num_images=counts,
+        keep=_words(args.keep_float, "--keep-float"),
     )
     print(f"sweep: {len(sweep.variants)} variants + fp32 into {args.out} (rerun the same command to resume)")
     result = sweep.run(
         args.out,
         bench=BenchConfig(iterations=args.iterations),
-        max_map_drop=args.max_map_drop,
-        min_speedup=args.min_speedup,
+        max_map_drop=args.recommend_max_drop,
+        min_speedup=args.recommend_min_speedup,
     )
     print(result.report.table())
     if result.recommended_call:

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 from yoloquant.errors import ConfigError
+from yoloquant.vocabulary import RENAMED
 
 __all__ = [
     "Backend",
@@ -100,13 +101,23 @@ class _Serializable:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            nested = getattr(value, "to_dict", None)  # a FloatScope
+            out[f.name] = nested() if nested else list(value) if isinstance(value, tuple) else value
         return out
+
+    @classmethod
+    def _from_preset(cls, base: dict[str, Any], changes: dict[str, Any]) -> Self:
+        """A preset classmethod's config: its ``base`` options with the caller's ``changes`` on top."""
+        return cls(**(base | changes))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(data) - names
+        old = sorted(k for k in unknown if k in RENAMED)
+        if old:
+            msg = f"{cls.__name__}: {', '.join(f'{k} is now {RENAMED[k]}' for k in old)} (docs/concepts.md)"
+            raise ConfigError(msg)
         if unknown:
             msg = f"{cls.__name__} has no option(s) {sorted(unknown)}; known: {sorted(names)}"
             raise ConfigError(msg)

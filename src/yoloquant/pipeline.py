@@ -24,9 +24,11 @@ from yoloquant.config import (
 from yoloquant.errors import ConfigError
 from yoloquant.protocols import Quantizer, QuantizerConfig
 from yoloquant.report.result import PipelineResult
+from yoloquant.vocabulary import renamed_keywords
 
 if TYPE_CHECKING:
     from yoloquant.decide.sensitivity import SensitivityConfig
+    from yoloquant.quantize.float_scope import FloatScope
 
 __all__ = ["CalibrationPlan", "EvalPlan", "QuantPipeline", "VariantPlan"]
 
@@ -133,6 +135,7 @@ class QuantPipeline:
         """Start from an ONNX file exported by Ultralytics or yoloquant (its metadata is needed)."""
         return cls(model=Path(model))
 
+    @renamed_keywords()
     def calibrate(
         self, source: str | Path, *, num_images: int = 64, offset: int = 0, split: str = "train"
     ) -> QuantPipeline:
@@ -140,14 +143,15 @@ class QuantPipeline:
         plan = CalibrationPlan(source=Path(source), num_images=num_images, offset=offset, split=split)
         return dataclasses.replace(self, calibration=plan)
 
+    @renamed_keywords()
     def quantize(
         self,
         precision: str | Precision | QuantizerConfig = Precision.INT8,
         *,
         backend: str | Backend = Backend.ONNXRUNTIME,
         quantizer: Quantizer | str | None = None,
-        calibration: str | CalibMethod | None = None,
-        keep: str | None = None,
+        calibration_method: str | CalibMethod | None = None,
+        keep_float: str | FloatScope | None = None,
         name: str | None = None,
         max_map_drop: float | None = None,
         granularity: str = "block",
@@ -168,17 +172,19 @@ class QuantPipeline:
                 ``Fp16Config``, or one registered with ``yoloquant.quantize.registry.register``): its quantizer
                 makes the variant, at the precision the config makes (``ModelOptConfig.mode``, the Brevitas
                 bits; int8 for ONNX Runtime and NNCF, fp16 for ``Fp16Config``); then leave out ``quantizer``,
-                ``calibration`` and ``keep``, which the config holds.
+                ``calibration_method`` and ``keep_float``, which the config holds.
             backend: ``onnxruntime`` (CPU provider), ``openvino`` (OpenVINO's own runtime, CPU) or
                 ``cuda`` (ONNX Runtime's CUDA provider, fp32 / fp16): where this variant is evaluated and timed.
             quantizer: ``"ort"`` (ONNX Runtime static INT8, fast on the CPU), ``"modelopt"`` (TensorRT's Q/DQ
                 layout, INT8 / FP8), ``"brevitas"`` (W8 / W4 weights), ``"nncf"`` (NNCF INT8, ``backend="openvino"``
                 only), or a Quantizer object. Default: ``ort``
                 for int8, ``modelopt`` for fp8, ``brevitas`` for the ``w*a*`` precisions.
-            calibration: ``minmax``, ``entropy`` or ``percentile`` (ModelOpt: minmax / entropy; Brevitas:
-                percentile instead of its default, MSE).
-            keep: YOLO precision preset: ``none``, ``head`` (box/class output convs + decode float) or
-                ``head+first`` (also the stem conv). Default: the quantizer's best measured preset.
+            calibration_method: ``minmax``, ``entropy`` or ``percentile`` (ModelOpt: minmax / entropy;
+                Brevitas: percentile instead of its default, MSE).
+            keep_float: What stays float, the same in every quantizer: a
+                :class:`~yoloquant.quantize.float_scope.FloatScope` or a preset, ``nothing``, ``decode``
+                (the decode path), ``head`` (and the box / class output convs) or ``head+first`` (and the
+                stem conv). Default: the quantizer's best measured scope (docs/concepts.md).
             name: Variant name in the report; default built from the choices, e.g. ``int8-modelopt``.
             max_map_drop: Accuracy budget in mAP50-95 points (ONNX Runtime INT8 only): quantize everything,
                 then return the most sensitive groups to float until the drop on the search images is
@@ -192,17 +198,17 @@ class QuantPipeline:
         if isinstance(precision, str):  # a Precision is a str too
             prec = parse_enum(Precision, precision, option="precision")
             back = _check_backend(prec, parse_enum(Backend, backend, option="backend"))
-            chosen, parts = _chosen(prec, back, quantizer, calibration, keep)
+            chosen, parts = _chosen(prec, back, quantizer, calibration_method, keep_float)
         else:
-            if quantizer is not None or calibration is not None or keep is not None:
-                msg = "a config object holds the quantizer's options: drop quantizer=, calibration= and keep="
+            if quantizer is not None or calibration_method is not None or keep_float is not None:
+                msg = "a config holds the quantizer's options: drop quantizer=, calibration_method= and keep_float="
                 raise ConfigError(msg)
             prec, chosen = _configured(precision)
             back = _check_backend(prec, parse_enum(Backend, backend, option="backend"))
             parts = _configured_parts(prec, back, chosen)
         if max_map_drop is not None:
             parts.append(_check_budget(chosen, max_map_drop, granularity, budget_data))
-        parts += [f"keep-{keep}"] if keep else []
+        parts += [f"keep-{_scope_name(keep_float)}"] if keep_float is not None else []
         parts += [back.value] if back is not Backend.ONNXRUNTIME else []
         variant = VariantPlan(
             precision=prec,
@@ -220,6 +226,7 @@ class QuantPipeline:
             raise ConfigError(msg)
         return dataclasses.replace(self, variants=(*self.variants, variant))
 
+    @renamed_keywords()
     def evaluate(
         self,
         source: str | Path,
@@ -236,6 +243,7 @@ class QuantPipeline:
         plan = EvalPlan(source=Path(source), split=split, offset=offset, config=config)
         return dataclasses.replace(self, evaluation=plan)
 
+    @renamed_keywords()
     def benchmark(
         self,
         batch_sizes: tuple[int, ...] = (1,),
@@ -251,10 +259,11 @@ class QuantPipeline:
             export = dataclasses.replace(export, dynamic=True)
         return dataclasses.replace(self, bench=config, export_config=export)
 
+    @renamed_keywords()
     def analyze_sensitivity(
         self,
         *,
-        granularity: str = "conv",
+        granularity: str = "block",
         top_k: int = 10,
         proxy_images: int = 8,
         max_groups: int | None = None,
@@ -387,7 +396,7 @@ def _chosen(
     back: Backend,
     quantizer: Quantizer | str | None,
     calibration: str | CalibMethod | None,
-    keep: str | None,
+    keep: str | FloatScope | None,
 ) -> tuple[Quantizer | None, list[str]]:
     """The quantizer a precision string and options name, and the variant name's parts so far."""
     from yoloquant.quantize import default_quantizer_name, make_quantizer
@@ -395,15 +404,22 @@ def _chosen(
     parts = [prec.value]
     if prec is Precision.FP32:
         if quantizer is not None or calibration is not None or keep is not None:
-            msg = "an fp32 variant is not quantized: drop quantizer=, calibration= and keep="
+            msg = "an fp32 variant is not quantized: drop quantizer=, calibration_method= and keep_float="
             raise ConfigError(msg)
         return None, parts
     if quantizer is not None and not isinstance(quantizer, str):
         return _checked_quantizer(quantizer), [*parts, quantizer.name]
-    method = parse_enum(CalibMethod, calibration, option="calibration") if calibration else None
+    method = parse_enum(CalibMethod, calibration, option="calibration_method") if calibration else None
     chosen = quantizer or default_quantizer_name(prec, back).value
-    made = make_quantizer(prec, back, quantizer=chosen, calibration=method, keep=keep)
+    made = make_quantizer(prec, back, quantizer=chosen, calibration_method=method, keep_float=keep)
     return made, parts + ([str(chosen)] if chosen != default_quantizer_name(prec, back) else [])
+
+
+def _scope_name(keep_float: str | FloatScope) -> str:
+    """A variant name's part for its float scope: the preset, or ``custom``."""
+    from yoloquant.quantize.float_scope import FloatScope
+
+    return FloatScope.parse(keep_float).preset or "custom"
 
 
 def _checked_quantizer(quantizer: object) -> Quantizer:

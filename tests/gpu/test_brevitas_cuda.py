@@ -36,7 +36,7 @@ def _ops(path: Path) -> list[Any]:
 def test_w4a8_calibrates_and_fine_tunes_on_the_gpu(
     model_and_data: tuple[OnnxModel, CalibrationSet], tmp_path: Path
 ) -> None:
-    config = BrevitasConfig.preset("w4a8", rounding="gptq", rounding_images=8, calibration_device="cuda")
+    config = BrevitasConfig.w4a8(rounding="gptq", rounding_images=8, calibration_device="cuda")
     qat = QatConfig(steps=3, batch_size=4, device="cuda")
     qdq = BrevitasQuantizer(config, qat=qat, progress=False).quantize(*model_and_data, tmp_path)
     assert qdq.config["qat"]["device"].startswith("cuda") and qdq.config["qat"]["steps"] == 3
@@ -47,7 +47,7 @@ def test_w4a8_calibrates_and_fine_tunes_on_the_gpu(
 def test_adaround_learns_the_rounding_on_the_gpu(
     model_and_data: tuple[OnnxModel, CalibrationSet], tmp_path: Path
 ) -> None:
-    config = BrevitasConfig.preset("w4a16", rounding="adaround", rounding_iters=20, calibration_device="cuda")
+    config = BrevitasConfig.w4a16(rounding="adaround", rounding_iters=20, calibration_device="cuda")
     qdq = BrevitasQuantizer(config, progress=False).quantize(*model_and_data, tmp_path)
     assert qdq.config["rounding"] == "adaround"
     assert _ops(qdq.path).count("DequantizeLinear") == 63  # every conv but the DFL's

@@ -18,6 +18,7 @@ from yoloquant.config import Backend, CalibMethod, Precision
 from yoloquant.errors import ConfigError
 from yoloquant.quantize import QuantizerName, make_quantizer
 from yoloquant.quantize.brevitas import ActScale, BrevitasConfig, BrevitasQuantizer, Protect, Rounding, WeightScale
+from yoloquant.quantize.brevitas.config import for_precision
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("brevitas")
@@ -30,12 +31,12 @@ from yoloquant.quantize.brevitas import ptq  # noqa: E402  (needs torch)
 
 
 def test_presets_follow_the_precision_and_round_trip_through_json() -> None:
-    w4 = BrevitasConfig.preset("w4a8")
+    w4 = BrevitasConfig.w4a8()
     assert (w4.weight_bits, w4.act_bits, w4.name) == (4, 8, "w4a8")
     assert w4.rounding is Rounding.QRONOS and w4.protect is Protect.EARLY and w4.weight_scale is WeightScale.MSE
-    w8 = BrevitasConfig.preset(Precision.W8A16)
+    w8 = BrevitasConfig.w8a16()
     assert (w8.act_bits, w8.rounding, w8.protect) == (None, Rounding.NEAREST, Protect.NONE)
-    w8a8 = BrevitasConfig.preset("w8a8")
+    w8a8 = BrevitasConfig.w8a8()
     assert w8a8.act_zero_point and w8a8.act_scale is ActScale.PERCENTILE and not w8a8.weight_zero_point
     assert not w4.act_zero_point
     assert BrevitasConfig.from_dict(json.loads(json.dumps(w4.to_dict()))) == w4
@@ -58,14 +59,19 @@ def test_bad_options_name_the_value(kwargs: dict[str, Any], needle: str) -> None
         BrevitasConfig(**kwargs)
 
 
-def test_preset_refuses_precisions_brevitas_does_not_make() -> None:
+def test_presets_refuse_precisions_brevitas_does_not_make() -> None:
     with pytest.raises(ConfigError, match="Brevitas makes w8a16, w8a8, w4a16, w4a8, not 'fp8'"):
-        BrevitasConfig.preset("fp8")
+        for_precision(BrevitasConfig, "fp8", {})
+
+
+def test_the_old_preset_spelling_names_the_new_one() -> None:
+    with pytest.raises(ConfigError, match=r"BrevitasConfig\.w4a8\(\*\*changes\)"):
+        BrevitasConfig.preset("w4a8")
 
 
 def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
     q = make_quantizer(Precision.W4A16, Backend.ONNXRUNTIME, keep="head", calibration=None)
-    assert isinstance(q, BrevitasQuantizer) and q.config == BrevitasConfig.preset("w4a16", keep_float="head")
+    assert isinstance(q, BrevitasQuantizer) and q.config == BrevitasConfig.w4a16(keep_float="head")
     q = make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration=CalibMethod.PERCENTILE)
     assert isinstance(q, BrevitasQuantizer) and q.config.act_scale is ActScale.PERCENTILE
     trt = make_quantizer(Precision.W8A8, Backend.TENSORRT, quantizer=QuantizerName.BREVITAS)
@@ -91,7 +97,7 @@ def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
 def test_only_symmetric_w8a8_is_reported_as_tensorrt_int8(precision: str, changes: dict[str, Any], start: str) -> None:
     from yoloquant.quantize.brevitas.quantizer import _tensorrt_note
 
-    assert _tensorrt_note(BrevitasConfig.preset(precision, **changes)).startswith(start)
+    assert _tensorrt_note(for_precision(BrevitasConfig, precision, changes)).startswith(start)
 
 
 # --- roles of the convs on the real model -------------------------------------------------------
@@ -150,7 +156,7 @@ def _dequantized_weight(model: Any, conv_name: str) -> tuple[np.ndarray, np.ndar
 def test_w8a16_weights_match_a_hand_computed_per_channel_quantization(
     yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path, detector: Any
 ) -> None:
-    qdq = _quantize(yolov8n_onnx, yolov8n_pt, coco64_images, tmp_path, BrevitasConfig.preset("w8a16"))
+    qdq = _quantize(yolov8n_onnx, yolov8n_pt, coco64_images, tmp_path, BrevitasConfig.w8a16())
     model = onnx.load(str(qdq.path))
     q, scale, _ = _dequantized_weight(model, "/model.2/cv1/conv/Conv")
     w = detector.model[2].cv1.conv.weight.detach().numpy()
@@ -167,7 +173,7 @@ def test_w8a16_weights_match_a_hand_computed_per_channel_quantization(
 def test_w4a8_has_int4_weights_int8_inputs_and_runs_like_its_torch_model(
     yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
 ) -> None:
-    config = BrevitasConfig.preset("w4a8", rounding="nearest", act_scale="percentile", protect="head")
+    config = BrevitasConfig.w4a8(rounding="nearest", act_scale="percentile", protect="head")
     qdq = _quantize(yolov8n_onnx, yolov8n_pt, coco64_images, tmp_path, config)
     model = onnx.load(str(qdq.path))
     q, _, _ = _dequantized_weight(model, "/model.2/cv1/conv/Conv")
@@ -203,7 +209,7 @@ def test_w4a8_has_int4_weights_int8_inputs_and_runs_like_its_torch_model(
 def test_zero_points_give_uint8_activations_and_shifted_weights(
     yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
 ) -> None:
-    config = BrevitasConfig.preset("w8a8", weight_zero_point=True)
+    config = BrevitasConfig.w8a8(weight_zero_point=True)
     qdq = _quantize(yolov8n_onnx, yolov8n_pt, coco64_images, tmp_path, config)
     model = onnx.load(str(qdq.path))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -238,7 +244,7 @@ def test_adaround_and_qat_are_refused_together() -> None:
     from yoloquant.quantize.brevitas import QatConfig
 
     with pytest.raises(ConfigError, match="rounding='qronos'"):
-        BrevitasQuantizer(BrevitasConfig.preset("w4a8", rounding="adaround"), qat=QatConfig(steps=1))
+        BrevitasQuantizer(BrevitasConfig.w4a8(rounding="adaround"), qat=QatConfig(steps=1))
 
 
 def test_needs_the_checkpoint(yolov8n_onnx: Path, tmp_path: Path) -> None:
@@ -253,7 +259,7 @@ def test_qat_fine_tunes_the_ptq_model_and_keeps_its_grid(
 ) -> None:
     from yoloquant.quantize.brevitas import QatConfig
 
-    config = BrevitasConfig.preset("w4a16", rounding="nearest", protect="head")
+    config = BrevitasConfig.w4a16(rounding="nearest", protect="head")
     model = OnnxModel(path=yolov8n_onnx, info=ModelInfo.from_onnx(yolov8n_onnx), checkpoint=yolov8n_pt)
     data = _calibration(coco64_images, model.info, 4)
     ptq_only = BrevitasQuantizer(config, progress=False).quantize(model, data, tmp_path / "ptq")

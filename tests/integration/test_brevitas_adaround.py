@@ -27,7 +27,7 @@ def images(coco64_images: Path) -> list[Any]:
 
 
 def _quantized(pt: Path, images: list[Any], rounding: str) -> tuple[Any, Any]:
-    config = BrevitasConfig.preset("w4a16", rounding=rounding, protect="none", rounding_iters=40)
+    config = BrevitasConfig.w4a16(rounding=rounding, protect="none", rounding_iters=40)
     reference = ptq.load_detector(pt)
     model = copy.deepcopy(reference)
     ptq.quantize_convs(model, config)

@@ -24,8 +24,8 @@ SHIPPED = [
     (ModelOptConfig.int8(), ModelOptQuantizer, Precision.INT8),
     (ModelOptConfig.fp8(), ModelOptQuantizer, Precision.FP8),
     (NncfConfig(), NncfQuantizer, Precision.INT8),
-    (BrevitasConfig.preset("w4a16"), BrevitasQuantizer, Precision.W4A16),
-    (BrevitasConfig.preset("w8a8"), BrevitasQuantizer, Precision.W8A8),
+    (BrevitasConfig.w4a16(), BrevitasQuantizer, Precision.W4A16),
+    (BrevitasConfig.w8a8(), BrevitasQuantizer, Precision.W8A8),
     (Fp16Config(), Fp16Converter, Precision.FP16),
 ]
 
@@ -57,7 +57,7 @@ def test_quantize_with_a_modelopt_fp8_config_plans_an_fp8_modelopt_variant(yolov
         (NncfConfig(), "openvino", {"precision": "int8", "quantizer": "nncf"}),
         (OrtQuantConfig(), "onnxruntime", {"precision": "int8"}),
         (Fp16Config(), "cuda", {"precision": "fp16"}),
-        (BrevitasConfig.preset("w8a16"), "onnxruntime", {"precision": "w8a16"}),
+        (BrevitasConfig.w8a16(), "onnxruntime", {"precision": "w8a16"}),
     ],
     ids=lambda x: type(x).__name__,
 )

@@ -55,7 +55,7 @@ class SharedCalibration:
         self.model, self.data, self.config = model, data, config
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.cache = self.work / f"ranges-{config.calibration.value}.json"
+        self.cache = self.work / f"ranges-{config.calibration_method.value}.json"
         self.cache.unlink(missing_ok=True)  # ranges belong to this data set only
         (self.work / "full-int8.onnx").unlink(missing_ok=True)
         self.src = self._preprocess()
@@ -80,7 +80,9 @@ class SharedCalibration:
 
     def config_for(self, extra_float: Iterable[str]) -> OrtQuantConfig:
         """The OrtStaticQuantizer config that reproduces :meth:`build` with these extra float nodes."""
-        return dataclasses.replace(self.config, exclude=(*self.config.exclude, *exact_patterns(extra_float)))
+        return dataclasses.replace(
+            self.config, keep_float=self.config.keep_float.with_nodes(*exact_patterns(extra_float))
+        )
 
     def build(
         self, extra_float: Iterable[str], dst: Path, *, metadata: bool = True, float_mode: str = "exclude"
@@ -115,7 +117,7 @@ class SharedCalibration:
             precision=Precision.INT8,
             source=self.model,
             quantizer="ort-static",
-            layout=self.config.target.value,
+            layout=self.config.backend.value,
             config={
                 **self.config_for(extra).to_dict(),
                 **({"float_mode": "dequantize"} if extra and float_mode == "dequantize" else {}),

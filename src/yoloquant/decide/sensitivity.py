@@ -71,7 +71,7 @@ class SensitivityConfig(_Serializable):
         seed: Seed of those resamples.
     """
 
-    granularity: Granularity = Granularity.CONV
+    granularity: Granularity = Granularity.BLOCK
     proxy_images: int = 8
     top_k: int = 10
     cross_check: bool = True

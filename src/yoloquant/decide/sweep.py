@@ -139,7 +139,11 @@ class Sweep:
         )
         p = dataclasses.replace(p, variants=(), bench=None)
         return p.quantize(
-            "int8", quantizer=variant.quantizer, calibration=variant.calibration, keep=variant.keep, name=variant.name
+            "int8",
+            quantizer=variant.quantizer,
+            calibration_method=variant.calibration,
+            keep_float=variant.keep,
+            name=variant.name,
         )
 
     def baseline_plan(self) -> QuantPipeline:

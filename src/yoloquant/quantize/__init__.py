@@ -6,7 +6,7 @@
 - ``unsigned``: int8 symmetric activation Q/DQ -> uint8 over the calibrated range (ModelOpt's INT8 for OpenVINO).
 - ``fp16``: FP16 conversion with FP32 inputs / outputs and decode (for GPUs).
 - ``brevitas``: Brevitas W8 / W4 weights with int8 or float activations, from the PyTorch model (QCDQ ONNX).
-- ``presets``: YOLO precision presets (which parts stay float), shared by all.
+- ``float_scope``: :class:`FloatScope`, what stays float, meaning the same in every quantizer.
 - ``registry``: config type -> quantizer (``quantizer_for(ModelOptConfig.fp8())``), each module registering its own.
 """
 
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from yoloquant.protocols import Quantizer, QuantizerConfig
+    from yoloquant.quantize.float_scope import FloatScope
 
-    _ConfigMaker = Callable[[Precision, Backend, CalibMethod | None, str | None], QuantizerConfig]
+    _ConfigMaker = Callable[[Precision, Backend, CalibMethod | None, FloatScope | None], QuantizerConfig]
 
 __all__ = ["BREVITAS_PRECISIONS", "QuantizerName", "make_quantizer"]
 
@@ -58,10 +59,10 @@ def make_quantizer(
     backend: Backend,
     *,
     quantizer: str | QuantizerName | None = None,
-    calibration: CalibMethod | None = None,
-    keep: str | None = None,
+    calibration_method: CalibMethod | None = None,
+    keep_float: str | FloatScope | None = None,
 ) -> Quantizer:
-    """The quantizer for a precision on a backend, with the user's calibration method and keep preset.
+    """The quantizer for a precision on a backend, with the user's calibration method and float scope.
 
     The named quantizer's config is built for the backend, then the registry builds its quantizer
     (:func:`yoloquant.quantize.registry.quantizer_for`).
@@ -70,12 +71,14 @@ def make_quantizer(
         >>> make_quantizer(Precision.INT8, Backend.ONNXRUNTIME).name
         'ort-static'
     """
+    from yoloquant.quantize.float_scope import FloatScope
     from yoloquant.quantize.registry import quantizer_for
 
+    scope = FloatScope.parse(keep_float) if keep_float is not None else None
     name = parse_enum(QuantizerName, quantizer, option="quantizer") if quantizer else None
     name = name or default_quantizer_name(precision, backend)
     _check_maker(precision, name)
-    return quantizer_for(_CONFIGS[name](precision, backend, calibration, keep))
+    return quantizer_for(_CONFIGS[name](precision, backend, calibration_method, scope))
 
 
 def _check_maker(precision: Precision, name: QuantizerName) -> None:
@@ -91,19 +94,25 @@ def _check_maker(precision: Precision, name: QuantizerName) -> None:
         raise ConfigError(msg)
 
 
-def _fp16(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> QuantizerConfig:
+def _fp16(
+    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: FloatScope | None
+) -> QuantizerConfig:
     from yoloquant.quantize.fp16 import Fp16Config
 
-    del backend, calibration, keep  # the converter needs no calibration; its decode always stays FP32
+    del backend  # the converter needs no calibration
     if precision is not Precision.FP16:
         msg = f"the fp16 converter makes fp16 only, not {precision}; drop quantizer='fp16'"
         raise ConfigError(msg)
-    return Fp16Config()
+    if calibration is not None:
+        msg = f"fp16 conversion needs no calibration, so no calibration_method ({calibration.value!r}); drop it"
+        raise ConfigError(msg)
+    return Fp16Config() if keep is None else Fp16Config(keep_float=keep)
 
 
-def _ort(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> QuantizerConfig:
+def _ort(
+    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: FloatScope | None
+) -> QuantizerConfig:
     from yoloquant.quantize.ort_static import OrtQuantConfig
-    from yoloquant.quantize.presets import KeepPreset
 
     if precision is not Precision.INT8:
         hint = "; use quantizer='modelopt' for fp8" if precision is Precision.FP8 else ""
@@ -112,18 +121,14 @@ def _ort(precision: Precision, backend: Backend, calibration: CalibMethod | None
     # OpenVINO runs its own integer kernels and measured best with Q/DQ on Conv / Add / Concat only
     config = OrtQuantConfig.openvino() if backend is Backend.OPENVINO else OrtQuantConfig()
     if calibration is not None:
-        config = dataclasses.replace(config, calibration=calibration)
+        config = dataclasses.replace(config, calibration_method=calibration)
     if keep is not None:
-        preset = parse_enum(KeepPreset, keep, option="keep preset")
-        # the decode path always stays float here: one uint8 scale over pixels and scores zeroes the scores
-        head = preset in (KeepPreset.HEAD, KeepPreset.HEAD_AND_FIRST)
-        first = preset is KeepPreset.HEAD_AND_FIRST
-        config = dataclasses.replace(config, keep_head_convs_float=head, keep_first_conv_float=first)
+        config = dataclasses.replace(config, keep_float=keep)
     return config
 
 
 def _modelopt(
-    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None
+    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: FloatScope | None
 ) -> QuantizerConfig:
     from yoloquant.quantize.modelopt import ModelOptConfig
 
@@ -136,12 +141,14 @@ def _modelopt(
     return dataclasses.replace(
         base,
         mode=precision,
-        calibration=calibration or base.calibration,
-        keep=keep or base.keep,  # type: ignore[arg-type]  # validated by ModelOptConfig
+        calibration_method=calibration or base.calibration_method,
+        keep_float=keep or base.keep_float,
     )
 
 
-def _nncf(precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None) -> QuantizerConfig:
+def _nncf(
+    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: FloatScope | None
+) -> QuantizerConfig:
     from yoloquant.quantize.nncf import NncfConfig
 
     if precision is not Precision.INT8 or backend is not Backend.OPENVINO:
@@ -152,15 +159,18 @@ def _nncf(precision: Precision, backend: Backend, calibration: CalibMethod | Non
         )
         raise ConfigError(msg)
     if calibration is not None:
-        msg = f"NNCF chooses its own activation ranges (its preset), not {calibration.value!r}; drop calibration="
+        msg = (
+            f"NNCF chooses its own activation ranges (its preset), not {calibration.value!r}; drop calibration_method="
+        )
         raise ConfigError(msg)
-    return NncfConfig() if keep is None else NncfConfig(keep=keep)  # type: ignore[arg-type]
+    return NncfConfig() if keep is None else NncfConfig(keep_float=keep)
 
 
 def _brevitas(
-    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: str | None
+    precision: Precision, backend: Backend, calibration: CalibMethod | None, keep: FloatScope | None
 ) -> QuantizerConfig:
     from yoloquant.quantize.brevitas import ActScale, BrevitasConfig
+    from yoloquant.quantize.brevitas.config import for_precision
 
     changes: dict[str, object] = {}
     if backend is Backend.TENSORRT:  # symmetric int8 only: TensorRT rejects zero points
@@ -169,13 +179,13 @@ def _brevitas(
         if calibration is not CalibMethod.PERCENTILE:
             msg = (
                 f"Brevitas picks activation scales by mse (default) or percentile, not {calibration.value!r}; "
-                "pass calibration='percentile' or quantizer=BrevitasQuantizer(BrevitasConfig(act_scale=...))"
+                "pass calibration_method='percentile' or quantizer=BrevitasQuantizer(BrevitasConfig(act_scale=...))"
             )
             raise ConfigError(msg)
         changes["act_scale"] = ActScale.PERCENTILE
     if keep is not None:
         changes["keep_float"] = keep
-    return BrevitasConfig.preset(precision, **changes)
+    return for_precision(BrevitasConfig, precision, changes)
 
 
 # Each named quantizer's config for a precision on a backend; the registry turns it into the quantizer.

@@ -4,13 +4,14 @@ Which nodes become FP16 (a small converter on ``onnx.helper``, no extra dependen
 
 * only nodes that compute on the image data: those downstream of the graph input. Shape arithmetic
   (``Shape`` and what follows from it, anchor grids built from shapes) keeps its types;
-* not the head's decode path (``keep_decode``, found by :func:`yoloquant.quantize.graph.find_head`
+* not the head's decode path (``keep_float.decode_path``, found by :func:`yoloquant.quantize.graph.find_head`
   walking back from the outputs to the last feature convs): the DFL ``Softmax`` and its projection
   conv, the anchor / stride arithmetic, the class ``Sigmoid``, the end-to-end head's top-k. Box
   coordinates up to 640 px carry only ~0.25-0.5 px of precision in FP16, so the decode stays FP32;
-* nor ops in ``keep_fp32_ops`` / nodes matching ``keep_fp32_nodes``, nor (``keep_downstream``)
-  anything computed from them. ``Sigmoid`` is not a default there: every SiLU of the backbone is a
-  ``Sigmoid`` + ``Mul``, and keeping those FP32 would keep the whole network FP32;
+* nor ops in ``keep_float.op_types`` / nodes matching ``keep_float.nodes``, nor (``keep_downstream``)
+  anything computed from them (the head convs and the stem conv of ``keep_float`` stay FP32 alone).
+  ``Sigmoid`` is not a default there: every SiLU of the backbone is a ``Sigmoid`` + ``Mul``, and
+  keeping those FP32 would keep the whole network FP32;
 * float initializers of FP16 nodes are stored as FP16 (a copy when an FP32 node shares them), and a
   ``Cast`` is inserted on every edge that crosses between the two regions (one per tensor).
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -36,9 +37,11 @@ from yoloquant._io import atomic_path
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Precision, _Serializable
-from yoloquant.errors import ConfigError, QuantizationError
-from yoloquant.quantize.graph import find_head
+from yoloquant.errors import QuantizationError
+from yoloquant.quantize.float_scope import FloatScope
+from yoloquant.quantize.graph import find_head, first_convs
 from yoloquant.quantize.registry import register
+from yoloquant.vocabulary import renamed_keywords
 
 __all__ = ["Fp16Config", "Fp16Converter"]
 
@@ -51,33 +54,26 @@ _FIXED_INPUTS: dict[str, frozenset[int]] = {
 _SHAPE_OPS = frozenset({"Shape", "Size"})
 
 
+@renamed_keywords()
 @dataclass(frozen=True, kw_only=True)
 class Fp16Config(_Serializable):
     """What stays FP32 in the FP16 model.
 
     Attributes:
-        keep_decode: Keep the head's decode path FP32 (DFL softmax, anchors, class sigmoid, top-k).
-        keep_fp32_ops: Op types kept FP32 anywhere in the graph.
-        keep_fp32_nodes: Regexes of node names kept FP32.
+        keep_float: What stays FP32 (:class:`~yoloquant.quantize.float_scope.FloatScope` or a preset name):
+            by default the decode path (DFL softmax, anchors, class sigmoid, top-k) and every ``Softmax``.
         keep_downstream: Also keep FP32 every node computed from a node kept by op type or name.
 
     Example:
-        >>> Fp16Config(keep_fp32_ops=("Softmax",)).keep_downstream
+        >>> Fp16Config(keep_float=FloatScope(op_types=("Softmax",))).keep_downstream
         True
     """
 
-    keep_decode: bool = True
-    keep_fp32_ops: tuple[str, ...] = ("Softmax",)
-    keep_fp32_nodes: tuple[str, ...] = ()
+    keep_float: FloatScope = field(default_factory=lambda: FloatScope(op_types=("Softmax",)))
     keep_downstream: bool = True
 
     def __post_init__(self) -> None:
-        for pattern in self.keep_fp32_nodes:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                msg = f"keep_fp32_nodes has an invalid regex {pattern!r}: {exc}"
-                raise ConfigError(msg) from None
+        object.__setattr__(self, "keep_float", FloatScope.parse(self.keep_float))
 
 
 @dataclass(frozen=True)
@@ -150,15 +146,20 @@ def _data_nodes(graph: Any) -> set[int]:
 
 def _kept_fp32(proto: Any, data: set[int], config: Fp16Config) -> set[int]:
     graph = proto.graph
-    patterns = [re.compile(p) for p in config.keep_fp32_nodes]
+    scope = config.keep_float
+    patterns = [re.compile(p) for p in scope.nodes]
     kept = {
         i
         for i in data
-        if graph.node[i].op_type in config.keep_fp32_ops or any(p.search(graph.node[i].name) for p in patterns)
+        if graph.node[i].op_type in scope.op_types or any(p.search(graph.node[i].name) for p in patterns)
     }
     if config.keep_downstream:
         _add_downstream(graph, data, kept)
-    if config.keep_decode:
+    alone = set(find_head(proto).output_convs if scope.head_convs else ()) | set(
+        first_convs(proto) if scope.first_conv else ()
+    )
+    kept |= {i for i in data if graph.node[i].name in alone}
+    if scope.decode_path:
         # find_head's walk back from the outputs also passes through Shape reads of backbone features
         # in dynamic exports: a node that feeds a feature conv is backbone, not decode.
         decode = set(find_head(proto).decode)

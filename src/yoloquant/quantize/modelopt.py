@@ -3,7 +3,7 @@
 ModelOpt places Q/DQ pairs the way TensorRT fuses them (activations and weights int8 or fp8 e4m3,
 symmetric, per-channel weights; Q/DQ only on the inputs of Conv, Add, Mul, MaxPool, Resize...). The
 result is meant for a TensorRT strongly-typed engine; ONNX Runtime's CPU EP runs it correctly but
-slower than FP32, so it is a TensorRT artifact, not a CPU one. With ``target="openvino"``
+slower than FP32, so it is a TensorRT artifact, not a CPU one. With ``backend="openvino"``
 (:meth:`ModelOptConfig.openvino`) the INT8 model is rewritten for ONNX Runtime's OpenVINO EP:
 uint8 asymmetric activations, int8 weights folded (:mod:`yoloquant.quantize.unsigned`).
 
@@ -45,8 +45,9 @@ from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, par
 from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, MissingDependencyError, QuantizationError
 from yoloquant.quantize import graph, unsigned
-from yoloquant.quantize.presets import KeepPreset, resolve_keep
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.registry import register
+from yoloquant.vocabulary import renamed_keywords
 
 __all__ = ["ModelOptConfig", "ModelOptQuantizer"]
 
@@ -61,58 +62,54 @@ _CALIB_NAMES = {CalibMethod.MINMAX: "max", CalibMethod.ENTROPY: "entropy"}
 # The opset ModelOpt writes at least (a lower one is silently raised to this).
 _MIN_OPSET = {Precision.INT8: 19, Precision.FP8: 19}
 _MAX_OPSET = 23
-_TARGETS = (Backend.TENSORRT, Backend.OPENVINO)
+_BACKENDS = (Backend.TENSORRT, Backend.OPENVINO)
 
 
 def _default_calibration(mode: Precision) -> CalibMethod:
     return CalibMethod.MINMAX if mode is Precision.FP8 else CalibMethod.ENTROPY
 
 
+@renamed_keywords()
 @dataclass(frozen=True, kw_only=True)
 class ModelOptConfig(_Serializable):
     """Options of :class:`ModelOptQuantizer`.
 
     Attributes:
         mode: ``int8`` or ``fp8`` (e4m3) activations and weights.
-        calibration: ``entropy`` or ``minmax`` (ModelOpt's ``max``); ``None`` picks the one measured best
-            for the mode: entropy for int8, minmax for fp8. FP8 needs minmax: ModelOpt turns max-calibrated
+        calibration_method: ``entropy`` or ``minmax`` (ModelOpt's ``max``); ``None`` picks the one measured
+            best for the mode: entropy for int8, minmax for fp8. FP8 needs minmax: ModelOpt turns max-calibrated
             int8 scales into fp8 scales (``* 448 / 127``), which is wrong for clipped (entropy) ranges.
-        keep: YOLO precision preset: which parts of the detector stay float (see
-            :mod:`yoloquant.quantize.presets`). ``head+first`` (default) keeps the box / class output
-            convs, the decode and the stem conv; ``head`` quantizes the stem too.
-        exclude: More node-name regexes (``re.search``) to keep float.
-        exclude_op_types: Op types never quantized, e.g. ``("Resize",)``.
+        keep_float: What stays float (:class:`~yoloquant.quantize.float_scope.FloatScope` or a preset name):
+            ``head+first`` (default) keeps the box / class output convs, the decode and the stem conv;
+            ``head`` quantizes the stem too; ``FloatScope(op_types=("Resize",))`` never quantizes Resize.
         high_precision: Dtype of what is not quantized: ``fp32``, or ``fp16`` (ModelOpt then converts
             the whole float part of the model, its inputs and outputs included, to fp16).
         calibration_device: Where calibration runs: ``cpu``, or ``cuda`` (ONNX Runtime's CUDA EP,
             falling back to the CPU).
         opset: Opset of the written model; ``None`` = ModelOpt's minimum (19).
-        target: Runtime the layout is made for: ``tensorrt`` (ModelOpt's output as is) or ``openvino``
+        backend: Runtime the model is made for: ``tensorrt`` (ModelOpt's output as is) or ``openvino``
             (int8 only: activations rewritten to uint8 over their calibrated range, which OpenVINO runs
-            correctly and more accurately; see :mod:`yoloquant.quantize.unsigned`). Recorded as the layout.
+            correctly and more accurately; see :mod:`yoloquant.quantize.unsigned`).
     """
 
     mode: Precision = Precision.INT8
-    calibration: CalibMethod | None = None
-    keep: KeepPreset = KeepPreset.HEAD_AND_FIRST
-    exclude: tuple[str, ...] = ()
-    exclude_op_types: tuple[str, ...] = ()
+    calibration_method: CalibMethod | None = None
+    keep_float: FloatScope = field(default_factory=FloatScope.head_and_first)
     high_precision: Precision = Precision.FP32
     calibration_device: str = "cpu"
     opset: int | None = None
-    target: Backend = Backend.TENSORRT
+    backend: Backend = Backend.TENSORRT
 
     def __post_init__(self) -> None:
         mode = parse_enum(Precision, self.mode, option="mode")
-        calibration = parse_enum(CalibMethod, self.calibration or _default_calibration(mode), option="calibration")
+        method = self.calibration_method or _default_calibration(mode)
+        calibration = parse_enum(CalibMethod, method, option="calibration_method")
         high = parse_enum(Precision, self.high_precision, option="high_precision")
         object.__setattr__(self, "mode", mode)
-        object.__setattr__(self, "calibration", calibration)
-        object.__setattr__(self, "keep", parse_enum(KeepPreset, self.keep, option="keep preset"))
+        object.__setattr__(self, "calibration_method", calibration)
+        object.__setattr__(self, "keep_float", FloatScope.parse(self.keep_float))
         object.__setattr__(self, "high_precision", high)
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-        object.__setattr__(self, "exclude_op_types", tuple(self.exclude_op_types))
-        object.__setattr__(self, "target", parse_enum(Backend, self.target, option="target"))
+        object.__setattr__(self, "backend", parse_enum(Backend, self.backend, option="backend"))
         if mode not in _MODES:
             msg = f"ModelOpt ONNX PTQ supports mode int8 and fp8 here, got {mode.value!r}"
             raise ConfigError(msg)
@@ -122,7 +119,7 @@ class ModelOptConfig(_Serializable):
         if mode is Precision.FP8 and calibration is not CalibMethod.MINMAX:
             msg = (
                 f"ModelOpt fp8 needs minmax calibration (it derives fp8 scales from max-calibrated int8 ones), "
-                f"got {calibration.value!r}; pass calibration='minmax' or leave it None"
+                f"got {calibration.value!r}; pass calibration_method='minmax' or leave it None"
             )
             raise ConfigError(msg)
         if high not in _HIGH_PRECISIONS:
@@ -137,44 +134,45 @@ class ModelOptConfig(_Serializable):
                 f"({_MIN_OPSET[mode]}-{_MAX_OPSET}); pass opset=None for its minimum"
             )
             raise ConfigError(msg)
-        self._check_target()
-        graph.check_patterns(self.exclude)
+        self._check_backend()
 
-    def _check_target(self) -> None:
-        if self.target not in _TARGETS:
-            msg = f"ModelOpt's layout targets tensorrt or openvino, got {self.target.value!r}"
+    def _check_backend(self) -> None:
+        if self.backend not in _BACKENDS:
+            msg = f"ModelOpt makes models for tensorrt or openvino, got {self.backend.value!r}"
             raise ConfigError(msg)
-        if self.target is Backend.OPENVINO and (self.mode, self.high_precision) != (Precision.INT8, Precision.FP32):
+        if self.backend is Backend.OPENVINO and (self.mode, self.high_precision) != (Precision.INT8, Precision.FP32):
             msg = (
-                f"target='openvino' rewrites int8 models with fp32 float parts, got mode {self.mode.value!r} and "
+                f"backend='openvino' rewrites int8 models with fp32 float parts, got mode {self.mode.value!r} and "
                 f"high_precision {self.high_precision.value!r}; use ModelOptConfig.openvino()"
             )
             raise ConfigError(msg)
 
     @property
     def method(self) -> CalibMethod:
-        """The calibration method in effect (``calibration`` is resolved in ``__post_init__``)."""
-        return self.calibration or _default_calibration(self.mode)
+        """The calibration method in effect (``calibration_method`` is resolved in ``__post_init__``)."""
+        return self.calibration_method or _default_calibration(self.mode)
 
     @classmethod
-    def int8(cls) -> ModelOptConfig:
+    def int8(cls, **changes: Any) -> Self:
         """INT8, entropy calibration, head and stem float: the best INT8 accuracy measured (docs/modelopt.md)."""
-        return cls(mode=Precision.INT8, calibration=CalibMethod.ENTROPY, keep=KeepPreset.HEAD_AND_FIRST)
+        return cls._from_preset(_INT8, changes)
 
     @classmethod
-    def fp8(cls) -> ModelOptConfig:
+    def fp8(cls, **changes: Any) -> Self:
         """FP8 (e4m3), max calibration, head and stem float (ModelOpt keeps the 3-channel stem float anyway)."""
-        return cls(mode=Precision.FP8, calibration=CalibMethod.MINMAX, keep=KeepPreset.HEAD_AND_FIRST)
+        return cls._from_preset({**_INT8, "mode": Precision.FP8, "calibration_method": CalibMethod.MINMAX}, changes)
 
     @classmethod
-    def openvino(cls) -> ModelOptConfig:
-        """INT8 for ONNX Runtime's OpenVINO EP: :meth:`int8`'s choices, uint8 activations (docs/modelopt.md)."""
-        return cls(
-            mode=Precision.INT8,
-            calibration=CalibMethod.ENTROPY,
-            keep=KeepPreset.HEAD_AND_FIRST,
-            target=Backend.OPENVINO,
-        )
+    def openvino(cls, **changes: Any) -> Self:
+        """INT8 for OpenVINO's runtime: :meth:`int8`'s choices, uint8 activations (docs/modelopt.md)."""
+        return cls._from_preset({**_INT8, "backend": Backend.OPENVINO}, changes)
+
+
+_INT8: dict[str, Any] = {
+    "mode": Precision.INT8,
+    "calibration_method": CalibMethod.ENTROPY,
+    "keep_float": FloatScope.head_and_first(),
+}
 
 
 def _main() -> None:
@@ -197,7 +195,7 @@ class ModelOptQuantizer:
 
     Example:
         >>> q = ModelOptQuantizer(ModelOptConfig(mode="fp8"))
-        >>> q.name, q.config.keep.value, q.config.method.value
+        >>> q.name, q.config.keep_float.preset, q.config.method.value
         ('modelopt', 'head+first', 'minmax')
     """
 
@@ -211,9 +209,8 @@ class ModelOptQuantizer:
         return self
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:
-        """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``): preset + ``exclude``."""
-        names = resolve_keep(model, self.config.keep) + graph.match_nodes(model, self.config.exclude)
-        return tuple(dict.fromkeys(names))
+        """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``)."""
+        return self.config.keep_float.node_names(model)
 
     def modelopt_kwargs(self, keep_float: tuple[str, ...]) -> dict[str, Any]:
         """Keyword arguments for ``modelopt.onnx.quantization.quantize`` (calibration data aside)."""
@@ -225,7 +222,7 @@ class ModelOptQuantizer:
             "high_precision_dtype": cfg.high_precision.value,
             # ModelOpt matches with re.match; exact names leave no room for prefix collisions
             "nodes_to_exclude": [f"^{re.escape(n)}$" for n in keep_float],
-            "op_types_to_exclude": list(cfg.exclude_op_types),
+            "op_types_to_exclude": list(cfg.keep_float.op_types),
             "opset": cfg.opset,
             "log_level": "INFO",
         }
@@ -247,7 +244,7 @@ class ModelOptQuantizer:
         keep_float = self.float_node_names(source)
         log.info(
             "ModelOpt %s (%s calibration, %d images, keep=%s: %d float nodes) of %s",
-            cfg.mode.value, cfg.method.value, len(data), cfg.keep.value, len(keep_float), model.path.name,
+            cfg.mode.value, cfg.method.value, len(data), cfg.keep_float.describe(), len(keep_float), model.path.name,
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix=".yq-modelopt-", dir=out_dir) as tmp:
             # ModelOpt writes intermediate files next to its input: give it a private copy.
@@ -263,7 +260,7 @@ class ModelOptQuantizer:
             }
             self._run_isolated(job, Path(tmp), model.path)
             qmodel = onnx.load(str(dst))
-            if cfg.target is Backend.OPENVINO:
+            if cfg.backend is Backend.OPENVINO:
                 moved = unsigned.rewrite_for_openvino(qmodel, source, data)
                 log.info("rewrote %d int8 activation Q/DQ pairs to uint8 for OpenVINO", moved)
             graph.copy_metadata(source, qmodel)
@@ -278,7 +275,7 @@ class ModelOptQuantizer:
             precision=cfg.mode,
             source=model,
             quantizer=self.name,
-            layout=cfg.target.value,
+            layout=cfg.backend.value,
             config=cfg.to_dict(),
             quantized_nodes=quantized,
             float_nodes=floats,

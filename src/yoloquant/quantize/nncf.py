@@ -44,8 +44,9 @@ from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize._target import int8_target
-from yoloquant.quantize.presets import KeepPreset, resolve_keep
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.registry import register
+from yoloquant.vocabulary import renamed_keywords
 
 __all__ = ["NncfConfig", "NncfPreset", "NncfQuantizer"]
 
@@ -59,6 +60,7 @@ class NncfPreset(StrEnum):
     PERFORMANCE = "performance"
 
 
+@renamed_keywords()
 @dataclass(frozen=True, kw_only=True)
 class NncfConfig(_Serializable):
     """Options of :class:`NncfQuantizer`.
@@ -66,27 +68,27 @@ class NncfConfig(_Serializable):
     Attributes:
         preset: ``mixed`` (symmetric weights, asymmetric activations) or ``performance`` (all symmetric).
         fast_bias_correction: NNCF's fast bias correction after quantization (its default).
-        keep: YOLO precision preset kept float *beyond* the decode path, which always stays float:
-            ``none`` (Ultralytics' scope), ``head`` (also the box / class output convs) or ``head+first``.
-        exclude: More node-name regexes (``re.search``) kept float.
+        keep_float: What stays float (:class:`~yoloquant.quantize.float_scope.FloatScope` or a preset name):
+            ``decode`` (default: Ultralytics' scope), ``head`` (also the box / class output convs) or
+            ``head+first``. The decode path always stays float in NNCF's recipe.
         subset_size: Calibration images NNCF uses; None = all of them.
 
     Example:
-        >>> NncfConfig(keep="head").to_dict()["keep"]
-        'head'
+        >>> NncfConfig(keep_float="head").keep_float.head_convs
+        True
     """
 
     preset: NncfPreset = NncfPreset.MIXED
     fast_bias_correction: bool = True
-    keep: KeepPreset = KeepPreset.NONE
-    exclude: tuple[str, ...] = ()
+    keep_float: FloatScope = field(default_factory=FloatScope)
     subset_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset", parse_enum(NncfPreset, self.preset, option="NNCF preset"))
-        object.__setattr__(self, "keep", parse_enum(KeepPreset, self.keep, option="keep preset"))
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-        graph.check_patterns(self.exclude)
+        object.__setattr__(self, "keep_float", FloatScope.parse(self.keep_float))
+        if not self.keep_float.decode_path:
+            msg = "NNCF's recipe keeps the decode path float: keep_float needs decode_path=True (e.g. 'decode')"
+            raise ConfigError(msg)
         if self.subset_size is not None and self.subset_size < 1:
             msg = f"subset_size must be >= 1 or None (all calibration images), got {self.subset_size}"
             raise ConfigError(msg)
@@ -138,10 +140,8 @@ class NncfQuantizer:
         return replace(self, progress=enabled)
 
     def ignored_names(self, model: Any) -> tuple[str, ...]:
-        """The nodes kept float in ``model`` (an ``onnx.ModelProto``): decode path, preset, ``exclude``."""
-        cfg = self.config
-        names = [*graph.find_head(model).decode, *resolve_keep(model, cfg.keep), *graph.match_nodes(model, cfg.exclude)]
-        return tuple(dict.fromkeys(names))
+        """The nodes kept float in ``model`` (an ``onnx.ModelProto``)."""
+        return self.config.keep_float.node_names(model)
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         """Calibrate on ``data`` and write ``<stem>-int8.onnx`` (uint8 activations) into ``out_dir``."""

@@ -12,7 +12,7 @@ The layout (see docs/quantizers.md for the measurements behind it):
 - entropy calibration of activation ranges (measured better than minmax and percentile on mAP).
 
 Example:
-    >>> quantizer = OrtStaticQuantizer(OrtQuantConfig(calibration="entropy"))
+    >>> quantizer = OrtStaticQuantizer(OrtQuantConfig(calibration_method="entropy"))
     >>> qdq = quantizer.quantize(model, calib, Path("runs/int8"))  # doctest: +SKIP
 """
 
@@ -39,7 +39,9 @@ from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import graph
 from yoloquant.quantize._target import int8_target
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.registry import register
+from yoloquant.vocabulary import renamed_keywords
 
 __all__ = ["DEFAULT_OP_TYPES", "OrtQuantConfig", "OrtStaticQuantizer"]
 
@@ -77,56 +79,53 @@ _KNOWN_OP_TYPES = frozenset(
 )
 
 
+@renamed_keywords()
 @dataclass(frozen=True, kw_only=True)
 class OrtQuantConfig(_Serializable):
     """Options of :class:`OrtStaticQuantizer`.
 
     Attributes:
-        calibration: How activation ranges are chosen: ``minmax``, ``entropy`` or ``percentile``.
+        calibration_method: How activation ranges are chosen: ``minmax``, ``entropy`` or ``percentile``.
         percentile: Percentile of |activation| kept by ``percentile`` calibration.
         per_channel: One int8 weight scale per output channel (else one per tensor).
         op_types: Op types that get Q/DQ. Conv alone leaves the graph float between convs (slow).
-        exclude: Node-name regexes (``re.search``) to keep float, on top of the head presets.
-        keep_decode_float: Keep the decode path float; turning it off puts box pixels and class
-            scores under one uint8 scale, which zeroes the scores.
-        keep_head_convs_float: Keep the head's final box/class convs float too (slower, not more accurate
-            on YOLOv8n; ORT still re-quantizes their inputs from the quantized neighbours).
-        keep_first_conv_float: Keep the stem conv (which reads the image) float.
+        keep_float: What stays float (:class:`~yoloquant.quantize.float_scope.FloatScope` or a preset name);
+            default ``decode``. The decode path must stay float here: one uint8 scale over box pixels and
+            class scores zeroes the scores. Keeping the head convs float too is slower and not more
+            accurate on YOLOv8n (ORT still re-quantizes their inputs from the quantized neighbours).
         symmetric_activations: Symmetric activation ranges (zero point 128 for uint8).
         reduce_range: 7-bit weights (int8 range -64..63). On x86 CPUs without VNNI, ONNX Runtime's uint8 x
             int8 kernels sum pairs of products in int16 (``vpmaddubsw``), which saturates for full-range
             weights; 7-bit weights cannot saturate. ``None`` (default): 7-bit when the CPU that quantizes lacks
-            VNNI (for either target: OpenVINO's CPU kernels saturate there too; the report's config records
+            VNNI (for either backend: OpenVINO's CPU kernels saturate there too; the report's config records
             which was used).
         preprocess: Run ORT's ``quant_pre_process`` (shape inference + graph cleanup) first.
         calib_chunk: Images per calibration chunk; bounds memory (histograms hold every output).
-        target: Runtime the layout is made for: ``onnxruntime`` (CPU EP) or ``openvino`` (OpenVINO EP);
-            recorded as the QdqModel's layout. ``OrtQuantConfig.openvino()`` picks its op types.
+        backend: Runtime the model is made for: ``onnxruntime`` (CPU EP) or ``openvino``;
+            ``OrtQuantConfig.openvino()`` picks its op types.
     """
 
-    calibration: CalibMethod = CalibMethod.ENTROPY
+    calibration_method: CalibMethod = CalibMethod.ENTROPY
     percentile: float = 99.999
     per_channel: bool = True
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
-    exclude: tuple[str, ...] = ()
-    keep_decode_float: bool = True
-    keep_head_convs_float: bool = False
-    keep_first_conv_float: bool = False
+    keep_float: FloatScope = field(default_factory=FloatScope)
     symmetric_activations: bool = False
     reduce_range: bool | None = None
     weight_type: str = "int8"
     preprocess: bool = True
     calib_chunk: int = 8
-    target: Backend = Backend.ONNXRUNTIME
+    backend: Backend = Backend.ONNXRUNTIME
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "calibration", parse_enum(CalibMethod, self.calibration, option="calibration"))
+        method = parse_enum(CalibMethod, self.calibration_method, option="calibration_method")
+        object.__setattr__(self, "calibration_method", method)
         object.__setattr__(self, "op_types", tuple(self.op_types))
-        object.__setattr__(self, "target", parse_enum(Backend, self.target, option="target"))
-        if self.target not in (Backend.ONNXRUNTIME, Backend.OPENVINO):
-            msg = f"the ONNX Runtime quantizer targets onnxruntime or openvino, got {self.target.value!r}"
+        object.__setattr__(self, "keep_float", FloatScope.parse(self.keep_float))
+        object.__setattr__(self, "backend", parse_enum(Backend, self.backend, option="backend"))
+        if self.backend not in (Backend.ONNXRUNTIME, Backend.OPENVINO):
+            msg = f"the ONNX Runtime quantizer makes models for onnxruntime or openvino, got {self.backend.value!r}"
             raise ConfigError(msg)
-        object.__setattr__(self, "exclude", tuple(self.exclude))
         if self.weight_type not in ("int8", "uint8"):
             msg = f"weight_type is 'int8' or 'uint8', got {self.weight_type!r}"
             raise ConfigError(msg)
@@ -134,23 +133,22 @@ class OrtQuantConfig(_Serializable):
             msg = f"percentile must be in [90, 100] (typical: 99.99-99.999), got {self.percentile}"
             raise ConfigError(msg)
         _check_op_types(self.op_types)
-        graph.check_patterns(self.exclude)
         if self.calib_chunk < 1:
             msg = f"calib_chunk must be >= 1, got {self.calib_chunk}"
             raise ConfigError(msg)
 
     @classmethod
-    def conservative(cls) -> OrtQuantConfig:
+    def conservative(cls, **changes: Any) -> Self:
         """Head output convs and the stem conv float too: fewer INT8 layers, for models that lose accuracy."""
-        return cls(keep_head_convs_float=True, keep_first_conv_float=True)
+        return cls._from_preset({"keep_float": FloatScope.head_and_first()}, changes)
 
     @classmethod
-    def openvino(cls) -> OrtQuantConfig:
-        """Layout for the OpenVINO EP: Q/DQ only where OpenVINO runs integer kernels (conv inputs, Add, Concat).
+    def openvino(cls, **changes: Any) -> Self:
+        """For OpenVINO's runtime: Q/DQ only where OpenVINO runs integer kernels (conv inputs, Add, Concat).
 
         OpenVINO fuses SiLU into the conv itself, so Q/DQ around Sigmoid / Mul only adds rounding there.
         """
-        return cls(op_types=("Conv", "Add", "Concat"), target=Backend.OPENVINO)
+        return cls._from_preset({"op_types": ("Conv", "Add", "Concat"), "backend": Backend.OPENVINO}, changes)
 
 
 def _check_op_types(op_types: tuple[str, ...]) -> None:
@@ -195,7 +193,7 @@ def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
         CalibMethod.MINMAX: quantization.CalibrationMethod.MinMax,
         CalibMethod.ENTROPY: quantization.CalibrationMethod.Entropy,
         CalibMethod.PERCENTILE: quantization.CalibrationMethod.Percentile,
-    }[cfg.calibration]
+    }[cfg.calibration_method]
     return {
         "quant_format": quantization.QuantFormat.QDQ,
         "op_types_to_quantize": list(cfg.op_types),
@@ -219,7 +217,7 @@ def reduce_range(cfg: OrtQuantConfig) -> bool:
         return cfg.reduce_range
     # OpenVINO's CPU plugin saturates there too: OrtQuantConfig.openvino() on it, YOLOv8n, coco128 64-127 on an
     # AVX2 CPU without VNNI: -4.98 mAP50-95 points with 8-bit weights, -1.80 with 7-bit ones
-    return cfg.target in (Backend.ONNXRUNTIME, Backend.OPENVINO) and cfg.weight_type == "int8" and saturates_u8s8()
+    return cfg.backend in (Backend.ONNXRUNTIME, Backend.OPENVINO) and cfg.weight_type == "int8" and saturates_u8s8()
 
 
 @contextlib.contextmanager
@@ -264,17 +262,7 @@ class OrtStaticQuantizer:
 
     def float_node_names(self, model: Any) -> tuple[str, ...]:
         """The nodes this config keeps float in ``model`` (an ``onnx.ModelProto``)."""
-        cfg = self.config
-        head = graph.find_head(model)
-        names: list[str] = []
-        if cfg.keep_decode_float:
-            names += head.decode
-        if cfg.keep_head_convs_float:
-            names += head.output_convs
-        if cfg.keep_first_conv_float:
-            names += graph.first_convs(model)
-        names += graph.match_nodes(model, cfg.exclude)
-        return tuple(dict.fromkeys(names))
+        return self.config.keep_float.node_names(model)
 
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         """Calibrate on ``data`` and write ``<stem>-int8.onnx`` into ``out_dir`` (``-fp32`` dropped from the stem)."""
@@ -298,7 +286,7 @@ class OrtStaticQuantizer:
             precision=Precision.INT8,
             source=model,
             quantizer=self.name,
-            layout=self.config.target.value,
+            layout=self.config.backend.value,
             config={**self.config.to_dict(), "reduce_range": reduce_range(self.config)},
             quantized_nodes=quantized,
             float_nodes=floats,
@@ -325,7 +313,7 @@ class OrtStaticQuantizer:
         quantization = require("onnxruntime.quantization")
         tqdm = require("tqdm").tqdm
         cfg = self.config
-        desc = f"calibrating ({cfg.calibration.value})"
+        desc = f"calibrating ({cfg.calibration_method.value})"
         with tqdm(total=len(data), desc=desc, unit="img", disable=not self.progress) as bar, prints_to_log():
             try:
                 quantization.quantize_static(

@@ -7,15 +7,18 @@ points (asymmetric) are an option for ONNX Runtime / OpenVINO on a CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, NoReturn, Self, TypeVar
 
 from yoloquant.config import Precision, _Serializable, parse_enum
 from yoloquant.errors import ConfigError
-from yoloquant.quantize.presets import KeepPreset
+from yoloquant.quantize.float_scope import FloatScope
+from yoloquant.vocabulary import renamed_keywords
 
-__all__ = ["ActScale", "BrevitasConfig", "Protect", "Rounding", "WeightScale"]
+__all__ = ["ActScale", "BrevitasConfig", "Protect", "Rounding", "WeightScale", "for_precision"]
+
+_C = TypeVar("_C", bound="BrevitasConfig")
 
 
 class WeightScale(StrEnum):
@@ -60,6 +63,7 @@ _PRESETS: dict[Precision, tuple[int, int | None]] = {
 }
 
 
+@renamed_keywords()
 @dataclass(frozen=True, kw_only=True)
 class BrevitasConfig(_Serializable):
     """Options of :class:`~yoloquant.quantize.brevitas.BrevitasQuantizer`.
@@ -67,8 +71,10 @@ class BrevitasConfig(_Serializable):
     Attributes:
         weight_bits: 8 or 4; per output channel, symmetric, narrow range.
         act_bits: 8 for int8 conv inputs, None for float activations.
-        keep_float: YOLO preset of layers left float: ``none``, ``head`` (box / class output convs),
-            ``head+first`` (and the stem conv). The DFL projection always stays float.
+        keep_float: What stays float (:class:`~yoloquant.quantize.float_scope.FloatScope` or a preset name):
+            ``decode`` (default), ``head`` (and the box / class output convs), ``head+first`` (and the
+            stem conv). The decode's DFL projection always stays float; node / op-type patterns are
+            ONNX names, which the PyTorch model Brevitas quantizes does not have.
         protect: Layers quantized at 8 bits when ``weight_bits`` is 4 (see :class:`Protect`).
         weight_scale / act_scale: How scales are chosen (:class:`WeightScale`, :class:`ActScale`).
         weight_zero_point: Asymmetric weights: each channel's grid spans [min, max] with a zero point
@@ -85,13 +91,13 @@ class BrevitasConfig(_Serializable):
         opset: ONNX opset of the exported QCDQ model.
 
     Example:
-        >>> BrevitasConfig.preset("w4a16").weight_bits
+        >>> BrevitasConfig.w4a16().weight_bits
         4
     """
 
     weight_bits: int = 8
     act_bits: int | None = 8
-    keep_float: KeepPreset = KeepPreset.NONE
+    keep_float: FloatScope = field(default_factory=FloatScope)
     protect: Protect = Protect.NONE
     weight_scale: WeightScale = WeightScale.ABSMAX
     act_scale: ActScale = ActScale.MSE
@@ -120,7 +126,7 @@ class BrevitasConfig(_Serializable):
         if not 13 <= self.opset <= 21:
             msg = f"opset must be in 13..21 for Brevitas' QCDQ export, got {self.opset}"
             raise ConfigError(msg)
-        object.__setattr__(self, "keep_float", parse_enum(KeepPreset, self.keep_float, option="keep preset"))
+        object.__setattr__(self, "keep_float", _module_scope(FloatScope.parse(self.keep_float)))
         object.__setattr__(self, "protect", parse_enum(Protect, self.protect, option="protect"))
         object.__setattr__(self, "weight_scale", parse_enum(WeightScale, self.weight_scale, option="weight_scale"))
         object.__setattr__(self, "act_scale", parse_enum(ActScale, self.act_scale, option="act_scale"))
@@ -132,26 +138,63 @@ class BrevitasConfig(_Serializable):
         return f"w{self.weight_bits}a{self.act_bits or 16}"
 
     @classmethod
-    def preset(cls, precision: Precision | str, **changes: Any) -> Self:
-        """The measured defaults for a precision (docs/brevitas.md), with ``changes`` applied.
+    def w8a16(cls, **changes: Any) -> Self:
+        """8-bit weights, float activations (docs/brevitas.md), with ``changes`` applied."""
+        return for_precision(cls, Precision.W8A16, changes)
 
-        W8A8 quantizes activations to uint8 with a zero point (best on ONNX Runtime / OpenVINO CPUs); for
-        TensorRT pass ``act_zero_point=False, act_scale="mse"`` (what ``make_quantizer`` does there).
+    @classmethod
+    def w8a8(cls, **changes: Any) -> Self:
+        """8-bit weights, uint8 activations with a zero point over the percentile range (best on CPUs).
+
+        For TensorRT pass ``act_zero_point=False, act_scale="mse"`` (what ``make_quantizer`` does there).
         """
-        prec = parse_enum(Precision, precision, option="precision")
-        if prec not in _PRESETS:
-            known = ", ".join(p.value for p in _PRESETS)
-            msg = f"Brevitas makes {known}, not {prec.value!r}"
-            raise ConfigError(msg)
-        weight_bits, act_bits = _PRESETS[prec]
-        low_bit = weight_bits == 4
-        base: dict[str, Any] = {
-            "weight_bits": weight_bits,
-            "act_bits": act_bits,
-            "protect": Protect.EARLY if low_bit else Protect.NONE,
-            "weight_scale": WeightScale.MSE if low_bit else WeightScale.ABSMAX,
-            "rounding": Rounding.QRONOS if low_bit else Rounding.NEAREST,
-        }
-        if prec is Precision.W8A8:  # measured: uint8 over the percentile range -0.25 +- 0.28, symmetric MSE -0.84
-            base |= {"act_zero_point": True, "act_scale": ActScale.PERCENTILE}
-        return cls(**(base | changes))
+        return for_precision(cls, Precision.W8A8, changes)
+
+    @classmethod
+    def w4a16(cls, **changes: Any) -> Self:
+        """4-bit weights (MSE scales, Qronos rounding, early layers at 8 bits), float activations."""
+        return for_precision(cls, Precision.W4A16, changes)
+
+    @classmethod
+    def w4a8(cls, **changes: Any) -> Self:
+        """4-bit weights as :meth:`w4a16`, int8 activations."""
+        return for_precision(cls, Precision.W4A8, changes)
+
+    @classmethod
+    def preset(cls, precision: object, **changes: object) -> NoReturn:
+        """Renamed: one preset style, a classmethod per preset."""
+        del changes
+        msg = f"BrevitasConfig.preset({precision!r}, ...) is now BrevitasConfig.{precision}(**changes)"
+        raise ConfigError(msg)
+
+
+def for_precision(cls: type[_C], precision: Precision | str, changes: dict[str, Any]) -> _C:
+    """The measured defaults for a precision (docs/brevitas.md), with ``changes`` applied."""
+    prec = parse_enum(Precision, precision, option="precision")
+    if prec not in _PRESETS:
+        known = ", ".join(p.value for p in _PRESETS)
+        msg = f"Brevitas makes {known}, not {prec.value!r}"
+        raise ConfigError(msg)
+    weight_bits, act_bits = _PRESETS[prec]
+    low_bit = weight_bits == 4
+    base: dict[str, Any] = {
+        "weight_bits": weight_bits,
+        "act_bits": act_bits,
+        "protect": Protect.EARLY if low_bit else Protect.NONE,
+        "weight_scale": WeightScale.MSE if low_bit else WeightScale.ABSMAX,
+        "rounding": Rounding.QRONOS if low_bit else Rounding.NEAREST,
+    }
+    if prec is Precision.W8A8:  # measured: uint8 over the percentile range -0.25 +- 0.28, symmetric MSE -0.84
+        base |= {"act_zero_point": True, "act_scale": ActScale.PERCENTILE}
+    return cls._from_preset(base, changes)
+
+
+def _module_scope(scope: FloatScope) -> FloatScope:
+    """``scope``, if Brevitas can keep it float: its decode path, head convs and stem conv, not ONNX patterns."""
+    if not scope.decode_path or scope.nodes or scope.op_types:
+        msg = (
+            f"Brevitas quantizes the PyTorch model's convs, whose DFL projection always stays float: keep_float "
+            f"takes decode, head or head+first (or FloatScope(head_convs=..., first_conv=...)), got {scope!r}"
+        )
+        raise ConfigError(msg)
+    return scope

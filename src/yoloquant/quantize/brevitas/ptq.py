@@ -16,7 +16,6 @@ from yoloquant._optional import require
 from yoloquant.errors import QuantizationError
 from yoloquant.quantize.brevitas.adaround import learn_rounding
 from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect, Rounding, WeightScale
-from yoloquant.quantize.presets import KeepPreset
 
 __all__ = ["calibrate", "conv_bits", "load_detector", "quantize_convs"]
 
@@ -59,9 +58,9 @@ def conv_bits(model: Any, config: BrevitasConfig) -> dict[str, int | None]:
     head = {id(c) for c in head_output_convs(model)}
     dfl = getattr(_detect(model), "dfl", None)
     float_ids = {id(m) for m in dfl.modules()} if dfl is not None else set()
-    if config.keep_float is not KeepPreset.NONE:
+    if config.keep_float.head_convs:
         float_ids |= head
-    if config.keep_float is KeepPreset.HEAD_AND_FIRST:
+    if config.keep_float.first_conv:
         float_ids.add(id(model.model[0].conv))
     protected = _protected(model, config.protect, head) if config.weight_bits < 8 else set()
     bits: dict[str, int | None] = {}

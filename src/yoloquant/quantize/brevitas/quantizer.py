@@ -37,7 +37,7 @@ class BrevitasQuantizer:
     with the folded BatchNorms restored as trainable layers, and folded back before export.
 
     Example:
-        >>> BrevitasQuantizer(BrevitasConfig.preset("w4a16")).name
+        >>> BrevitasQuantizer(BrevitasConfig.w4a16()).name
         'brevitas'
     """
 

@@ -26,7 +26,9 @@ def main() -> None:
         "--model", type=Path, default=ROOT / "assets" / "weights" / "yolov8n.pt", help=".pt, or an exported .onnx"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-e2e-cpu")
-    parser.add_argument("--calibration", default=None, help="minmax, entropy or percentile (default: quantizer's)")
+    parser.add_argument(
+        "--calibration-method", default=None, help="minmax, entropy or percentile (default: quantizer's)"
+    )
     parser.add_argument("--iterations", type=int, default=200)
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -41,13 +43,13 @@ def main() -> None:
             else QuantPipeline.from_ultralytics(args.model)
         )
         .calibrate(images, num_images=64)
-        .quantize("int8", backend="onnxruntime", calibration=args.calibration)
+        .quantize("int8", backend="onnxruntime", calibration_method=args.calibration_method)
         .evaluate(images, offset=64)
         .benchmark(batch_sizes=(1,), iterations=args.iterations)
     )
     if "OpenVINOExecutionProvider" in onnxruntime.get_available_providers():
         pipe = pipe.quantize("fp32", backend="openvino").quantize(
-            "int8", backend="openvino", calibration=args.calibration
+            "int8", backend="openvino", calibration_method=args.calibration_method
         )
     print(pipe.describe())
     result = pipe.run(args.out)

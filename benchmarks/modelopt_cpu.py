@@ -43,12 +43,13 @@ from yoloquant.config import Backend, BenchConfig
 from yoloquant.data.calibration import ImageCalibrator
 from yoloquant.data.datasets import Dataset
 from yoloquant.export import UltralyticsExporter
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
 from yoloquant.versions import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("int8", "fp8")
-KEEPS = ("none", "head", "head+first")
+KEEPS = ("nothing", "head", "head+first")
 CALIBRATIONS = ("minmax", "entropy")
 
 
@@ -93,8 +94,8 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, default=ROOT / "assets" / "weights" / "yolov8n.pt")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "modelopt-cpu")
     ap.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
-    ap.add_argument("--keep", nargs="*", default=list(KEEPS), choices=KEEPS)
-    ap.add_argument("--calibration", nargs="*", default=list(CALIBRATIONS), choices=CALIBRATIONS)
+    ap.add_argument("--keep-float", nargs="*", default=list(KEEPS), choices=KEEPS)
+    ap.add_argument("--calibration-method", nargs="*", default=list(CALIBRATIONS), choices=CALIBRATIONS)
     ap.add_argument("--exclude", nargs="*", default=[], help="node regexes: one more variant per mode, kept float")
     ap.add_argument("--latency", action="store_true", help="time every variant against FP32 on ORT CPU")
     ap.add_argument("--jitter", action="store_true", help="mean +- sd delta over activation scales x0.97..x1.03")
@@ -110,15 +111,20 @@ def main() -> None:
     models: dict[str, OnnxModel] = {"fp32": fp32}
     print(f"fp32: mAP50-95 {rows['fp32']['map50_95']:.2f}", flush=True)
     configs = {
-        f"{mode}-{keep}-{method}": ModelOptConfig(mode=mode, keep=keep, calibration=method)
+        f"{mode}-{keep}-{method}": ModelOptConfig(mode=mode, keep_float=keep, calibration_method=method)
         for mode in args.modes
-        for keep in args.keep
-        for method in args.calibration
+        for keep in args.keep_float
+        for method in args.calibration_method
         if not (mode == "fp8" and method == "entropy")  # ModelOpt derives fp8 scales from max-calibrated ones
     }
     if args.exclude:
         configs.update(
-            {f"{m}-head+first+exclude": ModelOptConfig(mode=m, exclude=tuple(args.exclude)) for m in args.modes}
+            {
+                f"{m}-head+first+exclude": ModelOptConfig(
+                    mode=m, keep_float=FloatScope.head_and_first().with_nodes(*args.exclude)
+                )
+                for m in args.modes
+            }
         )
     for name, cfg in configs.items():
         qdq = ModelOptQuantizer(cfg).quantize(fp32, calib, args.out / name)

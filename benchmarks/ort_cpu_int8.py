@@ -32,13 +32,13 @@ from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
 
 CANDIDATES: dict[str, OrtQuantConfig] = {
     "default": OrtQuantConfig(),  # entropy, head output convs INT8, decode float
-    "minmax": OrtQuantConfig(calibration="minmax"),
-    "percentile": OrtQuantConfig(calibration="percentile"),
-    "entropy-headfloat": OrtQuantConfig(keep_head_convs_float=True),
-    "minmax-headfloat": OrtQuantConfig(calibration="minmax", keep_head_convs_float=True),
+    "minmax": OrtQuantConfig(calibration_method="minmax"),
+    "percentile": OrtQuantConfig(calibration_method="percentile"),
+    "entropy-headfloat": OrtQuantConfig(keep_float="head"),
+    "minmax-headfloat": OrtQuantConfig(calibration_method="minmax", keep_float="head"),
     "conservative": OrtQuantConfig.conservative(),
     "openvino": OrtQuantConfig.openvino(),  # Q/DQ on Conv inputs, Add, Concat: for the OpenVINO EP
-    "conv-only": OrtQuantConfig(calibration="minmax", op_types=("Conv",)),
+    "conv-only": OrtQuantConfig(calibration_method="minmax", op_types=("Conv",)),
 }
 
 

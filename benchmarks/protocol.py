@@ -8,7 +8,7 @@ resumes. Reads ../shared/data; says so and stops when it is missing.
     YOLO_OFFLINE=1 .venv/bin/python benchmarks/protocol.py --model assets/weights/yolov8n.pt \\
         --variants ort,ort-rr --out runs/protocol-v8
     variants: ort (the default quantize("int8")), ort-rr (reduce_range), ort-minmax, ort-pct, ort-cons,
-    mo-int8 / mo-int8-none (ModelOpt keep="head" / "none"), mo-fp8, w8a8, w4a16, nncf, ...
+    mo-int8 / mo-int8-none (ModelOpt keep_float="head" / "nothing"), mo-fp8, w8a8, w4a16, nncf, ...
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ SETS = {"coco128-64-127": ("coco128/images/train2017", 64), "coco-val-person": (
 def _quantizers() -> dict[str, Callable[[], Any]]:
     from yoloquant.config import Backend, Precision
     from yoloquant.quantize import make_quantizer
+    from yoloquant.quantize.float_scope import FloatScope
     from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
 
     def ort(**changes: Any) -> Callable[[], Any]:
@@ -41,21 +42,21 @@ def _quantizers() -> dict[str, Callable[[], Any]]:
         "ort": made("int8"),
         "ort-rr": ort(reduce_range=True),
         "ort-full": ort(reduce_range=False),
-        "ort-minmax": ort(calibration="minmax"),
-        "ort-pct": ort(calibration="percentile"),
-        "ort-rr-pct": ort(reduce_range=True, calibration="percentile"),
-        "ort-rr-minmax": ort(reduce_range=True, calibration="minmax"),
-        "ort-cons": ort(keep_head_convs_float=True, keep_first_conv_float=True),
-        "ort-rr-cons": ort(reduce_range=True, keep_head_convs_float=True, keep_first_conv_float=True),
-        "ort-rr-first": ort(reduce_range=True, keep_first_conv_float=True),
+        "ort-minmax": ort(calibration_method="minmax"),
+        "ort-pct": ort(calibration_method="percentile"),
+        "ort-rr-pct": ort(reduce_range=True, calibration_method="percentile"),
+        "ort-rr-minmax": ort(reduce_range=True, calibration_method="minmax"),
+        "ort-cons": ort(keep_float="head+first"),
+        "ort-rr-cons": ort(reduce_range=True, keep_float="head+first"),
+        "ort-rr-first": ort(reduce_range=True, keep_float=FloatScope(first_conv=True)),
         "ort-rr-sym": ort(reduce_range=True, symmetric_activations=True),
         "ort-u8u8": ort(weight_type="uint8"),
-        "ort-u8u8-pct": ort(weight_type="uint8", calibration="percentile"),
-        "ort-first": ort(keep_first_conv_float=True),
-        "mo-int8": made("int8", quantizer="modelopt", keep="head"),
-        "mo-int8-none": made("int8", quantizer="modelopt", keep="none"),
-        "mo-fp8": made("fp8", keep="head"),
-        "mo-fp8-none": made("fp8", keep="none"),
+        "ort-u8u8-pct": ort(weight_type="uint8", calibration_method="percentile"),
+        "ort-first": ort(keep_float=FloatScope(first_conv=True)),
+        "mo-int8": made("int8", quantizer="modelopt", keep_float="head"),
+        "mo-int8-none": made("int8", quantizer="modelopt", keep_float="nothing"),
+        "mo-fp8": made("fp8", keep_float="head"),
+        "mo-fp8-none": made("fp8", keep_float="nothing"),
         "w8a8": made("w8a8"),
         "w4a16": made("w4a16"),
         "nncf": made("int8", "openvino", quantizer="nncf"),

@@ -124,7 +124,8 @@ class QdqModel(OnnxModel):
     Attributes:
         source: The float model it was quantized from.
         quantizer: Name of the quantizer strategy.
-        layout: Target backend the Q/DQ layout was made for.
+        backend: The backend the model was made for (``ort-cpu``, ``openvino``, ``tensorrt``); None: any.
+        format: The graph format: ``qdq`` (Q/DQ pairs), ``qcdq`` (Brevitas: Q, Clip, DQ) or ``fp16``.
         config: The quantizer config as a dict, for the report.
         quantized_nodes / float_nodes: Node names by op type: what was quantized, what stayed float.
         seconds: Wall time of calibration + quantization.
@@ -132,7 +133,8 @@ class QdqModel(OnnxModel):
 
     source: OnnxModel
     quantizer: str
-    layout: str
+    backend: str | None = None
+    format: str = "qdq"
     config: dict[str, Any] = field(default_factory=dict)
     quantized_nodes: dict[str, list[str]] = field(default_factory=dict)
     float_nodes: dict[str, list[str]] = field(default_factory=dict)

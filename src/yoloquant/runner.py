@@ -398,9 +398,9 @@ def _provider_warnings(b: _Built, engine: Engine) -> list[str]:
     wanted = PROVIDERS[b.plan.backend]
     if engine.providers[:1] != [wanted]:
         warnings.append(f"asked for {wanted} but ONNX Runtime runs {engine.providers}: numbers are for the fallback")
-    if isinstance(b.model, QdqModel) and b.model.layout == Backend.TENSORRT.value:
+    if isinstance(b.model, QdqModel) and b.model.backend == Backend.TENSORRT.value:
         warnings.append(
-            f"the Q/DQ layout was made for TensorRT and runs here on {wanted}: its accuracy is what TensorRT "
+            f"the Q/DQ model was made for TensorRT and runs here on {wanted}: its accuracy is what TensorRT "
             "would compute, its latency is not (ONNX Runtime CPU runs this layout 2-5x slower than FP32)"
         )
     return warnings
@@ -411,7 +411,8 @@ def _quantization(model: OnnxModel) -> dict[str, Any] | None:
         return None
     return {
         "quantizer": model.quantizer,
-        "layout": model.layout,
+        "backend": model.backend,
+        "format": model.format,
         "config": model.config,
         "seconds": round(model.seconds, 2),
         "quantized_counts": {op: len(n) for op, n in model.quantized_nodes.items()},

@@ -96,5 +96,5 @@ class CallbackQuantizer:
         path = out_dir / f"{model.path.stem.removesuffix('-fp32')}-callback.onnx"
         shutil.copyfile(model.path, path)
         return QdqModel(
-            path=path, info=model.info, precision=Precision.INT8, source=model, quantizer=self.name, layout="none"
+            path=path, info=model.info, precision=Precision.INT8, source=model, quantizer=self.name
         )

@@ -70,9 +70,9 @@ def test_the_old_preset_spelling_names_the_new_one() -> None:
 
 
 def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
-    q = make_quantizer(Precision.W4A16, Backend.ONNXRUNTIME, keep="head", calibration=None)
+    q = make_quantizer(Precision.W4A16, Backend.ONNXRUNTIME, keep_float="head", calibration_method=None)
     assert isinstance(q, BrevitasQuantizer) and q.config == BrevitasConfig.w4a16(keep_float="head")
-    q = make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration=CalibMethod.PERCENTILE)
+    q = make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration_method=CalibMethod.PERCENTILE)
     assert isinstance(q, BrevitasQuantizer) and q.config.act_scale is ActScale.PERCENTILE
     trt = make_quantizer(Precision.W8A8, Backend.TENSORRT, quantizer=QuantizerName.BREVITAS)
     assert isinstance(trt, BrevitasQuantizer) and not trt.config.act_zero_point  # TensorRT: symmetric int8 only
@@ -80,7 +80,7 @@ def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
     with pytest.raises(ConfigError, match="Brevitas makes"):
         make_quantizer(Precision.INT8, Backend.ONNXRUNTIME, quantizer=QuantizerName.BREVITAS)
     with pytest.raises(ConfigError, match="not 'entropy'"):
-        make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration=CalibMethod.ENTROPY)
+        make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration_method=CalibMethod.ENTROPY)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_w8a16_weights_match_a_hand_computed_per_channel_quantization(
     expected_scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127  # absmax, narrow range [-127, 127]
     np.testing.assert_allclose(scale.reshape(-1), expected_scale, rtol=1e-6)
     np.testing.assert_array_equal(q, np.round(w / expected_scale.reshape(-1, 1, 1, 1)).astype(np.int8))
-    assert qdq.precision is Precision.W8A16 and qdq.layout == "qcdq"
+    assert qdq.precision is Precision.W8A16 and qdq.format == "qcdq"
     assert len(qdq.quantized_nodes["Conv"]) == 63 and "QuantizeLinear" not in {n.op_type for n in model.graph.node}
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["yoloquant.head"] == "dfl" and "names" in meta  # the float export's metadata came over
@@ -282,7 +282,7 @@ def test_pipeline_runs_a_brevitas_variant_quietly(
     result = (
         QuantPipeline.from_ultralytics(yolov8n_pt)
         .calibrate(coco64_images, num_images=2)
-        .quantize("w8a8", calibration="percentile")
+        .quantize("w8a8", calibration_method="percentile")
         .quantize("int8")
         .evaluate(coco64_images, num_images=4)
         .with_progress(False)

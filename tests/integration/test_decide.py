@@ -44,7 +44,7 @@ def test_sensitivity_ranks_groups_and_writes_its_files(
     model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
 ) -> None:
     config = SensitivityConfig(granularity="block", proxy_images=2, top_k=1, max_groups=4)
-    quant = OrtQuantConfig(calibration=CalibMethod.MINMAX)
+    quant = OrtQuantConfig(calibration_method=CalibMethod.MINMAX)
     report = analyze_sensitivity(model, calib, tmp_path, config=config, quant=quant, eval_data=val)
     groups = report.groups
     assert [g.group.name for g in groups] == report.ranked_names()
@@ -77,7 +77,7 @@ def test_only_the_chosen_group_is_quantized(model: OnnxModel, calib: Calibration
     from yoloquant.decide._ortcache import SharedCalibration
     from yoloquant.decide.groups import find_groups
 
-    shared = SharedCalibration(model, calib, OrtQuantConfig(calibration=CalibMethod.MINMAX), tmp_path)
+    shared = SharedCalibration(model, calib, OrtQuantConfig(calibration_method=CalibMethod.MINMAX), tmp_path)
     group = find_groups(shared.proto, shared.quantizable, "conv")[1]
     assert group.ops == ("Conv", "Sigmoid", "Mul")
     others = [n for n in shared.quantizable if n not in group.nodes]
@@ -100,7 +100,7 @@ def test_budgeted_quantizer_runs_in_a_pipeline(
     model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
 ) -> None:
     q = BudgetedQuantizer(max_map_drop=100.0, eval_data=coco64_yaml, num_images=8, offset=32,
-                          granularity="block", quant=OrtQuantConfig(calibration=CalibMethod.MINMAX))  # fmt: skip
+                          granularity="block", quant=OrtQuantConfig(calibration_method=CalibMethod.MINMAX))  # fmt: skip
     result = (
         QuantPipeline.from_onnx(model.path)
         .calibrate(coco64_images, num_images=4)
@@ -172,7 +172,7 @@ def test_dequantize_mode_makes_groups_truly_float(model: OnnxModel, calib: Calib
     from yoloquant.decide._ortcache import SharedCalibration
     from yoloquant.decide.groups import find_groups
 
-    shared = SharedCalibration(model, calib, OrtQuantConfig(calibration=CalibMethod.MINMAX), tmp_path)
+    shared = SharedCalibration(model, calib, OrtQuantConfig(calibration_method=CalibMethod.MINMAX), tmp_path)
     x = calib.images[:1].astype(np.float32) / 255.0
     all_float = shared.build(shared.quantizable, tmp_path / "all.onnx", float_mode="dequantize")
     with OrtEngineBuilder().build(model) as ref, OrtEngineBuilder().build(all_float) as test:
@@ -190,7 +190,7 @@ def test_budget_search_returns_sensitive_groups_to_float(
 ) -> None:
     from yoloquant.decide.budget import search_budget
 
-    quant = OrtQuantConfig(calibration=CalibMethod.MINMAX)
+    quant = OrtQuantConfig(calibration_method=CalibMethod.MINMAX)
     r = search_budget(model, calib, val, tmp_path, max_map_drop=0.0, granularity="block", quant=quant, proxy_images=2)
     assert r.within_budget and r.map50_95 >= r.fp32_map50_95 - 1e-12
     assert r.int8_map50_95 < r.fp32_map50_95  # full INT8 missed a zero budget, so groups went float
@@ -214,8 +214,8 @@ def test_budget_searched_on_calibration_images_is_checked_held_out(
     result = (
         QuantPipeline.from_onnx(model.path)
         .calibrate(coco64_images, num_images=8)  # a folder with sibling labels/: searched there by default
-        .quantize("int8", calibration="minmax", max_map_drop=100.0, name="held-out")
-        .quantize("int8", calibration="minmax", max_map_drop=100.0, budget_data="evaluation", name="in-sample")
+        .quantize("int8", calibration_method="minmax", max_map_drop=100.0, name="held-out")
+        .quantize("int8", calibration_method="minmax", max_map_drop=100.0, budget_data="evaluation", name="in-sample")
         .evaluate(coco64_yaml, num_images=8, offset=32)
         .with_progress(False)
         .run(tmp_path)
@@ -273,7 +273,7 @@ def test_cli_sensitivity_writes_a_report_with_the_section(
     argv = [
         "sensitivity", "--model", str(yolov8n_onnx), "--calib", str(coco64_images), "--calib-images", "4",
         "--eval", str(coco64_yaml), "--eval-images", "6", "--eval-offset", "40", "--granularity", "block",
-        "--top-k", "1", "--max-groups", "3", "--proxy-images", "2", "--calibration", "minmax", "--quiet",
+        "--top-k", "1", "--max-groups", "3", "--proxy-images", "2", "--calibration-method", "minmax", "--quiet",
         "--out", str(tmp_path),
     ]  # fmt: skip
     assert main(argv) == 0

@@ -20,8 +20,8 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision
 from yoloquant.errors import ConfigError, QuantizationError
 from yoloquant.quantize import unsigned
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.modelopt import ModelOptConfig, ModelOptQuantizer
-from yoloquant.quantize.presets import KeepPreset, resolve_keep
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -33,26 +33,29 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
 def test_config_round_trips_through_json() -> None:
-    cfg = ModelOptConfig(mode="fp8", calibration="minmax", keep="head+first", exclude=(r"^/model\.9/",))
+    scope = FloatScope.head_and_first().with_nodes(r"^/model\.9/")
+    cfg = ModelOptConfig(mode="fp8", calibration_method="minmax", keep_float=scope)
     assert ModelOptConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert cfg.mode is Precision.FP8 and cfg.calibration is CalibMethod.MINMAX and cfg.keep is KeepPreset.HEAD_AND_FIRST
+    assert cfg.mode is Precision.FP8 and cfg.calibration_method is CalibMethod.MINMAX and cfg.keep_float == scope
 
 
 def test_calibration_defaults_to_the_best_measured_per_mode() -> None:
-    assert ModelOptConfig().calibration is CalibMethod.ENTROPY and ModelOptConfig().keep is KeepPreset.HEAD_AND_FIRST
-    assert ModelOptConfig(mode="fp8").calibration is CalibMethod.MINMAX
+    assert ModelOptConfig().calibration_method is CalibMethod.ENTROPY
+    assert ModelOptConfig().keep_float == FloatScope.head_and_first()
+    assert ModelOptConfig(mode="fp8").calibration_method is CalibMethod.MINMAX
     assert ModelOptConfig.int8() == ModelOptConfig() and ModelOptConfig.fp8() == ModelOptConfig(mode="fp8")
 
 
 def test_openvino_preset_is_int8_with_the_defaults_and_round_trips() -> None:
     cfg = ModelOptConfig.openvino()
-    assert cfg.target is Backend.OPENVINO and ModelOptConfig().target is Backend.TENSORRT
-    assert dataclasses.replace(cfg, target=Backend.TENSORRT) == ModelOptConfig.int8()
+    assert cfg.backend is Backend.OPENVINO and ModelOptConfig().backend is Backend.TENSORRT
+    assert dataclasses.replace(cfg, backend=Backend.TENSORRT) == ModelOptConfig.int8()
+    assert ModelOptConfig.fp8(keep_float="head") == ModelOptConfig(mode="fp8", keep_float="head")  # a preset's changes
     assert ModelOptConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def test_config_maps_onto_modelopt_arguments() -> None:
-    kwargs = ModelOptQuantizer(ModelOptConfig(calibration="minmax")).modelopt_kwargs(("/model.22/Concat",))
+    kwargs = ModelOptQuantizer(ModelOptConfig(calibration_method="minmax")).modelopt_kwargs(("/model.22/Concat",))
     assert kwargs["calibration_method"] == "max" and kwargs["calibration_eps"] == ["cpu"]
     assert kwargs["high_precision_dtype"] == "fp32"  # ModelOpt's default would turn the model into fp16
     assert kwargs["nodes_to_exclude"] == [r"^/model\.22/Concat$"]  # exact: ModelOpt matches regexes
@@ -69,7 +72,7 @@ def test_config_maps_onto_modelopt_arguments() -> None:
         ({"high_precision": "int8"}, "fp32 or fp16"),
         ({"calibration_device": "tpu"}, "calibration_device"),
         ({"opset": 17}, "opset"),
-        ({"exclude": ("model.(",)}, "regex"),
+        ({"keep_float": FloatScope(nodes=("model.(",))}, "regex"),
         ({"target": "onnxruntime"}, "tensorrt or openvino"),
         ({"mode": "fp8", "target": "openvino"}, "rewrites int8"),
         ({"high_precision": "fp16", "target": "openvino"}, "rewrites int8"),
@@ -152,7 +155,7 @@ def qdq(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> QdqModel:
     out = tmp_path_factory.mktemp(f"modelopt-{request.param}")
-    return ModelOptQuantizer(ModelOptConfig(mode=request.param, keep="head")).quantize(fp32, calib, out)
+    return ModelOptQuantizer(ModelOptConfig(mode=request.param, keep_float="head")).quantize(fp32, calib, out)
 
 
 def _producers(model: Any) -> dict[str, str]:
@@ -169,9 +172,9 @@ def _run(path: Path, batch: np.ndarray) -> np.ndarray:
 def test_artifact_describes_the_quantized_model(qdq: QdqModel, fp32: OnnxModel) -> None:
     mode = qdq.config["mode"]
     assert qdq.precision is Precision(mode) and qdq.path.name == f"yolov8n-{mode}.onnx"
-    assert qdq.quantizer == "modelopt" and qdq.layout == "tensorrt" and qdq.source == fp32
+    assert qdq.quantizer == "modelopt" and qdq.backend == "tensorrt" and qdq.source == fp32
     assert 0 < qdq.seconds < 120
-    assert ModelOptConfig.from_dict(json.loads(json.dumps(qdq.config))).keep is KeepPreset.HEAD
+    assert ModelOptConfig.from_dict(json.loads(json.dumps(qdq.config))).keep_float == FloatScope.head()
     assert [p.name for p in qdq.path.parent.iterdir()] == [qdq.path.name]  # no temp files left
 
 
@@ -194,7 +197,7 @@ def test_qdq_dtype_and_opset(qdq: QdqModel) -> None:
 def test_head_stays_float_and_the_body_is_quantized(qdq: QdqModel, fp32: OnnxModel) -> None:
     model = onnx.load(str(qdq.path))
     producers = _producers(model)
-    keep = resolve_keep(onnx.load(str(fp32.path)), "head")
+    keep = FloatScope.head().node_names(onnx.load(str(fp32.path)))
     nodes = {n.name: n for n in model.graph.node}
     assert len(keep) == 30 and set(keep) <= set(nodes)  # ModelOpt keeps Ultralytics' node names
     for name in keep:
@@ -256,8 +259,8 @@ def test_yolo26_end_to_end_head_keeps_top_k_float(
     from yoloquant.export import UltralyticsExporter
 
     v26 = UltralyticsExporter().export(ASSETS / "weights" / "yolo26n.pt", tmp_path / "export")
-    qdq = ModelOptQuantizer(ModelOptConfig(mode="int8", keep="head")).quantize(v26, calib, tmp_path / "int8")
-    keep = set(resolve_keep(onnx.load(str(v26.path)), "head"))
+    qdq = ModelOptQuantizer(ModelOptConfig(mode="int8", keep_float="head")).quantize(v26, calib, tmp_path / "int8")
+    keep = set(FloatScope.head().node_names(onnx.load(str(v26.path))))
     assert {"TopK", "GatherElements"} <= {op for op, names in qdq.float_nodes.items() if set(names) & keep}
     assert not {n for names in qdq.quantized_nodes.values() for n in names} & keep
     assert len(qdq.quantized_nodes["Conv"]) >= 90
@@ -280,7 +283,7 @@ def test_yolo26_end_to_end_head_keeps_top_k_float(
 def openvino_qdq(
     modelopt: None, fp32: OnnxModel, calib: CalibrationSet, tmp_path_factory: pytest.TempPathFactory
 ) -> QdqModel:
-    cfg = dataclasses.replace(ModelOptConfig.openvino(), keep="head")  # qdq's int8 model, rewritten
+    cfg = dataclasses.replace(ModelOptConfig.openvino(), keep_float="head")  # qdq's int8 model, rewritten
     return ModelOptQuantizer(cfg).quantize(fp32, calib, tmp_path_factory.mktemp("modelopt-openvino"))
 
 
@@ -335,7 +338,7 @@ def test_openvino_layout_keeps_the_clip_and_refines_the_grid(
 ) -> None:
     trt = _tensorrt_int8(qdq)
     model = onnx.load(str(openvino_qdq.path))
-    assert openvino_qdq.layout == "openvino" and openvino_qdq.precision is Precision.INT8
+    assert openvino_qdq.backend == "openvino" and openvino_qdq.precision is Precision.INT8
     assert openvino_qdq.quantized_nodes == qdq.quantized_nodes  # same placement as ModelOpt's
     old, new = _scales(trt), _scales(model)
     assert new.keys() == old.keys() and {t for _, _, t in new.values()} == {onnx.TensorProto.UINT8}
@@ -366,4 +369,4 @@ def test_make_quantizer_rewrites_modelopt_int8_for_openvino() -> None:
 
     assert config(Precision.INT8, Backend.OPENVINO) == ModelOptConfig.openvino()
     assert config(Precision.INT8, Backend.ONNXRUNTIME) == ModelOptConfig.int8()
-    assert config(Precision.FP8, Backend.OPENVINO).target is Backend.TENSORRT
+    assert config(Precision.FP8, Backend.OPENVINO).backend is Backend.TENSORRT

@@ -16,6 +16,7 @@ from yoloquant.data.datasets import load_dataset
 from yoloquant.errors import ConfigError, MissingDependencyError
 from yoloquant.eval.coco import evaluate
 from yoloquant.quantize import graph, make_quantizer, unsigned
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.nncf import NncfConfig, NncfQuantizer
 
 nncf = pytest.importorskip("nncf")
@@ -117,14 +118,18 @@ def test_uint8_shift_is_exact_on_onnxruntime(tmp_path: Path) -> None:
 
 def test_quantizer_is_chosen_by_name_and_refuses_what_it_cannot_do() -> None:
     assert make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf") == NncfQuantizer()
-    assert make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf", keep="head").config.keep == "head"  # type: ignore[attr-defined]
+    made = make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf", keep_float="head")
+    assert made.config.keep_float == FloatScope.head()  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="backend='openvino'"):
         make_quantizer(Precision.INT8, Backend.ONNXRUNTIME, quantizer="nncf")
     with pytest.raises(ConfigError, match="NNCF chooses its own activation ranges"):
-        make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf", calibration=CalibMethod.MINMAX)
+        make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf", calibration_method=CalibMethod.MINMAX)
     with pytest.raises(ConfigError, match="unknown NNCF preset"):
         NncfConfig(preset="fast")  # type: ignore[arg-type]
-    assert NncfConfig.from_dict(NncfConfig(exclude=("^/model.0/",)).to_dict()) == NncfConfig(exclude=("^/model.0/",))
+    cfg = NncfConfig(keep_float=FloatScope(nodes=("^/model.0/",)))
+    assert NncfConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="NNCF's recipe keeps the decode path float"):
+        NncfConfig(keep_float="nothing")
 
 
 def test_missing_nncf_names_the_extra(

@@ -15,6 +15,7 @@ from yoloquant._cpu import saturates_u8s8
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import CalibMethod, Precision
 from yoloquant.errors import ConfigError, QuantizationError
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
 
 onnx = pytest.importorskip("onnx")
@@ -92,11 +93,11 @@ def _producers(model: Any) -> dict[str, str]:
 
 
 def test_config_round_trips_through_json() -> None:
-    cfg = OrtQuantConfig(calibration="entropy", exclude=(r"model\.0/",), keep_first_conv_float=True)
+    cfg = OrtQuantConfig(calibration_method="entropy", keep_float=FloatScope(first_conv=True, nodes=(r"model\.0/",)))
     data = json.loads(json.dumps(cfg.to_dict()))
     assert OrtQuantConfig.from_dict(data) == cfg
-    assert cfg.calibration is CalibMethod.ENTROPY
-    assert OrtQuantConfig.from_dict(json.loads(json.dumps(OrtQuantConfig.openvino().to_dict()))).target == "openvino"
+    assert cfg.calibration_method is CalibMethod.ENTROPY
+    assert OrtQuantConfig.from_dict(json.loads(json.dumps(OrtQuantConfig.openvino().to_dict()))).backend == "openvino"
 
 
 @pytest.mark.parametrize(
@@ -122,7 +123,7 @@ def test_config_rejects_bad_options(kwargs: dict[str, object], needle: str) -> N
 def test_artifact_describes_the_int8_model(v8_qdq: QdqModel, yolov8n_onnx: Path) -> None:
     assert v8_qdq.path.is_file() and v8_qdq.path.name == f"{yolov8n_onnx.stem.removesuffix('-fp32')}-int8.onnx"
     assert v8_qdq.precision is Precision.INT8
-    assert v8_qdq.quantizer == "ort-static" and v8_qdq.layout == "onnxruntime"
+    assert v8_qdq.quantizer == "ort-static" and v8_qdq.backend == "onnxruntime"
     assert v8_qdq.seconds > 0
     assert v8_qdq.source.path == yolov8n_onnx
     json.dumps(v8_qdq.config)
@@ -183,7 +184,7 @@ def test_every_conv_but_the_dfl_is_quantized(v8_qdq: QdqModel) -> None:
 def test_head_convs_and_excluded_nodes_can_stay_float(
     yolov8n_onnx: Path, calib: CalibrationSet, tmp_path: Path
 ) -> None:
-    cfg = OrtQuantConfig(calibration="minmax", keep_head_convs_float=True, exclude=(r"^/model\.9/",))
+    cfg = OrtQuantConfig(calibration_method="minmax", keep_float=FloatScope.head().with_nodes(r"^/model\.9/"))
     qdq = OrtStaticQuantizer(cfg).quantize(OnnxModel.load(yolov8n_onnx), calib, tmp_path)
     model = onnx.load(str(qdq.path))
     producers = _producers(model)

@@ -21,7 +21,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
         "run", "--model", str(assets / "weights" / "yolov8n.pt"),
         "--calib", str(assets / "coco64" / "images"), "--calib-images", "24",
         "--eval", str(assets / "coco64.yaml"), "--eval-offset", "40",
-        "--precisions", "fp32,int8", "--backend", "onnxruntime", "--iterations", "10", "--quiet",
+        "--precision", "fp32,int8", "--backend", "onnxruntime", "--iterations", "10", "--quiet",
         "--out", str(out),
     ])  # fmt: skip
     assert rc == 0
@@ -63,7 +63,7 @@ def test_python_api_with_a_coco_json_and_disjoint_sets(tmp_path: Path, assets: P
     result = (
         QuantPipeline.from_ultralytics(assets / "weights" / "yolov8n.pt")
         .calibrate(assets / "coco64.yaml", num_images=8)
-        .quantize("int8", calibration="minmax")
+        .quantize("int8", calibration_method="minmax")
         .evaluate(assets / "coco64" / "annotations" / "instances_coco64.json", offset=48)
         .with_progress(False)
         .run(tmp_path)
@@ -104,7 +104,7 @@ def test_modelopt_variant_is_measured_on_cpu_and_flagged(tmp_path: Path, assets:
     result = (
         QuantPipeline.from_ultralytics(assets / "weights" / "yolov8n.pt")
         .calibrate(assets / "coco64" / "images", num_images=8)
-        .quantize("int8", quantizer="modelopt", keep="head")
+        .quantize("int8", quantizer="modelopt", keep_float="head")
         .evaluate(assets / "coco64.yaml", num_images=12, offset=52)
         .with_progress(False)
         .run(tmp_path)
@@ -135,8 +135,8 @@ def test_cli_sweep_runs_and_resumes(tmp_path: Path, assets: Path, capsys: pytest
     argv = [
         "sweep", "--model", str(assets / "weights" / "yolov8n.pt"),
         "--calib", str(assets / "coco64" / "images"), "--eval", str(assets / "coco64.yaml"),
-        "--eval-images", "6", "--eval-offset", "58", "--calibrations", "minmax", "--calib-counts", "4",
-        "--keeps", "none,head", "--iterations", "5", "--max-map-drop", "5", "--out", str(tmp_path),
+        "--eval-images", "6", "--eval-offset", "58", "--calibration-method", "minmax", "--calib-images", "4",
+        "--keep-float", "decode,head", "--iterations", "5", "--max-map-drop", "5", "--out", str(tmp_path),
     ]  # fmt: skip
     assert main(argv) == 0
     ledger = (tmp_path / "ledger.jsonl").read_text().splitlines()

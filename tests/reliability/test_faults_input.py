@@ -111,7 +111,7 @@ def test_class_80_in_a_plain_folder_through_the_cli(tmp_path: Path) -> None:
     images = make_set(tmp_path / "ds", {0: "0 0.5 0.5 0.2 0.2\n80 0.5 0.5 0.2 0.2\n"})
     out = tmp_path / "out"
     proc = run_cli(
-        "run", "--model", str(PT), "--eval", str(images), "--out", str(out), "--precisions", "fp32", "--no-bench"
+        "run", "--model", str(PT), "--eval", str(images), "--out", str(out), "--precision", "fp32", "--no-bench"
     )
     assert_cli_error(proc, out, f"{label_file(images, 0)}:2", "class id 80", "valid: 0-79")
 
@@ -183,7 +183,7 @@ def test_all_empty_labels_through_the_cli(tmp_path: Path) -> None:
     images = make_set(tmp_path / "ds", {0: "", 1: "", 2: ""})
     out = tmp_path / "out"
     proc = run_cli(
-        "run", "--model", str(PT), "--eval", str(images), "--out", str(out), "--precisions", "fp32", "--no-bench"
+        "run", "--model", str(PT), "--eval", str(images), "--out", str(out), "--precision", "fp32", "--no-bench"
     )
     assert_cli_error(proc, out, str(images), "3 label files empty", "check that the labels/ folder")
 
@@ -286,7 +286,7 @@ def test_missing_cuda_provider_fails_before_work_through_the_cli(tmp_path: Path)
     plan = QuantPipeline.from_ultralytics(PT).quantize("fp16", backend="cuda")
     assert_fails_fast(plan, tmp_path / "api", MissingDependencyError, "CUDAExecutionProvider", "yoloquant[gpu]")
     out = tmp_path / "out"
-    proc = run_cli("run", "--model", str(PT), "--precisions", "fp32,fp16", "--backend", "cuda", "--out", str(out))
+    proc = run_cli("run", "--model", str(PT), "--precision", "fp32,fp16", "--backend", "cuda", "--out", str(out))
     assert_cli_error(proc, out, "CUDAExecutionProvider")
 
 
@@ -296,7 +296,7 @@ def test_batch_8_on_a_fixed_batch_onnx_fails_before_work(tmp_path: Path, yolov8n
     assert "--batch-sizes 1" in message and "dynamic=True" in message and "--model yolov8n.pt" in message
     out = tmp_path / "cli"
     proc = run_cli(
-        "run", "--model", str(yolov8n_onnx), "--precisions", "fp32", "--batch-sizes", "1,8", "--iterations", "5",
+        "run", "--model", str(yolov8n_onnx), "--precision", "fp32", "--batch-sizes", "1,8", "--iterations", "5",
         "--out", str(out),
     )  # fmt: skip
     assert_cli_error(proc, out, "fixed batch of 1", "--batch-sizes 1")
@@ -308,7 +308,7 @@ def test_brevitas_from_an_onnx_fails_before_work(tmp_path: Path, yolov8n_onnx: P
     assert_fails_fast(plan, tmp_path / "out", ConfigError, "Brevitas", "PyTorch model", "--model yolov8n.pt")
     out = tmp_path / "cli"
     proc = run_cli(
-        "run", "--model", str(yolov8n_onnx), "--precisions", "fp32,w4a16", "--calib", str(coco64_images),
+        "run", "--model", str(yolov8n_onnx), "--precision", "fp32,w4a16", "--calib", str(coco64_images),
         "--calib-images", "2", "--no-bench", "--out", str(out),
     )  # fmt: skip
     assert_cli_error(proc, out, "Brevitas", ".pt")
@@ -343,7 +343,7 @@ def test_onnx_without_ultralytics_metadata_fails_before_work(tmp_path: Path) -> 
     model = _tiny_onnx(tmp_path / "plain.onnx", names=False)
     out = tmp_path / "out"
     assert_fails_fast(QuantPipeline.from_onnx(model), out, ConfigError, "no 'names' metadata", "yolo export")
-    proc = run_cli("run", "--model", str(model), "--precisions", "fp32", "--out", str(out))
+    proc = run_cli("run", "--model", str(model), "--precision", "fp32", "--out", str(out))
     assert_cli_error(proc, out, "no 'names' metadata")
 
 

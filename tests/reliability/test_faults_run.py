@@ -150,9 +150,18 @@ def _assert_no_partial(folder: Path) -> None:
 
 def _run_args(model: Path, out: Path, *, int8: bool = True, evaluate: bool = True) -> list[str]:
     args = ["run", "--model", str(model), "--out", str(out), "--no-bench", "--quiet"]
-    args += ["--precisions", "fp32,int8", "--calib", str(IMAGES), "--calib-images", "2", "--calibration", "minmax"]
+    args += [
+        "--precision",
+        "fp32,int8",
+        "--calib",
+        str(IMAGES),
+        "--calib-images",
+        "2",
+        "--calibration-method",
+        "minmax",
+    ]
     if not int8:
-        args = [*args[:7], "--precisions", "fp32"]
+        args = [*args[:7], "--precision", "fp32"]
     if evaluate:
         args += ["--eval", str(YAML), "--eval-images", "2", "--eval-offset", "32"]
     return args
@@ -338,8 +347,8 @@ def test_sweep_killed_twice_resumes_without_redoing_finished_variants(tmp_path: 
 
     out, env = tmp_path / "sweep", _env(tmp_path / "cache")
     args = ["sweep", "--model", str(yolov8n_onnx), "--calib", str(IMAGES), "--eval", str(YAML), "--out", str(out)]
-    args += ["--eval-images", "2", "--eval-offset", "32", "--quantizers", "ort", "--calibrations", "minmax"]
-    args += ["--calib-counts", "2", "--keeps", "none", "--iterations", "5"]
+    args += ["--eval-images", "2", "--eval-offset", "32", "--quantizer", "ort", "--calibration-method", "minmax"]
+    args += ["--calib-images", "2", "--keep-float", "decode", "--iterations", "5"]
     first = _driver("ledger", args, env)  # dies right after the FP32 entry is in the ledger
     assert first.returncode == -signal.SIGKILL, first.stderr
     ledger = (out / "ledger.jsonl").read_text().splitlines()
@@ -420,7 +429,7 @@ def test_a_locked_folder_fails_at_once_naming_the_holder(
     assert time.perf_counter() - t0 < 5
     assert _tree(out) == {LOCK}  # nothing of the holder's was touched, nothing of ours was written
     cli = _cli(
-        ["run", "--model", str(yolov8n_onnx), "--precisions", "fp32", "--no-bench", "--out", str(out)], _env(tmp_path)
+        ["run", "--model", str(yolov8n_onnx), "--precision", "fp32", "--no-bench", "--out", str(out)], _env(tmp_path)
     )
     _assert_one_line(cli, 2, f"pid {proc.pid}", "wait for it to finish")
 
@@ -549,7 +558,7 @@ def test_random_bytes_onnx_gives_one_line_naming_the_file(tmp_path: Path) -> Non
     bad = tmp_path / "noise.onnx"
     bad.write_bytes(np.random.default_rng(0).bytes(50_000))
     out = tmp_path / "run"
-    proc = _cli(["run", "--model", str(bad), "--precisions", "fp32", "--no-bench", "--out", str(out)], _env(tmp_path))
+    proc = _cli(["run", "--model", str(bad), "--precision", "fp32", "--no-bench", "--out", str(out)], _env(tmp_path))
     _assert_one_line(proc, 2, str(bad), "not a readable ONNX model", "export it again")
     assert not out.exists()
 
@@ -614,9 +623,9 @@ def test_empty_precisions_is_an_error_not_an_fp32_only_run(
     tmp_path: Path, yolov8n_onnx: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    assert main(["run", "--model", str(yolov8n_onnx), "--precisions", "", "--out", str(out)]) == 2
+    assert main(["run", "--model", str(yolov8n_onnx), "--precision", "", "--out", str(out)]) == 2
     assert (
-        "--precisions lists nothing (got ''); give a comma list, e.g. --precisions fp32,int8" in capsys.readouterr().err
+        "--precision lists nothing (got ''); give a comma list, e.g. --precision fp32,int8" in capsys.readouterr().err
     )
     rc = main(
         [
@@ -627,13 +636,13 @@ def test_empty_precisions_is_an_error_not_an_fp32_only_run(
             str(IMAGES),
             "--eval",
             str(YAML),
-            "--calibrations",
+            "--calibration-method",
             " , ",
             "--out",
             str(out),
         ]
     )
-    assert rc == 2 and "--calibrations lists nothing" in capsys.readouterr().err
+    assert rc == 2 and "--calibration-method lists nothing" in capsys.readouterr().err
     assert not out.exists()
 
 

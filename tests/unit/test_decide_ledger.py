@@ -206,7 +206,7 @@ def test_recommended_cli_builds_the_same_variant() -> None:
     assert rebuilt.calibration == plan.calibration and rebuilt.evaluation == plan.evaluation
     assert sweep.cli_call(None, "runs/x") == (
         "yoloquant run --model m.onnx --imgsz 640 --eval coco.yaml --eval-offset 0 --split val --eval-images 4 "
-        "--precisions fp32 --out runs/x"
+        "--precision fp32 --out runs/x"
     )
     strict = Sweep(sweep.base.evaluate("coco.yaml", conf=0.25)).grid(calibration=["minmax"])
     assert strict.cli_call(strict.variants[0]) is None  # `yoloquant run` has no --conf

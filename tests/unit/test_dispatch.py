@@ -92,8 +92,8 @@ def test_an_unknown_config_type_is_a_config_error_naming_it_and_the_accepted_one
 
 def test_a_config_takes_no_separate_options_and_quantizer_takes_no_config(yolov8n_pt: Path) -> None:
     base = QuantPipeline.from_ultralytics(yolov8n_pt)
-    with pytest.raises(ConfigError, match="drop quantizer=, calibration= and keep="):
-        base.quantize(ModelOptConfig.int8(), keep="none")
+    with pytest.raises(ConfigError, match="drop quantizer=, calibration_method= and keep_float="):
+        base.quantize(ModelOptConfig.int8(), keep_float="nothing")
     with pytest.raises(ConfigError, match=r"pass a config first: quantize\(ModelOptConfig"):
         base.quantize("int8", quantizer=ModelOptConfig.int8())  # type: ignore[arg-type]
 

@@ -9,20 +9,21 @@ import pytest
 
 from yoloquant import ConfigError, ExportError, QuantPipeline
 from yoloquant.config import Backend, Precision
+from yoloquant.quantize.float_scope import FloatScope
 
 
 def test_each_step_returns_a_new_pipeline_and_leaves_the_base_alone(yolov8n_pt: Path) -> None:
     base = QuantPipeline.from_ultralytics(yolov8n_pt)
     calibrated = base.calibrate("images", num_images=8)
     a = calibrated.quantize("int8")
-    b = calibrated.quantize("int8", backend="openvino", calibration="entropy")
+    b = calibrated.quantize("int8", backend="openvino", calibration_method="entropy")
     assert base.calibration is None
     assert [v.name for v in calibrated.variants] == ["fp32"]
     assert [v.name for v in a.variants] == ["fp32", "int8"]
     assert [v.name for v in b.variants] == ["fp32", "int8-openvino"]
     assert b.variants[1].backend is Backend.OPENVINO
     assert b.variants[1].quantizer is not None
-    assert b.variants[1].quantizer.config.calibration == "entropy"  # type: ignore[attr-defined]
+    assert b.variants[1].quantizer.config.calibration_method == "entropy"  # type: ignore[attr-defined]
 
 
 def test_benchmark_with_a_batch_above_one_exports_a_dynamic_batch(yolov8n_pt: Path) -> None:
@@ -56,13 +57,13 @@ def test_plan_is_json_data(yolov8n_pt: Path) -> None:
 def test_duplicate_variant_and_unknown_options_are_config_errors(yolov8n_pt: Path) -> None:
     pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8")
     with pytest.raises(ConfigError, match="already has a variant 'int8'"):
-        pipe.quantize("int8", calibration="minmax", keep="none", name="int8")
+        pipe.quantize("int8", calibration_method="minmax", keep_float="decode", name="int8")
     with pytest.raises(ConfigError, match="unknown precision 'int4'"):
         pipe.quantize("int4")
     with pytest.raises(ConfigError, match="unknown backend 'directml'"):
         pipe.quantize("int8", backend="directml")
-    with pytest.raises(ConfigError, match="unknown calibration 'median'"):
-        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", calibration="median")
+    with pytest.raises(ConfigError, match="unknown calibration_method 'median'"):
+        QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", calibration_method="median")
     with pytest.raises(ConfigError, match="made by the fp16 converter, not 'modelopt'"):
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize(Precision.FP16, quantizer="modelopt")
     with pytest.raises(ConfigError, match="makes int8 only"):
@@ -84,25 +85,25 @@ def test_variant_names_say_what_differs_from_the_defaults(yolov8n_pt: Path) -> N
         QuantPipeline.from_ultralytics(yolov8n_pt)
         .quantize("int8")
         .quantize("int8", quantizer="modelopt")
-        .quantize("int8", quantizer="modelopt", keep="none")
+        .quantize("int8", quantizer="modelopt", keep_float="nothing")
         .quantize("fp8")
-        .quantize("int8", keep="head", backend="openvino")
-        .quantize("int8", calibration="minmax", name="int8-minmax")
+        .quantize("int8", keep_float="head", backend="openvino")
+        .quantize("int8", calibration_method="minmax", name="int8-minmax")
         .quantize("fp16")
     )
     names = [v.name for v in pipe.variants]
     assert names == [
-        "fp32", "int8", "int8-modelopt", "int8-modelopt-keep-none", "fp8", "int8-keep-head-openvino", "int8-minmax",
+        "fp32", "int8", "int8-modelopt", "int8-modelopt-keep-nothing", "fp8", "int8-keep-head-openvino", "int8-minmax",
         "fp16",
     ]  # fmt: skip
     quantizers = [v.quantizer for v in pipe.variants]
     assert [q.name if q else None for q in quantizers] == [
         None, "ort-static", "modelopt", "modelopt", "modelopt", "ort-static", "ort-static", "fp16"
     ]  # fmt: skip
-    assert quantizers[3].config.keep == "none"  # type: ignore[union-attr]
+    assert quantizers[3].config.keep_float == FloatScope.nothing()  # type: ignore[union-attr]
     assert quantizers[4].config.mode == "fp8"  # type: ignore[union-attr]
-    assert quantizers[5].config.keep_head_convs_float  # type: ignore[union-attr]
-    assert quantizers[6].config.calibration == "minmax"  # type: ignore[union-attr]
+    assert quantizers[5].config.keep_float.head_convs  # type: ignore[union-attr]
+    assert quantizers[6].config.calibration_method == "minmax"  # type: ignore[union-attr]
 
 
 def test_run_fails_fast_on_a_missing_model(tmp_path: Path) -> None:

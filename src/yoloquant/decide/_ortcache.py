@@ -117,7 +117,7 @@ class SharedCalibration:
             precision=Precision.INT8,
             source=self.model,
             quantizer="ort-static",
-            layout=self.config.backend.value,
+            backend=self.config.backend.value,
             config={
                 **self.config_for(extra).to_dict(),
                 **({"float_mode": "dequantize"} if extra and float_mode == "dequantize" else {}),

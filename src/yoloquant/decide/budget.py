@@ -450,7 +450,7 @@ class BudgetedQuantizer:
             precision=Precision.INT8,
             source=model,
             quantizer=self.name,
-            layout=self.quant.backend.value,
+            backend=self.quant.backend.value,
             config={"budget": c.to_dict(), "result": result.to_dict(), "ort": result.ort_config},
             quantized_nodes=quantized,
             float_nodes=floats,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from yoloquant.config import Backend, CalibMethod, Precision, parse_enum
 from yoloquant.errors import ConfigError
+from yoloquant.vocabulary import renamed_keywords
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -54,6 +55,7 @@ def default_quantizer_name(precision: Precision, backend: Backend) -> QuantizerN
     return QuantizerName.ORT
 
 
+@renamed_keywords()
 def make_quantizer(
     precision: Precision,
     backend: Backend,

@@ -122,7 +122,7 @@ class Fp16Converter:
             precision=Precision.FP16,
             source=model,
             quantizer=self.name,
-            layout="fp16",
+            format="fp16",
             config=self.config.to_dict(),
             quantized_nodes=half,
             float_nodes=full,

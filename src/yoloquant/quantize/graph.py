@@ -189,5 +189,5 @@ def check_patterns(patterns: Iterable[str]) -> None:
         try:
             re.compile(pattern)
         except re.error as exc:
-            msg = f"exclude pattern {pattern!r} is not a valid regex: {exc}"
+            msg = f"node pattern {pattern!r} (FloatScope.nodes) is not a valid regex: {exc}"
             raise ConfigError(msg) from None

@@ -275,7 +275,7 @@ class ModelOptQuantizer:
             precision=cfg.mode,
             source=model,
             quantizer=self.name,
-            layout=cfg.backend.value,
+            backend=cfg.backend.value,
             config=cfg.to_dict(),
             quantized_nodes=quantized,
             float_nodes=floats,

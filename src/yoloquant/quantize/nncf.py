@@ -19,7 +19,7 @@ slower than FP32 (it does not fuse this layout).
 
 Example:
     >>> qdq = NncfQuantizer().quantize(OnnxModel.load("yolov8n-fp32.onnx"), calib, Path("runs/nncf"))  # doctest: +SKIP
-    >>> qdq.layout  # doctest: +SKIP
+    >>> qdq.backend  # doctest: +SKIP
     'openvino'
 """
 
@@ -163,7 +163,7 @@ class NncfQuantizer:
             precision=Precision.INT8,
             source=model,
             quantizer=self.name,
-            layout=Backend.OPENVINO.value,
+            backend=Backend.OPENVINO.value,
             config=self.config.to_dict(),
             quantized_nodes=quantized,
             float_nodes=floats,

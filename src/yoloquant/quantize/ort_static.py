@@ -286,7 +286,7 @@ class OrtStaticQuantizer:
             precision=Precision.INT8,
             source=model,
             quantizer=self.name,
-            layout=self.config.backend.value,
+            backend=self.config.backend.value,
             config={**self.config.to_dict(), "reduce_range": reduce_range(self.config)},
             quantized_nodes=quantized,
             float_nodes=floats,

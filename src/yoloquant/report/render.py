@@ -152,7 +152,7 @@ def _quantization_lines(v: VariantResult) -> list[str]:
     quantized = {op: len(n) for op, n in q.get("quantized_nodes", {}).items()}
     kept = {op: len(n) for op, n in q.get("float_nodes", {}).items()}
     lines = [
-        f"### {v.name}: {q.get('quantizer')} ({q.get('layout')} layout), {q.get('seconds', 0):.1f} s",
+        f"### {v.name}: {q.get('quantizer')} ({_made_for(q)}), {q.get('seconds', 0):.1f} s",
         "",
         f"- quantized nodes by op type: {json.dumps(quantized)}",
         f"- float nodes by op type: {json.dumps(kept)}",
@@ -167,6 +167,13 @@ def _quantization_lines(v: VariantResult) -> list[str]:
             f"- kept float: {', '.join(f'`{n}`' for n in float_names[:60])}" + (" ..." if len(float_names) > 60 else "")
         )
     return [*lines, ""]
+
+
+def _made_for(q: dict[str, Any]) -> str:
+    """``qdq for tensorrt``; a report written before 0.2.0 has a ``layout`` instead."""
+    if "format" not in q:
+        return f"{q.get('layout')} layout"
+    return f"{q['format']} for {q['backend']}" if q.get("backend") else str(q["format"])
 
 
 def _budget_lines(q: dict[str, Any]) -> list[str]:

@@ -101,7 +101,7 @@ class BrevitasQuantizer:
             precision=Precision(self.config.name),
             source=model,
             quantizer=self.name,
-            layout="qcdq",
+            format="qcdq",
             config={
                 **self.config.to_dict(),
                 "weight_bits_by_conv": _bit_counts(bits),

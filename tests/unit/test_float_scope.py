@@ -1,4 +1,4 @@
-"""YOLO precision presets: the float node sets, checked against Ultralytics' own layer names."""
+"""FloatScope, what stays float: the node sets, checked against Ultralytics' own layer names."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from yoloquant.errors import ConfigError
-from yoloquant.quantize.presets import KeepPreset, resolve_keep
+from yoloquant.quantize.float_scope import PRESETS, FloatScope
 
 onnx = pytest.importorskip("onnx")
 helper, numpy_helper = onnx.helper, onnx.numpy_helper
@@ -61,22 +61,44 @@ def _tiny_detector() -> Any:
     return model
 
 
+def resolve_keep(model: Any, preset: str) -> tuple[str, ...]:
+    return FloatScope.parse(preset).node_names(model)
+
+
 def test_presets_on_a_hand_built_detector() -> None:
     model = _tiny_detector()
-    assert resolve_keep(model, KeepPreset.NONE) == ()
+    assert resolve_keep(model, "nothing") == ()
+    assert resolve_keep(model, "decode") == ("e", "f", "g", "h", "i", "j", "k", "l")  # after the output convs
     assert resolve_keep(model, "head") == ("c", "d", "e", "f", "g", "h", "i", "j", "k", "l")  # graph order
     assert resolve_keep(model, "head+first") == ("a", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l")
     assert "b" not in resolve_keep(model, "head+first")  # a body conv is always quantized
 
 
-def test_unknown_preset_lists_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"none, head, head\+first"):
-        resolve_keep(_tiny_detector(), "tail")
+def test_nodes_and_op_types_add_to_a_preset() -> None:
+    model = _tiny_detector()
+    assert FloatScope.nothing().with_nodes("^b$").node_names(model) == ("b",)
+    assert FloatScope(decode_path=False, op_types=("Softmax",)).node_names(model) == ("g",)
+    assert FloatScope(decode_path=False, first_conv=True).node_names(model) == ("a",)
 
 
-def test_preset_values_are_plain_strings() -> None:
-    assert [p.value for p in KeepPreset] == ["none", "head", "head+first"]
-    assert KeepPreset("head") is KeepPreset.HEAD
+def test_unknown_and_ambiguous_presets_name_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"nothing, decode, head, head\+first"):
+        FloatScope.parse("tail")
+    with pytest.raises(ConfigError, match="keep_float='decode'.*keep_float='nothing'"):
+        FloatScope.parse("none")  # it meant one thing in ONNX Runtime and another in ModelOpt
+    with pytest.raises(ConfigError, match="not a valid regex"):
+        FloatScope(nodes=("model.(",))
+    with pytest.raises(ConfigError, match="tuple of strings"):
+        FloatScope(nodes="^/model.0/")  # type: ignore[arg-type]  # a bare string, not a tuple
+
+
+def test_presets_have_one_spelling_and_round_trip() -> None:
+    assert list(PRESETS) == ["nothing", "decode", "head", "head+first"]
+    methods = [FloatScope.nothing(), FloatScope.decode(), FloatScope.head(), FloatScope.head_and_first()]
+    assert methods == list(PRESETS.values()) and [m.preset for m in methods] == list(PRESETS)
+    custom = FloatScope.head().with_nodes("^/model.9/")
+    assert custom.preset is None and custom.describe() == "decode_path+head_convs, nodes ['^/model.9/']"
+    assert FloatScope.parse(custom.to_dict()) == custom
 
 
 # --- real Ultralytics exports: the sets must be exactly Ultralytics' head layer -------------------

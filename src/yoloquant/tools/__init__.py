@@ -1,0 +1,1 @@
+"""Developer tools that run as modules: ``python -m yoloquant.tools.vocabulary``."""

@@ -38,7 +38,7 @@ CANDIDATES: dict[str, OrtQuantConfig] = {
     "minmax-headfloat": OrtQuantConfig(calibration_method="minmax", keep_float="head"),
     "conservative": OrtQuantConfig.conservative(),
     "openvino": OrtQuantConfig.openvino(),  # Q/DQ on Conv inputs, Add, Concat: for the OpenVINO EP
-    "conv-only": OrtQuantConfig(calibration_method="minmax", op_types=("Conv",)),
+    "conv-only": OrtQuantConfig(calibration_method="minmax", qdq_op_types=("Conv",)),
 }
 
 

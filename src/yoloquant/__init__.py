@@ -26,6 +26,7 @@ from yoloquant.errors import (
 )
 from yoloquant.pipeline import QuantPipeline
 from yoloquant.protocols import Calibrator, Engine, EngineBuilder, Exporter, Quantizer
+from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.report.result import PipelineResult, VariantResult
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ __all__ = [
     "ExportConfig",
     "ExportError",
     "Exporter",
+    "FloatScope",
     "HeadType",
     "InferenceError",
     "MissingDependencyError",

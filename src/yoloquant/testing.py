@@ -95,6 +95,4 @@ class CallbackQuantizer:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{model.path.stem.removesuffix('-fp32')}-callback.onnx"
         shutil.copyfile(model.path, path)
-        return QdqModel(
-            path=path, info=model.info, precision=Precision.INT8, source=model, quantizer=self.name
-        )
+        return QdqModel(path=path, info=model.info, precision=Precision.INT8, source=model, quantizer=self.name)

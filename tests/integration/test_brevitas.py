@@ -48,7 +48,7 @@ def test_presets_follow_the_precision_and_round_trip_through_json() -> None:
         ({"weight_bits": 2}, "weight_bits must be 4 or 8"),
         ({"act_bits": 4}, "act_bits must be 8"),
         ({"protect": "tail"}, "protect"),
-        ({"keep_float": "everything"}, "keep preset"),
+        ({"keep_float": "everything"}, "unknown keep_float"),
         ({"opset": 11}, "opset"),
         ({"rounding": "stochastic"}, "rounding"),
         ({"rounding_iters": 0}, "rounding_iters"),

@@ -284,7 +284,7 @@ def test_cli_sensitivity_writes_a_report_with_the_section(
     assert sorted(names) == ["model.0", "model.1", "model.2"]  # the first 3 blocks in graph order
     assert [g["score_sqnr_db"] for g in sens["groups"]] == sorted(g["score_sqnr_db"] for g in sens["groups"])
     assert sens["groups"][0]["map50_95"] is not None and sens["groups"][1]["map50_95"] is None  # top-1 only
-    assert sens["quant_config"]["calibration"] == "minmax" and sens["config"]["granularity"] == "block"
+    assert sens["quant_config"]["calibration_method"] == "minmax" and sens["config"]["granularity"] == "block"
     # the analysis evaluates FP32 on the same images as the pipeline: the same mAP, measured twice
     assert sens["fp32_map50_95"] == pytest.approx(data["variants"][0]["map50_95"], abs=1e-9)
     assert sens["eval_images"] == data["inputs"]["evaluation"]["images"] == 6

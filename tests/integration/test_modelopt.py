@@ -66,16 +66,16 @@ def test_config_maps_onto_modelopt_arguments() -> None:
     [
         ({"mode": "fp16"}, "int8 and fp8"),
         ({"mode": "int4"}, "mode"),
-        ({"calibration": "percentile"}, "minmax or entropy"),
-        ({"mode": "fp8", "calibration": "entropy"}, "fp8 needs minmax"),
-        ({"keep": "tail"}, "keep preset"),
+        ({"calibration_method": "percentile"}, "minmax or entropy"),
+        ({"mode": "fp8", "calibration_method": "entropy"}, "fp8 needs minmax"),
+        ({"keep_float": "tail"}, "unknown keep_float"),
         ({"high_precision": "int8"}, "fp32 or fp16"),
         ({"calibration_device": "tpu"}, "calibration_device"),
         ({"opset": 17}, "opset"),
-        ({"keep_float": FloatScope(nodes=("model.(",))}, "regex"),
-        ({"target": "onnxruntime"}, "tensorrt or openvino"),
-        ({"mode": "fp8", "target": "openvino"}, "rewrites int8"),
-        ({"high_precision": "fp16", "target": "openvino"}, "rewrites int8"),
+        ({"keep_float": {"nodes": ("model.(",)}}, "regex"),
+        ({"backend": "onnxruntime"}, "tensorrt or openvino"),
+        ({"mode": "fp8", "backend": "openvino"}, "rewrites int8"),
+        ({"high_precision": "fp16", "backend": "openvino"}, "rewrites int8"),
     ],
 )
 def test_config_rejects_bad_options(kwargs: dict[str, Any], needle: str) -> None:

@@ -54,7 +54,7 @@ def _activation_zero_point_types(path: Path) -> set[int]:
 
 
 def test_nncf_model_is_uint8_keeps_decode_float_and_metadata(nncf_model: QdqModel, fp32: OnnxModel) -> None:
-    assert (nncf_model.quantizer, nncf_model.layout, nncf_model.precision) == ("nncf", "openvino", Precision.INT8)
+    assert (nncf_model.quantizer, nncf_model.backend, nncf_model.precision) == ("nncf", "openvino", Precision.INT8)
     assert _activation_zero_point_types(nncf_model.path) == {onnx.TensorProto.UINT8}
     assert OnnxModel.load(nncf_model.path).info == fp32.info  # names, imgsz, head copied back
     decode = set(graph.find_head(onnx.load(str(fp32.path))).decode)

@@ -103,13 +103,14 @@ def test_config_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"calibration": "kl"}, "calibration"),
+        ({"calibration_method": "kl"}, "calibration_method"),
         ({"percentile": 50.0}, "percentile"),
-        ({"op_types": ()}, "op_types"),
-        ({"op_types": ("Conv", "NonMaxSuppression")}, "NonMaxSuppression"),
-        ({"exclude": ("model.(",)}, "regex"),
+        ({"qdq_op_types": ()}, "qdq_op_types"),
+        ({"qdq_op_types": ("Conv", "NonMaxSuppression")}, "NonMaxSuppression"),
+        ({"op_types": ("Conv",)}, "op_types= is now qdq_op_types="),
+        ({"keep_float": {"nodes": ("model.(",)}}, "regex"),
         ({"calib_chunk": 0}, "calib_chunk"),
-        ({"target": "tensorrt"}, "onnxruntime or openvino"),
+        ({"backend": "tensorrt"}, "onnxruntime or openvino"),
     ],
 )
 def test_config_rejects_bad_options(kwargs: dict[str, object], needle: str) -> None:

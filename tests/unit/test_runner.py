@@ -42,8 +42,7 @@ class FakeQuantizer:
         path.write_text(self.tag)
         self.calls.append(out_dir)
         self.images.append(len(data))
-        return QdqModel(path=path, info=model.info, precision=Precision.INT8, source=model, quantizer="fake",
-                        layout="x")  # fmt: skip
+        return QdqModel(path=path, info=model.info, precision=Precision.INT8, source=model, quantizer="fake")
 
 
 def _inputs(tmp_path: Path) -> tuple[OnnxModel, CalibrationSet]:

@@ -78,7 +78,10 @@ def test_old_keywords_raise_a_config_error_naming_the_new_one(make: Any, needle:
         (["run", "--model", "m.onnx", "--out", "o", "--keep", "head"], "--keep is now --keep-float"),
         (["run", "--model", "m.onnx", "--out", "o", "--budget-granularity", "conv"], "is now --granularity"),
         (["sweep", "--model", "m", "--calib", "c", "--eval", "e", "--out", "o", "--keeps", "head"], "--keep-float"),
-        (["sweep", "--model", "m", "--calib", "c", "--eval", "e", "--out", "o", "--calib-counts", "4"], "--calib-images"),
+        (
+            ["sweep", "--model", "m", "--calib", "c", "--eval", "e", "--out", "o", "--calib-counts", "4"],
+            "--calib-images",
+        ),
         (
             ["sweep", "--model", "m", "--calib", "c", "--eval", "e", "--out", "o", "--max-map-drop", "1"],
             "--max-map-drop is now --recommend-max-drop",

@@ -63,7 +63,7 @@ class SharedCalibration:
         self.base_float = OrtStaticQuantizer(config).float_node_names(self.proto)
         skip = set(self.base_float)
         self.quantizable = tuple(
-            n.name for n in self.proto.graph.node if n.op_type in config.op_types and n.name not in skip
+            n.name for n in self.proto.graph.node if n.op_type in config.qdq_op_types and n.name not in skip
         )
 
     def _preprocess(self) -> Path:

@@ -79,7 +79,7 @@ _KNOWN_OP_TYPES = frozenset(
 )
 
 
-@renamed_keywords()
+@renamed_keywords(op_types="qdq_op_types")
 @dataclass(frozen=True, kw_only=True)
 class OrtQuantConfig(_Serializable):
     """Options of :class:`OrtStaticQuantizer`.
@@ -88,7 +88,8 @@ class OrtQuantConfig(_Serializable):
         calibration_method: How activation ranges are chosen: ``minmax``, ``entropy`` or ``percentile``.
         percentile: Percentile of |activation| kept by ``percentile`` calibration.
         per_channel: One int8 weight scale per output channel (else one per tensor).
-        op_types: Op types that get Q/DQ. Conv alone leaves the graph float between convs (slow).
+        qdq_op_types: Op types that get Q/DQ (``keep_float.op_types`` are the ones kept float). Conv alone
+            leaves the graph float between convs (slow).
         keep_float: What stays float (:class:`~yoloquant.quantize.float_scope.FloatScope` or a preset name);
             default ``decode``. The decode path must stay float here: one uint8 scale over box pixels and
             class scores zeroes the scores. Keeping the head convs float too is slower and not more
@@ -108,7 +109,7 @@ class OrtQuantConfig(_Serializable):
     calibration_method: CalibMethod = CalibMethod.ENTROPY
     percentile: float = 99.999
     per_channel: bool = True
-    op_types: tuple[str, ...] = DEFAULT_OP_TYPES
+    qdq_op_types: tuple[str, ...] = DEFAULT_OP_TYPES
     keep_float: FloatScope = field(default_factory=FloatScope)
     symmetric_activations: bool = False
     reduce_range: bool | None = None
@@ -120,7 +121,7 @@ class OrtQuantConfig(_Serializable):
     def __post_init__(self) -> None:
         method = parse_enum(CalibMethod, self.calibration_method, option="calibration_method")
         object.__setattr__(self, "calibration_method", method)
-        object.__setattr__(self, "op_types", tuple(self.op_types))
+        object.__setattr__(self, "qdq_op_types", tuple(self.qdq_op_types))
         object.__setattr__(self, "keep_float", FloatScope.parse(self.keep_float))
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, option="backend"))
         if self.backend not in (Backend.ONNXRUNTIME, Backend.OPENVINO):
@@ -132,7 +133,7 @@ class OrtQuantConfig(_Serializable):
         if not 90.0 <= self.percentile <= 100.0:
             msg = f"percentile must be in [90, 100] (typical: 99.99-99.999), got {self.percentile}"
             raise ConfigError(msg)
-        _check_op_types(self.op_types)
+        _check_op_types(self.qdq_op_types)
         if self.calib_chunk < 1:
             msg = f"calib_chunk must be >= 1, got {self.calib_chunk}"
             raise ConfigError(msg)
@@ -148,16 +149,16 @@ class OrtQuantConfig(_Serializable):
 
         OpenVINO fuses SiLU into the conv itself, so Q/DQ around Sigmoid / Mul only adds rounding there.
         """
-        return cls._from_preset({"op_types": ("Conv", "Add", "Concat"), "backend": Backend.OPENVINO}, changes)
+        return cls._from_preset({"qdq_op_types": ("Conv", "Add", "Concat"), "backend": Backend.OPENVINO}, changes)
 
 
 def _check_op_types(op_types: tuple[str, ...]) -> None:
     if not op_types:
-        msg = f"op_types must name at least one op to quantize, e.g. {DEFAULT_OP_TYPES}"
+        msg = f"qdq_op_types must name at least one op to quantize, e.g. {DEFAULT_OP_TYPES}"
         raise ConfigError(msg)
     unknown = sorted(set(op_types) - _KNOWN_OP_TYPES)
     if unknown:
-        msg = f"op_types {unknown} are not handled by ONNX Runtime's QDQ quantizer; use {sorted(_KNOWN_OP_TYPES)}"
+        msg = f"qdq_op_types {unknown} are not handled by ONNX Runtime's QDQ quantizer; use {sorted(_KNOWN_OP_TYPES)}"
         raise ConfigError(msg)
 
 
@@ -196,7 +197,7 @@ def static_kwargs(cfg: OrtQuantConfig, num_images: int) -> dict[str, Any]:
     }[cfg.calibration_method]
     return {
         "quant_format": quantization.QuantFormat.QDQ,
-        "op_types_to_quantize": list(cfg.op_types),
+        "op_types_to_quantize": list(cfg.qdq_op_types),
         "per_channel": cfg.per_channel,
         "reduce_range": reduce_range(cfg),
         "activation_type": quantization.QuantType.QUInt8,

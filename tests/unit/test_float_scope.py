@@ -84,7 +84,7 @@ def test_nodes_and_op_types_add_to_a_preset() -> None:
 def test_unknown_and_ambiguous_presets_name_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"nothing, decode, head, head\+first"):
         FloatScope.parse("tail")
-    with pytest.raises(ConfigError, match="keep_float='decode'.*keep_float='nothing'"):
+    with pytest.raises(ConfigError, match=r"keep_float='decode'.*keep_float='nothing'"):
         FloatScope.parse("none")  # it meant one thing in ONNX Runtime and another in ModelOpt
     with pytest.raises(ConfigError, match="not a valid regex"):
         FloatScope(nodes=("model.(",))

@@ -295,3 +295,24 @@ def test_cli_sensitivity_writes_a_report_with_the_section(
     capsys.readouterr()
     assert main(["show", str(tmp_path)]) == 0
     assert f"most sensitive {names[0]}" in capsys.readouterr().out
+
+
+def test_budgeted_quantizer_measures_candidates_with_the_supplied_evaluate(
+    model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
+) -> None:
+    """The search evaluates through the callable it is given and loads nothing itself (eval_data does not exist)."""
+    from yoloquant.decide.evaluator import ModelEvaluator
+
+    inner = ModelEvaluator(val)
+    seen: list[Path] = []
+
+    def counting(candidate: OnnxModel):  # type: ignore[no-untyped-def]
+        seen.append(candidate.path)
+        return inner(candidate)
+
+    q = BudgetedQuantizer(max_map_drop=100.0, eval_data=tmp_path / "missing.yaml", granularity="block",
+                          quant=OrtQuantConfig(calibration=CalibMethod.MINMAX), evaluate=counting)  # fmt: skip
+    made = q.quantize(model, calib, tmp_path / "budget")
+    assert seen == [model.path, tmp_path / "budget" / "work" / "float-0.onnx"]  # FP32, then full INT8 (k = 0)
+    assert q.result is not None and q.result.fp32_map50_95 == inner(model).map50_95
+    assert made.config["result"]["float_groups"] == []

@@ -125,3 +125,30 @@ def test_sweep_latency_cache_is_keyed_by_the_benchmark_settings(
     for other in (BenchConfig(iterations=50, warmup=3), BenchConfig(iterations=50, threads=1)):
         sweep.measure_latency(tmp_path, entries, other)
     assert len(calls) == 4
+
+
+def test_budget_plan_hands_the_loaded_search_images_and_the_backend_to_the_quantizer() -> None:
+    """The runner's data, loaded once at the checks, is what the budget search evaluates on: no second load."""
+    from yoloquant.config import Backend, EvalConfig
+    from yoloquant.data.datasets import Dataset
+    from yoloquant.decide.budget import BudgetedQuantizer
+    from yoloquant.decide.budget_plan import BudgetPlan
+    from yoloquant.decide.evaluator import ModelEvaluator
+
+    plan = (
+        QuantPipeline.from_onnx("m.onnx")
+        .calibrate("imgs", num_images=4)
+        .quantize("int8", max_map_drop=0.3, name="held")
+        .quantize("int8", max_map_drop=0.3, budget_data="evaluation", name="in-sample", backend="openvino")
+        .quantize("int8", name="plain")
+        .evaluate("e.yaml", num_images=8, offset=32, conf=0.01)
+    )
+    search, eval_data = Dataset(images=(Path("a.jpg"),)), Dataset(images=(Path("b.jpg"),))
+    variants = {v.name: v for v in BudgetPlan(plan, {(Path("imgs"), "train", 4, 0): search}, eval_data).variants()}
+    held, in_sample = variants["held"].quantizer, variants["in-sample"].quantizer
+    assert isinstance(held, BudgetedQuantizer) and isinstance(in_sample, BudgetedQuantizer)
+    assert held.evaluate == ModelEvaluator(search, EvalConfig(conf=0.01), Backend.ONNXRUNTIME)
+    assert held.evaluate.data is search  # type: ignore[union-attr]
+    assert in_sample.evaluate == ModelEvaluator(eval_data, EvalConfig(conf=0.01), Backend.OPENVINO)
+    assert (held.config.eval_source, held.config.num_images, in_sample.config.offset) == ("imgs", 4, 32)
+    assert variants["plain"] is plan.variants[-1]  # an unbudgeted variant is left alone

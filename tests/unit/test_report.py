@@ -130,7 +130,7 @@ def test_decide_sections_are_optional_and_round_trip(tmp_path: Path) -> None:
 
 
 def test_sensitivity_markdown_shows_hand_computed_points() -> None:
-    from yoloquant.report.render import render_sensitivity
+    from yoloquant.decide.report import render_sensitivity
 
     text = render_sensitivity(_sensitivity_section(), top=2)
     row1 = next(line for line in text.splitlines() if line.startswith("| 1 |"))

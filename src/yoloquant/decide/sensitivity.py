@@ -39,10 +39,10 @@ from yoloquant.decide._files import new_figure, save_figure
 from yoloquant.decide._ortcache import SharedCalibration
 from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
 from yoloquant.decide.metrics import output_errors
+from yoloquant.decide.report import render_sensitivity
 from yoloquant.decide.stability import rank_stability
 from yoloquant.errors import ConfigError
 from yoloquant.quantize.ort_static import OrtQuantConfig
-from yoloquant.report.render import render_sensitivity
 
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset

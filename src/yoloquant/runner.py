@@ -17,7 +17,7 @@ import numpy as np
 from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel, file_sha256
 from yoloquant.backends import PROVIDERS, open_engines
-from yoloquant.bench.latency import LatencyResult, benchmark_interleaved
+from yoloquant.bench.latency import LatencyResult, benchmark_interleaved, real_input
 from yoloquant.config import Backend
 from yoloquant.decide.budget_plan import BudgetPlan, check_budgets, load_search_images
 from yoloquant.errors import ConfigError, ExportError
@@ -242,17 +242,8 @@ def _benchmark(plan: QuantPipeline, engines: dict[str, Engine], data: Dataset | 
     if plan.bench is None:
         return {}
     first = next(iter(engines.values()))
-    image = _real_input(data, first.info.imgsz[0]) if data is not None else None
+    image = real_input(data.images[0], first.info.imgsz[0]) if data is not None else None  # the first eval image
     return benchmark_interleaved(engines, plan.bench, inputs=image, progress=plan.progress)
-
-
-def _real_input(data: Dataset, imgsz: int) -> np.ndarray:
-    """The first evaluation image, preprocessed: realistic activations for timing."""
-    from yoloquant.data.images import read_image
-    from yoloquant.data.letterbox import normalize_pixels, preprocess
-
-    chw, _ = preprocess(read_image(data.images[0]), imgsz)
-    return normalize_pixels(chw[None])
 
 
 def _variant_result(

@@ -104,15 +104,11 @@ def test_sweep_latency_cache_is_keyed_by_the_benchmark_settings(
         calls.append(config)
         return {n: [Timing(config.iterations)] for n in engines}
 
-    class Builder:
-        def __init__(self, threads: int | None) -> None:
-            pass
-
-        def build(self, model: Any) -> contextlib.AbstractContextManager[Any]:
-            return contextlib.nullcontext(model)
+    def fake_engine(model: Any, backend: Any, *, threads: int | None = None) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext(model)
 
     monkeypatch.setattr("yoloquant.bench.latency.benchmark_interleaved", fake_benchmark)
-    monkeypatch.setattr("yoloquant.backends.ort.OrtEngineBuilder", Builder)
+    monkeypatch.setattr("yoloquant.backends.build_engine", fake_engine)  # the sweep builds through the registry
     monkeypatch.setattr(OnnxModel, "load", staticmethod(lambda path: path))
     monkeypatch.setattr(Sweep, "_input", lambda self, engines: None)
     sweep = Sweep(QuantPipeline.from_onnx("m.onnx"), progress=False)

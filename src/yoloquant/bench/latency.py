@@ -6,6 +6,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from yoloquant.config import BenchConfig
 from yoloquant.errors import ConfigError
 from yoloquant.protocols import Engine
 
-__all__ = ["LatencyResult", "benchmark_interleaved"]
+__all__ = ["LatencyResult", "benchmark_interleaved", "real_input"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,3 +142,12 @@ def benchmark_interleaved(
                     stacklevel=2,
                 )
     return results
+
+
+def real_input(image: Path, imgsz: int) -> np.ndarray:
+    """``image`` letterboxed and normalized as the model reads it: realistic activations for timing."""
+    from yoloquant.data.images import read_image
+    from yoloquant.data.letterbox import normalize_pixels, preprocess
+
+    chw, _ = preprocess(read_image(image), imgsz)
+    return normalize_pixels(chw[None])

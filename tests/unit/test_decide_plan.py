@@ -148,3 +148,26 @@ def test_budget_plan_hands_the_loaded_search_images_and_the_backend_to_the_quant
     assert in_sample.evaluate == ModelEvaluator(eval_data, EvalConfig(conf=0.01), Backend.OPENVINO)
     assert (held.config.eval_source, held.config.num_images, in_sample.config.offset) == ("imgs", 4, 32)
     assert variants["plain"] is plan.variants[-1]  # an unbudgeted variant is left alone
+
+
+def test_search_images_are_loaded_once_per_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    from yoloquant.data.datasets import Dataset
+    from yoloquant.decide.budget_plan import load_search_images
+
+    calls: list[tuple[object, ...]] = []
+
+    def counting_load(*source: object, names: object = None) -> Dataset:
+        calls.append(source)
+        return Dataset(images=(Path("a.jpg"),))
+
+    monkeypatch.setattr("yoloquant.decide.budget.load_labelled", counting_load)
+    plan = (
+        QuantPipeline.from_onnx("m.onnx")
+        .calibrate("imgs", num_images=4)
+        .quantize("int8", max_map_drop=0.3, name="a")
+        .quantize("int8", max_map_drop=0.5, granularity="conv", name="b")  # the same calibration images
+        .quantize("int8", max_map_drop=0.3, budget_data="evaluation", name="c")  # the evaluation set: not here
+        .evaluate("e.yaml")
+    )
+    loaded = load_search_images(plan, names={0: "person"})
+    assert calls == [(Path("imgs"), "train", 4, 0)] and list(loaded) == calls

@@ -75,8 +75,10 @@ def load_search_images(plan: QuantPipeline, names: dict[int, str] | None) -> dic
         if v.max_map_drop is None or v.budget_data != "calibration" or plan.evaluation is None:
             continue
         source = _source(v, plan, plan.evaluation)
+        if source in loaded:  # another budget on the same images
+            continue
         try:
-            loaded[source] = loaded.get(source) or load_labelled(*source, names=names)
+            loaded[source] = load_labelled(*source, names=names)
         except ConfigError as exc:
             msg = (
                 f"variant {v.name!r} searches its accuracy budget on the calibration images (the default; the "

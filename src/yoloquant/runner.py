@@ -17,7 +17,7 @@ import numpy as np
 from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel, file_sha256
 from yoloquant.backends import PROVIDERS, open_engines
-from yoloquant.bench.latency import LatencyResult, benchmark_interleaved, real_input
+from yoloquant.bench.latency import LatencyResult, benchmark_interleaved, real_input, speedups
 from yoloquant.config import Backend
 from yoloquant.decide.budget_plan import BudgetPlan, check_budgets, load_search_images
 from yoloquant.errors import ConfigError, ExportError
@@ -257,7 +257,7 @@ def _variant_result(
     ev = evals.get(name)
     lat = latency.get(name, [])
     base = next(iter(latency.values()), [])
-    speedup = {r.batch: br.p50 / r.p50 for r, br in zip(lat, base, strict=True)} if base else {}
+    speedup = speedups(lat, base) if base else {}
     baseline = next(iter(evals.values()), None)
     deltas = _deltas(ev, baseline)
     quantization, budget_warnings = budget.verify(b.plan, _quantization(b.model), ev, baseline, deltas)

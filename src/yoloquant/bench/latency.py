@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from yoloquant.config import BenchConfig
 from yoloquant.errors import ConfigError
 from yoloquant.protocols import Engine
 
-__all__ = ["LatencyResult", "benchmark_interleaved", "real_input"]
+__all__ = ["LatencyResult", "benchmark_interleaved", "real_input", "speedups"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,3 +151,8 @@ def real_input(image: Path, imgsz: int) -> np.ndarray:
 
     chw, _ = preprocess(read_image(image), imgsz)
     return normalize_pixels(chw[None])
+
+
+def speedups(latency: Sequence[LatencyResult], baseline: Sequence[LatencyResult]) -> dict[int, float]:
+    """``batch -> baseline p50 / p50``, batch by batch (the two timed at the same batch sizes, in order)."""
+    return {r.batch: b.p50 / r.p50 for r, b in zip(latency, baseline, strict=True)}

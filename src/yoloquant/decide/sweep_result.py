@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from yoloquant.bench.latency import LatencyResult
+from yoloquant.bench.latency import LatencyResult, speedups
 from yoloquant.config import Backend, BenchConfig
 from yoloquant.decide._files import new_figure, save_figure
 from yoloquant.decide.pareto import (
@@ -118,7 +118,7 @@ def _variant(entry: dict[str, Any], timing: dict[str, Any], fp32: dict[str, Any]
         raise ConfigError(msg)
     lat, base = LatencyResult.from_dict(timing), LatencyResult.from_dict(fp32)
     return dataclasses.replace(
-        VariantResult.from_dict(entry["variant"]), latency=(lat,), speedup_vs_fp32={lat.batch: base.p50 / lat.p50}
+        VariantResult.from_dict(entry["variant"]), latency=(lat,), speedup_vs_fp32=speedups((lat,), (base,))
     )
 
 

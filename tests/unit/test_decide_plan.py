@@ -137,6 +137,8 @@ def test_budget_plan_hands_the_loaded_search_images_and_the_backend_to_the_quant
         .quantize("int8", max_map_drop=0.3, name="held")
         .quantize("int8", max_map_drop=0.3, budget_data="evaluation", name="in-sample", backend="openvino")
         .quantize("int8", name="plain")
+        .quantize("int8", max_map_drop=0.3, name="held-twin")  # the same budget: shares held's model
+        .quantize("int8", max_map_drop=0.3, backend="openvino", name="held-openvino")  # searched on openvino
         .evaluate("e.yaml", num_images=8, offset=32, conf=0.01)
     )
     search, eval_data = Dataset(images=(Path("a.jpg"),)), Dataset(images=(Path("b.jpg"),))
@@ -147,7 +149,9 @@ def test_budget_plan_hands_the_loaded_search_images_and_the_backend_to_the_quant
     assert held.evaluate.data is search  # type: ignore[union-attr]
     assert in_sample.evaluate == ModelEvaluator(eval_data, EvalConfig(conf=0.01), Backend.OPENVINO)
     assert (held.config.eval_source, held.config.num_images, in_sample.config.offset) == ("imgs", 4, 32)
-    assert variants["plain"] is plan.variants[-1]  # an unbudgeted variant is left alone
+    assert variants["plain"] is plan.variants[3]  # an unbudgeted variant is left alone
+    assert variants["held-twin"].quantizer == held and variants["held-openvino"].quantizer != held
+    assert variants["held-openvino"].quantizer.evaluate.backend is Backend.OPENVINO  # type: ignore[union-attr]
 
 
 def test_search_images_are_loaded_once_per_source(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -368,8 +368,8 @@ class BudgetedQuantizer:
 
     ``evaluate`` measures a candidate model on the search images (a pipeline's runner passes one that
     reuses the images it loaded and the variant's backend, ``yoloquant.decide.budget_plan``); without it the
-    quantizer loads ``eval_data`` itself and evaluates on ONNX Runtime's CPU provider. It is not part of
-    equality: two quantizers with the same options search on the same images.
+    quantizer loads ``eval_data`` itself and evaluates on ONNX Runtime's CPU provider. Equal quantizers (the
+    runner shares one model between them) have equal options and the same ``evaluate`` object.
 
     Example:
         >>> q = BudgetedQuantizer(max_map_drop=0.3, eval_data="assets/coco64.yaml", num_images=32, offset=32)
@@ -414,11 +414,9 @@ class BudgetedQuantizer:
         self.result: BudgetResult | None = None
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BudgetedQuantizer) and (other.config, other.quant, other.eval_config) == (
-            self.config,
-            self.quant,
-            self.eval_config,
-        )
+        if not isinstance(other, BudgetedQuantizer) or other.evaluate is not self.evaluate:
+            return False
+        return (other.config, other.quant, other.eval_config) == (self.config, self.quant, self.eval_config)
 
     def __hash__(self) -> int:
         return hash((self.config, self.quant, self.eval_config))

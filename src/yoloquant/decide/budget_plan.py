@@ -105,10 +105,15 @@ class BudgetPlan:
     eval_data: Dataset | None
 
     def variants(self) -> tuple[VariantPlan, ...]:
-        """The plan's variants, each budgeted one with the budget search as its quantizer."""
-        return tuple(self._budgeted(v) for v in self.plan.variants)
+        """The plan's variants, each budgeted one with the budget search as its quantizer.
 
-    def _budgeted(self, v: VariantPlan) -> VariantPlan:
+        Budgets on the same images and backend get the same evaluator, so the runner can share the model of
+        two equal budgets; one on another backend searches there.
+        """
+        evaluators: dict[tuple[Any, ...], ModelEvaluator] = {}
+        return tuple(self._budgeted(v, evaluators) for v in self.plan.variants)
+
+    def _budgeted(self, v: VariantPlan, evaluators: dict[tuple[Any, ...], ModelEvaluator]) -> VariantPlan:
         e = self.plan.evaluation
         if v.max_map_drop is None or e is None:
             return v
@@ -118,6 +123,9 @@ class BudgetPlan:
         source = _source(v, self.plan, e)
         data = self.search.get(source) if v.budget_data == "calibration" else self.eval_data
         config = dataclasses.replace(e.config, num_images=None)  # the count is the search set's
+        key = (source, v.budget_data, v.backend)
+        if data is not None and key not in evaluators:
+            evaluators[key] = ModelEvaluator(data, config, v.backend)
         quantizer = BudgetedQuantizer(
             max_map_drop=v.max_map_drop,
             eval_data=source[0],
@@ -127,7 +135,7 @@ class BudgetPlan:
             granularity=v.granularity,
             quant=v.quantizer.config if isinstance(v.quantizer, OrtStaticQuantizer) else None,
             eval_config=config,
-            evaluate=ModelEvaluator(data, config, v.backend) if data is not None else None,
+            evaluate=evaluators.get(key),
         )
         return dataclasses.replace(v, quantizer=quantizer)
 

@@ -308,3 +308,8 @@ def test_a_backend_axis_keeps_default_names_and_compares_each_backend_with_its_o
     assert set(section["by_backend"]["openvino"]["pareto"]) <= {"fp32-openvino", ov.name}
     assert res.report.variant(ov.name).speedup_vs_fp32 == {1: pytest.approx(20 / 16)}
     assert "backend='openvino'" in two.python_call(ov) and "--backend openvino" in (two.cli_call(ov) or "")
+    md = res.report.to_markdown()
+    assert "Per backend (speedup, delta and the marks vs FP32 on the same backend" in md
+    assert f"openvino: front {', '.join(section['by_backend']['openvino']['pareto'])}, recommended " in md
+    ov_row = next(line for line in md.split("## Sweep")[1].splitlines() if line.startswith(f"| {ov.name} |"))
+    assert "| 1.250x | *" in ov_row  # marked on its own backend's front

@@ -79,8 +79,8 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
             delta_cell(v, base, "map50_95"),
             number_cell(v.latency[0].p50 if v.latency else None, ".2f"),
             number_cell(v.speedup_vs_fp32.get(v.latency[0].batch) if v.latency else None, ".3f") + "x",
-            _pareto_mark(s, v.name),
-            _same_mark(s, v.name),
+            next((m for g in _groups(s) if (m := _pareto_mark(g, v.name))), ""),
+            next((m for g in _groups(s) if (m := _same_mark(g, v.name))), ""),
         )
         for v in sorted(result.variants, key=p50)
     ]
@@ -95,6 +95,7 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
         f"Constraints: {_constraints(s)} (vs FP32, on the point values).",
         "",
         *_sweep_notes(s),
+        *_backend_lines(s),
     ]
     call = s.get("recommended_call")
     if not s.get("recommended") or not call:
@@ -103,6 +104,27 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     if call.get("cli"):
         lines += ["```bash", call["cli"], "```", ""]
     return lines
+
+
+def _groups(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sections whose fronts and picks mark the table: one per backend when the grid has several."""
+    return list((s.get("by_backend") or {"": s}).values())
+
+
+def _backend_lines(s: dict[str, Any]) -> list[str]:
+    """With several backends: each one's front and pick, every variant measured against its own backend's FP32."""
+    by_backend = s.get("by_backend")
+    if not by_backend:
+        return []
+    parts = [
+        f"{b}: front {', '.join(g.get('pareto', []))}, recommended {g.get('recommended') or 'none'}"
+        for b, g in by_backend.items()
+    ]
+    return [
+        "Per backend (speedup, delta and the marks vs FP32 on the same backend; the recommendation below is the "
+        f"first grid variant's backend's): {'; '.join(parts)}.",
+        "",
+    ]
 
 
 def _pareto_mark(s: dict[str, Any], name: str) -> str:

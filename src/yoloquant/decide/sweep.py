@@ -57,6 +57,7 @@ from yoloquant.decide.sweep_result import (
     _DEFAULT,
     SweepResult,
     SweepRow,
+    _check_base,
     _config_dict,
     _decide,
     _entry,
@@ -256,10 +257,7 @@ class Sweep:
         ledger.repair()
         done = ledger.entries()
         fingerprint = self.fingerprint()
-        stale = [n for n, e in done.items() if e.get("base") != fingerprint]
-        if stale:
-            msg = f"{out} holds a sweep of another base pipeline ({stale[:3]}...); use a new output folder"
-            raise ConfigError(msg)
+        _check_base(done, fingerprint, out)
         model = self._exported(out)
         jobs = self._jobs(out, model)
         for job in jobs:

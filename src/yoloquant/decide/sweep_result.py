@@ -45,6 +45,14 @@ def _entry_backend(entry: dict[str, Any]) -> Backend:
     return Backend((entry.get("variant") or {}).get("backend") or _DEFAULT)
 
 
+def _check_base(done: dict[str, dict[str, Any]], fingerprint: str, out: Path) -> None:
+    """Refuse to resume a ledger written for another base pipeline."""
+    stale = [n for n, e in done.items() if e.get("base") != fingerprint]
+    if stale:
+        msg = f"{out} holds a sweep of another base pipeline ({stale[:3]}...); use a new output folder"
+        raise ConfigError(msg)
+
+
 def _entry(result: PipelineResult, name: str, variant: SweepVariant | None, seconds: float) -> dict[str, Any]:
     v = result.variant(name)
     return {

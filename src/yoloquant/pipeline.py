@@ -207,7 +207,9 @@ class QuantPipeline:
             back = _check_backend(prec, parse_enum(Backend, backend, option="backend"))
             parts = _configured_parts(prec, back, chosen)
         if max_map_drop is not None:
-            parts.append(_check_budget(chosen, max_map_drop, granularity, budget_data))
+            from yoloquant.decide.budget_plan import budget_name_part
+
+            parts.append(budget_name_part(chosen, max_map_drop, granularity, budget_data))
         parts += [f"keep-{_scope_name(keep_float)}"] if keep_float is not None else []
         parts += [back.value] if back is not Backend.ONNXRUNTIME else []
         variant = VariantPlan(
@@ -451,18 +453,3 @@ def _configured_parts(prec: Precision, back: Backend, quantizer: Quantizer) -> l
     except ConfigError:  # a registered user config at a precision no shipped quantizer makes
         default = None
     return [prec.value] if type(default) is type(quantizer) else [prec.value, quantizer.name]
-
-
-def _check_budget(quantizer: Quantizer | None, max_map_drop: float, granularity: str, budget_data: str) -> str:
-    """The budget's name part, if the options can work: ONNX Runtime INT8, a budget >= 0, a known granularity."""
-    from yoloquant.decide.groups import Granularity
-    from yoloquant.quantize.ort_static import OrtStaticQuantizer
-
-    if not isinstance(quantizer, OrtStaticQuantizer) or max_map_drop < 0:
-        msg = "max_map_drop needs the ONNX Runtime INT8 quantizer (quantizer='ort') and a budget >= 0"
-        raise ConfigError(msg)
-    parse_enum(Granularity, granularity, option="budget granularity")
-    if budget_data not in ("evaluation", "calibration"):
-        msg = f"budget_data is 'evaluation' or 'calibration' (labelled calibration images), got {budget_data!r}"
-        raise ConfigError(msg)
-    return f"budget{max_map_drop:g}"

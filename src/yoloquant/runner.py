@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -17,9 +16,10 @@ import numpy as np
 
 from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel, file_sha256
-from yoloquant.backends import PROVIDERS, build_engine
-from yoloquant.bench.latency import LatencyResult, benchmark_interleaved
+from yoloquant.backends import PROVIDERS, open_engines
+from yoloquant.bench.latency import LatencyResult, benchmark_interleaved, real_input, speedups
 from yoloquant.config import Backend
+from yoloquant.decide.budget_plan import BudgetPlan, check_budgets, load_search_images
 from yoloquant.errors import ConfigError, ExportError
 from yoloquant.export import exporter_for
 from yoloquant.export.check import check_model_file, check_onnx_model
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
     from yoloquant.eval.bootstrap import Metric
     from yoloquant.eval.coco import EvalResult
-    from yoloquant.pipeline import CalibrationPlan, EvalPlan, QuantPipeline, VariantPlan
+    from yoloquant.pipeline import CalibrationPlan, QuantPipeline, VariantPlan
     from yoloquant.protocols import Engine, Quantizer
 
 __all__ = ["run_pipeline"]
@@ -60,10 +60,10 @@ def run_pipeline(plan: QuantPipeline, out_dir: Path) -> PipelineResult:
     start = time.perf_counter()
     out_dir = out_dir.absolute()  # the report's paths are absolute: it loads from any working directory
     with RunFolder(out_dir) as folder:
-        eval_data = _check(plan, out_dir)
+        checked = _check(plan, out_dir)
         folder.lock()
         folder.needed = _space_needed(plan)
-        result = _run(plan, out_dir, eval_data, start)
+        result = _run(plan, out_dir, checked, start)
         result.save(out_dir)
     return result
 
@@ -76,24 +76,23 @@ def _space_needed(plan: QuantPipeline) -> int:
     return int(fp32 * (2.6 + 0.5 * made)) + (fp32 if plan.model.suffix == ".pt" else 0)
 
 
-def _run(plan: QuantPipeline, out_dir: Path, eval_data: Dataset | None, start: float) -> PipelineResult:
+def _run(plan: QuantPipeline, out_dir: Path, checked: _Checked, start: float) -> PipelineResult:
+    eval_data, budget = checked.eval_data, checked.budget
     warnings: list[str] = []
     fp32 = _export(plan, out_dir)
     needs_calib = any(v.needs_calibration for v in plan.variants) or plan.sensitivity is not None
     calib = _calibrate(plan.calibration, fp32, plan.progress) if needs_calib and plan.calibration else None
     if calib is not None and eval_data is not None:
         warnings += _overlap_warning(calib, eval_data)
-    warnings += _budget_warnings(plan)
-    built = _make_variants(tuple(_with_budget(v, plan) for v in plan.variants), fp32, calib, out_dir, plan.progress)
+    warnings += budget.warnings()
+    built = _make_variants(budget.variants(), fp32, calib, out_dir, plan.progress)
     sensitivity = _sensitivity(plan, fp32, calib, eval_data, out_dir)
     with ExitStack() as stack:
-        engines: dict[str, Engine] = {}
-        for b in built:
-            threads = plan.bench.threads if plan.bench else None
-            engines[b.plan.name] = stack.enter_context(build_engine(b.model, b.plan.backend, threads=threads))
+        threads = plan.bench.threads if plan.bench else None
+        engines = open_engines(stack, {b.plan.name: (b.model, b.plan.backend) for b in built}, threads=threads)
         evals = {name: _evaluate(plan, e, eval_data, name) for name, e in engines.items()}
         latency = _benchmark(plan, engines, eval_data)
-        variants = [_variant_result(b, engines[b.plan.name], evals, latency) for b in built]
+        variants = [_variant_result(b, engines[b.plan.name], evals, latency, budget) for b in built]
     inputs = _inputs(plan, fp32, calib, eval_data)
     result = PipelineResult(
         variants=tuple(variants),
@@ -121,7 +120,15 @@ def _export(plan: QuantPipeline, out_dir: Path) -> OnnxModel:
     return fp32
 
 
-def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
+@dataclass(frozen=True)
+class _Checked:
+    """What the checks loaded, for the run to reuse: the evaluation set and the budgets' search images."""
+
+    eval_data: Dataset | None
+    budget: BudgetPlan
+
+
+def _check(plan: QuantPipeline, out_dir: Path) -> _Checked:
     """Fail fast, before any expensive work, on a plan or input that cannot work."""
     if not plan.model.is_file():
         msg = f"model file {plan.model} does not exist; pass the path of an Ultralytics .pt or an exported .onnx"
@@ -134,10 +141,7 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
     if plan.sensitivity is not None and plan.calibration is None:
         msg = "the sensitivity analysis calibrates INT8 models: add .calibrate(images_dir_or_yaml) to the plan"
         raise ConfigError(msg)
-    budgeted = [v.name for v in plan.variants if v.max_map_drop is not None]
-    if budgeted and plan.evaluation is None:
-        msg = f"variants {budgeted} have an accuracy budget (max_map_drop): add .evaluate(...) to the plan"
-        raise ConfigError(msg)
+    check_budgets(plan)
     names = check_plan(plan).names  # the model file, the packages, the batch sizes
     if plan.calibration is not None and (quantized or plan.sensitivity is not None):
         from yoloquant.data.calibration import default_cache_dir
@@ -147,9 +151,10 @@ def _check(plan: QuantPipeline, out_dir: Path) -> Dataset | None:
 
         c = plan.calibration
         load_dataset(c.source, split=c.split, labels=False).select(c.num_images, c.offset)
+    search = load_search_images(plan, names)  # before the evaluation set: its error names the calibration images
     eval_data = _eval_data(plan, names)
     _check_writable(out_dir)  # last: a plan that fails a check leaves no folder behind
-    return eval_data
+    return _Checked(eval_data, BudgetPlan(plan, search, eval_data))
 
 
 def _eval_data(plan: QuantPipeline, names: dict[int, str] | None) -> Dataset | None:
@@ -157,61 +162,9 @@ def _eval_data(plan: QuantPipeline, names: dict[int, str] | None) -> Dataset | N
     if plan.evaluation is None:
         return None
     e = plan.evaluation
-    for v in plan.variants:
-        if v.max_map_drop is not None and v.budget_data == "calibration":
-            from yoloquant.decide.budget import load_labelled
-
-            try:
-                load_labelled(*_budget_source(v, plan, e), names=names)
-            except ConfigError as exc:
-                msg = (
-                    f"variant {v.name!r} searches its accuracy budget on the calibration images (the default; the "
-                    f"evaluation set then verifies it), so they need labels: {exc}"
-                )
-                raise ConfigError(msg) from exc
     from yoloquant.data.datasets import load_dataset
 
     return load_dataset(e.source, split=e.split, names=names).select(e.config.num_images, e.offset).require_boxes()
-
-
-def _with_budget(v: VariantPlan, plan: QuantPipeline) -> VariantPlan:
-    """Swap a budgeted variant's quantizer for the budget search (on the evaluation or calibration images)."""
-    if v.max_map_drop is None or plan.evaluation is None:
-        return v
-    from yoloquant.decide.budget import BudgetedQuantizer
-
-    e = plan.evaluation
-    source, split, num_images, offset = _budget_source(v, plan, e)
-    quantizer = BudgetedQuantizer(
-        max_map_drop=v.max_map_drop,
-        eval_data=source,
-        num_images=num_images,
-        offset=offset,
-        split=split,
-        granularity=v.granularity,
-        quant=v.quantizer.config if isinstance(v.quantizer, OrtStaticQuantizer) else None,
-        eval_config=dataclasses.replace(e.config, num_images=None),  # the count is the search set's
-    )
-    return dataclasses.replace(v, quantizer=quantizer)
-
-
-def _budget_source(v: VariantPlan, plan: QuantPipeline, e: EvalPlan) -> tuple[Path, str, int | None, int]:
-    """The labelled images a budget is searched on: ``(source, split, num_images, offset)``."""
-    c = plan.calibration
-    if v.budget_data == "calibration" and c is not None:
-        return c.source, c.split, c.num_images, c.offset
-    return e.source, e.split, e.config.num_images, e.offset
-
-
-def _budget_warnings(plan: QuantPipeline) -> list[str]:
-    in_sample = [v.name for v in plan.variants if v.max_map_drop is not None and v.budget_data == "evaluation"]
-    if not in_sample:
-        return []
-    return [
-        f"{in_sample} searched the accuracy budget on the evaluation images, so their reported drop is the one "
-        "the search selected for (optimistic); quantize(..., budget_data='calibration') searches on the "
-        "labelled calibration images and leaves the evaluation set as a held-out check"
-    ]
 
 
 def _sensitivity(
@@ -289,32 +242,26 @@ def _benchmark(plan: QuantPipeline, engines: dict[str, Engine], data: Dataset | 
     if plan.bench is None:
         return {}
     first = next(iter(engines.values()))
-    image = _real_input(data, first.info.imgsz[0]) if data is not None else None
+    image = real_input(data.images[0], first.info.imgsz[0]) if data is not None else None  # the first eval image
     return benchmark_interleaved(engines, plan.bench, inputs=image, progress=plan.progress)
 
 
-def _real_input(data: Dataset, imgsz: int) -> np.ndarray:
-    """The first evaluation image, preprocessed: realistic activations for timing."""
-    from yoloquant.data.images import read_image
-    from yoloquant.data.letterbox import normalize_pixels, preprocess
-
-    chw, _ = preprocess(read_image(data.images[0]), imgsz)
-    return normalize_pixels(chw[None])
-
-
 def _variant_result(
-    b: _Built, engine: Engine, evals: dict[str, EvalResult | None], latency: dict[str, list[LatencyResult]]
+    b: _Built,
+    engine: Engine,
+    evals: dict[str, EvalResult | None],
+    latency: dict[str, list[LatencyResult]],
+    budget: BudgetPlan,
 ) -> VariantResult:
     name = b.plan.name
     ev = evals.get(name)
     lat = latency.get(name, [])
     base = next(iter(latency.values()), [])
-    speedup = {r.batch: br.p50 / r.p50 for r, br in zip(lat, base, strict=True)} if base else {}
+    speedup = speedups(lat, base) if base else {}
     baseline = next(iter(evals.values()), None)
     deltas = _deltas(ev, baseline)
-    warnings = _provider_warnings(b, engine) + _interval_warnings(b.plan, deltas)
-    quantization = _with_verification(b.plan, _quantization(b.model), ev, baseline, deltas)
-    warnings += _verification_warnings(b.plan, quantization)
+    quantization, budget_warnings = budget.verify(b.plan, _quantization(b.model), ev, baseline, deltas)
+    warnings = _provider_warnings(b, engine) + budget_warnings
     return VariantResult(
         name=name,
         precision=b.plan.precision.value,
@@ -342,54 +289,6 @@ def _deltas(ev: EvalResult | None, baseline: EvalResult | None) -> dict[str, Met
     if ev is None or baseline is None or ev is baseline:
         return {}
     return {k: delta(ev, baseline, k) for k in ev.metrics}
-
-
-def _with_verification(
-    plan: VariantPlan,
-    quantization: dict[str, Any] | None,
-    ev: EvalResult | None,
-    baseline: EvalResult | None,
-    deltas: dict[str, Metric],
-) -> dict[str, Any] | None:
-    """A budgeted variant's quantization record plus ``budget_verification``: the drop on the evaluation set."""
-    found = ((quantization or {}).get("config") or {}).get("result")
-    d = deltas.get("map50_95")
-    if quantization is None or plan.max_map_drop is None or not found or d is None or ev is None or baseline is None:
-        return quantization
-    from yoloquant.decide.verification import budget_verification
-
-    a, b = ev.replicates.get("map50_95"), baseline.replicates.get("map50_95")
-    samples = (a - b) * 100 if a is not None and b is not None else None
-    check = budget_verification(found, d, samples, held_out=plan.budget_data == "calibration", images=ev.num_images)
-    return {**quantization, "budget_verification": check}
-
-
-def _verification_warnings(plan: VariantPlan, quantization: dict[str, Any] | None) -> list[str]:
-    check = (quantization or {}).get("budget_verification")
-    if not check or check["within_budget"] or not check["held_out"]:
-        return []
-    if check["searched_drop_points"] is None or check["searched_drop_points"] > check["max_map_drop"]:
-        return []  # the search itself missed the budget; its line in the report says so
-    p = check["p_within_budget"]
-    return [
-        f"the accuracy budget of {check['max_map_drop']} points held on the search images (drop "
-        f"{check['searched_drop_points']:+.2f}) but not on the {check['eval_images']} evaluation images: drop "
-        f"{check['verified_drop_points']:+.2f}"
-        + (f", P(drop <= budget) = {p:.2f}" if p is not None else "")
-        + "; search on more labelled images, or allow a larger budget"
-    ]
-
-
-def _interval_warnings(plan: VariantPlan, deltas: dict[str, Metric]) -> list[str]:
-    """A budget the evaluation images cannot resolve: the delta's interval is wider than the budget."""
-    d = deltas.get("map50_95")
-    if plan.max_map_drop is None or d is None or d.half_width is None or d.half_width <= plan.max_map_drop:
-        return []
-    return [
-        f"the mAP50-95 delta is {d.format()} points: its 95% interval (+-{d.half_width:.2f}) is wider than the "
-        f"budget of {plan.max_map_drop} points, so these evaluation images cannot tell whether the budget holds; "
-        "evaluate on more images (the interval shrinks as 1/sqrt(images))"
-    ]
 
 
 def _provider_warnings(b: _Built, engine: Engine) -> list[str]:

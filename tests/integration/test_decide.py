@@ -295,3 +295,53 @@ def test_cli_sensitivity_writes_a_report_with_the_section(
     capsys.readouterr()
     assert main(["show", str(tmp_path)]) == 0
     assert f"most sensitive {names[0]}" in capsys.readouterr().out
+
+
+def test_budgeted_quantizer_measures_candidates_with_the_supplied_evaluate(
+    model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
+) -> None:
+    """The search evaluates through the callable it is given and loads nothing itself (eval_data does not exist)."""
+    from yoloquant.decide.evaluator import ModelEvaluator
+
+    inner = ModelEvaluator(val)
+    seen: list[Path] = []
+
+    def counting(candidate: OnnxModel):  # type: ignore[no-untyped-def]
+        seen.append(candidate.path)
+        return inner(candidate)
+
+    q = BudgetedQuantizer(max_map_drop=100.0, eval_data=tmp_path / "missing.yaml", granularity="block",
+                          quant=OrtQuantConfig(calibration=CalibMethod.MINMAX), evaluate=counting)  # fmt: skip
+    made = q.quantize(model, calib, tmp_path / "budget")
+    assert seen == [model.path, tmp_path / "budget" / "work" / "float-0.onnx"]  # FP32, then full INT8 (k = 0)
+    assert q.result is not None and q.result.fp32_map50_95 == inner(model).map50_95
+    assert made.config["result"]["float_groups"] == []
+
+
+def test_sweep_over_two_backends_compares_each_with_its_own_fp32(
+    model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("openvino")
+    base = (
+        QuantPipeline.from_onnx(model.path)
+        .calibrate(coco64_images, num_images=4)
+        .evaluate(coco64_yaml, num_images=4, offset=32)
+        .with_progress(False)
+    )
+    sweep = Sweep(base, progress=False).grid(calibration=["minmax"], keep=["none"], backend=["onnxruntime", "openvino"])
+    result = sweep.run(tmp_path, bench=BenchConfig(iterations=5, warmup=1))
+    ort, ov = (v.name for v in sweep.variants)
+    ledger = {e["name"]: e for e in map(json.loads, (tmp_path / "ledger.jsonl").read_text().splitlines())}
+    assert list(ledger) == ["fp32", "fp32-openvino", ort, ov]  # the baselines first, then the grid
+    report = PipelineResult.load(tmp_path)
+    assert report.variant("fp32-openvino").providers[0] == "OpenVINO:CPU"
+    assert report.variant(ov).providers[0] == "OpenVINO:CPU" and report.variant(ort).backend == "onnxruntime"
+    lat = {v.name: v.latency[0].p50 for v in report.variants}
+    assert result.row(ov).speedup == pytest.approx(lat["fp32-openvino"] / lat[ov])
+    assert result.row(ort).speedup == pytest.approx(lat["fp32"] / lat[ort])
+    own = (ledger[ov]["map50_95"] - ledger["fp32-openvino"]["map50_95"]) * 100
+    assert ledger[ov]["delta_vs_fp32"]["map50_95"]["value"] == pytest.approx(own)
+    section = report.sweep
+    assert section is not None and set(section["by_backend"]) == {"onnxruntime", "openvino"}
+    assert set(section["by_backend"]["openvino"]["pareto"]) <= {"fp32-openvino", ov}
+    assert set(section["pareto"]) <= {"fp32", ort}

@@ -67,3 +67,12 @@ def test_benchmark_feeds_the_given_image_tiled_to_the_batch() -> None:
         progress=False,
     )
     assert set(seen) == {(3, 3, 64, 64)}
+
+
+def test_speedups_are_the_baseline_median_over_the_variant_median_per_batch() -> None:
+    from yoloquant.bench.latency import LatencyResult, speedups
+
+    fp32 = (LatencyResult(1, (40.0,) * 5), LatencyResult(8, (200.0,) * 5))
+    int8 = (LatencyResult(1, (20.0,) * 5), LatencyResult(8, (80.0,) * 5))
+    assert speedups(int8, fp32) == {1: 2.0, 8: 2.5}
+    assert speedups(fp32, fp32) == {1: 1.0, 8: 1.0}

@@ -231,3 +231,85 @@ def test_budget_search_finds_the_smallest_k_when_monotone(threshold: int) -> Non
     ok = [k for k in tried if k >= threshold]
     assert min(ok) == max(threshold, 1)
     assert len(set(tried)) <= 2 * 5 + 1  # log-many evaluations, not 20
+
+
+class RecordingExecutorDouble:
+    """Test double of an Executor: runs each job here, in reverse order (as a pool may finish them), and records
+    which jobs it was handed and whether it touched the ledger."""
+
+    def __init__(self, ledger: Path) -> None:
+        self.ledger = ledger
+        self.jobs: list[str] = []
+        self.ledger_lines_seen: list[int] = []
+
+    def map(self, fn: Any, items: Any) -> Any:
+        batch = list(items)
+        for item in reversed(batch):
+            self.jobs.append(item.name)
+            lines = self.ledger.read_text().splitlines() if self.ledger.is_file() else []
+            self.ledger_lines_seen.append(len(lines))
+            yield item, fn(item)
+
+
+def test_variants_run_once_each_through_the_executor_and_the_driver_writes_the_ledger(tmp_path: Path) -> None:
+    import pickle
+
+    from yoloquant.decide.executor import VariantJob
+
+    double = RecordingExecutorDouble(tmp_path / "ledger.jsonl")
+    sweep = Sweep(_sweep().base, _sweep().variants, executor=double)
+    runner = FakeRunner()
+    entries = sweep.run_variants(tmp_path, runner=runner)
+    grid = [v.name for v in sweep.variants]
+    assert double.jobs == ["fp32", *reversed(grid)]  # FP32 in its own first wave, then the grid; each once
+    assert sorted(runner.ran) == sorted(double.jobs) and len(runner.ran) == 5
+    # the driver appends a line as each job comes back: the executor saw 0 lines, then 1 (fp32), then 1, 2, 3
+    assert double.ledger_lines_seen == [0, 1, 2, 3, 4]
+    lines = [json.loads(line) for line in (tmp_path / "ledger.jsonl").read_text().splitlines()]
+    assert [e["name"] for e in lines] == ["fp32", *reversed(grid)] and set(entries) == {"fp32", *grid}
+    assert all("delta_vs_fp32" in e for e in lines[1:])  # every variant paired with the FP32 entry
+    assert Sweep(sweep.base, sweep.variants, executor=double).run_variants(tmp_path, runner=runner) == entries
+    assert len(double.jobs) == 5  # a resumed sweep hands the executor nothing
+    job = VariantJob(name="x", plan=sweep.plan(sweep.variants[0]), folder=tmp_path, variant=sweep.variants[0])
+    assert pickle.loads(pickle.dumps(job)) == job  # a remote executor can ship it
+
+
+def test_a_failed_variant_from_the_executor_stops_the_sweep_with_its_error(tmp_path: Path) -> None:
+    from yoloquant.decide.executor import LocalExecutor
+
+    outcomes = list(LocalExecutor().map(lambda x: 1 // x, [1, 0, 2]))
+    assert outcomes[0] == (1, 1) and isinstance(outcomes[1][1], ZeroDivisionError) and outcomes[2] == (2, 0)
+    with pytest.raises(Killed):
+        _sweep().run_variants(tmp_path, runner=FakeRunner(die_at=2))
+    assert len((tmp_path / "ledger.jsonl").read_text().splitlines()) == 2  # nothing after the failure
+
+
+def test_a_backend_axis_keeps_default_names_and_compares_each_backend_with_its_own_fp32() -> None:
+    sweep = _sweep()
+    two = Sweep(sweep.base).grid(calibration=["minmax"], keep=["none"], backend=["onnxruntime", "openvino"])
+    ort, ov = two.variants
+    assert (ort.name, ov.name) == ("int8-ort-minmax-keep-none", "int8-ort-minmax-keep-none-openvino")
+    assert "backend" not in ort.to_dict() and ov.to_dict()["backend"] == "openvino"
+    assert two.backends() == ("onnxruntime", "openvino") and sweep.backends() == ("onnxruntime",)
+    assert two.plan(ov).variants[-1].backend == "openvino"
+    assert [v.name for v in two.baseline_plan("openvino").variants] == ["fp32-openvino"]
+    maps = {"fp32": 0.50, "fp32-openvino": 0.49, ort.name: 0.48, ov.name: 0.485}
+    ms = {"fp32": 30.0, "fp32-openvino": 20.0, ort.name: 15.0, ov.name: 16.0}
+    entries = {n: _ledger_entry(n, m) for n, m in maps.items()}
+    for n in ("fp32-openvino", ov.name):
+        entries[n]["variant"]["backend"] = "openvino"
+    res = two.result(entries, {n: _timing(t) for n, t in ms.items()}, max_map_drop=None, min_speedup=None,
+                     out_dir=Path("x"))  # fmt: skip
+    assert res.row(ov.name).speedup == pytest.approx(20 / 16) and res.row(ov.name).drop == pytest.approx(0.5)
+    assert res.row(ort.name).speedup == pytest.approx(2.0) and res.row(ort.name).drop == pytest.approx(2.0)
+    section = res.report.sweep
+    assert section is not None and set(section["by_backend"]) == {"onnxruntime", "openvino"}
+    assert section["pareto"] == section["by_backend"]["onnxruntime"]["pareto"]  # the first grid variant's backend
+    assert set(section["by_backend"]["openvino"]["pareto"]) <= {"fp32-openvino", ov.name}
+    assert res.report.variant(ov.name).speedup_vs_fp32 == {1: pytest.approx(20 / 16)}
+    assert "backend='openvino'" in two.python_call(ov) and "--backend openvino" in (two.cli_call(ov) or "")
+    md = res.report.to_markdown()
+    assert "Per backend (speedup, delta and the marks vs FP32 on the same backend" in md
+    assert f"openvino: front {', '.join(section['by_backend']['openvino']['pareto'])}, recommended " in md
+    ov_row = next(line for line in md.split("## Sweep")[1].splitlines() if line.startswith(f"| {ov.name} |"))
+    assert "| 1.250x | *" in ov_row  # marked on its own backend's front

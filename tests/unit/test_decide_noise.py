@@ -65,9 +65,9 @@ def test_budget_verification_reports_drop_interval_verdict_and_probability() -> 
 
 def test_runner_verifies_a_budget_on_the_evaluation_replicates() -> None:
     from yoloquant.config import Precision
+    from yoloquant.decide.budget_plan import _verification_warnings, _with_verification
     from yoloquant.eval.coco import EvalResult, delta
     from yoloquant.pipeline import VariantPlan
-    from yoloquant.runner import _verification_warnings, _with_verification
 
     def result(value: float, replicates: np.ndarray) -> EvalResult:
         m = interval(replicates, value)

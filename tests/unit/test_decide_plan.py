@@ -104,15 +104,11 @@ def test_sweep_latency_cache_is_keyed_by_the_benchmark_settings(
         calls.append(config)
         return {n: [Timing(config.iterations)] for n in engines}
 
-    class Builder:
-        def __init__(self, threads: int | None) -> None:
-            pass
-
-        def build(self, model: Any) -> contextlib.AbstractContextManager[Any]:
-            return contextlib.nullcontext(model)
+    def fake_engine(model: Any, backend: Any, *, threads: int | None = None) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext(model)
 
     monkeypatch.setattr("yoloquant.bench.latency.benchmark_interleaved", fake_benchmark)
-    monkeypatch.setattr("yoloquant.backends.ort.OrtEngineBuilder", Builder)
+    monkeypatch.setattr("yoloquant.backends.build_engine", fake_engine)  # the sweep builds through the registry
     monkeypatch.setattr(OnnxModel, "load", staticmethod(lambda path: path))
     monkeypatch.setattr(Sweep, "_input", lambda self, engines: None)
     sweep = Sweep(QuantPipeline.from_onnx("m.onnx"), progress=False)
@@ -125,3 +121,57 @@ def test_sweep_latency_cache_is_keyed_by_the_benchmark_settings(
     for other in (BenchConfig(iterations=50, warmup=3), BenchConfig(iterations=50, threads=1)):
         sweep.measure_latency(tmp_path, entries, other)
     assert len(calls) == 4
+
+
+def test_budget_plan_hands_the_loaded_search_images_and_the_backend_to_the_quantizer() -> None:
+    """The runner's data, loaded once at the checks, is what the budget search evaluates on: no second load."""
+    from yoloquant.config import Backend, EvalConfig
+    from yoloquant.data.datasets import Dataset
+    from yoloquant.decide.budget import BudgetedQuantizer
+    from yoloquant.decide.budget_plan import BudgetPlan
+    from yoloquant.decide.evaluator import ModelEvaluator
+
+    plan = (
+        QuantPipeline.from_onnx("m.onnx")
+        .calibrate("imgs", num_images=4)
+        .quantize("int8", max_map_drop=0.3, name="held")
+        .quantize("int8", max_map_drop=0.3, budget_data="evaluation", name="in-sample", backend="openvino")
+        .quantize("int8", name="plain")
+        .quantize("int8", max_map_drop=0.3, name="held-twin")  # the same budget: shares held's model
+        .quantize("int8", max_map_drop=0.3, backend="openvino", name="held-openvino")  # searched on openvino
+        .evaluate("e.yaml", num_images=8, offset=32, conf=0.01)
+    )
+    search, eval_data = Dataset(images=(Path("a.jpg"),)), Dataset(images=(Path("b.jpg"),))
+    variants = {v.name: v for v in BudgetPlan(plan, {(Path("imgs"), "train", 4, 0): search}, eval_data).variants()}
+    held, in_sample = variants["held"].quantizer, variants["in-sample"].quantizer
+    assert isinstance(held, BudgetedQuantizer) and isinstance(in_sample, BudgetedQuantizer)
+    assert held.evaluate == ModelEvaluator(search, EvalConfig(conf=0.01), Backend.ONNXRUNTIME)
+    assert held.evaluate.data is search  # type: ignore[union-attr]
+    assert in_sample.evaluate == ModelEvaluator(eval_data, EvalConfig(conf=0.01), Backend.OPENVINO)
+    assert (held.config.eval_source, held.config.num_images, in_sample.config.offset) == ("imgs", 4, 32)
+    assert variants["plain"] is plan.variants[3]  # an unbudgeted variant is left alone
+    assert variants["held-twin"].quantizer == held and variants["held-openvino"].quantizer != held
+    assert variants["held-openvino"].quantizer.evaluate.backend is Backend.OPENVINO  # type: ignore[union-attr]
+
+
+def test_search_images_are_loaded_once_per_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    from yoloquant.data.datasets import Dataset
+    from yoloquant.decide.budget_plan import load_search_images
+
+    calls: list[tuple[object, ...]] = []
+
+    def counting_load(*source: object, names: object = None) -> Dataset:
+        calls.append(source)
+        return Dataset(images=(Path("a.jpg"),))
+
+    monkeypatch.setattr("yoloquant.decide.budget.load_labelled", counting_load)
+    plan = (
+        QuantPipeline.from_onnx("m.onnx")
+        .calibrate("imgs", num_images=4)
+        .quantize("int8", max_map_drop=0.3, name="a")
+        .quantize("int8", max_map_drop=0.5, granularity="conv", name="b")  # the same calibration images
+        .quantize("int8", max_map_drop=0.3, budget_data="evaluation", name="c")  # the evaluation set: not here
+        .evaluate("e.yaml")
+    )
+    loaded = load_search_images(plan, names={0: "person"})
+    assert calls == [(Path("imgs"), "train", 4, 0)] and list(loaded) == calls

@@ -130,7 +130,7 @@ def test_decide_sections_are_optional_and_round_trip(tmp_path: Path) -> None:
 
 
 def test_sensitivity_markdown_shows_hand_computed_points() -> None:
-    from yoloquant.report.render import render_sensitivity
+    from yoloquant.decide.report import render_sensitivity
 
     text = render_sensitivity(_sensitivity_section(), top=2)
     row1 = next(line for line in text.splitlines() if line.startswith("| 1 |"))
@@ -180,3 +180,24 @@ def test_tensorrt_statement_of_a_variant_is_in_the_markdown(tmp_path: Path) -> N
     section = md.split("### w4a16: brevitas (qcdq layout), 5.0 s", 1)[1].lstrip("\n").split("\n\n", 1)[0]
     assert f"- TensorRT: {note}" in section
     assert "TensorRT:" not in base.to_markdown()  # quantizers without the key add no line
+
+
+def test_report_renders_the_sections_other_packages_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """render.py knows no section by name: it renders what is registered (decide's among them), in order."""
+    from yoloquant.report import render, sections
+
+    monkeypatch.setattr(sections, "_SECTIONS", dict(sections._SECTIONS))  # leave the registry as it was
+    monkeypatch.setattr(sections, "_QUANTIZATION", dict(sections._QUANTIZATION))
+    assert [s.name for s in sections.sections()][:2] == ["sweep", "sensitivity"]  # decide's, imported on first use
+    sections.register_section(
+        sections.Section(
+            "double", notes=lambda r: [f"double: {len(r.variants)} variants"], markdown=lambda r: ["## Double", ""]
+        )
+    )
+    sections.register_quantization_lines("double", lambda q: [f"- double saw {q['quantizer']}"])
+    result = _result(tmp_path)
+    assert "double: 2 variants" in result.table().splitlines()
+    md = result.to_markdown()
+    assert md.index("## Double") < md.index("## Quantization") and "- double saw ort-static" in md
+    source = Path(render.__file__).read_text(encoding="utf-8")
+    assert not [word for word in ("sweep", "budget", "sensitivity", "pareto") if word in source.lower()]

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import ExitStack
+
 from yoloquant.artifacts import OnnxModel
 from yoloquant.config import Backend
 from yoloquant.protocols import Engine
 
-__all__ = ["PROVIDERS", "build_engine", "check_backend"]
+__all__ = ["PROVIDERS", "build_engine", "check_backend", "open_engines"]
 
 # What each backend's engine reports first in ``Engine.providers``: ONNX Runtime's execution provider, or for
 # ``openvino`` OpenVINO's own runtime on its CPU device (not ONNX Runtime's OpenVINO provider).
@@ -40,3 +43,18 @@ def build_engine(model: OnnxModel, backend: Backend, *, threads: int | None = No
     from yoloquant.backends.registry import runtime_for
 
     return runtime_for(backend).build(model, threads)
+
+
+def open_engines(
+    stack: ExitStack, models: Mapping[str, tuple[OnnxModel, Backend]], *, threads: int | None = None
+) -> dict[str, Engine]:
+    """An engine per name, each on its own backend, closed with ``stack`` (what an interleaved benchmark times).
+
+    Example:
+        >>> with ExitStack() as stack:  # doctest: +SKIP
+        ...     engines = open_engines(stack, {"fp32": (model, Backend.ONNXRUNTIME)}, threads=1)
+    """
+    return {
+        name: stack.enter_context(build_engine(model, backend, threads=threads))
+        for name, (model, backend) in models.items()
+    }

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from yoloquant.config import BenchConfig
 from yoloquant.errors import ConfigError
 from yoloquant.protocols import Engine
 
-__all__ = ["LatencyResult", "benchmark_interleaved"]
+__all__ = ["LatencyResult", "benchmark_interleaved", "real_input", "speedups"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,3 +142,17 @@ def benchmark_interleaved(
                     stacklevel=2,
                 )
     return results
+
+
+def real_input(image: Path, imgsz: int) -> np.ndarray:
+    """``image`` letterboxed and normalized as the model reads it: realistic activations for timing."""
+    from yoloquant.data.images import read_image
+    from yoloquant.data.letterbox import normalize_pixels, preprocess
+
+    chw, _ = preprocess(read_image(image), imgsz)
+    return normalize_pixels(chw[None])
+
+
+def speedups(latency: Sequence[LatencyResult], baseline: Sequence[LatencyResult]) -> dict[int, float]:
+    """``batch -> baseline p50 / p50``, batch by batch (the two timed at the same batch sizes, in order)."""
+    return {r.batch: b.p50 / r.p50 for r, b in zip(latency, baseline, strict=True)}

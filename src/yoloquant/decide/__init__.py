@@ -5,7 +5,7 @@
 - ``budget``: quantize everything, return the most sensitive groups to float until the mAP drop is
   within a budget; :class:`BudgetedQuantizer` plugs that into a :class:`~yoloquant.QuantPipeline`.
 - ``sweep``: a grid of pipeline variants, resumable through an append-only ledger, timed together,
-  with the Pareto front of latency vs mAP and a recommendation.
+  with the Pareto front of latency vs mAP and a recommendation; ``executor`` is where its variants run.
 
 Nothing heavy is imported here: the names below load their module on first access.
 """
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from yoloquant.decide.budget import BudgetConfig, BudgetedQuantizer, BudgetResult, search_budget
+    from yoloquant.decide.executor import Executor, LocalExecutor
     from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
     from yoloquant.decide.sensitivity import (
         GroupSensitivity,
@@ -30,9 +31,11 @@ __all__ = [
     "BudgetConfig",
     "BudgetResult",
     "BudgetedQuantizer",
+    "Executor",
     "Granularity",
     "GroupSensitivity",
     "LayerGroup",
+    "LocalExecutor",
     "SensitivityConfig",
     "SensitivityReport",
     "Sweep",
@@ -48,6 +51,8 @@ _HOME = {
     "BudgetResult": "budget",
     "BudgetedQuantizer": "budget",
     "search_budget": "budget",
+    "Executor": "executor",
+    "LocalExecutor": "executor",
     "Granularity": "groups",
     "LayerGroup": "groups",
     "find_groups": "groups",

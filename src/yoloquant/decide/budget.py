@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
-from yoloquant.config import BenchConfig, EvalConfig, Precision, _Serializable
+from yoloquant.config import Backend, BenchConfig, EvalConfig, Precision, _Serializable
 from yoloquant.decide._ortcache import SharedCalibration
+from yoloquant.decide.evaluator import Evaluate, ModelEvaluator
 from yoloquant.decide.groups import Granularity
 from yoloquant.decide.sensitivity import (
     GroupSensitivity,
@@ -242,7 +243,7 @@ def _tries(n: int, passes: Any) -> None:
 def search_budget(
     model: OnnxModel,
     calib: CalibrationSet,
-    eval_data: Dataset,
+    eval_data: Dataset | Evaluate,
     out_dir: Path | str,
     *,
     max_map_drop: float = 0.3,
@@ -260,7 +261,9 @@ def search_budget(
     Args:
         model: The float ONNX model.
         calib: Calibration images (ranges, and the first ``proxy_images`` for the ranking proxy).
-        eval_data: Labelled images the drop is measured on.
+        eval_data: Labelled images the drop is measured on (on ONNX Runtime's CPU provider, with
+            ``eval_config``), or the callable that measures a model on them (the runner's: its search
+            images, its backend; ``eval_config`` then unused).
         out_dir: Work files, ``budget.{json,md}`` and the budgeted model ``<stem>-int8-budget.onnx``.
         max_map_drop: Accepted drop vs FP32 in mAP50-95 points.
         granularity: ``conv`` or ``block`` groups.
@@ -278,9 +281,9 @@ def search_budget(
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    ec = eval_config or EvalConfig()
+    evaluate = eval_data if callable(eval_data) else ModelEvaluator(eval_data, eval_config or EvalConfig())
     shared = SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
-    base = _evaluate(model, eval_data, ec)
+    base = evaluate(model)
     fp32 = base.map50_95
     maps: dict[int, float] = {}
     deltas: dict[int, Metric] = {}
@@ -294,7 +297,7 @@ def search_budget(
             built = shared.build(
                 float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False, float_mode=float_mode
             )
-            result = _evaluate(built, eval_data, ec)
+            result = evaluate(built)
             maps[k], deltas[k] = result.map50_95, _delta(result, base)
             built.path.unlink(missing_ok=True)
         return (fp32 - maps[k]) * 100 <= max_map_drop
@@ -338,14 +341,6 @@ def search_budget(
     return result
 
 
-def _evaluate(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> EvalResult:
-    from yoloquant.backends.ort import OrtEngineBuilder
-    from yoloquant.eval.coco import evaluate
-
-    with OrtEngineBuilder().build(model) as engine:
-        return evaluate(engine, data, eval_config, progress=False)
-
-
 def _delta(result: EvalResult, base: EvalResult) -> Metric:
     from yoloquant.eval.coco import delta
 
@@ -357,20 +352,24 @@ def _latency(
 ) -> dict[str, float]:
     from contextlib import ExitStack
 
-    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.backends import open_engines
     from yoloquant.bench.latency import benchmark_interleaved
 
     int8 = shared.build([], out / "work" / "int8.onnx", metadata=False)
-    builder = OrtEngineBuilder(threads=bench.threads)
     with ExitStack() as stack:
-        pairs: tuple[tuple[str, OnnxModel], ...] = (("fp32", model), ("int8", int8), ("budget", final))
-        engines = {n: stack.enter_context(builder.build(m)) for n, m in pairs}
+        models = {"fp32": model, "int8": int8, "budget": final}
+        engines = open_engines(stack, {n: (m, Backend.ONNXRUNTIME) for n, m in models.items()}, threads=bench.threads)
         timed = benchmark_interleaved(engines, bench, progress=False)
     return {name: results[0].p50 for name, results in timed.items()}
 
 
 class BudgetedQuantizer:
     """A :class:`~yoloquant.protocols.Quantizer`: ORT static INT8 within an mAP budget.
+
+    ``evaluate`` measures a candidate model on the search images (a pipeline's runner passes one that
+    reuses the images it loaded and the variant's backend, ``yoloquant.decide.budget_plan``); without it the
+    quantizer loads ``eval_data`` itself and evaluates on ONNX Runtime's CPU provider. Equal quantizers (the
+    runner shares one model between them) have equal options and the same ``evaluate`` object.
 
     Example:
         >>> q = BudgetedQuantizer(max_map_drop=0.3, eval_data="assets/coco64.yaml", num_images=32, offset=32)
@@ -398,7 +397,9 @@ class BudgetedQuantizer:
         float_mode: str = "dequantize",
         quant: OrtQuantConfig | None = None,
         eval_config: EvalConfig | None = None,
+        evaluate: Evaluate | None = None,
     ) -> None:
+        self.evaluate = evaluate
         self.config = BudgetConfig(
             max_map_drop=max_map_drop,
             eval_source=str(eval_data),
@@ -413,11 +414,9 @@ class BudgetedQuantizer:
         self.result: BudgetResult | None = None
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BudgetedQuantizer) and (other.config, other.quant, other.eval_config) == (
-            self.config,
-            self.quant,
-            self.eval_config,
-        )
+        if not isinstance(other, BudgetedQuantizer) or other.evaluate is not self.evaluate:
+            return False
+        return (other.config, other.quant, other.eval_config) == (self.config, self.quant, self.eval_config)
 
     def __hash__(self) -> int:
         return hash((self.config, self.quant, self.eval_config))
@@ -428,17 +427,18 @@ class BudgetedQuantizer:
     def quantize(self, model: OnnxModel, data: CalibrationSet, out_dir: Path) -> QdqModel:
         """Search the budget (see :func:`search_budget`) and return the budgeted model."""
         c = self.config
-        dataset = load_labelled(c.eval_source, c.split, c.num_images, c.offset, names=model.info.names)
+        evaluate = self.evaluate or ModelEvaluator(
+            load_labelled(c.eval_source, c.split, c.num_images, c.offset, names=model.info.names), self.eval_config
+        )
         start = time.perf_counter()
         result = search_budget(
             model,
             data,
-            dataset,
+            evaluate,
             out_dir,
             max_map_drop=c.max_map_drop,
             granularity=c.granularity,
             quant=self.quant,
-            eval_config=self.eval_config,
             proxy_images=c.proxy_images,
             float_mode=c.float_mode,
         )

@@ -33,16 +33,17 @@ import numpy as np
 from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel
-from yoloquant.config import EvalConfig, HeadType, _Serializable
+from yoloquant.config import Backend, EvalConfig, HeadType, _Serializable
 from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.decide._files import new_figure, save_figure
 from yoloquant.decide._ortcache import SharedCalibration
+from yoloquant.decide.evaluator import ModelEvaluator
 from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
 from yoloquant.decide.metrics import output_errors
+from yoloquant.decide.report import render_sensitivity
 from yoloquant.decide.stability import rank_stability
 from yoloquant.errors import ConfigError
 from yoloquant.quantize.ort_static import OrtQuantConfig
-from yoloquant.report.render import render_sensitivity
 
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
@@ -243,9 +244,9 @@ class _Proxy:
         return sqnr, cos, np.stack(noise)
 
     def outputs(self, model: OnnxModel) -> list[np.ndarray]:
-        from yoloquant.backends.ort import OrtEngineBuilder
+        from yoloquant.backends import build_engine
 
-        with OrtEngineBuilder().build(model) as engine:
+        with build_engine(model, Backend.ONNXRUNTIME) as engine:  # the proxy compares ORT CPU outputs
             runs = [engine.infer(b) for b in self.batches]
         merged = [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
         return _split_dfl(merged, self.model)
@@ -275,11 +276,7 @@ def _output_names(model: OnnxModel, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _map(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> float:
-    from yoloquant.backends.ort import OrtEngineBuilder
-    from yoloquant.eval.coco import evaluate
-
-    with OrtEngineBuilder().build(model) as engine:
-        return evaluate(engine, data, eval_config, progress=False).map50_95
+    return ModelEvaluator(data, eval_config)(model).map50_95
 
 
 def _others(shared: SharedCalibration, keep: Iterable[str]) -> list[str]:

@@ -1,13 +1,23 @@
 """Config sweeps: a grid of pipeline variants, resumable, timed together, with a Pareto report.
 
-Each variant runs as its own one-variant pipeline in ``<out>/<name>/`` (FP32 once, as ``fp32``).
-When it finishes, one line goes to ``<out>/ledger.jsonl`` (flushed and fsync'd), so a sweep killed
-at any point, even with ``kill -9``, resumes without redoing or losing a finished variant. Latency is
-measured last, for every variant in one interleaved run, so all ratios come from the same machine
-state. The sweep folder then gets the pipeline's ``report.json`` / ``report.md`` (FP32 first, every
-variant with its interleaved latency) with a ``sweep`` section: the grid, the Pareto front of latency
-vs mAP, a recommendation under constraints and the Python and CLI calls that reproduce it; plus
-``pareto.png``. ``PipelineResult.load(<out>)`` and ``yoloquant show <out>`` read it.
+Each variant runs as its own one-variant pipeline in ``<out>/<name>/`` (FP32 once, as ``fp32``, and once
+more on each other backend of the grid, as ``fp32-<backend>``), through an executor
+(:mod:`yoloquant.decide.executor`: :class:`LocalExecutor` by default, in this process, in order). The
+sweep is the driver: when a variant finishes, it writes one line to ``<out>/ledger.jsonl`` (flushed and
+fsync'd), so a sweep killed at any point, even with ``kill -9``, resumes without redoing or losing a
+finished variant. Latency is measured last, for every variant in one interleaved run, each on its own
+backend (``yoloquant.backends``), so all ratios come from the same machine state. The sweep folder then
+gets the pipeline's ``report.json`` / ``report.md`` (FP32 first, every variant with its interleaved
+latency) with a ``sweep`` section: the grid, the Pareto front of latency vs mAP, a recommendation under
+constraints and the Python and CLI calls that reproduce it; plus ``pareto.png``.
+``PipelineResult.load(<out>)`` and ``yoloquant show <out>`` read it.
+
+Backends: a variant is compared only with variants on its own backend. Its speedup, its mAP drop and its
+paired delta are against FP32 on that backend (``fp32`` for ``onnxruntime``, ``fp32-openvino`` ...), and
+each backend has its own Pareto front and recommendation (``by_backend`` in the section, when the grid has
+more than one): a latency ratio across runtimes says which runtime to deploy on, not which quantization
+to ship, and the paired latency and accuracy tests need a common reference. The top-level ``pareto`` /
+``recommended`` are those of the first grid variant's backend (``onnxruntime`` by default).
 
 Example:
     >>> base = (QuantPipeline.from_ultralytics("yolov8n.pt").calibrate("coco/images", num_images=64)
@@ -24,11 +34,11 @@ import hashlib
 import itertools
 import json
 import logging
-import shlex
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,54 +48,67 @@ from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import file_sha256
-from yoloquant.config import BenchConfig, EvalConfig, ExportConfig
+from yoloquant.config import Backend, BenchConfig, parse_enum
+from yoloquant.decide import sweep_calls
+from yoloquant.decide.executor import Executor, LocalExecutor, Runner, VariantJob, VariantRun, run_job, run_plan
 from yoloquant.decide.ledger import Ledger
-from yoloquant.decide.pareto import Candidate, Point, pareto_front, recommend_within_noise, resolved_steps
+from yoloquant.decide.pareto import Candidate
 from yoloquant.decide.sweep_result import (
-    _RULE,
-    FP32,
+    _DEFAULT,
     SweepResult,
     SweepRow,
+    _check_base,
     _config_dict,
+    _decide,
     _entry,
+    _entry_backend,
     _inputs,
-    _noise_section,
+    _latency_key,
     _paired,
+    _row,
     _variant,
+    baseline_name,
 )
 from yoloquant.errors import ConfigError
+from yoloquant.eval.bootstrap import Metric
 from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
 from yoloquant.report.result import PipelineResult
 from yoloquant.versions import package_versions
 
-__all__ = ["Runner", "Sweep", "SweepResult", "SweepRow", "SweepVariant"]
+__all__ = ["Runner", "Sweep", "SweepResult", "SweepRow", "SweepVariant", "baseline_name"]
 
 log = logging.getLogger(__name__)
-
-Runner = Callable[[QuantPipeline, Path], PipelineResult]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SweepVariant:
-    """One point of the grid; None means the base pipeline's choice."""
+    """One point of the grid; None means the base pipeline's choice.
+
+    ``backend`` is where the variant is evaluated and timed (``QuantPipeline.quantize(backend=...)``); the
+    default, ``onnxruntime``, adds nothing to the name or the recorded parameters.
+    """
 
     quantizer: str = "ort"
     calibration: str | None = None
     num_images: int | None = None
     keep: str | None = None
+    backend: str = _DEFAULT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", parse_enum(Backend, self.backend, option="backend").value)
 
     @property
     def name(self) -> str:
         parts = [self.quantizer, self.calibration, f"n{self.num_images}" if self.num_images else None]
         parts.append(f"keep-{self.keep}" if self.keep else None)
+        parts.append(self.backend if self.backend != _DEFAULT else None)
         return "int8-" + "-".join(p for p in parts if p)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _r(value: Any) -> str:
-    return repr(str(value)) if isinstance(value, Path) else repr(value)
+        d = dataclasses.asdict(self)
+        if self.backend == _DEFAULT:
+            del d["backend"]  # a one-backend sweep's ledger and grid read as before the axis existed
+        return d
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,7 @@ class Sweep:
     base: QuantPipeline
     variants: tuple[SweepVariant, ...] = ()
     progress: bool = True  # one bar over the variants and one over the latency rounds (the base's bars are its own)
+    executor: Executor = field(default_factory=LocalExecutor)  # where the variants run; the sweep writes the ledger
 
     def grid(
         self,
@@ -110,11 +134,12 @@ class Sweep:
         calibration: Iterable[str | None] = (None,),
         num_images: Iterable[int | None] = (None,),
         keep: Iterable[str | None] = (None,),
+        backend: Iterable[str] = (_DEFAULT,),
     ) -> Sweep:
         """Add every combination (a new Sweep; duplicates by name are dropped)."""
         new = [
-            SweepVariant(quantizer=q, calibration=c, num_images=n, keep=k)
-            for q, c, n, k in itertools.product(quantizer, calibration, num_images, keep)
+            SweepVariant(quantizer=q, calibration=c, num_images=n, keep=k, backend=b)
+            for q, c, n, k, b in itertools.product(quantizer, calibration, num_images, keep, backend)
         ]
         unique = {v.name: v for v in (*self.variants, *new)}
         for v in unique.values():
@@ -140,64 +165,36 @@ class Sweep:
         p = dataclasses.replace(p, variants=(), bench=None)
         return p.quantize(
             "int8",
+            backend=variant.backend,
             quantizer=variant.quantizer,
             calibration_method=variant.calibration,
             keep_float=variant.keep,
             name=variant.name,
         )
 
-    def baseline_plan(self) -> QuantPipeline:
+    def baseline_plan(self, backend: str = _DEFAULT) -> QuantPipeline:
+        """The FP32 pipeline of ``backend``'s baseline (:func:`baseline_name`), without a benchmark."""
         self._parts()
-        return dataclasses.replace(self.base, variants=(BASELINE,), bench=None)
+        if backend == _DEFAULT:
+            return dataclasses.replace(self.base, variants=(BASELINE,), bench=None)
+        p = dataclasses.replace(self.base, variants=(), bench=None)
+        return p.quantize("fp32", backend=backend, name=baseline_name(backend))
 
-    def python_call(self, variant: SweepVariant | None, out_dir: str = "runs/yoloquant") -> str:
-        """The exact ``QuantPipeline`` call that makes and measures ``variant`` (None: FP32 only)."""
-        b, (cal, ev) = self.base, self._parts()
-        e = b.export_config
-        if b.model.suffix == ".pt":
-            start = (
-                f"QuantPipeline.from_ultralytics({_r(b.model)}, imgsz={e.imgsz}, opset={e.opset}, dynamic={e.dynamic})"
-            )
-        else:
-            start = f"QuantPipeline.from_onnx({_r(b.model)})"
-        lines = [start]
-        if variant is not None:
-            n = variant.num_images or cal.num_images
-            lines.append(f".calibrate({_r(cal.source)}, num_images={n}, offset={cal.offset}, split={cal.split!r})")
-            args = [f"quantizer={variant.quantizer!r}"]
-            args += [f"calibration={variant.calibration!r}"] if variant.calibration else []
-            args += [f"keep={variant.keep!r}"] if variant.keep else []
-            lines.append(f".quantize('int8', {', '.join(args)})")
-        c = ev.config
-        lines.append(
-            f".evaluate({_r(ev.source)}, split={ev.split!r}, num_images={c.num_images}, offset={ev.offset}, "
-            f"conf={c.conf}, iou={c.iou}, max_det={c.max_det})"
-        )
-        lines += [".benchmark(batch_sizes=(1,))", f".run({out_dir!r})"]
-        return "(\n    " + "\n    ".join(lines) + "\n)"
+    def backends(self) -> tuple[str, ...]:
+        """The backends with an FP32 baseline: ``onnxruntime`` (the report's baseline) first, then the grid's."""
+        return tuple(dict.fromkeys([_DEFAULT, *(v.backend for v in self.variants)]))
 
-    def cli_call(self, variant: SweepVariant | None, out_dir: str = "runs/yoloquant") -> str | None:
+    def python_call(
+        self, variant: SweepVariant | None, out_dir: str = "runs/yoloquant", *, backend: str = _DEFAULT
+    ) -> str:
+        """The exact ``QuantPipeline`` call that makes and measures ``variant`` (None: FP32 only, on ``backend``)."""
+        return sweep_calls.python_call(self.base, self._parts(), variant, out_dir, backend)
+
+    def cli_call(
+        self, variant: SweepVariant | None, out_dir: str = "runs/yoloquant", *, backend: str = _DEFAULT
+    ) -> str | None:
         """The ``yoloquant run`` command that makes and measures ``variant``; None if options lack a flag."""
-        b, (cal, ev) = self.base, self._parts()
-        e = b.export_config
-        if (
-            e != ExportConfig(imgsz=e.imgsz)
-            or cal.split != "train"
-            or ev.config != EvalConfig(num_images=ev.config.num_images)
-        ):
-            return None  # export / calibration-split / eval settings that `yoloquant run` has no option for
-        args = ["yoloquant", "run", "--model", str(b.model), "--imgsz", str(e.imgsz)]
-        args += ["--eval", str(ev.source), "--eval-offset", str(ev.offset), "--split", ev.split]
-        args += ["--eval-images", str(ev.config.num_images)] if ev.config.num_images else []
-        if variant is None:
-            args += ["--precisions", "fp32"]
-        else:
-            n = variant.num_images or cal.num_images
-            args += ["--calib", str(cal.source), "--calib-images", str(n), "--calib-offset", str(cal.offset)]
-            args += ["--precisions", "fp32,int8", "--quantizer", variant.quantizer]
-            args += ["--calibration", variant.calibration] if variant.calibration else []
-            args += ["--keep", variant.keep] if variant.keep else []
-        return shlex.join([*args, "--out", out_dir])
+        return sweep_calls.cli_call(self.base, self._parts(), variant, out_dir, backend)
 
     def fingerprint(self) -> str:
         """Hash of the base plan minus its variants: a ledger from another base must not be resumed."""
@@ -225,11 +222,12 @@ class Sweep:
             out_dir: The sweep folder; rerun with the same folder to resume.
             bench: Latency settings of the final interleaved phase; default 30 iterations at batch 1.
             max_map_drop / min_speedup: Constraints of the recommendation (points vs FP32, x vs FP32).
-            runner: Runs one plan into a folder; default ``plan.run(folder)``.
+            runner: Runs one plan into a folder; default ``plan.run(folder)`` (:func:`~.executor.run_plan`).
+                The executor runs it, so a remote executor needs a picklable one.
         """
         start = time.perf_counter()
         out = Path(out_dir).absolute()  # the report's paths are absolute: it loads from any working directory
-        wanted = {FP32, *(v.name for v in self.variants)}
+        wanted = {*map(baseline_name, self.backends()), *(v.name for v in self.variants)}
         with RunFolder(out) as folder:  # locked; the old report goes first, the new one is written last
             folder.lock()
             # the ledger may also hold variants of an earlier, wider grid on the same base: not reported
@@ -249,37 +247,71 @@ class Sweep:
         return result
 
     def run_variants(self, out: Path, *, runner: Runner | None = None) -> dict[str, dict[str, Any]]:
-        """Phase 1: make and evaluate each variant not yet in the ledger; returns every ledger entry."""
-        run_one: Runner = runner or (lambda plan, folder: plan.run(folder))
+        """Phase 1: make and evaluate each variant not yet in the ledger, on the executor; returns every entry.
+
+        The FP32 baselines run first, then the grid: each variant's ledger line holds its paired delta vs
+        its backend's FP32 entry. The first variant that fails stops the sweep (its error is raised here);
+        every line written before it stays, so a rerun resumes.
+        """
         ledger = Ledger(out / "ledger.jsonl")
         ledger.repair()
         done = ledger.entries()
         fingerprint = self.fingerprint()
-        stale = [n for n, e in done.items() if e.get("base") != fingerprint]
-        if stale:
-            msg = f"{out} holds a sweep of another base pipeline ({stale[:3]}...); use a new output folder"
-            raise ConfigError(msg)
-        base = self._exported(out)
-        todo: list[tuple[str, QuantPipeline, SweepVariant | None]] = [(FP32, self.baseline_plan(), None)]
-        todo += [(v.name, self.plan(v), v) for v in self.variants]
+        _check_base(done, fingerprint, out)
+        model = self._exported(out)
+        jobs = self._jobs(out, model)
+        for job in jobs:
+            if job.name in done:
+                log.info("sweep: %s already in the ledger, skipped", job.name)
+        todo = [j for j in jobs if j.name not in done]
         tqdm = require("tqdm").tqdm
-        bar = tqdm(todo, desc="sweep", unit="variant", disable=not self.progress)
-        for name, plan, variant in bar:
-            bar.set_postfix_str(name)
-            if name in done:
-                log.info("sweep: %s already in the ledger, skipped", name)
-                continue
-            t0 = time.perf_counter()
-            result = run_one(dataclasses.replace(plan, model=base), out / name)
-            entry = _entry(result, name, variant, time.perf_counter() - t0)
-            if variant is None and self.base.model != base:  # the .pt the user gave, not its export
-                entry["inputs"]["model"] = {"path": str(self.base.model), "sha256": file_sha256(self.base.model)}
-            entry.update(base=fingerprint, python=self.python_call(variant, f"runs/{name}"))
-            if name != FP32 and FP32 in done:  # paired: same evaluation images and seed as the FP32 entry
-                entry["delta_vs_fp32"] = {k: m.to_dict() for k, m in _paired(entry, done[FP32]).items()}
-            ledger.append(entry)
-            done[name] = entry
+        bar = tqdm(
+            total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="variant", disable=not self.progress
+        )
+        work = partial(run_job, runner or run_plan)
+        for wave in ([j for j in todo if j.variant is None], [j for j in todo if j.variant is not None]):
+            for job, outcome in self.executor.map(work, wave):
+                if isinstance(outcome, Exception):
+                    raise outcome
+                done[job.name] = self._record(
+                    ledger=ledger, job=job, run=outcome, fingerprint=fingerprint, model=model, done=done
+                )
+                bar.set_postfix_str(job.name)
+                bar.update()
+        bar.close()
         return done
+
+    def _jobs(self, out: Path, model: Path) -> list[VariantJob]:
+        """The baselines and the grid as jobs, each starting from ``model`` (the sweep's ONNX file)."""
+        plans: list[tuple[str, QuantPipeline, SweepVariant | None]] = [
+            (baseline_name(b), self.baseline_plan(b), None) for b in self.backends()
+        ]
+        plans += [(v.name, self.plan(v), v) for v in self.variants]
+        return [
+            VariantJob(name=n, plan=dataclasses.replace(p, model=model), folder=out / n, variant=v) for n, p, v in plans
+        ]
+
+    def _record(
+        self,
+        *,
+        ledger: Ledger,
+        job: VariantJob,
+        run: VariantRun,
+        fingerprint: str,
+        model: Path,
+        done: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Write ``job``'s ledger line (the driver does, never a worker) and return it."""
+        entry = _entry(run.result, job.name, job.variant, run.seconds)
+        if job.variant is None and self.base.model != model:  # the .pt the user gave, not its export
+            entry["inputs"]["model"] = {"path": str(self.base.model), "sha256": file_sha256(self.base.model)}
+        backend = job.plan.variants[-1].backend.value
+        entry.update(base=fingerprint, python=self.python_call(job.variant, f"runs/{job.name}", backend=backend))
+        ref = baseline_name(backend)
+        if job.name != ref and ref in done:  # paired: same evaluation images and seed as the FP32 entry
+            entry["delta_vs_fp32"] = {k: m.to_dict() for k, m in _paired(entry, done[ref]).items()}
+        ledger.append(entry)
+        return entry
 
     def _exported(self, out: Path) -> Path:
         """Export a ``.pt`` once for the whole sweep; variants start from the ONNX file."""
@@ -296,13 +328,13 @@ class Sweep:
     def measure_latency(
         self, out: Path, entries: dict[str, dict[str, Any]], bench: BenchConfig
     ) -> dict[str, dict[str, Any]]:
-        """Phase 2: time every entry's model in one interleaved run.
+        """Phase 2: time every entry's model in one interleaved run, each on its own backend.
 
-        Cached in ``latency.json`` under the timed models and the benchmark settings: a rerun with other
-        iterations, warmup, threads or batch sizes times again.
+        Cached in ``latency.json`` under the timed models, their backends and the benchmark settings: a
+        rerun with other iterations, warmup, threads or batch sizes times again.
         """
         path = out / "latency.json"
-        key = {"bench": bench.to_dict(), "models": {n: str(e["model_path"]) for n, e in sorted(entries.items())}}
+        key = _latency_key(entries, bench)
         if path.is_file():
             cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             if cached.get("key") == json.loads(json.dumps(key)):
@@ -310,28 +342,25 @@ class Sweep:
         from contextlib import ExitStack
 
         from yoloquant.artifacts import OnnxModel
-        from yoloquant.backends.ort import OrtEngineBuilder
+        from yoloquant.backends import open_engines
         from yoloquant.bench.latency import benchmark_interleaved
 
-        builder = OrtEngineBuilder(threads=bench.threads)
+        models = {n: (OnnxModel.load(e["model_path"]), _entry_backend(e)) for n, e in entries.items()}
         with ExitStack() as stack:
-            engines = {
-                n: stack.enter_context(builder.build(OnnxModel.load(e["model_path"]))) for n, e in entries.items()
-            }
+            engines = open_engines(stack, models, threads=bench.threads)
             timed = benchmark_interleaved(engines, bench, inputs=self._input(engines), progress=self.progress)
         latency = {n: r[0].to_dict() for n, r in timed.items()}
         atomic_write_text(path, json.dumps({"key": key, "latency": latency}, indent=1) + "\n")
         return latency
 
     def _input(self, engines: dict[str, Any]) -> Any:
+        """The first evaluation image, as the runner times with (``bench.latency.real_input``)."""
+        from yoloquant.bench.latency import real_input
         from yoloquant.data.datasets import load_dataset
-        from yoloquant.data.images import read_image
-        from yoloquant.data.letterbox import normalize_pixels, preprocess
 
         _, ev = self._parts()
         image = load_dataset(ev.source, split=ev.split, labels=False).select(1, ev.offset).images[0]
-        chw, _ = preprocess(read_image(image), next(iter(engines.values())).info.imgsz[0])
-        return normalize_pixels(chw[None])
+        return real_input(image, next(iter(engines.values())).info.imgsz[0])
 
     def _candidate(
         self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None
@@ -350,14 +379,14 @@ class Sweep:
         """``(options changed from the quantizer's defaults, float nodes)``: lower is simpler.
 
         An option counts as changed when the variant's quantizer config differs from the one
-        ``quantize("int8", quantizer=...)`` makes without options (per config field), or when its
+        ``quantize("int8", quantizer=..., backend=...)`` makes without options (per config field), or when its
         calibration image count differs from the base pipeline's.
         """
         if variant is None:
             return (0.0, 0.0)
         cal, _ = self._parts()
         mine = self.plan(variant).variants[-1].quantizer
-        default = self.plan(SweepVariant(quantizer=variant.quantizer)).variants[-1].quantizer
+        default = self.plan(SweepVariant(quantizer=variant.quantizer, backend=variant.backend)).variants[-1].quantizer
         a, b = _config_dict(mine), _config_dict(default)
         changed = sum(a.get(k) != b.get(k) for k in set(a) | set(b))
         changed += variant.num_images not in (None, cal.num_images)
@@ -376,66 +405,85 @@ class Sweep:
         bench: BenchConfig | None = None,
         seconds: float = 0.0,
     ) -> SweepResult:
-        """Phase 3: rows, Pareto front, recommendation and the report, from the ledger and the timings."""
+        """Phase 3: rows, Pareto fronts, recommendations and the report, from the ledger and the timings.
+
+        Each variant is compared with FP32 on its own backend (module docstring); the section's top-level
+        front and pick are those of the first grid variant's backend, ``by_backend`` holds each backend's.
+        """
         grid = {v.name: v for v in self.variants if v.name in entries}
-        names = [FP32, *grid]
-        fp32, base_ms = entries[FP32], float(latency[FP32]["p50"])
-        deltas = {n: _paired(entries[n], fp32) for n in names[1:]}
-        rows = tuple(
-            SweepRow(
-                name=n,
-                params=entries[n].get("params") or {},
-                map50_95=float(entries[n]["map50_95"]),
-                map50=float(entries[n].get("map50") or 0.0),
-                latency_ms=float(latency[n]["p50"]),
-                speedup=base_ms / float(latency[n]["p50"]),
-                drop=(float(fp32["map50_95"]) - float(entries[n]["map50_95"])) * 100,
-                model_path=str(entries[n]["model_path"]),
-                seconds=float(entries[n].get("seconds", 0.0)),
-                delta_vs_fp32=deltas.get(n, {}).get("map50_95"),
-            )
-            for n in names
-        )
-        points = [Point(r.name, r.latency_ms, r.map50_95) for r in rows]
+        backend_of = {baseline_name(b): b for b in dict.fromkeys([_DEFAULT, *(v.backend for v in grid.values())])}
+        names = [*backend_of, *grid]
+        backend_of |= {n: v.backend for n, v in grid.items()}
+        ref = {n: baseline_name(backend_of[n]) for n in names}
+        deltas = {n: _paired(entries[n], entries[ref[n]]) for n in names if ref[n] != n}
+        rows = {n: _row(n, entries, latency, ref[n], deltas.get(n, {}).get("map50_95")) for n in names}
         cands = {n: self._candidate(n, entries[n], latency[n], grid.get(n)) for n in names}
-        by_name = {r.name: r for r in rows}
-
-        def qualifies(c: Candidate) -> bool:
-            r = by_name[c.name]  # constraints on the point values (see docs/decide.md)
-            return (max_map_drop is None or r.drop <= max_map_drop + 1e-9) and (
-                min_speedup is None or r.speedup >= min_speedup - 1e-9
-            )
-
-        rec = recommend_within_noise(list(cands.values()), qualifies)
-        pick = by_name[rec.pick] if rec.pick else None
-        front = pareto_front(points)
-        call = None
-        if pick is not None:
-            chosen = grid.get(pick.name)
-            call = {
-                "python": self.python_call(chosen, f"runs/{pick.name}"),
-                "cli": self.cli_call(chosen, f"runs/{pick.name}"),
-            }
+        constraints = {"max_map_drop": max_map_drop, "min_speedup": min_speedup}
+        decided = {
+            b: {**_decide([n for n in names if backend_of[n] == b], rows, cands, constraints), "recommended_call": None}
+            for b in dict.fromkeys(backend_of.values())
+        }
+        for b, d in decided.items():
+            d["recommended_call"] = self._call(d["recommended"], grid, b)
+        primary = next(iter(grid.values())).backend if grid else _DEFAULT
         section = {
             "grid": [{"name": v.name, **v.to_dict()} for v in self.variants],
             "ledger": str(out_dir / "ledger.jsonl"),
             "latency": str(out_dir / "latency.json"),
             "pareto_plot": str(out_dir / "pareto.png"),
-            "constraints": {"max_map_drop": max_map_drop, "min_speedup": min_speedup},
-            "pareto": [p.name for p in front],
-            "pareto_resolved": dict(
-                zip([p.name for p in front], resolved_steps([cands[p.name] for p in front]), strict=True)
-            ),
-            "recommended": pick.name if pick else None,
-            "rule": _RULE,
-            **_noise_section(rec, cands),
-            "recommended_call": call,
-            "variant_seconds": {r.name: r.seconds for r in rows},
+            "constraints": constraints,
+            **decided[primary],
+            "variant_seconds": {r.name: r.seconds for r in rows.values()},
+            **({"by_backend": decided} if len(decided) > 1 else {}),
         }
-        plans = (BASELINE, *(self.plan(v).variants[-1] for v in grid.values()))
-        report = PipelineResult(
+        report = self._report(
+            names=names,
+            backend_of=backend_of,
+            entries=entries,
+            latency=latency,
+            deltas=deltas,
+            section=section,
+            out_dir=out_dir,
+            bench=bench,
+            seconds=seconds,
+        )
+        return SweepResult(rows=tuple(rows.values()), report=report)
+
+    def _call(self, pick: str | None, grid: dict[str, SweepVariant], backend: str) -> dict[str, str | None] | None:
+        """The Python and CLI calls that reproduce ``pick`` (a grid variant or ``backend``'s FP32)."""
+        if pick is None:
+            return None
+        chosen, folder = grid.get(pick), f"runs/{pick}"
+        return {
+            "python": self.python_call(chosen, folder, backend=backend),
+            "cli": self.cli_call(chosen, folder, backend=backend),
+        }
+
+    def _report(
+        self,
+        *,
+        names: list[str],
+        backend_of: dict[str, str],
+        entries: dict[str, dict[str, Any]],
+        latency: dict[str, dict[str, Any]],
+        deltas: dict[str, dict[str, Metric]],
+        section: dict[str, Any],
+        out_dir: Path,
+        bench: BenchConfig | None,
+        seconds: float,
+    ) -> PipelineResult:
+        """The sweep folder's pipeline report: each variant as its own run measured it, timed interleaved."""
+        grid = {v.name: v for v in self.variants}
+        plans = tuple(
+            self.plan(grid[n]).variants[-1] if n in grid else self.baseline_plan(backend_of[n]).variants[-1]
+            for n in names
+        )
+        return PipelineResult(
             variants=tuple(
-                dataclasses.replace(_variant(entries[n], latency[n], latency[FP32]), delta_vs_fp32=deltas.get(n, {}))
+                dataclasses.replace(
+                    _variant(entries[n], latency[n], latency[baseline_name(backend_of[n])]),
+                    delta_vs_fp32=deltas.get(n, {}),
+                )
                 for n in names
             ),
             config=dataclasses.replace(self.base, variants=plans, bench=bench).to_dict(),
@@ -447,4 +495,3 @@ class Sweep:
             warnings=tuple(dict.fromkeys(w for n in names for w in entries[n].get("warnings", ()))),
             sweep=section,
         )
-        return SweepResult(rows=rows, report=report)

@@ -10,9 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from yoloquant.bench.latency import LatencyResult
+from yoloquant.bench.latency import LatencyResult, speedups
+from yoloquant.config import Backend, BenchConfig
 from yoloquant.decide._files import new_figure, save_figure
-from yoloquant.decide.pareto import Candidate, Recommendation
+from yoloquant.decide.pareto import (
+    Candidate,
+    Point,
+    Recommendation,
+    pareto_front,
+    recommend_within_noise,
+    resolved_steps,
+)
 from yoloquant.errors import ConfigError
 from yoloquant.eval.bootstrap import Metric, paired_delta
 from yoloquant.protocols import Quantizer
@@ -21,9 +29,28 @@ from yoloquant.report.result import PipelineResult, VariantResult
 if TYPE_CHECKING:
     from yoloquant.decide.sweep import SweepVariant
 
-__all__ = ["SweepResult", "SweepRow"]
+__all__ = ["SweepResult", "SweepRow", "baseline_name"]
 
 FP32 = "fp32"
+_DEFAULT = Backend.ONNXRUNTIME.value
+
+
+def baseline_name(backend: str) -> str:
+    """The FP32 entry that ``backend``'s variants are compared with: ``fp32`` (ONNX Runtime) or ``fp32-<backend>``."""
+    return FP32 if backend == _DEFAULT else f"{FP32}-{backend}"
+
+
+def _entry_backend(entry: dict[str, Any]) -> Backend:
+    """The backend a ledger entry was evaluated on (entries record it in their variant)."""
+    return Backend((entry.get("variant") or {}).get("backend") or _DEFAULT)
+
+
+def _check_base(done: dict[str, dict[str, Any]], fingerprint: str, out: Path) -> None:
+    """Refuse to resume a ledger written for another base pipeline."""
+    stale = [n for n, e in done.items() if e.get("base") != fingerprint]
+    if stale:
+        msg = f"{out} holds a sweep of another base pipeline ({stale[:3]}...); use a new output folder"
+        raise ConfigError(msg)
 
 
 def _entry(result: PipelineResult, name: str, variant: SweepVariant | None, seconds: float) -> dict[str, Any]:
@@ -99,7 +126,7 @@ def _variant(entry: dict[str, Any], timing: dict[str, Any], fp32: dict[str, Any]
         raise ConfigError(msg)
     lat, base = LatencyResult.from_dict(timing), LatencyResult.from_dict(fp32)
     return dataclasses.replace(
-        VariantResult.from_dict(entry["variant"]), latency=(lat,), speedup_vs_fp32={lat.batch: base.p50 / lat.p50}
+        VariantResult.from_dict(entry["variant"]), latency=(lat,), speedup_vs_fp32=speedups((lat,), (base,))
     )
 
 
@@ -110,6 +137,64 @@ def _inputs(entries: dict[str, dict[str, Any]], names: list[str]) -> dict[str, A
         n: entries[n]["inputs"]["calibration"] for n in names if "calibration" in entries[n].get("inputs", {})
     }
     return {**inputs, "calibration_by_variant": by_variant}
+
+
+def _row(
+    name: str, entries: dict[str, dict[str, Any]], latency: dict[str, dict[str, Any]], ref: str, delta: Metric | None
+) -> SweepRow:
+    """``name``'s measured numbers, its speedup and drop vs ``ref`` (FP32 on its backend)."""
+    entry, base = entries[name], entries[ref]
+    return SweepRow(
+        name=name,
+        params=entry.get("params") or {},
+        map50_95=float(entry["map50_95"]),
+        map50=float(entry.get("map50") or 0.0),
+        latency_ms=float(latency[name]["p50"]),
+        speedup=float(latency[ref]["p50"]) / float(latency[name]["p50"]),
+        drop=(float(base["map50_95"]) - float(entry["map50_95"])) * 100,
+        model_path=str(entry["model_path"]),
+        seconds=float(entry.get("seconds", 0.0)),
+        delta_vs_fp32=delta,
+    )
+
+
+def _latency_key(entries: dict[str, dict[str, Any]], bench: BenchConfig) -> dict[str, Any]:
+    """What a cached ``latency.json`` must match: the settings, the models and (when not all ONNX Runtime) backends."""
+    key: dict[str, Any] = {
+        "bench": bench.to_dict(),
+        "models": {n: str(e["model_path"]) for n, e in sorted(entries.items())},
+    }
+    backends = {n: _entry_backend(e).value for n, e in sorted(entries.items())}
+    if set(backends.values()) != {_DEFAULT}:
+        key["backends"] = backends
+    return key
+
+
+def _decide(
+    names: list[str], rows: dict[str, SweepRow], cands: dict[str, Candidate], constraints: dict[str, float | None]
+) -> dict[str, Any]:
+    """One backend's Pareto front, recommendation and its working, among ``names`` (its FP32 first); the
+    caller adds the ``recommended_call``."""
+    group = {n: cands[n] for n in names}
+    max_drop, min_speedup = constraints["max_map_drop"], constraints["min_speedup"]
+
+    def qualifies(c: Candidate) -> bool:
+        r = rows[c.name]  # constraints on the point values (see docs/decide.md)
+        return (max_drop is None or r.drop <= max_drop + 1e-9) and (
+            min_speedup is None or r.speedup >= min_speedup - 1e-9
+        )
+
+    rec = recommend_within_noise(list(group.values()), qualifies)
+    front = pareto_front([Point(n, rows[n].latency_ms, rows[n].map50_95) for n in names])
+    return {
+        "pareto": [p.name for p in front],
+        "pareto_resolved": dict(
+            zip([p.name for p in front], resolved_steps([group[p.name] for p in front]), strict=True)
+        ),
+        "recommended": rec.pick or None,
+        "rule": _RULE,
+        **_noise_section(rec, group),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -281,7 +281,7 @@ def search_budget(
     ec = eval_config or EvalConfig()
     shared = SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
     base = _evaluate(model, eval_data, ec)
-    fp32 = base.map50_95
+    fp32 = base.primary  # the task's primary metric (mAP50-95 for detection)
     maps: dict[int, float] = {}
     deltas: dict[int, Metric] = {}
     groups: tuple[GroupSensitivity, ...] = ()
@@ -295,7 +295,7 @@ def search_budget(
                 float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False, float_mode=float_mode
             )
             result = _evaluate(built, eval_data, ec)
-            maps[k], deltas[k] = result.map50_95, _delta(result, base)
+            maps[k], deltas[k] = result.primary, _delta(result, base)
             built.path.unlink(missing_ok=True)
         return (fp32 - maps[k]) * 100 <= max_map_drop
 
@@ -349,7 +349,7 @@ def _evaluate(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> EvalR
 def _delta(result: EvalResult, base: EvalResult) -> Metric:
     from yoloquant.eval.coco import delta
 
-    return delta(result, base, "map50_95")
+    return delta(result, base, base.primary_metric)
 
 
 def _latency(

@@ -279,7 +279,7 @@ def _map(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> float:
     from yoloquant.eval.coco import evaluate
 
     with OrtEngineBuilder().build(model) as engine:
-        return evaluate(engine, data, eval_config, progress=False).map50_95
+        return evaluate(engine, data, eval_config, progress=False).primary  # the task's (mAP50-95 for detection)
 
 
 def _others(shared: SharedCalibration, keep: Iterable[str]) -> list[str]:

@@ -52,10 +52,11 @@ from yoloquant.decide.sweep_result import (
     _noise_section,
     _paired,
     _variant,
+    metric_value,
 )
 from yoloquant.errors import ConfigError
 from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
-from yoloquant.report.result import PipelineResult
+from yoloquant.report.result import PipelineResult, TaskRecord
 from yoloquant.versions import package_versions
 
 __all__ = ["Runner", "Sweep", "SweepResult", "SweepRow", "SweepVariant"]
@@ -330,12 +331,12 @@ class Sweep:
         return normalize_pixels(chw[None])
 
     def _candidate(
-        self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None
+        self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None, metric: str
     ) -> Candidate:
-        reps = (entry.get("replicates") or {}).get("map50_95")
+        reps = (entry.get("replicates") or {}).get(metric)
         return Candidate(
             name=name,
-            map50_95=float(entry["map50_95"]),
+            accuracy=_value(entry, metric),
             replicates=np.asarray(reps, np.float64) if reps else None,
             latency_ms=tuple(float(x) for x in timing.get("samples_ms") or [timing["p50"]]),
             simplicity=self.simplicity(variant, entry),
@@ -376,24 +377,26 @@ class Sweep:
         grid = {v.name: v for v in self.variants if v.name in entries}
         names = [FP32, *grid]
         fp32, base_ms = entries[FP32], float(latency[FP32]["p50"])
+        task = TaskRecord.from_dict(fp32.get("task") or {})  # ledgers written before it: detection
+        metric = task.primary_metric
         deltas = {n: _paired(entries[n], fp32) for n in names[1:]}
         rows = tuple(
             SweepRow(
                 name=n,
                 params=entries[n].get("params") or {},
-                map50_95=float(entries[n]["map50_95"]),
-                map50=float(entries[n].get("map50") or 0.0),
+                metrics={k: v for k in task.metrics if (v := metric_value(entries[n], k)) is not None},
+                metric=metric,
                 latency_ms=float(latency[n]["p50"]),
                 speedup=base_ms / float(latency[n]["p50"]),
-                drop=(float(fp32["map50_95"]) - float(entries[n]["map50_95"])) * 100,
+                drop=(_value(fp32, metric) - _value(entries[n], metric)) * 100,
                 model_path=str(entries[n]["model_path"]),
                 seconds=float(entries[n].get("seconds", 0.0)),
-                delta_vs_fp32=deltas.get(n, {}).get("map50_95"),
+                delta_vs_fp32=deltas.get(n, {}).get(metric),
             )
             for n in names
         )
-        points = [Point(r.name, r.latency_ms, r.map50_95) for r in rows]
-        cands = {n: self._candidate(n, entries[n], latency[n], grid.get(n)) for n in names}
+        points = [Point(r.name, r.latency_ms, r.accuracy) for r in rows]
+        cands = {n: self._candidate(n, entries[n], latency[n], grid.get(n), metric) for n in names}
         by_name = {r.name: r for r in rows}
 
         def qualifies(c: Candidate) -> bool:
@@ -442,5 +445,15 @@ class Sweep:
             seconds=seconds,
             warnings=tuple(dict.fromkeys(w for n in names for w in entries[n].get("warnings", ()))),
             sweep=section,
+            task=task,
         )
         return SweepResult(rows=rows, report=report)
+
+
+def _value(entry: dict[str, Any], metric: str) -> float:
+    """A ledger entry's value of the ranking metric (every finished entry was evaluated)."""
+    value = metric_value(entry, metric)
+    if value is None:
+        msg = f"ledger entry {entry.get('name')!r} has no {metric!r}; run the sweep into a new output folder"
+        raise ConfigError(msg)
+    return value

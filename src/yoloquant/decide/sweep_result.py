@@ -16,12 +16,13 @@ from yoloquant.decide.pareto import Candidate, Recommendation
 from yoloquant.errors import ConfigError
 from yoloquant.eval.bootstrap import Metric, paired_delta
 from yoloquant.protocols import Quantizer
+from yoloquant.report.render import metric_label
 from yoloquant.report.result import PipelineResult, VariantResult
 
 if TYPE_CHECKING:
     from yoloquant.decide.sweep import SweepVariant
 
-__all__ = ["SweepResult", "SweepRow"]
+__all__ = ["SweepResult", "SweepRow", "metric_value"]
 
 FP32 = "fp32"
 
@@ -33,6 +34,8 @@ def _entry(result: PipelineResult, name: str, variant: SweepVariant | None, seco
         "params": variant.to_dict() if variant else {"precision": "fp32"},
         "map50_95": v.map50_95,
         "map50": v.map50,
+        "metrics": {k: m.value for k, m in v.metrics.items()},
+        "task": result.task.to_dict(),
         "model_path": v.model_path,
         "seconds": round(seconds, 2),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -56,11 +59,17 @@ def _config_dict(quantizer: Quantizer | None) -> dict[str, Any]:
     return dict(quantizer.config.to_dict()) if quantizer is not None else {}
 
 
+def metric_value(entry: dict[str, Any], metric: str) -> float | None:
+    """A ledger entry's value of ``metric`` (entries written before ``metrics`` have detection's plain keys)."""
+    value = (entry.get("metrics") or {}).get(metric, entry.get(metric))
+    return None if value is None else float(value)
+
+
 def _paired(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Metric]:
     """Each metric's paired delta vs ``base`` in points (plain deltas for entries without replicates)."""
     out = {}
-    for k in ("map50_95", "map50"):
-        value, ref = entry.get(k), base.get(k)
+    for k in base.get("metrics") or ("map50_95", "map50"):
+        value, ref = metric_value(entry, k), metric_value(base, k)
         if value is None or ref is None:
             continue
         a, b = (entry.get("replicates") or {}).get(k), (base.get("replicates") or {}).get(k)
@@ -79,7 +88,7 @@ def _noise_section(rec: Recommendation, cands: dict[str, Candidate]) -> dict[str
         for n in rec.qualifying:
             c = cands[n]
             if c.replicates is not None and c.replicates.shape == best.replicates.shape:
-                vs_best[n] = paired_delta(c.replicates, best.replicates, c.map50_95, best.map50_95).to_dict()
+                vs_best[n] = paired_delta(c.replicates, best.replicates, c.accuracy, best.accuracy).to_dict()
     return {
         "best": rec.best,
         "same_as_best": list(rec.same_as_best),
@@ -114,18 +123,36 @@ def _inputs(entries: dict[str, dict[str, Any]], names: list[str]) -> dict[str, A
 
 @dataclass(frozen=True, kw_only=True)
 class SweepRow:
-    """One variant's measured numbers; ``drop`` in mAP50-95 points and ``speedup`` vs FP32."""
+    """One variant's measured numbers; ``drop`` in points of the ranking ``metric`` and ``speedup`` vs FP32.
+
+    Attributes:
+        metrics: Every metric's value by name (the task's: ``map50_95``, ``map50`` for detection).
+        metric: The one the sweep ranks by (the task's primary metric).
+    """
 
     name: str
     params: dict[str, Any]
-    map50_95: float
-    map50: float
+    metrics: dict[str, float]
+    metric: str
     latency_ms: float
     speedup: float
     drop: float
     model_path: str
     seconds: float
     delta_vs_fp32: Metric | None = None  # paired, in points, with its 95% interval
+
+    @property
+    def accuracy(self) -> float:
+        """The value of the ranking metric."""
+        return self.metrics[self.metric]
+
+    @property
+    def map50_95(self) -> float | None:
+        return self.metrics.get("map50_95")
+
+    @property
+    def map50(self) -> float | None:
+        return self.metrics.get("map50")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,12 +207,12 @@ class SweepResult:
         fig, ax = new_figure((7, 4.5))
         for r in self.rows:
             on = r.name in self.pareto
-            ax.scatter(r.latency_ms, r.map50_95, c="tab:red" if on else "tab:gray", zorder=3)
-            ax.annotate(r.name, (r.latency_ms, r.map50_95), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(r.latency_ms, r.accuracy, c="tab:red" if on else "tab:gray", zorder=3)
+            ax.annotate(r.name, (r.latency_ms, r.accuracy), fontsize=6, xytext=(3, 3), textcoords="offset points")
         front = [self.row(n) for n in self.pareto]
-        ax.plot([r.latency_ms for r in front], [r.map50_95 for r in front], "r--", lw=1, label="Pareto front")
+        ax.plot([r.latency_ms for r in front], [r.accuracy for r in front], "r--", lw=1, label="Pareto front")
         ax.set_xlabel("latency p50 (ms, batch 1, interleaved)")
-        ax.set_ylabel("mAP50-95")
+        ax.set_ylabel(metric_label(self.rows[0].metric) if self.rows else "mAP50-95")
         ax.legend(loc="lower right")
         save_figure(fig, path)
 

@@ -13,7 +13,15 @@ if TYPE_CHECKING:
 
 __all__ = ["render_html", "render_markdown", "render_sensitivity", "render_table"]
 
-_HEADER = ("variant", "backend", "mAP50-95", "delta", "mAP50", "delta", "p50 ms", "speedup", "size MB")
+
+def metric_label(name: str) -> str:
+    """A metric's column title: ``map50_95`` -> ``mAP50-95``, ``mask_map50`` -> ``mask mAP50``."""
+    return name.replace("map50_95", "mAP50-95").replace("map50", "mAP50").replace("_", " ")
+
+
+def _header(result: PipelineResult) -> tuple[str, ...]:
+    cells = [c for m in result.task.metrics for c in (metric_label(m), "delta")]
+    return ("variant", "backend", *cells, "p50 ms", "speedup", "size MB")
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -31,19 +39,16 @@ def _paired(v: VariantResult, base: VariantResult, metric: str) -> str:
     d = v.delta_vs_fp32.get(metric)
     if d is not None:
         return d.format("+.2f")
-    return _delta(getattr(v, metric), getattr(base, metric))
+    return _delta(v.value(metric), base.value(metric))
 
 
-def _row(v: VariantResult, base: VariantResult) -> tuple[str, ...]:
+def _row(v: VariantResult, base: VariantResult, metrics: Sequence[str]) -> tuple[str, ...]:
     first = v.latency[0] if v.latency else None
     speed = v.speedup_vs_fp32.get(first.batch) if first else None
     return (
         v.name,
         v.backend,
-        _num(v.map50_95, ".4f"),
-        _paired(v, base, "map50_95"),
-        _num(v.map50, ".4f"),
-        _paired(v, base, "map50"),
+        *(c for m in metrics for c in (_num(v.value(m), ".4f"), _paired(v, base, m))),
         _num(first.p50 if first else None, ".2f") + ("*" if first and first.noisy else ""),
         _num(speed, ".2f") + ("x" if speed else ""),
         f"{v.size_bytes / 1e6:.2f}",
@@ -51,7 +56,7 @@ def _row(v: VariantResult, base: VariantResult) -> tuple[str, ...]:
 
 
 def _rows(result: PipelineResult) -> list[tuple[str, ...]]:
-    return [_row(v, result.baseline) for v in result.variants]
+    return [_row(v, result.baseline, result.task.metrics) for v in result.variants]
 
 
 def _batch_note(result: PipelineResult) -> str:
@@ -63,11 +68,12 @@ def _batch_note(result: PipelineResult) -> str:
 
 def _interval_note(result: PipelineResult) -> list[str]:
     """What the bracketed intervals are, and which deltas the evaluation images cannot tell from zero."""
-    with_ci = [v for v in result.variants[1:] if "map50_95" in v.delta_vs_fp32]
+    primary = result.task.primary_metric
+    with_ci = [v for v in result.variants[1:] if primary in v.delta_vs_fp32]
     if not with_ci:
         return []
     images = (result.inputs.get("evaluation") or {}).get("images", "?")
-    unresolved = [v.name for v in with_ci if v.delta_vs_fp32["map50_95"].contains(0.0)]
+    unresolved = [v.name for v in with_ci if v.delta_vs_fp32[primary].contains(0.0)]
     note = [f"[low, high]: 95% interval of the delta, bootstrap over the {images} evaluation images, paired"]
     if unresolved:
         note.append(
@@ -79,8 +85,8 @@ def _interval_note(result: PipelineResult) -> list[str]:
 
 def render_table(result: PipelineResult) -> str:
     """Aligned plain-text table for terminals and notebooks."""
-    rows = [_HEADER, *_rows(result)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    rows = [_header(result), *_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
@@ -218,7 +224,8 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     s = result.sweep
     if s is None:
         return []
-    base = result.baseline
+    base, primary = result.baseline, result.task.primary_metric
+    label = metric_label(primary)
 
     def p50(v: VariantResult) -> float:
         return v.latency[0].p50 if v.latency else float("inf")
@@ -226,8 +233,8 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     rows = [
         (
             v.name,
-            _num(v.map50_95, ".4f"),
-            _paired(v, base, "map50_95"),
+            _num(v.value(primary), ".4f"),
+            _paired(v, base, primary),
             _num(v.latency[0].p50 if v.latency else None, ".2f"),
             _num(v.speedup_vs_fp32.get(v.latency[0].batch) if v.latency else None, ".3f") + "x",
             _pareto_mark(s, v.name),
@@ -241,11 +248,11 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
         f"{len(result.variants)} variants (FP32 included), fastest first; ledger `{s.get('ledger')}`, "
         f"plot `{s.get('pareto_plot')}`.",
         "",
-        *_md_table(("variant", "mAP50-95", "delta [95% CI]", "p50 ms", "speedup", "Pareto", "same as best"), rows),
+        *_md_table(("variant", label, "delta [95% CI]", "p50 ms", "speedup", "Pareto", "same as best"), rows),
         "",
         f"Constraints: {_constraints(s)} (vs FP32, on the point values).",
         "",
-        *_sweep_notes(s),
+        *_sweep_notes(s, label),
     ]
     call = s.get("recommended_call")
     if not s.get("recommended") or not call:
@@ -268,11 +275,11 @@ def _same_mark(s: dict[str, Any], name: str) -> str:
     return "=" if name in (s.get("same_as_best") or []) else ""
 
 
-def _sweep_notes(s: dict[str, Any]) -> list[str]:
-    """Footnotes of the sweep table's markers and the recommendation's working."""
+def _sweep_notes(s: dict[str, Any], label: str) -> list[str]:
+    """Footnotes of the sweep table's markers and the recommendation's working (``label``: the ranking metric)."""
     notes = [
-        "delta [95% CI]: mAP50-95 points vs FP32, paired bootstrap over the evaluation images. "
-        "*: on the Pareto front of p50 vs mAP50-95; *~: on it, but its mAP gain over the next faster front "
+        f"delta [95% CI]: {label} points vs FP32, paired bootstrap over the evaluation images. "
+        f"*: on the Pareto front of p50 vs {label}; *~: on it, but its mAP gain over the next faster front "
         "point is within noise (paired interval holds 0). best: the most accurate variant meeting the "
         "constraints; =: meets them and its mAP is indistinguishable from best's (paired interval of the "
         "difference holds 0)."
@@ -359,7 +366,7 @@ def render_markdown(result: PipelineResult) -> str:
     lines = [f"# yoloquant report: {result.out_dir}", "", f"Created {result.created} in {result.seconds:.0f} s.", ""]
     noisy = _noisy_note(result)
     notes = [_batch_note(result), *_interval_note(result), *(["", noisy] if noisy else [])]
-    lines += [*_md_table(_HEADER, _rows(result)), "", *notes, ""]
+    lines += [*_md_table(_header(result), _rows(result)), "", *notes, ""]
     batches = [(v, r) for v in result.variants for r in v.latency]
     if batches:
         lines += ["## Latency", ""]
@@ -398,7 +405,7 @@ def render_markdown(result: PipelineResult) -> str:
 
 def render_html(result: PipelineResult) -> str:
     """An HTML table for Jupyter."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _HEADER)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(result))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
     note = "<br>".join(html.escape(n) for n in (_batch_note(result), *_interval_note(result), _noisy_note(result)) if n)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p><small>{note}</small></p>"

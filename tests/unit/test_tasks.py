@@ -188,3 +188,22 @@ def test_report_json_records_the_task_and_an_old_report_loads_as_detection(tmp_p
     (tmp_path / "report.json").write_text(json.dumps(data), encoding="utf-8")
     assert PipelineResult.load(tmp_path, verify=False).task == TaskRecord()  # written before the task section
     assert TaskRecord() == TaskRecord.of("detect")
+
+
+def test_gpu_decode_refuses_a_task_that_decodes_differently() -> None:
+    torch = pytest.importorskip("torch")
+    from yoloquant.artifacts import ModelInfo
+    from yoloquant.postprocess.gpu import decode_torch
+    from yoloquant.tasks import register_task, unregister_task
+
+    def boxes_twice(outputs: Any, info: ModelInfo, **kw: Any) -> list[Detections]:  # a test double's decoder
+        return decode_boxes(outputs, info, **kw) * 2
+
+    register_task(TaskSpec(name="twice", ultralytics_tasks=(), decode=boxes_twice, scoring=(Scoring("bbox"),),
+                           primary_metric="map50_95"))  # fmt: skip
+    try:
+        with pytest.raises(ConfigError, match="GPU decode is the detect task's; decode a 'twice' model"):
+            decode_torch(torch.zeros((1, 6, 8)), ModelInfo(names={0: "a", 1: "b"}, task="twice"))
+    finally:
+        unregister_task("twice")
+    assert decode_torch(torch.zeros((1, 6, 8)), ModelInfo(names={0: "a", 1: "b"}))[0].boxes.shape == (0, 4)

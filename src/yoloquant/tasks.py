@@ -175,7 +175,7 @@ def exported_task(task: str, path: Path) -> TaskSpec:
     try:
         return task_for_ultralytics(task)
     except ConfigError as exc:
-        msg = f"{path} is a {task!r} model: {exc} (e.g. yolov8n.pt, yolo26n.pt)"
+        msg = f"{path} is a {task!r} model: {exc}"
         raise ExportError(msg, artifact=path) from exc
 
 

@@ -34,13 +34,16 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelInfo:
-    """What a runtime needs to know about a YOLO detector, kept in the ONNX metadata.
+    """What a runtime needs to know about a YOLO model, kept in the ONNX metadata.
+
+    ``task`` is yoloquant's ``yoloquant.task`` key where the export wrote one, else Ultralytics' ``task``,
+    else ``"detect"`` (files exported before either key existed).
 
     Attributes:
         names: Class index -> class name.
         imgsz: Input (height, width).
         stride: Largest stride of the model (letterbox padding multiple).
-        task: Ultralytics task, ``"detect"``.
+        task: The :mod:`yoloquant.tasks` task, which picks the decoder and the metrics: ``"detect"``.
         head: Output head type, which decides how outputs are decoded.
         input_name: Name of the image input tensor.
         dynamic_batch: Whether the batch dimension is symbolic.
@@ -79,7 +82,7 @@ class ModelInfo:
             names=names,
             imgsz=(imgsz[0], imgsz[1]),
             stride=int(meta.get("stride", 32)),
-            task=meta.get("task", "detect"),
+            task=meta.get(f"{META_PREFIX}task") or meta.get("task", "detect"),
             head=HeadType(head_value),
             input_name=inp.name,
             dynamic_batch=not batch_dim.HasField("dim_value"),

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from yoloquant.errors import ConfigError
+
 __all__ = ["Detections"]
 
 # Ultralytics' 20-colour palette (``ultralytics.utils.plotting.Colors``), as BGR.
@@ -28,6 +30,10 @@ class Detections:
         scores: float32 ``[N]`` confidence.
         classes: int64 ``[N]`` class index into the model's ``names``.
         names: The model's class index -> name (``predict`` fills it in), or None.
+        masks: ``[N, H, W]`` instance masks over that image (segmentation tasks), or None.
+        keypoints: float32 ``[N, K, 3]`` as x, y, visibility in that image's pixels (pose tasks), or None.
+
+    :meth:`select` indexes every per-detection array alike; code that filters detections uses it.
 
     Example:
         >>> dets = Detections(np.array([[2, 2, 9, 9]], np.float32), np.array([0.9], np.float32),
@@ -40,9 +46,40 @@ class Detections:
     scores: np.ndarray
     classes: np.ndarray
     names: Mapping[int, str] | None = field(default=None, repr=False)
+    masks: np.ndarray | None = field(default=None, repr=False)
+    keypoints: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        n = self.scores.shape[0]
+        shapes = {"boxes": (self.boxes, (n, 4)), "classes": (self.classes, (n,))}
+        if self.masks is not None:
+            shapes["masks"] = (self.masks, (n, *self.masks.shape[1:3]))
+        if self.keypoints is not None:
+            shapes["keypoints"] = (self.keypoints, (n, *self.keypoints.shape[1:2], 3))
+        for name, (array, want) in shapes.items():
+            if array.shape != want:
+                msg = f"Detections.{name} has shape {array.shape}; {n} scores need {name} of shape {want}"
+                raise ConfigError(msg)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+    def select(self, index: np.ndarray | slice) -> Detections:
+        """The detections at ``index`` (indices, a boolean mask or a slice), masks and keypoints included.
+
+        Example:
+            >>> dets = Detections(np.zeros((2, 4), np.float32), np.array([0.9, 0.2], np.float32), np.array([0, 1]))
+            >>> dets.select(dets.scores > 0.5).classes.tolist()
+            [0]
+        """
+        return Detections(
+            self.boxes[index],
+            self.scores[index],
+            self.classes[index],
+            names=self.names,
+            masks=None if self.masks is None else self.masks[index],
+            keypoints=None if self.keypoints is None else self.keypoints[index],
+        )
 
     @classmethod
     def empty(cls) -> Detections:

@@ -24,6 +24,7 @@ from yoloquant._optional import available, require
 from yoloquant.artifacts import ModelInfo
 from yoloquant.config import ExportConfig, HeadType
 from yoloquant.errors import ConfigError, ExportError
+from yoloquant.tasks import exported_task
 
 if TYPE_CHECKING:
     from yoloquant.pipeline import QuantPipeline
@@ -105,9 +106,8 @@ def _check_head(path: Path, graph: Any, info: ModelInfo) -> None:
 
 
 def _check_task(path: Path, task: str | None) -> None:
-    if task is not None and task != "detect":
-        msg = f"{path} is a {task!r} model; yoloquant supports detection models for now (e.g. yolov8n.pt, yolo26n.pt)"
-        raise ExportError(msg, artifact=path)
+    if task is not None:
+        exported_task(task, path)
 
 
 class _Stub:

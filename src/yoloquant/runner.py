@@ -25,7 +25,7 @@ from yoloquant.export import exporter_for
 from yoloquant.export.check import check_model_file, check_onnx_model
 from yoloquant.preflight import check_plan
 from yoloquant.quantize.ort_static import OrtStaticQuantizer
-from yoloquant.report.result import PipelineResult, VariantResult
+from yoloquant.report.result import PipelineResult, TaskRecord, VariantResult
 from yoloquant.versions import package_versions
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ def _run(plan: QuantPipeline, out_dir: Path, checked: _Checked, start: float) ->
         seconds=time.perf_counter() - start,
         warnings=tuple(warnings),
         sensitivity=sensitivity,
+        task=TaskRecord.of(fp32.info.task),
     )
     return result
 
@@ -269,8 +270,6 @@ def _variant_result(
         model_path=str(b.model.path.absolute()),
         size_bytes=b.model.size_bytes,
         providers=tuple(engine.providers),
-        map50_95=ev.map50_95 if ev else None,
-        map50=ev.map50 if ev else None,
         latency=tuple(lat),
         speedup_vs_fp32=speedup,
         quantization=quantization,

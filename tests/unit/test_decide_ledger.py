@@ -15,8 +15,14 @@ from yoloquant.decide.budget import _tries
 from yoloquant.decide.ledger import Ledger
 from yoloquant.decide.sweep import Sweep, SweepResult, SweepVariant
 from yoloquant.errors import ConfigError
+from yoloquant.eval.bootstrap import Metric
 from yoloquant.pipeline import QuantPipeline as _QP
 from yoloquant.report.result import REPORT_SCHEMA_VERSION, PipelineResult, VariantResult
+
+
+def box_metrics(map50_95: float, map50: float) -> dict[str, Metric]:
+    """A detection variant's metrics, plain values."""
+    return {"map50_95": Metric(value=map50_95), "map50": Metric(value=map50)}
 
 
 class Killed(Exception):
@@ -37,7 +43,7 @@ class FakeRunner:
         self.ran.append(name)
         mAP = 0.5 - 0.01 * len(self.ran)
         v = VariantResult(name=name, precision="int8", backend="onnxruntime", model_path=f"{folder}/m.onnx",
-                          size_bytes=1, map50_95=mAP, map50=mAP + 0.1)  # fmt: skip
+                          size_bytes=1, metrics=box_metrics(mAP, mAP + 0.1))  # fmt: skip
         return PipelineResult(variants=(v,), config={}, versions={}, inputs={}, out_dir=str(folder), created="now")
 
 
@@ -124,7 +130,7 @@ def test_ledger_of_another_base_is_refused(tmp_path: Path) -> None:
 
 def _ledger_entry(name: str, mAP: float) -> dict[str, Any]:
     v = VariantResult(name=name, precision="fp32" if name == "fp32" else "int8", backend="onnxruntime",
-                      model_path=f"{name}.onnx", size_bytes=100, map50_95=mAP, map50=mAP + 0.2)  # fmt: skip
+                      model_path=f"{name}.onnx", size_bytes=100, metrics=box_metrics(mAP, mAP + 0.2))  # fmt: skip
     calib = {} if name == "fp32" else {"calibration": {"images": 8, "digest": name}}
     return {"name": name, "map50_95": mAP, "model_path": v.model_path, "seconds": 2.0, "variant": v.to_dict(),
             "inputs": {"model": {"path": "m.onnx"}, **calib}, "warnings": [f"w-{name}", "shared"]}  # fmt: skip

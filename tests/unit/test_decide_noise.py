@@ -26,6 +26,11 @@ NOISE = RNG.normal(size=1000)  # the images' shared difficulty: common to every 
 OWN = RNG.normal(size=(6, 1000))  # each variant's own resampling noise
 
 
+def box_metrics(map50_95: float, map50: float) -> dict[str, Metric]:
+    """A detection variant's metrics, plain values."""
+    return {"map50_95": Metric(value=map50_95), "map50": Metric(value=map50)}
+
+
 def reps(value: float, own: int, spread: float = 0.002) -> np.ndarray:
     """Replicates around ``value``: shared noise (cancels in a paired difference) plus a variant's own."""
     r = value + 0.01 * NOISE + spread * OWN[own]
@@ -71,7 +76,7 @@ def test_runner_verifies_a_budget_on_the_evaluation_replicates() -> None:
 
     def result(value: float, replicates: np.ndarray) -> EvalResult:
         m = interval(replicates, value)
-        return EvalResult(map50_95=value, map50=value, num_images=32, num_instances=100, seconds=1.0,
+        return EvalResult(num_images=32, num_instances=100, seconds=1.0,
                           metrics={"map50_95": m, "map50": m}, replicates={"map50_95": replicates},
                           resampling={"resamples": 1000, "seed": 0, "images": "x"})  # fmt: skip
 
@@ -99,7 +104,7 @@ def test_runner_verifies_a_budget_on_the_evaluation_replicates() -> None:
 
 def cand(name: str, value: float, own: int, ms: float, simplicity: float = 0.0, **kw: Any) -> Candidate:
     latency = tuple(ms * (1 + 0.01 * np.sin(np.arange(40) + own)))
-    return Candidate(name=name, map50_95=value, replicates=reps(value, own), latency_ms=latency,
+    return Candidate(name=name, accuracy=value, replicates=reps(value, own), latency_ms=latency,
                      simplicity=(simplicity,), **kw)  # fmt: skip
 
 
@@ -109,10 +114,10 @@ def test_indistinguishable_when_the_paired_interval_holds_zero() -> None:
     far = cand("far", 0.490, 2, 8.0)  # 1 point below: resolved
     assert same_accuracy(close, best) and not same_accuracy(far, best)
     # unpaired intervals would overlap for 'far' too: the shared noise is 1 point wide
-    assert interval(far.replicates, far.map50_95).high > interval(best.replicates, best.map50_95).low  # type: ignore[arg-type,operator]
+    assert interval(far.replicates, far.accuracy).high > interval(best.replicates, best.accuracy).low  # type: ignore[arg-type,operator]
     assert not same_accuracy(
-        Candidate(name="a", map50_95=0.5, replicates=None, latency_ms=(1.0,)),
-        Candidate(name="b", map50_95=0.49, replicates=None, latency_ms=(1.0,)),
+        Candidate(name="a", accuracy=0.5, replicates=None, latency_ms=(1.0,)),
+        Candidate(name="b", accuracy=0.49, replicates=None, latency_ms=(1.0,)),
     )
 
 
@@ -124,7 +129,7 @@ def test_recommend_the_fastest_indistinguishable_from_the_best_not_the_noisiest_
     rec = recommend_within_noise([fp32, best, close, far], lambda c: True)
     assert rec.best == "best"  # FP32 is the reference, not a candidate, while a quantized variant qualifies
     assert rec.same_as_best == ("close", "best") and rec.pick == "close"  # 'far' is faster but resolved worse
-    only_fp32 = recommend_within_noise([fp32, far], lambda c: c.map50_95 > 0.495)
+    only_fp32 = recommend_within_noise([fp32, far], lambda c: c.accuracy > 0.495)
     assert only_fp32.pick == "fp32"  # nothing quantized qualifies: the baseline is the answer
     assert recommend_within_noise([best], lambda c: False).pick is None
 
@@ -136,7 +141,7 @@ def test_speed_ties_go_to_the_simpler_config() -> None:
     assert same_speed(plain, fussy) and not same_speed(best, fussy)
     rec = recommend_within_noise([best, fussy, plain], lambda c: True)
     assert rec.same_speed == ("fussy", "plain") and rec.pick == "plain"
-    timed_apart = Candidate(name="x", map50_95=0.5, replicates=None, latency_ms=(10.0, 10.0, 10.0))
+    timed_apart = Candidate(name="x", accuracy=0.5, replicates=None, latency_ms=(10.0, 10.0, 10.0))
     assert not same_speed(timed_apart, fussy)  # different round counts: not paired, no tie
 
 
@@ -148,7 +153,7 @@ def test_pareto_steps_within_noise_are_marked() -> None:
 def _entry(name: str, value: float, own: int, float_nodes: int = 3) -> dict[str, Any]:
     quant = {"float_counts": {"Conv": float_nodes}} if name != "fp32" else None
     v = VariantResult(name=name, precision="int8", backend="onnxruntime", model_path=f"{name}.onnx",
-                      size_bytes=1, map50_95=value, map50=value + 0.2, quantization=quant)  # fmt: skip
+                      size_bytes=1, metrics=box_metrics(value, value + 0.2), quantization=quant)  # fmt: skip
     r = reps(value, own)
     return {"name": name, "map50_95": value, "map50": value + 0.2, "model_path": v.model_path, "variant": v.to_dict(),
             "inputs": {}, "replicates": {"map50_95": r.tolist(), "map50": (r + 0.2).tolist()}}  # fmt: skip

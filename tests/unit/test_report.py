@@ -8,6 +8,7 @@ import pytest
 
 from yoloquant import ConfigError, PipelineResult, VariantResult
 from yoloquant.bench import LatencyResult
+from yoloquant.eval.bootstrap import Metric
 
 
 def _result(out_dir: Path) -> PipelineResult:
@@ -17,8 +18,7 @@ def _result(out_dir: Path) -> PipelineResult:
         backend="onnxruntime",
         model_path="m-fp32.onnx",
         size_bytes=12_000_000,
-        map50_95=0.5000,
-        map50=0.7000,
+        metrics={"map50_95": Metric(value=0.5000), "map50": Metric(value=0.7000)},
         latency=(LatencyResult(1, (40.0, 40.0, 41.0, 39.0, 40.0)),),
         speedup_vs_fp32={1: 1.0},
     )
@@ -28,8 +28,7 @@ def _result(out_dir: Path) -> PipelineResult:
         backend="onnxruntime",
         model_path="m-int8.onnx",
         size_bytes=3_500_000,
-        map50_95=0.4925,
-        map50=0.6950,
+        metrics={"map50_95": Metric(value=0.4925), "map50": Metric(value=0.6950)},
         latency=(LatencyResult(1, (20.0, 20.0, 20.5, 19.5, 20.0)),),
         speedup_vs_fp32={1: 2.0},
         quantization={

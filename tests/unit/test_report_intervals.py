@@ -18,16 +18,13 @@ def _result(out_dir: Path, delta: Metric) -> PipelineResult:
         backend="onnxruntime",
         model_path=str(out_dir / "a.onnx"),
         size_bytes=1,
-        map50_95=0.50,
-        map50=0.70,
         metrics={"map50_95": Metric(value=0.5, low=0.47, high=0.53, se=0.015), "map50": Metric(value=0.7)},
     )
     int8 = dataclasses.replace(
         fp32,
         name="int8",
         precision="int8",
-        map50_95=0.4929,
-        map50=0.69,
+        metrics={"map50_95": Metric(value=0.4929), "map50": Metric(value=0.69)},
         delta_vs_fp32={"map50_95": delta, "map50": Metric(value=-1.0, low=-1.5, high=-0.5)},
     )
     return PipelineResult(

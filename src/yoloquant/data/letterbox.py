@@ -8,13 +8,17 @@ Boxes go back with the gains and padding the validator passes to ``ops.scale_box
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from yoloquant._optional import require
+
+if TYPE_CHECKING:
+    from yoloquant.detections import Detections
 
 __all__ = ["PREPROCESS_VERSION", "LetterboxMeta", "normalize_pixels", "preprocess", "scale_boxes"]
 
@@ -131,3 +135,53 @@ def scale_boxes(boxes_xyxy: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
     return out
+
+
+def scale_keypoints(keypoints: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
+    """Map ``[N, K, 3]`` keypoints (x, y, visibility) from model-input to original-image pixels, clipped.
+
+    Mirrors ``ultralytics.utils.ops.scale_coords``; visibility is kept.
+
+    Example:
+        >>> meta = LetterboxMeta(shape=(480, 640), gain=(1.0, 1.0), pad=(0, 80))
+        >>> scale_keypoints(np.array([[[5.0, 85.0, 0.9]]]), meta).tolist()
+        [[[5.0, 5.0, 0.8999999761581543]]]
+    """
+    out = np.array(keypoints, dtype=np.float32, copy=True)
+    gain_y, gain_x = meta.gain
+    left, top = meta.pad
+    h, w = meta.shape
+    out[..., 0] = ((out[..., 0] - left) / gain_x).clip(0, w)
+    out[..., 1] = ((out[..., 1] - top) / gain_y).clip(0, h)
+    return out
+
+
+def scale_masks(masks: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
+    """Map ``[N, imgsz, imgsz]`` masks over the model input to the original image: crop the padding, resize.
+
+    Mirrors ``ultralytics.utils.ops.scale_image`` (bilinear); the dtype is kept (bool masks threshold at 0.5).
+
+    Example:
+        >>> meta = LetterboxMeta(shape=(2, 4), gain=(1.0, 1.0), pad=(0, 1))
+        >>> scale_masks(np.pad(np.ones((1, 2, 4), bool), ((0, 0), (1, 1), (0, 0))), meta).sum()
+        np.int64(8)
+    """
+    cv2 = require("cv2")
+    h, w = meta.shape
+    left, top = meta.pad
+    rows, cols = round(h * meta.gain[0]), round(w * meta.gain[1])
+    out = np.empty((masks.shape[0], h, w), masks.dtype)
+    for i, m in enumerate(masks[:, top : top + rows, left : left + cols].astype(np.float32)):
+        resized = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        out[i] = resized > 0.5 if masks.dtype == np.bool_ else resized
+    return out
+
+
+def scale_detections(dets: Detections, meta: LetterboxMeta) -> Detections:
+    """``dets`` from model-input pixels to original-image pixels: boxes, and masks and keypoints where present."""
+    return dataclasses.replace(
+        dets,
+        boxes=scale_boxes(dets.boxes, meta),
+        masks=None if dets.masks is None else scale_masks(dets.masks, meta),
+        keypoints=None if dets.keypoints is None else scale_keypoints(dets.keypoints, meta),
+    )

@@ -284,7 +284,7 @@ def search_budget(
     evaluate = eval_data if callable(eval_data) else ModelEvaluator(eval_data, eval_config or EvalConfig())
     shared = SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
     base = evaluate(model)
-    fp32 = base.map50_95
+    fp32 = base.primary  # the task's primary metric (mAP50-95 for detection)
     maps: dict[int, float] = {}
     deltas: dict[int, Metric] = {}
     groups: tuple[GroupSensitivity, ...] = ()
@@ -298,7 +298,7 @@ def search_budget(
                 float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False, float_mode=float_mode
             )
             result = evaluate(built)
-            maps[k], deltas[k] = result.map50_95, _delta(result, base)
+            maps[k], deltas[k] = result.primary, _delta(result, base)
             built.path.unlink(missing_ok=True)
         return (fp32 - maps[k]) * 100 <= max_map_drop
 
@@ -344,7 +344,7 @@ def search_budget(
 def _delta(result: EvalResult, base: EvalResult) -> Metric:
     from yoloquant.eval.coco import delta
 
-    return delta(result, base, "map50_95")
+    return delta(result, base, base.primary_metric)
 
 
 def _latency(

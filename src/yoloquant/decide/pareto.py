@@ -1,5 +1,8 @@
 """Pareto front of latency vs accuracy, and the pick under user constraints.
 
+Accuracy is one metric's value (higher is better): the task's primary metric, mAP50-95 for detection
+(see :mod:`yoloquant.tasks`); the caller picks which and keeps the name.
+
 :func:`recommend` is the plain rule (fastest within the constraints, on point values);
 :func:`recommend_within_noise` is the sweep's: among the qualifying variants it takes the fastest whose
 mAP the evaluation images cannot tell from the most accurate one's, and among variants whose speed is
@@ -36,35 +39,39 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Point:
-    """A variant's median latency (ms, lower is better) and mAP50-95 (higher is better)."""
+    """A variant's median latency (ms, lower is better) and accuracy (higher is better).
+
+    Attributes:
+        accuracy: The value of the metric the front ranks by (the task's primary metric).
+    """
 
     name: str
     latency_ms: float
-    map50_95: float
+    accuracy: float
 
 
 def _dominates(q: Point, p: Point) -> bool:
-    better_or_equal = q.latency_ms <= p.latency_ms and q.map50_95 >= p.map50_95
-    return better_or_equal and (q.latency_ms < p.latency_ms or q.map50_95 > p.map50_95)
+    better_or_equal = q.latency_ms <= p.latency_ms and q.accuracy >= p.accuracy
+    return better_or_equal and (q.latency_ms < p.latency_ms or q.accuracy > p.accuracy)
 
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
-    """The points no other point beats on both latency and mAP, fastest first."""
+    """The points no other point beats on both latency and accuracy, fastest first."""
     front = [p for p in points if not any(_dominates(q, p) for q in points)]
-    return sorted(front, key=lambda p: (p.latency_ms, -p.map50_95))
+    return sorted(front, key=lambda p: (p.latency_ms, -p.accuracy))
 
 
 def recommend(
     points: Sequence[Point], baseline: Point, *, max_map_drop: float | None = None, min_speedup: float | None = None
 ) -> Point | None:
-    """The fastest point within the mAP drop (points vs ``baseline``) and speedup constraints; ties: higher mAP."""
+    """The fastest point within the accuracy drop (points vs ``baseline``) and speedup constraints; ties: higher one."""
     ok = [
         p
         for p in points
-        if (max_map_drop is None or (baseline.map50_95 - p.map50_95) * 100 <= max_map_drop + 1e-9)
+        if (max_map_drop is None or (baseline.accuracy - p.accuracy) * 100 <= max_map_drop + 1e-9)
         and (min_speedup is None or baseline.latency_ms / p.latency_ms >= min_speedup - 1e-9)
     ]
-    return min(ok, key=lambda p: (p.latency_ms, -p.map50_95)) if ok else None
+    return min(ok, key=lambda p: (p.latency_ms, -p.accuracy)) if ok else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,8 +80,8 @@ class Candidate:
 
     Attributes:
         name: Variant name.
-        map50_95: Measured mAP50-95.
-        replicates: Its bootstrap replicates of mAP50-95, paired with every other candidate's (same
+        accuracy: The measured value of the ranking metric (the task's primary one, e.g. mAP50-95).
+        replicates: Its bootstrap replicates of that metric, paired with every other candidate's (same
             images, resample count and seed); None when the evaluation did not resample.
         latency_ms: Raw latency samples in interleaved round order (round i of every candidate ran together).
         simplicity: Sort key, lower = simpler (e.g. float nodes, options changed from the defaults).
@@ -82,7 +89,7 @@ class Candidate:
     """
 
     name: str
-    map50_95: float
+    accuracy: float
     replicates: np.ndarray | None
     latency_ms: tuple[float, ...]
     simplicity: tuple[float, ...] = ()
@@ -94,13 +101,13 @@ class Candidate:
 
 
 def same_accuracy(a: Candidate, b: Candidate) -> bool:
-    """Whether the paired 95% interval of ``a - b`` (mAP50-95) holds 0: the images cannot tell them apart.
+    """Whether the paired 95% interval of ``a - b`` (accuracy) holds 0: the images cannot tell them apart.
 
     Without replicates on either side only exactly equal mAPs count as the same.
     """
     if a.replicates is None or b.replicates is None or a.replicates.shape != b.replicates.shape:
-        return a.map50_95 == b.map50_95
-    return paired_delta(a.replicates, b.replicates, a.map50_95, b.map50_95).contains(0.0)
+        return a.accuracy == b.accuracy
+    return paired_delta(a.replicates, b.replicates, a.accuracy, b.accuracy).contains(0.0)
 
 
 def same_speed(a: Candidate, b: Candidate, *, resamples: int = 1000, seed: int = 0) -> bool:
@@ -135,13 +142,13 @@ def recommend_within_noise(candidates: Sequence[Candidate], qualifies: Callable[
 
     1. Qualifying: the quantized candidates that ``qualifies`` (the constraints); the baseline only when
        none does.
-    2. Best: the qualifying candidate with the highest mAP50-95.
+    2. Best: the qualifying candidate with the highest accuracy.
     3. Same as best: qualifying candidates whose paired interval vs the best holds 0 (:func:`same_accuracy`).
     4. Among those, the fastest by median latency, and every one whose speed is tied with it
        (:func:`same_speed`); the pick is the simplest of the tied (lowest ``simplicity``), then the fastest.
 
     Example:
-        >>> c = [Candidate(name="a", map50_95=0.5, replicates=None, latency_ms=(1.0, 1.0))]
+        >>> c = [Candidate(name="a", accuracy=0.5, replicates=None, latency_ms=(1.0, 1.0))]
         >>> recommend_within_noise(c, lambda _: True).pick
         'a'
     """
@@ -149,11 +156,11 @@ def recommend_within_noise(candidates: Sequence[Candidate], qualifies: Callable[
     ok = quantized or [c for c in candidates if c.baseline and qualifies(c)]
     if not ok:
         return Recommendation(pick=None, best=None, same_as_best=(), same_speed=(), qualifying=())
-    best = max(ok, key=lambda c: (c.map50_95, -c.p50))
+    best = max(ok, key=lambda c: (c.accuracy, -c.p50))
     same = sorted((c for c in ok if c is best or same_accuracy(c, best)), key=lambda c: c.p50)
     fastest = same[0]
     tied = [c for c in same if c is fastest or same_speed(c, fastest)]
-    pick = min(tied, key=lambda c: (c.simplicity, c.p50, -c.map50_95))
+    pick = min(tied, key=lambda c: (c.simplicity, c.p50, -c.accuracy))
     return Recommendation(
         pick=pick.name,
         best=best.name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yoloquant.report.render import delta_cell, md_table, number_cell
+from yoloquant.report.render import delta_cell, md_table, metric_label, number_cell
 from yoloquant.report.sections import Section, register_quantization_lines, register_section
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     s = result.sweep
     if s is None:
         return []
-    base = result.baseline
+    base, primary = result.baseline, result.task.primary_metric
+    label = metric_label(primary)
 
     def p50(v: VariantResult) -> float:
         return v.latency[0].p50 if v.latency else float("inf")
@@ -75,8 +76,8 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     rows = [
         (
             v.name,
-            number_cell(v.map50_95, ".4f"),
-            delta_cell(v, base, "map50_95"),
+            number_cell(v.value(primary), ".4f"),
+            delta_cell(v, base, primary),
             number_cell(v.latency[0].p50 if v.latency else None, ".2f"),
             number_cell(v.speedup_vs_fp32.get(v.latency[0].batch) if v.latency else None, ".3f") + "x",
             next((m for g in _groups(s) if (m := _pareto_mark(g, v.name))), ""),
@@ -90,11 +91,11 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
         f"{len(result.variants)} variants (FP32 included), fastest first; ledger `{s.get('ledger')}`, "
         f"plot `{s.get('pareto_plot')}`.",
         "",
-        *md_table(("variant", "mAP50-95", "delta [95% CI]", "p50 ms", "speedup", "Pareto", "same as best"), rows),
+        *md_table(("variant", label, "delta [95% CI]", "p50 ms", "speedup", "Pareto", "same as best"), rows),
         "",
         f"Constraints: {_constraints(s)} (vs FP32, on the point values).",
         "",
-        *_sweep_notes(s),
+        *_sweep_notes(s, label),
         *_backend_lines(s),
     ]
     call = s.get("recommended_call")
@@ -139,11 +140,11 @@ def _same_mark(s: dict[str, Any], name: str) -> str:
     return "=" if name in (s.get("same_as_best") or []) else ""
 
 
-def _sweep_notes(s: dict[str, Any]) -> list[str]:
-    """Footnotes of the sweep table's markers and the recommendation's working."""
+def _sweep_notes(s: dict[str, Any], label: str) -> list[str]:
+    """Footnotes of the sweep table's markers and the recommendation's working (``label``: the ranking metric)."""
     notes = [
-        "delta [95% CI]: mAP50-95 points vs FP32, paired bootstrap over the evaluation images. "
-        "*: on the Pareto front of p50 vs mAP50-95; *~: on it, but its mAP gain over the next faster front "
+        f"delta [95% CI]: {label} points vs FP32, paired bootstrap over the evaluation images. "
+        f"*: on the Pareto front of p50 vs {label}; *~: on it, but its mAP gain over the next faster front "
         "point is within noise (paired interval holds 0). best: the most accurate variant meeting the "
         "constraints; =: meets them and its mAP is indistinguishable from best's (paired interval of the "
         "difference holds 0)."

@@ -276,7 +276,7 @@ def _output_names(model: OnnxModel, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _map(model: OnnxModel, data: Dataset, eval_config: EvalConfig) -> float:
-    return ModelEvaluator(data, eval_config)(model).map50_95
+    return ModelEvaluator(data, eval_config)(model).primary  # the task's (mAP50-95 for detection)
 
 
 def _others(shared: SharedCalibration, keep: Iterable[str]) -> list[str]:

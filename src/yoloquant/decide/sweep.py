@@ -66,13 +66,14 @@ from yoloquant.decide.sweep_result import (
     _latency_key,
     _paired,
     _row,
+    _value,
     _variant,
     baseline_name,
 )
 from yoloquant.errors import ConfigError
 from yoloquant.eval.bootstrap import Metric
 from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
-from yoloquant.report.result import PipelineResult
+from yoloquant.report.result import PipelineResult, TaskRecord
 from yoloquant.versions import package_versions
 
 __all__ = ["Runner", "Sweep", "SweepResult", "SweepRow", "SweepVariant", "baseline_name"]
@@ -363,12 +364,12 @@ class Sweep:
         return real_input(image, next(iter(engines.values())).info.imgsz[0])
 
     def _candidate(
-        self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None
+        self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None, metric: str
     ) -> Candidate:
-        reps = (entry.get("replicates") or {}).get("map50_95")
+        reps = (entry.get("replicates") or {}).get(metric)
         return Candidate(
             name=name,
-            map50_95=float(entry["map50_95"]),
+            accuracy=_value(entry, metric),
             replicates=np.asarray(reps, np.float64) if reps else None,
             latency_ms=tuple(float(x) for x in timing.get("samples_ms") or [timing["p50"]]),
             simplicity=self.simplicity(variant, entry),
@@ -415,9 +416,11 @@ class Sweep:
         names = [*backend_of, *grid]
         backend_of |= {n: v.backend for n, v in grid.items()}
         ref = {n: baseline_name(backend_of[n]) for n in names}
+        task = TaskRecord.from_dict(entries[names[0]].get("task") or {})  # ledgers written before it: detection
+        metric = task.primary_metric
         deltas = {n: _paired(entries[n], entries[ref[n]]) for n in names if ref[n] != n}
-        rows = {n: _row(n, entries, latency, ref[n], deltas.get(n, {}).get("map50_95")) for n in names}
-        cands = {n: self._candidate(n, entries[n], latency[n], grid.get(n)) for n in names}
+        rows = {n: _row(n, entries, latency, ref[n], deltas.get(n, {}).get(metric), task=task) for n in names}
+        cands = {n: self._candidate(n, entries[n], latency[n], grid.get(n), metric) for n in names}
         constraints = {"max_map_drop": max_map_drop, "min_speedup": min_speedup}
         decided = {
             b: {**_decide([n for n in names if backend_of[n] == b], rows, cands, constraints), "recommended_call": None}
@@ -446,6 +449,7 @@ class Sweep:
             out_dir=out_dir,
             bench=bench,
             seconds=seconds,
+            task=task,
         )
         return SweepResult(rows=tuple(rows.values()), report=report)
 
@@ -471,6 +475,7 @@ class Sweep:
         out_dir: Path,
         bench: BenchConfig | None,
         seconds: float,
+        task: TaskRecord,
     ) -> PipelineResult:
         """The sweep folder's pipeline report: each variant as its own run measured it, timed interleaved."""
         grid = {v.name: v for v in self.variants}
@@ -494,4 +499,5 @@ class Sweep:
             seconds=seconds,
             warnings=tuple(dict.fromkeys(w for n in names for w in entries[n].get("warnings", ()))),
             sweep=section,
+            task=task,
         )

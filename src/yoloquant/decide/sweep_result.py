@@ -24,12 +24,13 @@ from yoloquant.decide.pareto import (
 from yoloquant.errors import ConfigError
 from yoloquant.eval.bootstrap import Metric, paired_delta
 from yoloquant.protocols import Quantizer
-from yoloquant.report.result import PipelineResult, VariantResult
+from yoloquant.report.render import metric_label
+from yoloquant.report.result import PipelineResult, TaskRecord, VariantResult
 
 if TYPE_CHECKING:
     from yoloquant.decide.sweep import SweepVariant
 
-__all__ = ["SweepResult", "SweepRow", "baseline_name"]
+__all__ = ["SweepResult", "SweepRow", "baseline_name", "metric_value"]
 
 FP32 = "fp32"
 _DEFAULT = Backend.ONNXRUNTIME.value
@@ -60,6 +61,8 @@ def _entry(result: PipelineResult, name: str, variant: SweepVariant | None, seco
         "params": variant.to_dict() if variant else {"precision": "fp32"},
         "map50_95": v.map50_95,
         "map50": v.map50,
+        "metrics": {k: m.value for k, m in v.metrics.items()},
+        "task": result.task.to_dict(),
         "model_path": v.model_path,
         "seconds": round(seconds, 2),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -83,11 +86,17 @@ def _config_dict(quantizer: Quantizer | None) -> dict[str, Any]:
     return dict(quantizer.config.to_dict()) if quantizer is not None else {}
 
 
+def metric_value(entry: dict[str, Any], metric: str) -> float | None:
+    """A ledger entry's value of ``metric`` (entries written before ``metrics`` have detection's plain keys)."""
+    value = (entry.get("metrics") or {}).get(metric, entry.get(metric))
+    return None if value is None else float(value)
+
+
 def _paired(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Metric]:
     """Each metric's paired delta vs ``base`` in points (plain deltas for entries without replicates)."""
     out = {}
-    for k in ("map50_95", "map50"):
-        value, ref = entry.get(k), base.get(k)
+    for k in base.get("metrics") or ("map50_95", "map50"):
+        value, ref = metric_value(entry, k), metric_value(base, k)
         if value is None or ref is None:
             continue
         a, b = (entry.get("replicates") or {}).get(k), (base.get("replicates") or {}).get(k)
@@ -106,7 +115,7 @@ def _noise_section(rec: Recommendation, cands: dict[str, Candidate]) -> dict[str
         for n in rec.qualifying:
             c = cands[n]
             if c.replicates is not None and c.replicates.shape == best.replicates.shape:
-                vs_best[n] = paired_delta(c.replicates, best.replicates, c.map50_95, best.map50_95).to_dict()
+                vs_best[n] = paired_delta(c.replicates, best.replicates, c.accuracy, best.accuracy).to_dict()
     return {
         "best": rec.best,
         "same_as_best": list(rec.same_as_best),
@@ -140,18 +149,25 @@ def _inputs(entries: dict[str, dict[str, Any]], names: list[str]) -> dict[str, A
 
 
 def _row(
-    name: str, entries: dict[str, dict[str, Any]], latency: dict[str, dict[str, Any]], ref: str, delta: Metric | None
+    name: str,
+    entries: dict[str, dict[str, Any]],
+    latency: dict[str, dict[str, Any]],
+    ref: str,
+    delta: Metric | None,
+    *,
+    task: TaskRecord,
 ) -> SweepRow:
-    """``name``'s measured numbers, its speedup and drop vs ``ref`` (FP32 on its backend)."""
-    entry, base = entries[name], entries[ref]
+    """``name``'s measured numbers, its speedup and drop (in the task's primary metric) vs ``ref`` (FP32 on its
+    backend)."""
+    entry, base, metric = entries[name], entries[ref], task.primary_metric
     return SweepRow(
         name=name,
         params=entry.get("params") or {},
-        map50_95=float(entry["map50_95"]),
-        map50=float(entry.get("map50") or 0.0),
+        metrics={k: v for k in task.metrics if (v := metric_value(entry, k)) is not None},
+        metric=metric,
         latency_ms=float(latency[name]["p50"]),
         speedup=float(latency[ref]["p50"]) / float(latency[name]["p50"]),
-        drop=(float(base["map50_95"]) - float(entry["map50_95"])) * 100,
+        drop=(_value(base, metric) - _value(entry, metric)) * 100,
         model_path=str(entry["model_path"]),
         seconds=float(entry.get("seconds", 0.0)),
         delta_vs_fp32=delta,
@@ -185,7 +201,7 @@ def _decide(
         )
 
     rec = recommend_within_noise(list(group.values()), qualifies)
-    front = pareto_front([Point(n, rows[n].latency_ms, rows[n].map50_95) for n in names])
+    front = pareto_front([Point(n, rows[n].latency_ms, rows[n].accuracy) for n in names])
     return {
         "pareto": [p.name for p in front],
         "pareto_resolved": dict(
@@ -199,18 +215,36 @@ def _decide(
 
 @dataclass(frozen=True, kw_only=True)
 class SweepRow:
-    """One variant's measured numbers; ``drop`` in mAP50-95 points and ``speedup`` vs FP32."""
+    """One variant's measured numbers; ``drop`` in points of the ranking ``metric`` and ``speedup`` vs FP32.
+
+    Attributes:
+        metrics: Every metric's value by name (the task's: ``map50_95``, ``map50`` for detection).
+        metric: The one the sweep ranks by (the task's primary metric).
+    """
 
     name: str
     params: dict[str, Any]
-    map50_95: float
-    map50: float
+    metrics: dict[str, float]
+    metric: str
     latency_ms: float
     speedup: float
     drop: float
     model_path: str
     seconds: float
     delta_vs_fp32: Metric | None = None  # paired, in points, with its 95% interval
+
+    @property
+    def accuracy(self) -> float:
+        """The value of the ranking metric."""
+        return self.metrics[self.metric]
+
+    @property
+    def map50_95(self) -> float | None:
+        return self.metrics.get("map50_95")
+
+    @property
+    def map50(self) -> float | None:
+        return self.metrics.get("map50")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,12 +299,12 @@ class SweepResult:
         fig, ax = new_figure((7, 4.5))
         for r in self.rows:
             on = r.name in self.pareto
-            ax.scatter(r.latency_ms, r.map50_95, c="tab:red" if on else "tab:gray", zorder=3)
-            ax.annotate(r.name, (r.latency_ms, r.map50_95), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(r.latency_ms, r.accuracy, c="tab:red" if on else "tab:gray", zorder=3)
+            ax.annotate(r.name, (r.latency_ms, r.accuracy), fontsize=6, xytext=(3, 3), textcoords="offset points")
         front = [self.row(n) for n in self.pareto]
-        ax.plot([r.latency_ms for r in front], [r.map50_95 for r in front], "r--", lw=1, label="Pareto front")
+        ax.plot([r.latency_ms for r in front], [r.accuracy for r in front], "r--", lw=1, label="Pareto front")
         ax.set_xlabel("latency p50 (ms, batch 1, interleaved)")
-        ax.set_ylabel("mAP50-95")
+        ax.set_ylabel(metric_label(self.rows[0].metric) if self.rows else "mAP50-95")
         ax.legend(loc="lower right")
         save_figure(fig, path)
 
@@ -279,3 +313,12 @@ class SweepResult:
         folder = Path(out_dir)
         self.plot(folder / "pareto.png")
         return self.report.save(folder)
+
+
+def _value(entry: dict[str, Any], metric: str) -> float:
+    """A ledger entry's value of the ranking metric (every finished entry was evaluated)."""
+    value = metric_value(entry, metric)
+    if value is None:
+        msg = f"ledger entry {entry.get('name')!r} has no {metric!r}; run the sweep into a new output folder"
+        raise ConfigError(msg)
+    return value

@@ -15,7 +15,7 @@ import hashlib
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +25,13 @@ from yoloquant._optional import require
 from yoloquant.config import EvalConfig
 from yoloquant.data.datasets import Dataset
 from yoloquant.data.images import read_image
-from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_boxes
+from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_detections
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError
 from yoloquant.eval.bootstrap import MatchTable, Metric, interval, paired_delta, resample_weights
 from yoloquant.postprocess.decode import decode
 from yoloquant.protocols import Engine
+from yoloquant.tasks import TaskSpec, task_spec
 
 __all__ = ["EvalResult", "delta", "evaluate"]
 
@@ -39,49 +40,76 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class EvalResult:
-    """COCO box metrics of one evaluation, each with its 95% bootstrap interval over images.
+    """COCO metrics of one evaluation, keyed by name, each with its 95% bootstrap interval over images.
 
     Attributes:
-        map50_95: mAP over IoU 0.50:0.95 (COCO's primary metric).
-        map50: mAP at IoU 0.50.
         num_images: Images evaluated.
         num_instances: Ground-truth boxes (crowd boxes excluded).
         seconds: Wall time of preprocessing, inference, decoding and scoring.
-        metrics: ``{"map50_95": Metric, "map50": Metric}``: value and interval (none with ``resamples=0``).
+        metrics: The task's metrics by name (detect: ``{"map50_95": Metric, "map50": Metric}``): value and
+            interval (none with ``resamples=0``).
         replicates: The bootstrap replicates of each metric, paired across variants evaluated on the same
             images with the same seed (see :func:`delta`).
         resampling: ``{"resamples", "seed", "images"}``: what makes two results' replicates paired.
+        task: The task evaluated (see :mod:`yoloquant.tasks`).
+        primary_metric: The metric budgets and Pareto fronts rank by (the task's).
     """
 
-    map50_95: float
-    map50: float
     num_images: int
     num_instances: int
     seconds: float
     metrics: dict[str, Metric] = field(default_factory=dict)
     replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     resampling: dict[str, Any] = field(default_factory=dict)
+    task: str = "detect"
+    primary_metric: str = "map50_95"
+
+    def value(self, metric: str) -> float:
+        """The measured value of ``metric``.
+
+        Raises:
+            ConfigError: This evaluation has no metric of that name; names the ones it has.
+        """
+        if metric not in self.metrics:
+            msg = f"no metric {metric!r} in this {self.task} evaluation; it has {sorted(self.metrics)}"
+            raise ConfigError(msg)
+        return self.metrics[metric].value
+
+    @property
+    def primary(self) -> float:
+        """The value of :attr:`primary_metric`."""
+        return self.value(self.primary_metric)
+
+    @property
+    def map50_95(self) -> float:
+        """mAP over IoU 0.50:0.95 (COCO's primary box metric)."""
+        return self.value("map50_95")
+
+    @property
+    def map50(self) -> float:
+        """mAP at IoU 0.50."""
+        return self.value("map50")
 
     def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, float] = {k: self.metrics[k].value for k in ("map50_95", "map50") if k in self.metrics}
         return {
-            "map50_95": self.map50_95,
-            "map50": self.map50,
+            **plain,
             "num_images": self.num_images,
             "num_instances": self.num_instances,
             "seconds": self.seconds,
+            "task": self.task,
+            "primary_metric": self.primary_metric,
             "metrics": {name: m.to_dict() for name, m in self.metrics.items()},
             "resampling": self.resampling,
         }
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={m.format('.4f')}" for k, m in self.metrics.items()) or (
-            f"map50_95={self.map50_95:.4f}, map50={self.map50:.4f}"
-        )
+        shown = ", ".join(f"{k}={m.format('.4f')}" for k, m in self.metrics.items())
         return f"EvalResult({shown}, images={self.num_images}, instances={self.num_instances}, {self.seconds:.1f}s)"
 
 
-def delta(result: EvalResult, baseline: EvalResult, metric: str = "map50_95") -> Metric:
-    """``result - baseline`` in mAP points, with the paired 95% bootstrap interval.
+def delta(result: EvalResult, baseline: EvalResult, metric: str | None = None) -> Metric:
+    """``result - baseline`` of ``metric`` (default: the primary one) in mAP points, with the paired 95% interval.
 
     Raises:
         ConfigError: If the two were not evaluated on the same images with the same resampling
@@ -91,7 +119,8 @@ def delta(result: EvalResult, baseline: EvalResult, metric: str = "map50_95") ->
         >>> delta(int8_result, fp32_result)  # doctest: +SKIP
         -0.71 [-1.32, -0.10]
     """
-    value, base = result.metrics[metric].value, baseline.metrics[metric].value
+    metric = metric or baseline.primary_metric
+    value, base = result.value(metric), baseline.value(metric)
     if result.resampling != baseline.resampling:
         msg = (
             f"cannot pair resamples of evaluations on different images or seeds ({result.resampling} vs "
@@ -123,7 +152,7 @@ def _predict_all(engine: Engine, dataset: Dataset, config: EvalConfig, progress:
             full = np.concatenate([batch, np.zeros((config.batch - n, *batch.shape[1:]), batch.dtype)])
         outputs = engine.infer(normalize_pixels(full))
         dets = decode(outputs, engine.info, conf=config.conf, iou=config.iou, max_det=config.max_det)[:n]
-        out += [Detections(scale_boxes(d.boxes, m), d.scores, d.classes) for d, m in zip(dets, metas, strict=True)]
+        out += [scale_detections(d, m) for d, m in zip(dets, metas, strict=True)]
     return out
 
 
@@ -158,7 +187,7 @@ def _gt_from_labels(dataset: Dataset) -> tuple[dict[str, Any], list[int], dict[i
     )
 
 
-def _results(dets: list[Detections], image_ids: list[int], cat_ids: dict[int, int]) -> list[dict[str, Any]]:
+def _box_results(dets: list[Detections], image_ids: list[int], cat_ids: dict[int, int]) -> list[dict[str, Any]]:
     out = []
     for image_id, d in zip(image_ids, dets, strict=True):
         for box, score, cls in zip(_xywh(d.boxes).tolist(), d.scores.tolist(), d.classes.tolist(), strict=True):
@@ -167,19 +196,32 @@ def _results(dets: list[Detections], image_ids: list[int], cat_ids: dict[int, in
     return out
 
 
+# pycocotools iouType -> the detections as its result records ("segm" and "keypoints" add theirs with #20)
+_RESULTS: dict[str, Callable[[list[Detections], list[int], dict[int, int]], list[dict[str, Any]]]] = {
+    "bbox": _box_results,
+}
+
+
+def _results_for(iou_type: str) -> Callable[[list[Detections], list[int], dict[int, int]], list[dict[str, Any]]]:
+    if iou_type not in _RESULTS:
+        msg = f"pycocotools iouType {iou_type!r} is not supported yet; supported: {sorted(_RESULTS)}"
+        raise ConfigError(msg)
+    return _RESULTS[iou_type]
+
+
 @dataclass(frozen=True)
 class _Scored:
     maps: np.ndarray  # [IoU thresholds] mAP at each threshold
     replicates: np.ndarray | None  # [resamples, IoU thresholds]
 
 
-def _score(gt: Any, results: list[dict[str, Any]], image_ids: list[int], config: EvalConfig) -> _Scored:
+def _score(gt: Any, results: list[dict[str, Any]], image_ids: list[int], config: EvalConfig, iou_type: str) -> _Scored:
     cocoeval = require("pycocotools.cocoeval")
     if not results:
         return _Scored(np.zeros(10), np.zeros((config.resamples, 10)) if config.resamples else None)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         dt = gt.loadRes(results)
-        ev = cocoeval.COCOeval(gt, dt, "bbox")
+        ev = cocoeval.COCOeval(gt, dt, iou_type)
         ev.params.imgIds = image_ids
         ev.params.maxDets = [1, 10, config.max_det]  # score all max_det detections, as yolo val does
         ev.evaluate()
@@ -191,12 +233,29 @@ def _score(gt: Any, results: list[dict[str, Any]], image_ids: list[int], config:
     return _Scored(maps, table.maps(resample_weights(table.num_images, config.resamples, config.seed)))
 
 
-def _metrics(scored: _Scored) -> tuple[dict[str, Metric], dict[str, np.ndarray]]:
-    values = {"map50_95": float(scored.maps.mean()), "map50": float(scored.maps[0])}
+def _metrics(scored: _Scored, names: tuple[str, str]) -> tuple[dict[str, Metric], dict[str, np.ndarray]]:
+    """``names`` (mAP50-95, mAP50) -> their values and intervals, and their replicates."""
+    over, at50 = names
+    values = {over: float(scored.maps.mean()), at50: float(scored.maps[0])}
     if scored.replicates is None:
         return {k: Metric(value=v) for k, v in values.items()}, {}
-    reps = {"map50_95": scored.replicates.mean(axis=1), "map50": scored.replicates[:, 0]}
+    reps = {over: scored.replicates.mean(axis=1), at50: scored.replicates[:, 0]}
     return {k: interval(reps[k], v) for k, v in values.items()}, reps
+
+
+def _score_task(
+    spec: TaskSpec, gt: Any, dets: list[Detections], ids: tuple[list[int], dict[int, int]], config: EvalConfig
+) -> tuple[dict[str, Metric], dict[str, np.ndarray]]:
+    """Every metric of the task: one pycocotools evaluation per :class:`~yoloquant.tasks.Scoring`."""
+    image_ids, cat_ids = ids
+    metrics: dict[str, Metric] = {}
+    replicates: dict[str, np.ndarray] = {}
+    for scoring in spec.scoring:
+        results = _results_for(scoring.iou_type)(dets, image_ids, cat_ids)
+        m, r = _metrics(_score(gt, results, image_ids, config, scoring.iou_type), scoring.metric_names)
+        metrics |= m
+        replicates |= r
+    return metrics, replicates
 
 
 def _coco_gt(dataset: Dataset, names: dict[int, str]) -> tuple[Any, list[int], dict[int, int]]:
@@ -228,11 +287,12 @@ def _max_det(config: EvalConfig, dataset: Dataset) -> int:
 def evaluate(
     engine: Engine, dataset: Dataset, config: EvalConfig | None = None, *, progress: bool = True, desc: str = "eval"
 ) -> EvalResult:
-    """COCO mAP50-95 / mAP50 of ``engine`` on ``dataset``.
+    """COCO mAP50-95 / mAP50 of ``engine`` on ``dataset``, and the other metrics of the model's task.
 
     Each image is letterboxed exactly as ``yolo val`` does, run through the engine, decoded with
     ``config``'s conf / iou / max_det, mapped back to original pixels and scored with pycocotools
-    (``maxDets`` raised to ``max_det``). A dataset loaded from a COCO json is scored against that
+    (``maxDets`` raised to ``max_det``), with each iouType of the model's task (``engine.info.task``, see
+    :mod:`yoloquant.tasks`; detection: ``"bbox"``). A dataset loaded from a COCO json is scored against that
     json directly (crowd regions handled by pycocotools); yolo labels become an in-memory COCO set.
 
     Args:
@@ -244,13 +304,14 @@ def evaluate(
 
     Raises:
         DataError: If the selected images have no labels, no box at all, or a class id the model lacks.
-        ConfigError: If the model input is not square.
+        ConfigError: If the model input is not square, or its task is not supported.
 
     Example:
         >>> evaluate(engine, load_dataset("assets/coco64.yaml"), EvalConfig(num_images=16))  # doctest: +SKIP
-        EvalResult(mAP50-95=0.4632, mAP50=0.6170, images=16, instances=..., 2.1s)
+        EvalResult(map50_95=0.4632 [...], map50=0.6170 [...], images=16, instances=..., 2.1s)
     """
     config = config or EvalConfig()
+    spec = task_spec(engine.info.task)
     if engine.info.imgsz[0] != engine.info.imgsz[1]:
         msg = f"evaluation letterboxes to a square input; the model's imgsz is {engine.info.imgsz}"
         raise ConfigError(msg)
@@ -260,16 +321,16 @@ def evaluate(
     config = dataclasses.replace(config, max_det=_max_det(config, dataset))
     dets = _predict_all(engine, dataset, config, progress, desc)
     gt, image_ids, cat_ids = _coco_gt(dataset, engine.info.names)
-    metrics, replicates = _metrics(_score(gt, _results(dets, image_ids, cat_ids), image_ids, config))
+    metrics, replicates = _score_task(spec, gt, dets, (image_ids, cat_ids), config)
     return EvalResult(
-        map50_95=metrics["map50_95"].value,
-        map50=metrics["map50"].value,
         num_images=len(dataset),
         num_instances=sum(len(gt) for gt in dataset.labels or ()),
         seconds=time.perf_counter() - start,
         metrics=metrics,
         replicates=replicates,
         resampling={"resamples": config.resamples, "seed": config.seed, "images": _images_digest(dataset)},
+        task=spec.name,
+        primary_metric=spec.primary_metric,
     )
 
 

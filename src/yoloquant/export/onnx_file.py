@@ -9,6 +9,7 @@ from pathlib import Path
 from yoloquant._io import atomic_path
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.errors import ExportError
+from yoloquant.tasks import exported_task
 
 __all__ = ["OnnxFileExporter"]
 
@@ -17,7 +18,8 @@ __all__ = ["OnnxFileExporter"]
 class OnnxFileExporter:
     """An "exporter" for a model that is already ONNX: copies it into the run directory.
 
-    The file must have been exported by Ultralytics or yoloquant (it needs the ``names`` metadata).
+    The file must have been exported by Ultralytics or yoloquant (it needs the ``names`` metadata), for a
+    task :mod:`yoloquant.tasks` supports.
 
     Example:
         >>> OnnxFileExporter().export(Path("yolov8n.onnx"), Path("runs/x"))  # doctest: +SKIP
@@ -27,6 +29,7 @@ class OnnxFileExporter:
         if not source.is_file():
             msg = f"model file {source} does not exist; pass the path of a .pt or .onnx YOLO model"
             raise ExportError(msg, artifact=source)
+        exported_task(ModelInfo.from_onnx(source).task, source)  # before copying: an unsupported task fails here
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = source.stem.removesuffix("-fp32")
         target = out_dir / f"{stem}-fp32.onnx"

@@ -19,6 +19,7 @@ from yoloquant.errors import ExportError
 from yoloquant.export.onnx_file import OnnxFileExporter
 from yoloquant.export.optimize import rewrite_dfl_softmax
 from yoloquant.protocols import Exporter
+from yoloquant.tasks import exported_task
 
 __all__ = ["UltralyticsExporter", "exporter_for"]
 
@@ -28,7 +29,8 @@ class UltralyticsExporter:
     """Ultralytics ``.pt`` -> ONNX with ``YOLO(pt).export(format="onnx")``.
 
     The ONNX keeps Ultralytics' metadata (names, imgsz, stride, task, end2end) and gains
-    ``yoloquant.head`` and ``yoloquant.source_sha256``. Runs with ``YOLO_OFFLINE=1``: nothing is downloaded.
+    ``yoloquant.head``, ``yoloquant.task`` (the :mod:`yoloquant.tasks` task that accepted ``model.task``) and
+    ``yoloquant.source_sha256``. Runs with ``YOLO_OFFLINE=1``: nothing is downloaded.
 
     Example:
         >>> exporter = UltralyticsExporter(ExportConfig(imgsz=640))
@@ -68,10 +70,8 @@ class UltralyticsExporter:
             except Exception as exc:  # Ultralytics raises many types; translate at the boundary
                 msg = f"Ultralytics could not export {source} to ONNX: {exc}"
                 raise ExportError(msg, artifact=source) from exc
-            if model.task != "detect":
-                msg = f"{source} is a {model.task!r} model; yoloquant supports detection models for now"
-                raise ExportError(msg, artifact=source)
-            _finish(Path(exported), source, self.config)
+            spec = exported_task(str(model.task), source)
+            _finish(Path(exported), source, self.config, spec.name)
             replace_durably(Path(exported), target)
         return OnnxModel(path=target, info=ModelInfo.from_onnx(target), checkpoint=source)
 
@@ -94,7 +94,7 @@ def _info_hidden() -> Iterator[None]:
         logger.removeFilter(warnings_only)
 
 
-def _finish(path: Path, source: Path, config: ExportConfig) -> None:
+def _finish(path: Path, source: Path, config: ExportConfig, task: str) -> None:
     """Apply the output-preserving rewrites and add yoloquant's metadata keys to an Ultralytics export."""
     onnx = require("onnx")
     model = onnx.load(str(path))
@@ -102,7 +102,11 @@ def _finish(path: Path, source: Path, config: ExportConfig) -> None:
         onnx.checker.check_model(model)
     meta = {p.key: p.value for p in model.metadata_props}
     head = "end2end" if meta.get("end2end") == "True" else "dfl"
-    extra = {f"{META_PREFIX}head": head, f"{META_PREFIX}source_sha256": file_sha256(source)}
+    extra = {
+        f"{META_PREFIX}head": head,
+        f"{META_PREFIX}task": task,
+        f"{META_PREFIX}source_sha256": file_sha256(source),
+    }
     for key, value in extra.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

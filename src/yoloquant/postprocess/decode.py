@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from yoloquant.artifacts import ModelInfo
@@ -17,7 +19,7 @@ from yoloquant.detections import Detections
 from yoloquant.errors import InferenceError
 from yoloquant.postprocess.nms import nms
 
-__all__ = ["MAX_NMS", "MAX_WH", "decode", "decode_dfl", "decode_end2end"]
+__all__ = ["MAX_NMS", "MAX_WH", "decode", "decode_boxes", "decode_dfl", "decode_end2end"]
 
 MAX_NMS = 30000  # candidates kept before NMS (Ultralytics' max_nms)
 MAX_WH = 7680  # per-class coordinate offset for class-aware NMS (Ultralytics' max_wh)
@@ -67,7 +69,7 @@ def decode_end2end(pred: np.ndarray, *, conf: float, max_det: int) -> Detections
 
 
 def decode(
-    outputs: list[np.ndarray],
+    outputs: Sequence[np.ndarray],
     info: ModelInfo,
     *,
     conf: float = 0.25,
@@ -77,9 +79,12 @@ def decode(
 ) -> list[Detections]:
     """Decode a batch of raw model outputs into per-image detections in model-input pixels.
 
+    The model's task (``info.task``) picks the decoder (see :mod:`yoloquant.tasks`); a detector's is
+    :func:`decode_boxes`.
+
     Args:
-        outputs: The engine's outputs; the first is the detection tensor.
-        info: The model's info; ``info.head`` picks the decoder.
+        outputs: The engine's outputs, all of them.
+        info: The model's info; ``info.task`` picks the task's decoder, ``info.head`` the head's.
         conf: Score threshold (``yolo val`` uses 0.001, ``yolo predict`` 0.25).
         iou: NMS IoU threshold (DFL head only).
         max_det: Most detections per image.
@@ -88,9 +93,24 @@ def decode(
 
     Raises:
         InferenceError: If the output shape does not fit the head type.
+        ConfigError: If the model's task is not supported.
 
     Example:
         >>> dets = decode(engine.infer(batch), engine.info, conf=0.001)  # doctest: +SKIP
+    """
+    from yoloquant.tasks import task_spec  # the task registry names this module's decoder
+
+    spec = task_spec(info.task)
+    return spec.decode(outputs, info, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+
+
+def decode_boxes(
+    outputs: Sequence[np.ndarray], info: ModelInfo, *, conf: float, iou: float, max_det: int, multi_label: bool
+) -> list[Detections]:
+    """The detect task's decoder: the first output is the box tensor, ``info.head`` picks its layout.
+
+    Raises:
+        InferenceError: If the output shape does not fit the head type.
     """
     pred = np.asarray(outputs[0])
     end2end = info.head is HeadType.END2END

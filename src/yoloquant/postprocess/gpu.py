@@ -24,8 +24,9 @@ from yoloquant._optional import require
 from yoloquant.artifacts import ModelInfo
 from yoloquant.config import HeadType
 from yoloquant.detections import Detections
-from yoloquant.errors import InferenceError
-from yoloquant.postprocess.decode import MAX_NMS, MAX_WH, decode_end2end
+from yoloquant.errors import ConfigError, InferenceError
+from yoloquant.postprocess.decode import MAX_NMS, MAX_WH, decode_boxes, decode_end2end
+from yoloquant.tasks import task_spec
 
 if TYPE_CHECKING:
     from yoloquant.backends.ort.cuda import CudaEngine, PendingOutputs
@@ -114,8 +115,14 @@ def decode_torch(
 ) -> list[Detections]:
     """Decode a batch of raw outputs held in a ``torch.Tensor`` (any device) into per-image detections.
 
-    Same arguments and results as :func:`yoloquant.postprocess.decode.decode`.
+    Same arguments and results as :func:`yoloquant.postprocess.decode.decode`, for the detect task only.
+
+    Raises:
+        ConfigError: The model's task decodes differently (its decoder is not the detect task's).
     """
+    if task_spec(info.task).decode is not decode_boxes:
+        msg = f"GPU decode is the detect task's; decode a {info.task!r} model's outputs with postprocess.decode()"
+        raise ConfigError(msg)
     end2end = info.head is HeadType.END2END
     if pred.ndim != 3 or (end2end and pred.shape[2] < 6) or (not end2end and pred.shape[1] < 5):
         want = "[B, N, 6]" if end2end else "[B, 4 + nc, anchors]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
@@ -9,7 +10,7 @@ from typing import TypeAlias
 import numpy as np
 
 from yoloquant.data.images import as_bgr, read_image
-from yoloquant.data.letterbox import normalize_pixels, preprocess, scale_boxes
+from yoloquant.data.letterbox import normalize_pixels, preprocess, scale_detections
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, InferenceError
 from yoloquant.postprocess.decode import decode
@@ -71,7 +72,7 @@ def predict(
         batch = normalize_pixels(np.stack([x for x, _ in chunk]))
         dets = decode(engine.infer(batch), engine.info, conf=conf, iou=iou, max_det=max_det, multi_label=False)
         for d, (_, meta) in zip(dets, chunk, strict=True):
-            out.append(Detections(scale_boxes(d.boxes, meta), d.scores, d.classes, names=engine.info.names))
+            out.append(dataclasses.replace(scale_detections(d, meta), names=engine.info.names))
     return out
 
 

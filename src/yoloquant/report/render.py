@@ -14,7 +14,15 @@ if TYPE_CHECKING:
 
 __all__ = ["delta_cell", "md_table", "number_cell", "render_html", "render_markdown", "render_table"]
 
-_HEADER = ("variant", "backend", "mAP50-95", "delta", "mAP50", "delta", "p50 ms", "speedup", "size MB")
+
+def metric_label(name: str) -> str:
+    """A metric's column title: ``map50_95`` -> ``mAP50-95``, ``mask_map50`` -> ``mask mAP50``."""
+    return name.replace("map50_95", "mAP50-95").replace("map50", "mAP50").replace("_", " ")
+
+
+def _header(result: PipelineResult) -> tuple[str, ...]:
+    cells = [c for m in result.task.metrics for c in (metric_label(m), "delta")]
+    return ("variant", "backend", *cells, "p50 ms", "speedup", "size MB")
 
 
 def number_cell(value: float | None, fmt: str) -> str:
@@ -32,19 +40,16 @@ def delta_cell(v: VariantResult, base: VariantResult, metric: str) -> str:
     d = v.delta_vs_fp32.get(metric)
     if d is not None:
         return d.format("+.2f")
-    return _delta(getattr(v, metric), getattr(base, metric))
+    return _delta(v.value(metric), base.value(metric))
 
 
-def _row(v: VariantResult, base: VariantResult) -> tuple[str, ...]:
+def _row(v: VariantResult, base: VariantResult, metrics: Sequence[str]) -> tuple[str, ...]:
     first = v.latency[0] if v.latency else None
     speed = v.speedup_vs_fp32.get(first.batch) if first else None
     return (
         v.name,
         v.backend,
-        number_cell(v.map50_95, ".4f"),
-        delta_cell(v, base, "map50_95"),
-        number_cell(v.map50, ".4f"),
-        delta_cell(v, base, "map50"),
+        *(c for m in metrics for c in (number_cell(v.value(m), ".4f"), delta_cell(v, base, m))),
         number_cell(first.p50 if first else None, ".2f") + ("*" if first and first.noisy else ""),
         number_cell(speed, ".2f") + ("x" if speed else ""),
         f"{v.size_bytes / 1e6:.2f}",
@@ -52,7 +57,7 @@ def _row(v: VariantResult, base: VariantResult) -> tuple[str, ...]:
 
 
 def _rows(result: PipelineResult) -> list[tuple[str, ...]]:
-    return [_row(v, result.baseline) for v in result.variants]
+    return [_row(v, result.baseline, result.task.metrics) for v in result.variants]
 
 
 def _batch_note(result: PipelineResult) -> str:
@@ -64,11 +69,12 @@ def _batch_note(result: PipelineResult) -> str:
 
 def _interval_note(result: PipelineResult) -> list[str]:
     """What the bracketed intervals are, and which deltas the evaluation images cannot tell from zero."""
-    with_ci = [v for v in result.variants[1:] if "map50_95" in v.delta_vs_fp32]
+    primary = result.task.primary_metric
+    with_ci = [v for v in result.variants[1:] if primary in v.delta_vs_fp32]
     if not with_ci:
         return []
     images = (result.inputs.get("evaluation") or {}).get("images", "?")
-    unresolved = [v.name for v in with_ci if v.delta_vs_fp32["map50_95"].contains(0.0)]
+    unresolved = [v.name for v in with_ci if v.delta_vs_fp32[primary].contains(0.0)]
     note = [f"[low, high]: 95% interval of the delta, bootstrap over the {images} evaluation images, paired"]
     if unresolved:
         note.append(
@@ -80,8 +86,8 @@ def _interval_note(result: PipelineResult) -> list[str]:
 
 def render_table(result: PipelineResult) -> str:
     """Aligned plain-text table for terminals and notebooks."""
-    rows = [_HEADER, *_rows(result)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    rows = [_header(result), *_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
@@ -146,7 +152,7 @@ def render_markdown(result: PipelineResult) -> str:
     lines = [f"# yoloquant report: {result.out_dir}", "", f"Created {result.created} in {result.seconds:.0f} s.", ""]
     noisy = _noisy_note(result)
     notes = [_batch_note(result), *_interval_note(result), *(["", noisy] if noisy else [])]
-    lines += [*md_table(_HEADER, _rows(result)), "", *notes, ""]
+    lines += [*md_table(_header(result), _rows(result)), "", *notes, ""]
     batches = [(v, r) for v in result.variants for r in v.latency]
     if batches:
         lines += ["## Latency", ""]
@@ -181,7 +187,7 @@ def render_markdown(result: PipelineResult) -> str:
 
 def render_html(result: PipelineResult) -> str:
     """An HTML table for Jupyter."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _HEADER)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(result))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
     note = "<br>".join(html.escape(n) for n in (_batch_note(result), *_interval_note(result), _noisy_note(result)) if n)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p><small>{note}</small></p>"

@@ -4,7 +4,8 @@
 ``variants`` with ``name``, ``precision``, ``backend``, ``map50_95``, ``map50``, ``latency_ms``
 (``batch``, ``p50``, ``p90``, ``p99``), ``speedup_vs_fp32``, ``size_bytes``, ``model_path``; plus
 ``config``, ``versions`` and ``inputs`` (hashes). A sweep folder's report adds a ``sweep`` section, a
-run that analyzed INT8 sensitivity a ``sensitivity`` section; older reports without them still load.
+run that analyzed INT8 sensitivity a ``sensitivity`` section; ``task`` names the task, its metric names
+and its primary metric. Older reports without these sections still load (without ``task``: detection).
 ``files`` records the sha256 and size of every file the report describes; ``load()`` refuses a report
 whose files changed or went missing since it was written.
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from yoloquant.protocols import Engine
 
-__all__ = ["REPORT_SCHEMA_VERSION", "PipelineResult", "VariantResult"]
+__all__ = ["REPORT_SCHEMA_VERSION", "PipelineResult", "TaskRecord", "VariantResult"]
 
 REPORT_SCHEMA_VERSION = 2  # 2: per-variant metrics / delta_vs_fp32 with 95% intervals; 1 still loads
 
@@ -38,9 +39,9 @@ REPORT_SCHEMA_VERSION = 2  # 2: per-variant metrics / delta_vs_fp32 with 95% int
 class VariantResult:
     """One model variant of a run (FP32 baseline, INT8, ...) and what was measured on it.
 
-    ``metrics`` maps a metric name (``"map50_95"``, ``"map50"``; mask / keypoint mAP later) to its value and
+    ``metrics`` maps a metric name (the task's: ``"map50_95"``, ``"map50"`` for detection) to its value and
     95% bootstrap interval over the evaluation images; ``delta_vs_fp32`` maps the same names to the paired
-    difference from the baseline, in mAP points. ``map50_95`` / ``map50`` are the plain values.
+    difference from the baseline, in mAP points. ``map50_95`` / ``map50`` read the plain values.
     """
 
     name: str
@@ -49,8 +50,6 @@ class VariantResult:
     model_path: str
     size_bytes: int
     providers: tuple[str, ...] = ()
-    map50_95: float | None = None
-    map50: float | None = None
     latency: tuple[LatencyResult, ...] = ()
     speedup_vs_fp32: dict[int, float] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
@@ -60,6 +59,19 @@ class VariantResult:
     delta_vs_fp32: dict[str, Metric] = field(default_factory=dict)
     # the evaluation's bootstrap replicates (in memory only, not in report.json): what a sweep pairs variants by
     replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def value(self, metric: str) -> float | None:
+        """The plain value of ``metric``, or None where it was not measured."""
+        m = self.metrics.get(metric)
+        return None if m is None else m.value
+
+    @property
+    def map50_95(self) -> float | None:
+        return self.value("map50_95")
+
+    @property
+    def map50(self) -> float | None:
+        return self.value("map50")
 
     def to_dict(self) -> dict[str, Any]:
         first = self.latency[0] if self.latency else None
@@ -94,8 +106,6 @@ class VariantResult:
             model_path=data["model_path"],
             size_bytes=int(data["size_bytes"]),
             providers=tuple(data.get("providers", ())),
-            map50_95=data.get("map50_95"),
-            map50=data.get("map50"),
             latency=tuple(LatencyResult.from_dict(r) for r in by_batch),
             speedup_vs_fp32={
                 int(r["batch"]): float(r["speedup_vs_fp32"]) for r in by_batch if r.get("speedup_vs_fp32")
@@ -110,9 +120,42 @@ class VariantResult:
 
 def _metrics(data: dict[str, Any]) -> dict[str, Metric]:
     """A variant's metrics; a schema-1 report has plain values, which load without intervals."""
-    if "metrics" in data:
+    if data.get("metrics"):
         return {k: Metric.from_dict(m) for k, m in data["metrics"].items()}
     return {k: Metric(value=float(data[k])) for k in ("map50_95", "map50") if data.get(k) is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRecord:
+    """The task a report measured, self-described so a report loads without that task registered.
+
+    Attributes:
+        name: The task (see :mod:`yoloquant.tasks`).
+        metrics: Its metric names, in table order.
+        primary_metric: The one budgets and Pareto fronts rank by.
+    """
+
+    name: str = "detect"
+    metrics: tuple[str, ...] = ("map50_95", "map50")
+    primary_metric: str = "map50_95"
+
+    @classmethod
+    def of(cls, task: str) -> TaskRecord:
+        """The record of the registered task ``task``."""
+        from yoloquant.tasks import task_spec
+
+        spec = task_spec(task)
+        return cls(name=spec.name, metrics=spec.metric_names, primary_metric=spec.primary_metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "metrics": list(self.metrics), "primary_metric": self.primary_metric}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
+        """A report's ``task`` section; one written before it existed is a detection report."""
+        if not data:
+            return cls()
+        return cls(name=data["name"], metrics=tuple(data["metrics"]), primary_metric=data["primary_metric"])
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -135,6 +178,7 @@ class PipelineResult:
     sweep: dict[str, Any] | None = None
     sensitivity: dict[str, Any] | None = None
     files: dict[str, dict[str, Any]] | None = None  # path -> sha256, size_bytes; recorded by save()
+    task: TaskRecord = field(default_factory=TaskRecord)
     report_dir: Path | None = field(default=None, compare=False)  # where load() found it; paths resolve here
 
     @property
@@ -190,6 +234,7 @@ class PipelineResult:
             "versions": self.versions,
             "inputs": self.inputs,
             "warnings": list(self.warnings),
+            "task": self.task.to_dict(),
             **{k: v for k, v in sections.items() if v is not None},  # present only on sweeps / analyses
         }
 
@@ -254,4 +299,5 @@ class PipelineResult:
             sweep=data.get("sweep"),
             sensitivity=data.get("sensitivity"),
             files=data.get("files"),
+            task=TaskRecord.from_dict(data.get("task") or {}),
         )

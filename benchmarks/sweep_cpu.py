@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "sweep-cpu")
     ap.add_argument("--calibration", nargs="+", default=["minmax", "entropy", "percentile"])
     ap.add_argument("--num-images", nargs="+", type=int, default=[32, 64])
-    ap.add_argument("--keep", nargs="+", default=["none", "head"])
+    ap.add_argument("--keep", nargs="+", default=["decode", "head"])
     ap.add_argument("--quantizer", nargs="+", default=["ort"])
     ap.add_argument("--eval-images", type=int, default=64)
     ap.add_argument("--eval-offset", type=int, default=64)
@@ -52,7 +52,10 @@ def main() -> None:
         .with_progress(False)
     )
     sweep = Sweep(base).grid(
-        quantizer=args.quantizer, calibration=args.calibration, num_images=args.num_images, keep=args.keep
+        quantizer=args.quantizer,
+        calibration_method=args.calibration,
+        calib_images=args.num_images,
+        keep_float=args.keep,
     )
     start = time.perf_counter()
     if args.phase == "variants":
@@ -62,8 +65,8 @@ def main() -> None:
     result = sweep.run(
         args.out,
         bench=BenchConfig(iterations=args.iterations, warmup=5),
-        max_map_drop=args.max_map_drop,
-        min_speedup=args.min_speedup,
+        recommend_max_drop=args.max_map_drop,
+        recommend_min_speedup=args.min_speedup,
     )
     print(result.report.table())
     print(f"recommended: {result.recommended}\n{result.recommended_call}\n{result.recommended_cli}")

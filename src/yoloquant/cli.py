@@ -277,16 +277,16 @@ def _sweep(args: argparse.Namespace) -> int:
     counts = _ints(args.calib_images, "--calib-images") or _none_given("--calib-images", args.calib_images)
     sweep = Sweep(_base(args, calib_images=max(counts)).with_progress(False)).grid(
         quantizer=_words(args.quantizer, "--quantizer"),
-        calibration=_words(args.calibration_method, "--calibration-method"),
-        num_images=counts,
-        keep=_words(args.keep_float, "--keep-float"),
+        calibration_method=_words(args.calibration_method, "--calibration-method"),
+        calib_images=counts,
+        keep_float=_words(args.keep_float, "--keep-float"),
     )
     print(f"sweep: {len(sweep.variants)} variants + fp32 into {args.out} (rerun the same command to resume)")
     result = sweep.run(
         args.out,
         bench=BenchConfig(iterations=args.iterations),
-        max_map_drop=args.recommend_max_drop,
-        min_speedup=args.recommend_min_speedup,
+        recommend_max_drop=args.recommend_max_drop,
+        recommend_min_speedup=args.recommend_min_speedup,
     )
     print(result.report.table())
     if result.recommended_call:

@@ -125,7 +125,7 @@ def test_killed_sweep_resumes_from_its_ledger(
         .evaluate(coco64_yaml, num_images=8, offset=32)
         .with_progress(False)
     )
-    sweep = Sweep(base).grid(calibration=["minmax"], keep=["none", "head"])
+    sweep = Sweep(base).grid(calibration_method=["minmax"], keep_float=["decode", "head"])
     ran: list[str] = []
 
     def runner(plan: QuantPipeline, folder: Path):  # type: ignore[no-untyped-def]
@@ -328,7 +328,9 @@ def test_sweep_over_two_backends_compares_each_with_its_own_fp32(
         .evaluate(coco64_yaml, num_images=4, offset=32)
         .with_progress(False)
     )
-    sweep = Sweep(base, progress=False).grid(calibration=["minmax"], keep=["none"], backend=["onnxruntime", "openvino"])
+    sweep = Sweep(base, progress=False).grid(
+        calibration_method=["minmax"], keep_float=["decode"], backend=["onnxruntime", "openvino"]
+    )
     result = sweep.run(tmp_path, bench=BenchConfig(iterations=5, warmup=1))
     ort, ov = (v.name for v in sweep.variants)
     ledger = {e["name"]: e for e in map(json.loads, (tmp_path / "ledger.jsonl").read_text().splitlines())}

@@ -136,7 +136,7 @@ def test_cli_sweep_runs_and_resumes(tmp_path: Path, assets: Path, capsys: pytest
         "sweep", "--model", str(assets / "weights" / "yolov8n.pt"),
         "--calib", str(assets / "coco64" / "images"), "--eval", str(assets / "coco64.yaml"),
         "--eval-images", "6", "--eval-offset", "58", "--calibration-method", "minmax", "--calib-images", "4",
-        "--keep-float", "decode,head", "--iterations", "5", "--max-map-drop", "5", "--out", str(tmp_path),
+        "--keep-float", "decode,head", "--iterations", "5", "--recommend-max-drop", "5", "--out", str(tmp_path),
     ]  # fmt: skip
     assert main(argv) == 0
     ledger = (tmp_path / "ledger.jsonl").read_text().splitlines()

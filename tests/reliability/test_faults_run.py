@@ -359,7 +359,7 @@ def test_sweep_killed_twice_resumes_without_redoing_finished_variants(tmp_path: 
 
     base = QuantPipeline.from_onnx(yolov8n_onnx).calibrate(IMAGES, num_images=64)  # the CLI's base plan
     base = base.evaluate(YAML, num_images=2, offset=32).with_progress(False)
-    sweep = Sweep(base).grid(quantizer=["ort"], calibration=["minmax"], num_images=[2], keep=["none"])
+    sweep = Sweep(base).grid(quantizer=["ort"], calibration_method=["minmax"], calib_images=[2], keep_float=["decode"])
     ran: list[str] = []
 
     def runner(plan: QuantPipeline, folder: Path) -> PipelineResult:
@@ -369,10 +369,10 @@ def test_sweep_killed_twice_resumes_without_redoing_finished_variants(tmp_path: 
     from yoloquant.config import BenchConfig
 
     result = sweep.run(out, bench=BenchConfig(iterations=5, warmup=1), runner=runner)
-    assert ran == ["int8-ort-minmax-n2-keep-none"]  # FP32 came from the ledger, the killed variant was redone
+    assert ran == ["int8-ort-minmax-n2-keep-decode"]  # FP32 came from the ledger, the killed variant was redone
     assert not _temps(out) and not (out / LOCK).exists()
     report = PipelineResult.load(out)
-    assert [v.name for v in report.variants] == ["fp32", "int8-ort-minmax-n2-keep-none"]
+    assert [v.name for v in report.variants] == ["fp32", "int8-ort-minmax-n2-keep-decode"]
     assert result.report.sweep is not None and report.files is not None and len(report.files) == 2
 
 

@@ -49,18 +49,18 @@ class FakeRunner:
 
 def _sweep() -> Sweep:
     base = QuantPipeline.from_onnx("m.onnx").calibrate("imgs", num_images=8).evaluate("coco.yaml", num_images=4)
-    return Sweep(base).grid(calibration=["minmax", "entropy"], keep=["none", "head"])
+    return Sweep(base).grid(calibration_method=["minmax", "entropy"], keep_float=["decode", "head"])
 
 
 def test_grid_names_and_plans() -> None:
     sweep = _sweep()
     assert [v.name for v in sweep.variants] == [
-        "int8-ort-minmax-keep-none",
+        "int8-ort-minmax-keep-decode",
         "int8-ort-minmax-keep-head",
-        "int8-ort-entropy-keep-none",
+        "int8-ort-entropy-keep-decode",
         "int8-ort-entropy-keep-head",
     ]
-    plan = sweep.plan(SweepVariant(calibration="minmax", num_images=4, keep="head"))
+    plan = sweep.plan(SweepVariant(calibration_method="minmax", calib_images=4, keep_float="head"))
     assert [v.name for v in plan.variants] == ["int8-ort-minmax-n4-keep-head"]
     assert plan.calibration is not None and plan.calibration.num_images == 4
     assert plan.bench is None
@@ -70,7 +70,7 @@ def test_grid_names_and_plans() -> None:
 
 def test_grid_needs_calibration_and_evaluation() -> None:
     with pytest.raises(ConfigError, match="evaluate"):
-        Sweep(QuantPipeline.from_onnx("m.onnx")).grid(calibration=["minmax"])
+        Sweep(QuantPipeline.from_onnx("m.onnx")).grid(calibration_method=["minmax"])
 
 
 def test_python_call_reproduces_the_variant() -> None:
@@ -87,10 +87,10 @@ def test_killed_sweep_resumes_without_redoing(tmp_path: Path) -> None:
     first = FakeRunner(die_at=3)  # fp32 + 2 variants finish, the third dies
     with pytest.raises(Killed):
         sweep.run_variants(tmp_path, runner=first)
-    assert first.ran == ["fp32", "int8-ort-minmax-keep-none", "int8-ort-minmax-keep-head"]
+    assert first.ran == ["fp32", "int8-ort-minmax-keep-decode", "int8-ort-minmax-keep-head"]
     second = FakeRunner()
     entries = sweep.run_variants(tmp_path, runner=second)
-    assert second.ran == ["int8-ort-entropy-keep-none", "int8-ort-entropy-keep-head"]
+    assert second.ran == ["int8-ort-entropy-keep-decode", "int8-ort-entropy-keep-head"]
     lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
     names = [json.loads(line)["name"] for line in lines]
     assert sorted(names) == sorted(["fp32", *(v.name for v in sweep.variants)])
@@ -125,7 +125,7 @@ def test_ledger_of_another_base_is_refused(tmp_path: Path) -> None:
         _sweep().run_variants(tmp_path, runner=FakeRunner(die_at=1))
     other = Sweep(QuantPipeline.from_onnx("m.onnx").calibrate("other", num_images=8).evaluate("coco.yaml"))
     with pytest.raises(ConfigError, match="another base"):
-        other.grid(calibration=["minmax"]).run_variants(tmp_path, runner=FakeRunner())
+        other.grid(calibration_method=["minmax"]).run_variants(tmp_path, runner=FakeRunner())
 
 
 def _ledger_entry(name: str, mAP: float) -> dict[str, Any]:
@@ -148,7 +148,9 @@ def _swept() -> tuple[Sweep, SweepResult]:
     entries = {n: _ledger_entry(n, m) for n, m in maps.items()}
     entries["int8-other-grid"] = _ledger_entry("int8-other-grid", 0.1)  # an earlier grid: not reported
     latency = {n: _timing(t) for n, t in ms.items()} | {"int8-other-grid": _timing(1.0)}
-    res = sweep.result(entries, latency, max_map_drop=0.5, min_speedup=1.4, out_dir=Path("x"), seconds=7.0)
+    res = sweep.result(
+        entries, latency, recommend_max_drop=0.5, recommend_min_speedup=1.4, out_dir=Path("x"), seconds=7.0
+    )
     return sweep, res
 
 
@@ -214,7 +216,7 @@ def test_recommended_cli_builds_the_same_variant() -> None:
         "yoloquant run --model m.onnx --imgsz 640 --eval coco.yaml --eval-offset 0 --split val --eval-images 4 "
         "--precision fp32 --out runs/x"
     )
-    strict = Sweep(sweep.base.evaluate("coco.yaml", conf=0.25)).grid(calibration=["minmax"])
+    strict = Sweep(sweep.base.evaluate("coco.yaml", conf=0.25)).grid(calibration_method=["minmax"])
     assert strict.cli_call(strict.variants[0]) is None  # `yoloquant run` has no --conf
 
 
@@ -292,9 +294,11 @@ def test_a_failed_variant_from_the_executor_stops_the_sweep_with_its_error(tmp_p
 
 def test_a_backend_axis_keeps_default_names_and_compares_each_backend_with_its_own_fp32() -> None:
     sweep = _sweep()
-    two = Sweep(sweep.base).grid(calibration=["minmax"], keep=["none"], backend=["onnxruntime", "openvino"])
+    two = Sweep(sweep.base).grid(
+        calibration_method=["minmax"], keep_float=["decode"], backend=["onnxruntime", "openvino"]
+    )
     ort, ov = two.variants
-    assert (ort.name, ov.name) == ("int8-ort-minmax-keep-none", "int8-ort-minmax-keep-none-openvino")
+    assert (ort.name, ov.name) == ("int8-ort-minmax-keep-decode", "int8-ort-minmax-keep-decode-openvino")
     assert "backend" not in ort.to_dict() and ov.to_dict()["backend"] == "openvino"
     assert two.backends() == ("onnxruntime", "openvino") and sweep.backends() == ("onnxruntime",)
     assert two.plan(ov).variants[-1].backend == "openvino"

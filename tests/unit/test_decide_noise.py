@@ -161,17 +161,17 @@ def _entry(name: str, value: float, own: int, float_nodes: int = 3) -> dict[str,
 
 def test_sweep_report_marks_same_as_best_and_recommends_by_the_rule() -> None:
     base = QuantPipeline.from_onnx("m.onnx").calibrate("imgs", num_images=8).evaluate("coco.yaml", num_images=4)
-    sweep = Sweep(base).grid(calibration=["minmax", "entropy"], keep=["none", "head"])
+    sweep = Sweep(base).grid(calibration_method=["minmax", "entropy"], keep_float=["decode", "head"])
     a, b, c, d = (v.name for v in sweep.variants)  # minmax-none, minmax-head, entropy-none, entropy-head
     maps = {"fp32": (0.502, 5), a: (0.490, 2), b: (0.500, 0), c: (0.499, 1), d: (0.4995, 3)}
     ms = {"fp32": 20.0, a: 8.0, b: 12.0, c: 10.0, d: 10.05}
     entries = {n: _entry(n, m, own, float_nodes=6 if "head" in n else 3) for n, (m, own) in maps.items()}
     latency = {n: LatencyResult(1, cand(n, 0.5, maps[n][1], t).latency_ms).to_dict() for n, t in ms.items()}
-    res = sweep.result(entries, latency, max_map_drop=2.0, min_speedup=None, out_dir=Path("x"))
+    res = sweep.result(entries, latency, recommend_max_drop=2.0, recommend_min_speedup=None, out_dir=Path("x"))
     section = res.report.sweep
     assert section is not None and section["best"] == b
     assert section["same_as_best"] == [c, d, b] and section["same_speed"] == [c, d]
-    # c and d tie in speed; c is the ORT default config (entropy, keep none), d changes one option (keep_float=head)
+    # c and d tie in speed; c is the ORT default config (entropy, keep_float decode), d changes one option (keep_float=head)
     # and keeps more nodes float: c is the simpler
     assert sweep.simplicity(sweep.variants[2], entries[c]) == (0.0, 3.0)
     assert sweep.simplicity(sweep.variants[3], entries[d]) == (1.0, 6.0)

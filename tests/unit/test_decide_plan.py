@@ -77,7 +77,7 @@ def test_budget_on_unlabelled_calibration_images_fails_before_export(
 def test_sweep_refuses_a_base_that_analyzes_sensitivity(yolov8n_pt: Path) -> None:
     base = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("imgs").evaluate("e.yaml").analyze_sensitivity()
     with pytest.raises(ConfigError, match=r"must not \.analyze_sensitivity"):
-        Sweep(base).grid(calibration=["minmax"])
+        Sweep(base).grid(calibration_method=["minmax"])
 
 
 def test_sweep_latency_cache_is_keyed_by_the_benchmark_settings(

@@ -157,12 +157,12 @@ def _entry(name: str, value: float, other: float) -> dict[str, Any]:
 
 def test_a_sweep_ranks_by_the_task_primary_metric() -> None:
     base = QuantPipeline.from_onnx("m.onnx").calibrate("imgs", num_images=8).evaluate("coco.yaml", num_images=4)
-    sweep = Sweep(base).grid(calibration=["minmax", "entropy"])
+    sweep = Sweep(base).grid(calibration_method=["minmax", "entropy"])
     a, b = (v.name for v in sweep.variants)
     # a is better by the other metric but worse by the primary one: the sweep must rank by the primary
     entries = {"fp32": _entry("fp32", 0.50, 0.60), a: _entry(a, 0.40, 0.70), b: _entry(b, 0.49, 0.50)}
     latency = {n: LatencyResult(1, (ms,) * 5).to_dict() for n, ms in {"fp32": 20.0, a: 9.0, b: 10.0}.items()}
-    res = sweep.result(entries, latency, max_map_drop=2.0, min_speedup=None, out_dir=Path("x"))
+    res = sweep.result(entries, latency, recommend_max_drop=2.0, recommend_min_speedup=None, out_dir=Path("x"))
     assert res.row(b).metric == "large_map50_95" and res.row(b).accuracy == 0.49 and res.row(b).map50_95 is None
     assert res.row(a).drop == pytest.approx(10.0) and res.recommended == b
     assert res.pareto == (a, b, "fp32")  # a is fastest, so on the front despite its lower primary metric

@@ -228,7 +228,8 @@ def _stability_lines(stab: dict[str, Any] | None) -> list[str]:
 
 def _constraints(sweep: dict[str, Any]) -> str:
     c = sweep.get("constraints") or {}
-    drop, speed = c.get("max_map_drop"), c.get("min_speedup")
+    drop = c.get("recommend_max_drop", c.get("max_map_drop"))  # reports written before 0.2.0: the old keys
+    speed = c.get("recommend_min_speedup", c.get("min_speedup"))
     return ", ".join(
         [
             f"max drop {drop} points" if drop is not None else "no mAP limit",

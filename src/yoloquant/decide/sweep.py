@@ -22,8 +22,9 @@ to ship, and the paired latency and accuracy tests need a common reference. The 
 Example:
     >>> base = (QuantPipeline.from_ultralytics("yolov8n.pt").calibrate("coco/images", num_images=64)
     ...         .evaluate("coco.yaml", num_images=64, offset=64))  # doctest: +SKIP
-    >>> sweep = Sweep(base).grid(calibration=["minmax", "entropy"], num_images=[32, 64], keep=["none", "head"])
-    >>> result = sweep.run("runs/sweep", max_map_drop=0.5, min_speedup=1.5)  # doctest: +SKIP
+    >>> sweep = Sweep(base).grid(calibration_method=["minmax", "entropy"], calib_images=[32, 64],
+    ...                          keep_float=["decode", "head"])
+    >>> result = sweep.run("runs/sweep", recommend_max_drop=0.5, recommend_min_speedup=1.5)  # doctest: +SKIP
     >>> print(result.report.table(), result.recommended_call)  # doctest: +SKIP
 """
 
@@ -75,6 +76,7 @@ from yoloquant.eval.bootstrap import Metric
 from yoloquant.pipeline import BASELINE, CalibrationPlan, EvalPlan, QuantPipeline
 from yoloquant.report.result import PipelineResult, TaskRecord
 from yoloquant.versions import package_versions
+from yoloquant.vocabulary import renamed_keywords
 
 __all__ = ["Runner", "Sweep", "SweepResult", "SweepRow", "SweepVariant", "baseline_name"]
 
@@ -90,9 +92,9 @@ class SweepVariant:
     """
 
     quantizer: str = "ort"
-    calibration: str | None = None
-    num_images: int | None = None
-    keep: str | None = None
+    calibration_method: str | None = None
+    calib_images: int | None = None
+    keep_float: str | None = None
     backend: str = _DEFAULT
 
     def __post_init__(self) -> None:
@@ -100,8 +102,8 @@ class SweepVariant:
 
     @property
     def name(self) -> str:
-        parts = [self.quantizer, self.calibration, f"n{self.num_images}" if self.num_images else None]
-        parts.append(f"keep-{self.keep}" if self.keep else None)
+        parts = [self.quantizer, self.calibration_method, f"n{self.calib_images}" if self.calib_images else None]
+        parts.append(f"keep-{self.keep_float}" if self.keep_float else None)
         parts.append(self.backend if self.backend != _DEFAULT else None)
         return "int8-" + "-".join(p for p in parts if p)
 
@@ -119,7 +121,7 @@ class Sweep:
     Example:
         >>> from yoloquant import QuantPipeline
         >>> base = QuantPipeline.from_onnx("m.onnx").calibrate("imgs").evaluate("coco.yaml")
-        >>> len(Sweep(base).grid(calibration=["minmax", "entropy"], keep=["none", "head"]).variants)
+        >>> len(Sweep(base).grid(calibration_method=["minmax", "entropy"], keep_float=["decode", "head"]).variants)
         4
     """
 
@@ -128,19 +130,21 @@ class Sweep:
     progress: bool = True  # one bar over the variants and one over the latency rounds (the base's bars are its own)
     executor: Executor = field(default_factory=LocalExecutor)  # where the variants run; the sweep writes the ledger
 
+    @renamed_keywords(num_images="calib_images")
     def grid(
         self,
         *,
         quantizer: Iterable[str] = ("ort",),
-        calibration: Iterable[str | None] = (None,),
-        num_images: Iterable[int | None] = (None,),
-        keep: Iterable[str | None] = (None,),
+        calibration_method: Iterable[str | None] = (None,),
+        calib_images: Iterable[int | None] = (None,),
+        keep_float: Iterable[str | None] = (None,),
         backend: Iterable[str] = (_DEFAULT,),
     ) -> Sweep:
         """Add every combination (a new Sweep; duplicates by name are dropped)."""
+        axes = itertools.product(quantizer, calibration_method, calib_images, keep_float, backend)
         new = [
-            SweepVariant(quantizer=q, calibration=c, num_images=n, keep=k, backend=b)
-            for q, c, n, k, b in itertools.product(quantizer, calibration, num_images, keep, backend)
+            SweepVariant(quantizer=q, calibration_method=c, calib_images=n, keep_float=k, backend=b)
+            for q, c, n, k, b in axes
         ]
         unique = {v.name: v for v in (*self.variants, *new)}
         for v in unique.values():
@@ -161,15 +165,15 @@ class Sweep:
         """The one-variant pipeline of ``variant`` (no benchmark: timing happens once, at the end)."""
         cal, _ = self._parts()
         p = self.base.calibrate(
-            cal.source, num_images=variant.num_images or cal.num_images, offset=cal.offset, split=cal.split
+            cal.source, num_images=variant.calib_images or cal.num_images, offset=cal.offset, split=cal.split
         )
         p = dataclasses.replace(p, variants=(), bench=None)
         return p.quantize(
             "int8",
             backend=variant.backend,
             quantizer=variant.quantizer,
-            calibration_method=variant.calibration,
-            keep_float=variant.keep,
+            calibration_method=variant.calibration_method,
+            keep_float=variant.keep_float,
             name=variant.name,
         )
 
@@ -204,13 +208,14 @@ class Sweep:
         d.pop("benchmark", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    @renamed_keywords(max_map_drop="recommend_max_drop", min_speedup="recommend_min_speedup")
     def run(
         self,
         out_dir: str | Path,
         *,
         bench: BenchConfig | None = None,
-        max_map_drop: float | None = None,
-        min_speedup: float | None = None,
+        recommend_max_drop: float | None = None,
+        recommend_min_speedup: float | None = None,
         runner: Runner | None = None,
     ) -> SweepResult:
         """Run every variant not yet in the ledger, time FP32 and the grid interleaved, write the report.
@@ -222,7 +227,8 @@ class Sweep:
         Args:
             out_dir: The sweep folder; rerun with the same folder to resume.
             bench: Latency settings of the final interleaved phase; default 30 iterations at batch 1.
-            max_map_drop / min_speedup: Constraints of the recommendation (points vs FP32, x vs FP32).
+            recommend_max_drop / recommend_min_speedup: Constraints of the recommendation (points and x vs
+                FP32); not an accuracy budget (``quantize(max_map_drop=)``), a filter on the measured variants.
             runner: Runs one plan into a folder; default ``plan.run(folder)`` (:func:`~.executor.run_plan`).
                 The executor runs it, so a remote executor needs a picklable one.
         """
@@ -238,8 +244,8 @@ class Sweep:
             result = self.result(
                 entries,
                 latency,
-                max_map_drop=max_map_drop,
-                min_speedup=min_speedup,
+                recommend_max_drop=recommend_max_drop,
+                recommend_min_speedup=recommend_min_speedup,
                 out_dir=out,
                 bench=bench,
                 seconds=time.perf_counter() - start,
@@ -390,7 +396,7 @@ class Sweep:
         default = self.plan(SweepVariant(quantizer=variant.quantizer, backend=variant.backend)).variants[-1].quantizer
         a, b = _config_dict(mine), _config_dict(default)
         changed = sum(a.get(k) != b.get(k) for k in set(a) | set(b))
-        changed += variant.num_images not in (None, cal.num_images)
+        changed += variant.calib_images not in (None, cal.num_images)
         quant = (entry.get("variant") or {}).get("quantization") or {}
         floats = sum((quant.get("float_counts") or {}).values())
         return (float(changed), float(floats))
@@ -400,8 +406,8 @@ class Sweep:
         entries: dict[str, dict[str, Any]],
         latency: dict[str, dict[str, Any]],
         *,
-        max_map_drop: float | None,
-        min_speedup: float | None,
+        recommend_max_drop: float | None,
+        recommend_min_speedup: float | None,
         out_dir: Path,
         bench: BenchConfig | None = None,
         seconds: float = 0.0,
@@ -421,7 +427,7 @@ class Sweep:
         deltas = {n: _paired(entries[n], entries[ref[n]]) for n in names if ref[n] != n}
         rows = {n: _row(n, entries, latency, ref[n], deltas.get(n, {}).get(metric), task=task) for n in names}
         cands = {n: self._candidate(n, entries[n], latency[n], grid.get(n), metric) for n in names}
-        constraints = {"max_map_drop": max_map_drop, "min_speedup": min_speedup}
+        constraints = {"recommend_max_drop": recommend_max_drop, "recommend_min_speedup": recommend_min_speedup}
         decided = {
             b: {**_decide([n for n in names if backend_of[n] == b], rows, cands, constraints), "recommended_call": None}
             for b in dict.fromkeys(backend_of.values())

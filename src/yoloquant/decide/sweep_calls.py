@@ -39,11 +39,11 @@ def python_call(
         start = f"QuantPipeline.from_onnx({_r(base.model)})"
     lines = [start]
     if variant is not None:
-        n = variant.num_images or cal.num_images
+        n = variant.calib_images or cal.num_images
         lines.append(f".calibrate({_r(cal.source)}, num_images={n}, offset={cal.offset}, split={cal.split!r})")
         args = [f"quantizer={variant.quantizer!r}"]
-        args += [f"calibration={variant.calibration!r}"] if variant.calibration else []
-        args += [f"keep={variant.keep!r}"] if variant.keep else []
+        args += [f"calibration_method={variant.calibration_method!r}"] if variant.calibration_method else []
+        args += [f"keep_float={variant.keep_float!r}"] if variant.keep_float else []
         args += [f"backend={variant.backend!r}"] if variant.backend != _DEFAULT else []
         lines.append(f".quantize('int8', {', '.join(args)})")
     elif backend != _DEFAULT:
@@ -77,13 +77,13 @@ def cli_call(
     args += ["--eval", str(ev.source), "--eval-offset", str(ev.offset), "--split", ev.split]
     args += ["--eval-images", str(ev.config.num_images)] if ev.config.num_images else []
     if variant is None:
-        args += ["--precisions", "fp32"]
+        args += ["--precision", "fp32"]
     else:
         backend = variant.backend
-        n = variant.num_images or cal.num_images
+        n = variant.calib_images or cal.num_images
         args += ["--calib", str(cal.source), "--calib-images", str(n), "--calib-offset", str(cal.offset)]
-        args += ["--precisions", "fp32,int8", "--quantizer", variant.quantizer]
-        args += ["--calibration", variant.calibration] if variant.calibration else []
-        args += ["--keep", variant.keep] if variant.keep else []
+        args += ["--precision", "fp32,int8", "--quantizer", variant.quantizer]
+        args += ["--calibration-method", variant.calibration_method] if variant.calibration_method else []
+        args += ["--keep-float", variant.keep_float] if variant.keep_float else []
     args += ["--backend", backend] if backend != _DEFAULT else []
     return shlex.join([*args, "--out", out_dir])

@@ -192,7 +192,7 @@ def _decide(
     """One backend's Pareto front, recommendation and its working, among ``names`` (its FP32 first); the
     caller adds the ``recommended_call``."""
     group = {n: cands[n] for n in names}
-    max_drop, min_speedup = constraints["max_map_drop"], constraints["min_speedup"]
+    max_drop, min_speedup = constraints["recommend_max_drop"], constraints["recommend_min_speedup"]
 
     def qualifies(c: Candidate) -> bool:
         r = rows[c.name]  # constraints on the point values (see docs/decide.md)

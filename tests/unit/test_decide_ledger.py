@@ -65,7 +65,7 @@ def test_grid_names_and_plans() -> None:
     assert plan.calibration is not None and plan.calibration.num_images == 4
     assert plan.bench is None
     config = plan.variants[0].quantizer.config  # type: ignore[union-attr]
-    assert (config.calibration, config.keep_head_convs_float) == ("minmax", True)
+    assert (config.calibration_method, config.keep_float.head_convs) == ("minmax", True)
 
 
 def test_grid_needs_calibration_and_evaluation() -> None:
@@ -173,7 +173,7 @@ def test_result_pareto_recommendation_and_report_from_ledger() -> None:
     section = report.sweep
     assert section is not None
     assert [g["name"] for g in section["grid"]] == [v.name for v in sweep.variants]
-    assert section["constraints"] == {"max_map_drop": 0.5, "min_speedup": 1.4}
+    assert section["constraints"] == {"recommend_max_drop": 0.5, "recommend_min_speedup": 1.4}
     assert section["ledger"] == str(Path("x") / "ledger.jsonl")
     assert section["variant_seconds"]["fp32"] == 2.0
 
@@ -224,7 +224,8 @@ def test_a_ledger_of_an_older_version_is_refused_with_the_fix() -> None:
     sweep = _sweep()
     entries = {"fp32": {"name": "fp32", "map50_95": 0.5, "model_path": "f"}}
     with pytest.raises(ConfigError, match=r"older yoloquant.*run the sweep into a new output folder"):
-        sweep.result(entries, {"fp32": _timing(10.0)}, max_map_drop=None, min_speedup=None, out_dir=Path("x"))
+        sweep.result(entries, {"fp32": _timing(10.0)}, recommend_max_drop=None, recommend_min_speedup=None,
+                     out_dir=Path("x"))  # fmt: skip
 
 
 @pytest.mark.parametrize("threshold", [0, 1, 2, 3, 5, 8, 13, 20])
@@ -308,7 +309,7 @@ def test_a_backend_axis_keeps_default_names_and_compares_each_backend_with_its_o
     entries = {n: _ledger_entry(n, m) for n, m in maps.items()}
     for n in ("fp32-openvino", ov.name):
         entries[n]["variant"]["backend"] = "openvino"
-    res = two.result(entries, {n: _timing(t) for n, t in ms.items()}, max_map_drop=None, min_speedup=None,
+    res = two.result(entries, {n: _timing(t) for n, t in ms.items()}, recommend_max_drop=None, recommend_min_speedup=None,
                      out_dir=Path("x"))  # fmt: skip
     assert res.row(ov.name).speedup == pytest.approx(20 / 16) and res.row(ov.name).drop == pytest.approx(0.5)
     assert res.row(ort.name).speedup == pytest.approx(2.0) and res.row(ort.name).drop == pytest.approx(2.0)

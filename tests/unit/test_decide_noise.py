@@ -171,7 +171,7 @@ def test_sweep_report_marks_same_as_best_and_recommends_by_the_rule() -> None:
     section = res.report.sweep
     assert section is not None and section["best"] == b
     assert section["same_as_best"] == [c, d, b] and section["same_speed"] == [c, d]
-    # c and d tie in speed; c is the ORT default config (entropy, keep_float decode), d changes one option (keep_float=head)
+    # c and d tie in speed; c is the ORT default (entropy, keep_float decode), d changes one option (head)
     # and keeps more nodes float: c is the simpler
     assert sweep.simplicity(sweep.variants[2], entries[c]) == (0.0, 3.0)
     assert sweep.simplicity(sweep.variants[3], entries[d]) == (1.0, 6.0)

@@ -401,6 +401,7 @@ class Sweep:
         floats = sum((quant.get("float_counts") or {}).values())
         return (float(changed), float(floats))
 
+    @renamed_keywords(max_map_drop="recommend_max_drop", min_speedup="recommend_min_speedup")
     def result(
         self,
         entries: dict[str, dict[str, Any]],

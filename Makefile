@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/yoloquant run --model assets/weights/yolov8n.pt \
 		--calib assets/coco64/images --calib-images 32 \
 		--eval assets/coco64.yaml --eval-offset 32 \
-		--precision fp32,int8 --backend onnxruntime --out runs/demo
+		--precision fp32,int8 --backend ort-cpu --out runs/demo
 
 # The default test run (~9 min on 2 cores; CI's budget is ~12). pytest exit code 5 = no tests collected: a failure.
 test: $(VENV)/.installed

@@ -43,7 +43,7 @@ def main() -> None:
             else QuantPipeline.from_ultralytics(args.model)
         )
         .calibrate(images, num_images=64)
-        .quantize("int8", backend="onnxruntime", calibration_method=args.calibration_method)
+        .quantize("int8", backend="ort-cpu", calibration_method=args.calibration_method)
         .evaluate(images, offset=64)
         .benchmark(batch_sizes=(1,), iterations=args.iterations)
     )

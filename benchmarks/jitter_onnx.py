@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "coco128")
     ap.add_argument("--out", type=Path, help="write the results here as JSON")
     args = ap.parse_args()
-    cpu = Backend.ONNXRUNTIME
+    cpu = Backend.ORT_CPU
     base = score(args, args.fp32, cpu)
     rows = {}
     for path in args.models:

@@ -80,9 +80,9 @@ def add_jitter(args: argparse.Namespace, models: dict[str, OnnxModel], rows: dic
     """Each quantized variant's delta, mean and sd over jittered activation scales, both image sets."""
     from openvino_int8 import jittered, score  # the same folder: one jitter procedure for both benchmarks
 
-    base = score(args, models["fp32"].path, Backend.ONNXRUNTIME)
+    base = score(args, models["fp32"].path, Backend.ORT_CPU)
     for name, model in models.items():
-        got = jittered(args, model.path, Backend.ONNXRUNTIME) if name != "fp32" else {}
+        got = jittered(args, model.path, Backend.ORT_CPU) if name != "fp32" else {}
         for split in ("eval", "calib") if got else ():
             deltas = np.array(got[f"jitter_{split}_onnxruntime"]) - base[f"map_{split}_onnxruntime"]
             rows[name][f"jitter_{split}"] = [float(deltas.mean()), float(deltas.std(ddof=1))]

@@ -42,12 +42,12 @@ from yoloquant.eval.coco import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 # variant -> what runs it in the latency step: the float model on ORT 1.32's CPU EP is the baseline
 RUNS_ON = {
-    "fp32": Backend.ONNXRUNTIME,
-    "modelopt-tensorrt": Backend.ONNXRUNTIME,  # ModelOpt's file as is: OpenVINO mis-executes it, the CPU EP is slow
+    "fp32": Backend.ORT_CPU,
+    "modelopt-tensorrt": Backend.ORT_CPU,  # ModelOpt's file as is: OpenVINO mis-executes it, the CPU EP is slow
     "modelopt-uint8-same-grid": Backend.OPENVINO,  # only the activation type changed: zero point 128
     "modelopt-openvino": Backend.OPENVINO,  # ModelOptConfig.openvino(): uint8 over the calibrated range
     "ort-openvino": Backend.OPENVINO,  # OrtQuantConfig.openvino()
-    "ort-default": Backend.ONNXRUNTIME,  # OrtQuantConfig(): the CPU EP's fused layout
+    "ort-default": Backend.ORT_CPU,  # OrtQuantConfig(): the CPU EP's fused layout
 }
 JITTER = (0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03)
 
@@ -85,7 +85,7 @@ def quantize(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         name: {"path": str(path), "mb": path.stat().st_size / 1e6, "quant_s": getattr(made.get(name), "seconds", 0.0)}
         for name, path in paths.items()
     }
-    return measure(args, rows, Backend.ONNXRUNTIME)
+    return measure(args, rows, Backend.ORT_CPU)
 
 
 def measure(args: argparse.Namespace, rows: dict[str, dict[str, Any]], backend: Backend) -> dict[str, dict[str, Any]]:
@@ -133,9 +133,9 @@ def evaluate_openvino(args: argparse.Namespace, rows: dict[str, dict[str, Any]])
 
 
 def latency(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    pythons = {Backend.ONNXRUNTIME: sys.executable, Backend.OPENVINO: args.ov_python}
+    pythons = {Backend.ORT_CPU: sys.executable, Backend.OPENVINO: args.ov_python}
     # the per-process timer runs ONNX Runtime sessions: OpenVINO through its execution provider in the EP venv
-    providers = {Backend.ONNXRUNTIME: "CPUExecutionProvider", Backend.OPENVINO: "OpenVINOExecutionProvider"}
+    providers = {Backend.ORT_CPU: "CPUExecutionProvider", Backend.OPENVINO: "OpenVINOExecutionProvider"}
     specs = [f"{pythons[b]}:{rows[n]['path']}:{providers[b]}" for n, b in RUNS_ON.items()]
     report = args.out / "latency.json"
     script = ROOT / "benchmarks" / "latency_per_process.py"

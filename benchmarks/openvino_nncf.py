@@ -34,7 +34,7 @@ MODELS = {
     "yolo26n": DATA / "weights" / "yolo26n_coco_from_int8ir" / "yolo26n.pt",
 }
 SETS = {"coco128-64-127": ("coco128/images/train2017", 64), "coco-val-person": ("coco-val-person/images", 0)}
-RUNS_ON = {"fp32": "onnxruntime", "fp32-ov": "openvino", "ort": "openvino", "modelopt": "openvino"}
+RUNS_ON = {"fp32": "ort-cpu", "fp32-ov": "openvino", "ort": "openvino", "modelopt": "openvino"}
 RUNS_ON |= {"nncf": "openvino", "nncf-ir": "openvino"}
 
 

@@ -35,7 +35,7 @@ def _quantizers() -> dict[str, Callable[[], Any]]:
     def ort(**changes: Any) -> Callable[[], Any]:
         return lambda: OrtStaticQuantizer(OrtQuantConfig(**changes))
 
-    def made(precision: str, backend: str = "onnxruntime", **kw: Any) -> Callable[[], Any]:
+    def made(precision: str, backend: str = "ort-cpu", **kw: Any) -> Callable[[], Any]:
         return lambda: make_quantizer(Precision(precision), Backend(backend), **kw)
 
     return {
@@ -102,7 +102,7 @@ def main() -> int:
     fp32 = exporter_for(args.model).export(args.model, args.out)
     calib = None
     sets = args.sets.split(",")
-    base = {s: _evaluate(fp32, "onnxruntime", s, args.data, args.threads) for s in sets}
+    base = {s: _evaluate(fp32, "ort-cpu", s, args.data, args.threads) for s in sets}
     for name in args.variants.split(","):
         key, _, backend = name.partition("@")
         if all((name, s) in done for s in sets):
@@ -135,7 +135,7 @@ def main() -> int:
 
 
 def _backend(key: str) -> str:
-    return "openvino" if key == "nncf" else "onnxruntime"
+    return "openvino" if key == "nncf" else "ort-cpu"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/quickstart")
 result = (
     QuantPipeline.from_ultralytics(ASSETS / "weights" / "yolov8n.pt", imgsz=640)
     .calibrate(ASSETS / "coco64" / "images", num_images=32)  # images 0-31
-    .quantize("int8", backend="onnxruntime")
+    .quantize("int8", backend="ort-cpu")
     .evaluate(ASSETS / "coco64.yaml", offset=32)  # images 32-63: disjoint from calibration
     .benchmark(batch_sizes=(1,), iterations=50)
     .run(out)

@@ -43,7 +43,9 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
         default="fp32,int8",
         help="comma list of fp32,int8,fp8,fp16 and the Brevitas w8a16,w8a8,w4a16,w4a8 (fp32 always runs)",
     )
-    run.add_argument("--backend", default="onnxruntime", help="comma list of onnxruntime (CPU), openvino (CPU)")
+    run.add_argument(
+        "--backend", default="ort-cpu", help="comma list of ort-cpu, openvino (CPU), ort-cuda (GPU: fp32 / fp16)"
+    )
     run.add_argument("--calibration-method", help="minmax, entropy or percentile (brevitas: mse default, percentile)")
     run.add_argument(
         "--quantizer",
@@ -140,7 +142,7 @@ def _words(text: str, option: str) -> tuple[str, ...]:
 
 _EXAMPLES = {
     "--precision": "fp32,int8",
-    "--backend": "onnxruntime",
+    "--backend": "ort-cpu",
     "--quantizer": "ort",
     "--calibration-method": "minmax,entropy",
     "--keep-float": "decode,head",
@@ -178,7 +180,7 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
     pipe = _base(args)
     for backend in backends:
         for precision in precisions:
-            if precision is Precision.FP32 and backend is Backend.ONNXRUNTIME:
+            if precision is Precision.FP32 and backend is Backend.ORT_CPU:
                 continue  # the baseline
             if precision is Precision.FP32:
                 pipe = pipe.quantize(precision, backend=backend)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 from yoloquant.errors import ConfigError
-from yoloquant.vocabulary import RENAMED
+from yoloquant.vocabulary import RENAMED, renamed_value
 
 __all__ = [
     "Backend",
@@ -43,9 +43,9 @@ class Precision(StrEnum):
 class Backend(StrEnum):
     """Runtime a model variant is built for and run on."""
 
-    ONNXRUNTIME = "onnxruntime"  # ONNX Runtime's CPU execution provider
+    ORT_CPU = "ort-cpu"  # ONNX Runtime, CPU execution provider
+    ORT_CUDA = "ort-cuda"  # ONNX Runtime, CUDA execution provider (onnxruntime-gpu)
     OPENVINO = "openvino"  # OpenVINO's own runtime (the `openvino` package), CPU device
-    CUDA = "cuda"  # ONNX Runtime's CUDA execution provider (onnxruntime-gpu)
     TENSORRT = "tensorrt"
 
 
@@ -68,10 +68,15 @@ E = TypeVar("E", bound=StrEnum)
 
 
 def parse_enum(enum: type[E], value: str | E, *, option: str) -> E:
-    """Turn user input into an enum member, or raise a ConfigError listing the choices."""
+    """Turn user input into an enum member, or raise a ConfigError listing the choices (or naming the new spelling
+    of an old value: ``backend="ort-cpu"`` is now ``"ort-cpu"``)."""
     try:
         return enum(str(value).lower())
     except ValueError:
+        new = renamed_value(option, value) if enum is Backend else None
+        if new is not None:
+            msg = f"{option} {value!r} is now {new!r} (docs/concepts.md)"
+            raise ConfigError(msg) from None
         choices = ", ".join(m.value for m in enum)
         msg = f"unknown {option} {value!r}; choose one of: {choices}"
         raise ConfigError(msg) from None

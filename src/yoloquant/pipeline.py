@@ -55,7 +55,7 @@ class VariantPlan:
     """One model variant to produce: precision, the backend that runs it, the quantizer that makes it."""
 
     precision: Precision
-    backend: Backend = Backend.ONNXRUNTIME
+    backend: Backend = Backend.ORT_CPU
     quantizer: Quantizer | None = None
     label: str | None = None
     max_map_drop: float | None = None  # accuracy budget (mAP50-95 points), resolved at run time
@@ -66,7 +66,7 @@ class VariantPlan:
     def name(self) -> str:
         if self.label:
             return self.label
-        return self.precision.value if self.backend is Backend.ONNXRUNTIME else f"{self.precision}-{self.backend}"
+        return self.precision.value if self.backend is Backend.ORT_CPU else f"{self.precision}-{self.backend}"
 
     @property
     def needs_calibration(self) -> bool:
@@ -106,7 +106,7 @@ class QuantPipeline:
         >>> plan = (
         ...     QuantPipeline.from_ultralytics("assets/weights/yolov8n.pt", imgsz=640)
         ...     .calibrate("assets/coco64/images", num_images=32)
-        ...     .quantize("int8", backend="onnxruntime")
+        ...     .quantize("int8", backend="ort-cpu")
         ...     .evaluate("assets/coco64.yaml", num_images=32, offset=32)
         ...     .benchmark(batch_sizes=(1,))
         ... )
@@ -148,7 +148,7 @@ class QuantPipeline:
         self,
         precision: str | Precision | QuantizerConfig = Precision.INT8,
         *,
-        backend: str | Backend = Backend.ONNXRUNTIME,
+        backend: str | Backend = Backend.ORT_CPU,
         quantizer: Quantizer | str | None = None,
         calibration_method: str | CalibMethod | None = None,
         keep_float: str | FloatScope | None = None,
@@ -211,7 +211,7 @@ class QuantPipeline:
 
             parts.append(budget_name_part(chosen, max_map_drop, granularity, budget_data))
         parts += [f"keep-{_scope_name(keep_float)}"] if keep_float is not None else []
-        parts += [back.value] if back is not Backend.ONNXRUNTIME else []
+        parts += [back.value] if back is not Backend.ORT_CPU else []
         variant = VariantPlan(
             precision=prec,
             backend=back,
@@ -381,10 +381,10 @@ def _check_backend(prec: Precision, back: Backend) -> Backend:
     if back is Backend.TENSORRT:
         msg = (
             "the TensorRT backend does not run here yet; quantize for it with quantizer='modelopt' and "
-            "backend='onnxruntime' to measure the TensorRT-layout model's accuracy on the CPU"
+            "backend='ort-cpu' to measure the TensorRT-layout model's accuracy on the CPU"
         )
         raise ConfigError(msg)
-    if back is Backend.CUDA and prec in (Precision.INT8, Precision.FP8):
+    if back is Backend.ORT_CUDA and prec in (Precision.INT8, Precision.FP8):
         msg = (
             f"ONNX Runtime's CUDA provider has no {prec} kernels (a Q/DQ model runs slower than FP32 there); "
             "use fp16 or fp32 on cuda, and TensorRT for INT8 / FP8 speed on GPUs"

@@ -132,5 +132,5 @@ def _guarded(fn: Callable[..., Any], local: Mapping[str, str], where: str) -> Ca
 
 
 def renamed_value(concept: str, value: object) -> str | None:
-    """The new spelling of an old value of ``concept`` (``backend="onnxruntime"`` -> ``"ort-cpu"``), if any."""
+    """The new spelling of an old value of ``concept`` (``backend="ort-cpu"`` -> ``"ort-cpu"``), if any."""
     return RENAMED_VALUES.get(concept, {}).get(str(value).lower())

@@ -70,17 +70,17 @@ def test_the_old_preset_spelling_names_the_new_one() -> None:
 
 
 def test_make_quantizer_picks_brevitas_for_its_precisions() -> None:
-    q = make_quantizer(Precision.W4A16, Backend.ONNXRUNTIME, keep_float="head", calibration_method=None)
+    q = make_quantizer(Precision.W4A16, Backend.ORT_CPU, keep_float="head", calibration_method=None)
     assert isinstance(q, BrevitasQuantizer) and q.config == BrevitasConfig.w4a16(keep_float="head")
-    q = make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration_method=CalibMethod.PERCENTILE)
+    q = make_quantizer(Precision.W8A8, Backend.ORT_CPU, calibration_method=CalibMethod.PERCENTILE)
     assert isinstance(q, BrevitasQuantizer) and q.config.act_scale is ActScale.PERCENTILE
     trt = make_quantizer(Precision.W8A8, Backend.TENSORRT, quantizer=QuantizerName.BREVITAS)
     assert isinstance(trt, BrevitasQuantizer) and not trt.config.act_zero_point  # TensorRT: symmetric int8 only
     assert trt.config.act_scale is ActScale.MSE
     with pytest.raises(ConfigError, match="Brevitas makes"):
-        make_quantizer(Precision.INT8, Backend.ONNXRUNTIME, quantizer=QuantizerName.BREVITAS)
+        make_quantizer(Precision.INT8, Backend.ORT_CPU, quantizer=QuantizerName.BREVITAS)
     with pytest.raises(ConfigError, match="not 'entropy'"):
-        make_quantizer(Precision.W8A8, Backend.ONNXRUNTIME, calibration_method=CalibMethod.ENTROPY)
+        make_quantizer(Precision.W8A8, Backend.ORT_CPU, calibration_method=CalibMethod.ENTROPY)
 
 
 @pytest.mark.parametrize(

@@ -329,7 +329,7 @@ def test_sweep_over_two_backends_compares_each_with_its_own_fp32(
         .with_progress(False)
     )
     sweep = Sweep(base, progress=False).grid(
-        calibration_method=["minmax"], keep_float=["decode"], backend=["onnxruntime", "openvino"]
+        calibration_method=["minmax"], keep_float=["decode"], backend=["ort-cpu", "openvino"]
     )
     result = sweep.run(tmp_path, bench=BenchConfig(iterations=5, warmup=1))
     ort, ov = (v.name for v in sweep.variants)
@@ -337,13 +337,13 @@ def test_sweep_over_two_backends_compares_each_with_its_own_fp32(
     assert list(ledger) == ["fp32", "fp32-openvino", ort, ov]  # the baselines first, then the grid
     report = PipelineResult.load(tmp_path)
     assert report.variant("fp32-openvino").providers[0] == "OpenVINO:CPU"
-    assert report.variant(ov).providers[0] == "OpenVINO:CPU" and report.variant(ort).backend == "onnxruntime"
+    assert report.variant(ov).providers[0] == "OpenVINO:CPU" and report.variant(ort).backend == "ort-cpu"
     lat = {v.name: v.latency[0].p50 for v in report.variants}
     assert result.row(ov).speedup == pytest.approx(lat["fp32-openvino"] / lat[ov])
     assert result.row(ort).speedup == pytest.approx(lat["fp32"] / lat[ort])
     own = (ledger[ov]["map50_95"] - ledger["fp32-openvino"]["map50_95"]) * 100
     assert ledger[ov]["delta_vs_fp32"]["map50_95"]["value"] == pytest.approx(own)
     section = report.sweep
-    assert section is not None and set(section["by_backend"]) == {"onnxruntime", "openvino"}
+    assert section is not None and set(section["by_backend"]) == {"ort-cpu", "openvino"}
     assert set(section["by_backend"]["openvino"]["pareto"]) <= {"fp32-openvino", ov}
     assert set(section["pareto"]) <= {"fp32", ort}

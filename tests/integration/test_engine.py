@@ -57,4 +57,4 @@ def test_cuda_backend_without_a_gpu_build_says_how_to_install(yolov8n_onnx: Path
     from yoloquant.backends import build_engine
 
     with pytest.raises(EngineBuildError, match=r"yoloquant\[gpu\]|cuda-python"):
-        build_engine(OnnxModel.load(yolov8n_onnx), Backend.CUDA)
+        build_engine(OnnxModel.load(yolov8n_onnx), Backend.ORT_CUDA)

@@ -73,7 +73,7 @@ def test_config_maps_onto_modelopt_arguments() -> None:
         ({"calibration_device": "tpu"}, "calibration_device"),
         ({"opset": 17}, "opset"),
         ({"keep_float": {"nodes": ("model.(",)}}, "regex"),
-        ({"backend": "onnxruntime"}, "tensorrt or openvino"),
+        ({"backend": "ort-cpu"}, "tensorrt or openvino"),
         ({"mode": "fp8", "backend": "openvino"}, "rewrites int8"),
         ({"high_precision": "fp16", "backend": "openvino"}, "rewrites int8"),
     ],
@@ -368,5 +368,5 @@ def test_make_quantizer_rewrites_modelopt_int8_for_openvino() -> None:
         return quantizer.config
 
     assert config(Precision.INT8, Backend.OPENVINO) == ModelOptConfig.openvino()
-    assert config(Precision.INT8, Backend.ONNXRUNTIME) == ModelOptConfig.int8()
+    assert config(Precision.INT8, Backend.ORT_CPU) == ModelOptConfig.int8()
     assert config(Precision.FP8, Backend.OPENVINO).backend is Backend.TENSORRT

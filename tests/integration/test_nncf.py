@@ -121,7 +121,7 @@ def test_quantizer_is_chosen_by_name_and_refuses_what_it_cannot_do() -> None:
     made = make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf", keep_float="head")
     assert made.config.keep_float == FloatScope.head()  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="backend='openvino'"):
-        make_quantizer(Precision.INT8, Backend.ONNXRUNTIME, quantizer="nncf")
+        make_quantizer(Precision.INT8, Backend.ORT_CPU, quantizer="nncf")
     with pytest.raises(ConfigError, match="NNCF chooses its own activation ranges"):
         make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf", calibration_method=CalibMethod.MINMAX)
     with pytest.raises(ConfigError, match="unknown NNCF preset"):

@@ -21,7 +21,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory, assets: Path) -> Path:
         "run", "--model", str(assets / "weights" / "yolov8n.pt"),
         "--calib", str(assets / "coco64" / "images"), "--calib-images", "24",
         "--eval", str(assets / "coco64.yaml"), "--eval-offset", "40",
-        "--precision", "fp32,int8", "--backend", "onnxruntime", "--iterations", "10", "--quiet",
+        "--precision", "fp32,int8", "--backend", "ort-cpu", "--iterations", "10", "--quiet",
         "--out", str(out),
     ])  # fmt: skip
     assert rc == 0

@@ -283,10 +283,10 @@ def test_missing_cuda_provider_fails_before_work_through_the_cli(tmp_path: Path)
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed here")
-    plan = QuantPipeline.from_ultralytics(PT).quantize("fp16", backend="cuda")
+    plan = QuantPipeline.from_ultralytics(PT).quantize("fp16", backend="ort-cuda")
     assert_fails_fast(plan, tmp_path / "api", MissingDependencyError, "CUDAExecutionProvider", "yoloquant[gpu]")
     out = tmp_path / "out"
-    proc = run_cli("run", "--model", str(PT), "--precision", "fp32,fp16", "--backend", "cuda", "--out", str(out))
+    proc = run_cli("run", "--model", str(PT), "--precision", "fp32,fp16", "--backend", "ort-cuda", "--out", str(out))
     assert_cli_error(proc, out, "CUDAExecutionProvider")
 
 

@@ -42,7 +42,7 @@ class FakeRunner:
             raise Killed(name)
         self.ran.append(name)
         mAP = 0.5 - 0.01 * len(self.ran)
-        v = VariantResult(name=name, precision="int8", backend="onnxruntime", model_path=f"{folder}/m.onnx",
+        v = VariantResult(name=name, precision="int8", backend="ort-cpu", model_path=f"{folder}/m.onnx",
                           size_bytes=1, metrics=box_metrics(mAP, mAP + 0.1))  # fmt: skip
         return PipelineResult(variants=(v,), config={}, versions={}, inputs={}, out_dir=str(folder), created="now")
 
@@ -129,7 +129,7 @@ def test_ledger_of_another_base_is_refused(tmp_path: Path) -> None:
 
 
 def _ledger_entry(name: str, mAP: float) -> dict[str, Any]:
-    v = VariantResult(name=name, precision="fp32" if name == "fp32" else "int8", backend="onnxruntime",
+    v = VariantResult(name=name, precision="fp32" if name == "fp32" else "int8", backend="ort-cpu",
                       model_path=f"{name}.onnx", size_bytes=100, metrics=box_metrics(mAP, mAP + 0.2))  # fmt: skip
     calib = {} if name == "fp32" else {"calibration": {"images": 8, "digest": name}}
     return {"name": name, "map50_95": mAP, "model_path": v.model_path, "seconds": 2.0, "variant": v.to_dict(),
@@ -295,13 +295,11 @@ def test_a_failed_variant_from_the_executor_stops_the_sweep_with_its_error(tmp_p
 
 def test_a_backend_axis_keeps_default_names_and_compares_each_backend_with_its_own_fp32() -> None:
     sweep = _sweep()
-    two = Sweep(sweep.base).grid(
-        calibration_method=["minmax"], keep_float=["decode"], backend=["onnxruntime", "openvino"]
-    )
+    two = Sweep(sweep.base).grid(calibration_method=["minmax"], keep_float=["decode"], backend=["ort-cpu", "openvino"])
     ort, ov = two.variants
     assert (ort.name, ov.name) == ("int8-ort-minmax-keep-decode", "int8-ort-minmax-keep-decode-openvino")
     assert "backend" not in ort.to_dict() and ov.to_dict()["backend"] == "openvino"
-    assert two.backends() == ("onnxruntime", "openvino") and sweep.backends() == ("onnxruntime",)
+    assert two.backends() == ("ort-cpu", "openvino") and sweep.backends() == ("ort-cpu",)
     assert two.plan(ov).variants[-1].backend == "openvino"
     assert [v.name for v in two.baseline_plan("openvino").variants] == ["fp32-openvino"]
     maps = {"fp32": 0.50, "fp32-openvino": 0.49, ort.name: 0.48, ov.name: 0.485}
@@ -309,13 +307,13 @@ def test_a_backend_axis_keeps_default_names_and_compares_each_backend_with_its_o
     entries = {n: _ledger_entry(n, m) for n, m in maps.items()}
     for n in ("fp32-openvino", ov.name):
         entries[n]["variant"]["backend"] = "openvino"
-    res = two.result(entries, {n: _timing(t) for n, t in ms.items()}, recommend_max_drop=None, recommend_min_speedup=None,
-                     out_dir=Path("x"))  # fmt: skip
+    timings = {n: _timing(t) for n, t in ms.items()}
+    res = two.result(entries, timings, recommend_max_drop=None, recommend_min_speedup=None, out_dir=Path("x"))
     assert res.row(ov.name).speedup == pytest.approx(20 / 16) and res.row(ov.name).drop == pytest.approx(0.5)
     assert res.row(ort.name).speedup == pytest.approx(2.0) and res.row(ort.name).drop == pytest.approx(2.0)
     section = res.report.sweep
-    assert section is not None and set(section["by_backend"]) == {"onnxruntime", "openvino"}
-    assert section["pareto"] == section["by_backend"]["onnxruntime"]["pareto"]  # the first grid variant's backend
+    assert section is not None and set(section["by_backend"]) == {"ort-cpu", "openvino"}
+    assert section["pareto"] == section["by_backend"]["ort-cpu"]["pareto"]  # the first grid variant's backend
     assert set(section["by_backend"]["openvino"]["pareto"]) <= {"fp32-openvino", ov.name}
     assert res.report.variant(ov.name).speedup_vs_fp32 == {1: pytest.approx(20 / 16)}
     assert "backend='openvino'" in two.python_call(ov) and "--backend openvino" in (two.cli_call(ov) or "")

@@ -152,7 +152,7 @@ def test_pareto_steps_within_noise_are_marked() -> None:
 
 def _entry(name: str, value: float, own: int, float_nodes: int = 3) -> dict[str, Any]:
     quant = {"float_counts": {"Conv": float_nodes}} if name != "fp32" else None
-    v = VariantResult(name=name, precision="int8", backend="onnxruntime", model_path=f"{name}.onnx",
+    v = VariantResult(name=name, precision="int8", backend="ort-cpu", model_path=f"{name}.onnx",
                       size_bytes=1, metrics=box_metrics(value, value + 0.2), quantization=quant)  # fmt: skip
     r = reps(value, own)
     return {"name": name, "map50_95": value, "map50": value + 0.2, "model_path": v.model_path, "variant": v.to_dict(),

@@ -145,7 +145,7 @@ def test_budget_plan_hands_the_loaded_search_images_and_the_backend_to_the_quant
     variants = {v.name: v for v in BudgetPlan(plan, {(Path("imgs"), "train", 4, 0): search}, eval_data).variants()}
     held, in_sample = variants["held"].quantizer, variants["in-sample"].quantizer
     assert isinstance(held, BudgetedQuantizer) and isinstance(in_sample, BudgetedQuantizer)
-    assert held.evaluate == ModelEvaluator(search, EvalConfig(conf=0.01), Backend.ONNXRUNTIME)
+    assert held.evaluate == ModelEvaluator(search, EvalConfig(conf=0.01), Backend.ORT_CPU)
     assert held.evaluate.data is search  # type: ignore[union-attr]
     assert in_sample.evaluate == ModelEvaluator(eval_data, EvalConfig(conf=0.01), Backend.OPENVINO)
     assert (held.config.eval_source, held.config.num_images, in_sample.config.offset) == ("imgs", 4, 32)

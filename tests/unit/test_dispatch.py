@@ -42,7 +42,7 @@ def test_every_shipped_config_type_resolves_to_its_quantizer(config: Any, kind: 
 def test_quantize_with_a_modelopt_fp8_config_plans_an_fp8_modelopt_variant(yolov8n_pt: Path) -> None:
     pipe = QuantPipeline.from_ultralytics(yolov8n_pt).calibrate("images").quantize(ModelOptConfig.fp8())
     v = pipe.variants[1]
-    assert (v.name, v.precision, v.backend) == ("fp8", Precision.FP8, Backend.ONNXRUNTIME)
+    assert (v.name, v.precision, v.backend) == ("fp8", Precision.FP8, Backend.ORT_CPU)
     assert isinstance(v.quantizer, ModelOptQuantizer) and v.quantizer.config == ModelOptConfig.fp8()
     assert v.needs_calibration
     # the same plan as the precision string makes: same name, same quantizer, same report entry
@@ -53,11 +53,11 @@ def test_quantize_with_a_modelopt_fp8_config_plans_an_fp8_modelopt_variant(yolov
 @pytest.mark.parametrize(
     ("config", "backend", "args"),
     [
-        (ModelOptConfig.int8(), "onnxruntime", {"precision": "int8", "quantizer": "modelopt"}),
+        (ModelOptConfig.int8(), "ort-cpu", {"precision": "int8", "quantizer": "modelopt"}),
         (NncfConfig(), "openvino", {"precision": "int8", "quantizer": "nncf"}),
-        (OrtQuantConfig(), "onnxruntime", {"precision": "int8"}),
-        (Fp16Config(), "cuda", {"precision": "fp16"}),
-        (BrevitasConfig.w8a16(), "onnxruntime", {"precision": "w8a16"}),
+        (OrtQuantConfig(), "ort-cpu", {"precision": "int8"}),
+        (Fp16Config(), "ort-cuda", {"precision": "fp16"}),
+        (BrevitasConfig.w8a16(), "ort-cpu", {"precision": "w8a16"}),
     ],
     ids=lambda x: type(x).__name__,
 )

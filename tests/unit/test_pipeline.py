@@ -77,7 +77,7 @@ def test_adding_the_same_variant_again_is_a_no_op(yolov8n_pt: Path) -> None:
     pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8")
     again = pipe.quantize("int8")
     assert again is pipe
-    assert [v.name for v in again.quantize("int8", backend="onnxruntime").variants] == ["fp32", "int8"]
+    assert [v.name for v in again.quantize("int8", backend="ort-cpu").variants] == ["fp32", "int8"]
 
 
 def test_variant_names_say_what_differs_from_the_defaults(yolov8n_pt: Path) -> None:
@@ -146,11 +146,15 @@ def test_run_checks_the_calibration_set_size_before_exporting(
 
 
 def test_cuda_backend_takes_float_variants_only(yolov8n_pt: Path) -> None:
-    pipe = QuantPipeline.from_ultralytics(yolov8n_pt).quantize("fp16", backend="cuda").quantize("fp32", backend="cuda")
-    assert [v.name for v in pipe.variants] == ["fp32", "fp16-cuda", "fp32-cuda"]
+    pipe = (
+        QuantPipeline.from_ultralytics(yolov8n_pt)
+        .quantize("fp16", backend="ort-cuda")
+        .quantize("fp32", backend="ort-cuda")
+    )
+    assert [v.name for v in pipe.variants] == ["fp32", "fp16-ort-cuda", "fp32-ort-cuda"]
     assert not pipe.variants[1].needs_calibration
     with pytest.raises(ConfigError, match="CUDA provider has no int8 kernels"):
-        pipe.quantize("int8", backend="cuda")
+        pipe.quantize("int8", backend="ort-cuda")
 
 
 def test_accuracy_budget_needs_the_ort_quantizer_and_an_evaluation(yolov8n_pt: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ def _result(out_dir: Path) -> PipelineResult:
     fp32 = VariantResult(
         name="fp32",
         precision="fp32",
-        backend="onnxruntime",
+        backend="ort-cpu",
         model_path="m-fp32.onnx",
         size_bytes=12_000_000,
         metrics={"map50_95": Metric(value=0.5000), "map50": Metric(value=0.7000)},
@@ -25,7 +25,7 @@ def _result(out_dir: Path) -> PipelineResult:
     int8 = VariantResult(
         name="int8",
         precision="int8",
-        backend="onnxruntime",
+        backend="ort-cpu",
         model_path="m-int8.onnx",
         size_bytes=3_500_000,
         metrics={"map50_95": Metric(value=0.4925), "map50": Metric(value=0.6950)},
@@ -33,7 +33,7 @@ def _result(out_dir: Path) -> PipelineResult:
         speedup_vs_fp32={1: 2.0},
         quantization={
             "quantizer": "ort-static",
-            "layout": "onnxruntime",
+            "backend": "ort-cpu",
             "seconds": 3.0,
             "quantized_nodes": {"Conv": ["a", "b"]},
             "float_nodes": {"Conv": ["head"]},
@@ -145,7 +145,7 @@ def test_budget_outcome_is_in_the_markdown(tmp_path: Path) -> None:
     base = _result(tmp_path)
     quant = {
         "quantizer": "ort-budget",
-        "layout": "onnxruntime",
+        "backend": "ort-cpu",
         "seconds": 51.0,
         "config": {
             "budget": {"eval_source": "coco128.json", "num_images": 64, "offset": 0, "max_map_drop": 0.3},

@@ -15,7 +15,7 @@ def _result(out_dir: Path, delta: Metric) -> PipelineResult:
     fp32 = VariantResult(
         name="fp32",
         precision="fp32",
-        backend="onnxruntime",
+        backend="ort-cpu",
         model_path=str(out_dir / "a.onnx"),
         size_bytes=1,
         metrics={"map50_95": Metric(value=0.5, low=0.47, high=0.53, se=0.015), "map50": Metric(value=0.7)},
@@ -66,7 +66,7 @@ def test_a_schema_1_variant_loads_with_plain_values() -> None:
     old = {
         "name": "int8",
         "precision": "int8",
-        "backend": "onnxruntime",
+        "backend": "ort-cpu",
         "model_path": "m.onnx",
         "size_bytes": 3,
         "map50_95": 0.49,

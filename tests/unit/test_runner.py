@@ -108,7 +108,7 @@ def test_a_quiet_run_asks_the_quantizer_and_rewrites_no_field(tmp_path: Path) ->
 def test_fp16_converter_needs_no_calibration_and_the_int8_quantizers_do() -> None:
     from yoloquant.quantize import make_quantizer
 
-    assert not make_quantizer(Precision.FP16, Backend.ONNXRUNTIME).needs_calibration
+    assert not make_quantizer(Precision.FP16, Backend.ORT_CPU).needs_calibration
     for precision in (Precision.INT8, Precision.FP8, Precision.W8A8):
-        assert make_quantizer(precision, Backend.ONNXRUNTIME).needs_calibration
+        assert make_quantizer(precision, Backend.ORT_CPU).needs_calibration
     assert make_quantizer(Precision.INT8, Backend.OPENVINO, quantizer="nncf").needs_calibration

@@ -149,7 +149,7 @@ FAKE_TASK = TaskRecord(name="detect-large", metrics=FAKE_METRICS, primary_metric
 
 def _entry(name: str, value: float, other: float) -> dict[str, Any]:
     metrics = {"large_map50_95": Metric(value=value), "large_map50": Metric(value=other)}
-    v = VariantResult(name=name, precision="int8", backend="onnxruntime", model_path=f"{name}.onnx", size_bytes=1,
+    v = VariantResult(name=name, precision="int8", backend="ort-cpu", model_path=f"{name}.onnx", size_bytes=1,
                       metrics=metrics)  # fmt: skip
     return {"name": name, "metrics": {k: m.value for k, m in metrics.items()}, "model_path": v.model_path,
             "variant": v.to_dict(), "inputs": {}, "task": FAKE_TASK.to_dict()}  # fmt: skip
@@ -174,7 +174,7 @@ def test_a_sweep_ranks_by_the_task_primary_metric() -> None:
 
 
 def test_report_json_records_the_task_and_an_old_report_loads_as_detection(tmp_path: Path) -> None:
-    v = VariantResult(name="fp32", precision="fp32", backend="onnxruntime", model_path="m.onnx", size_bytes=1,
+    v = VariantResult(name="fp32", precision="fp32", backend="ort-cpu", model_path="m.onnx", size_bytes=1,
                       metrics={"large_map50_95": Metric(value=0.4), "large_map50": Metric(value=0.6)})  # fmt: skip
     result = PipelineResult(variants=(v,), config={}, versions={}, inputs={}, out_dir=str(tmp_path), created="now",
                             task=FAKE_TASK)  # fmt: skip

@@ -63,7 +63,7 @@ def test_every_concept_is_on_the_surface() -> None:
         (lambda: NncfConfig(keep="head"), "keep= is now keep_float="),
         (lambda: Fp16Config(keep_fp32_ops=("Softmax",)), "keep_fp32_ops= is now keep_float="),
         (lambda: OrtQuantConfig.from_dict({"calibration": "minmax"}), "calibration is now calibration_method"),
-        (lambda: make_quantizer(Precision.INT8, Backend.ONNXRUNTIME, keep="head"), "keep= is now keep_float="),
+        (lambda: make_quantizer(Precision.INT8, Backend.ORT_CPU, keep="head"), "keep= is now keep_float="),
     ],
 )
 def test_old_keywords_raise_a_config_error_naming_the_new_one(make: Any, needle: str) -> None:
@@ -115,7 +115,7 @@ def test_the_defaults_keep_what_each_quantizer_measured_best() -> None:
     assert ModelOptConfig().keep_float == FloatScope.head_and_first()
     assert Fp16Config().keep_float == FloatScope(op_types=("Softmax",))
     for precision in (Precision.INT8, Precision.FP8):
-        made = make_quantizer(precision, Backend.ONNXRUNTIME, keep_float="head")
+        made = make_quantizer(precision, Backend.ORT_CPU, keep_float="head")
         assert made.config.keep_float == FloatScope.head()  # type: ignore[attr-defined]
 
 

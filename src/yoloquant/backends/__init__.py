@@ -15,9 +15,9 @@ __all__ = ["PROVIDERS", "build_engine", "check_backend", "open_engines"]
 # What each backend's engine reports first in ``Engine.providers``: ONNX Runtime's execution provider, or for
 # ``openvino`` OpenVINO's own runtime on its CPU device (not ONNX Runtime's OpenVINO provider).
 PROVIDERS = {
-    Backend.ONNXRUNTIME: "CPUExecutionProvider",
+    Backend.ORT_CPU: "CPUExecutionProvider",
     Backend.OPENVINO: "OpenVINO:CPU",
-    Backend.CUDA: "CUDAExecutionProvider",
+    Backend.ORT_CUDA: "CUDAExecutionProvider",
 }
 
 
@@ -37,7 +37,7 @@ def build_engine(model: OnnxModel, backend: Backend, *, threads: int | None = No
     or a TensorRT engine (each backend registers its builder: ``yoloquant.backends.registry``).
 
     Example:
-        >>> with build_engine(OnnxModel.load("yolov8n.onnx"), Backend.ONNXRUNTIME) as engine:  # doctest: +SKIP
+        >>> with build_engine(OnnxModel.load("yolov8n.onnx"), Backend.ORT_CPU) as engine:  # doctest: +SKIP
         ...     engine.infer(batch)
     """
     from yoloquant.backends.registry import runtime_for
@@ -52,7 +52,7 @@ def open_engines(
 
     Example:
         >>> with ExitStack() as stack:  # doctest: +SKIP
-        ...     engines = open_engines(stack, {"fp32": (model, Backend.ONNXRUNTIME)}, threads=1)
+        ...     engines = open_engines(stack, {"fp32": (model, Backend.ORT_CPU)}, threads=1)
     """
     return {
         name: stack.enter_context(build_engine(model, backend, threads=threads))

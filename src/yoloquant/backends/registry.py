@@ -5,8 +5,8 @@ runtime, and ``build_engine`` needs no if / elif over the backends.
 
 Example:
     >>> from yoloquant.config import Backend
-    >>> runtime_for(Backend.ONNXRUNTIME).backend.value
-    'onnxruntime'
+    >>> runtime_for(Backend.ORT_CPU).backend.value
+    'ort-cpu'
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ __all__ = ["Runtime", "register_runtime", "runtime_for"]
 
 # The module whose import registers each shipped backend (imported on first use only).
 _HOMES = {
-    Backend.ONNXRUNTIME: "yoloquant.backends.ort.engine",
-    Backend.CUDA: "yoloquant.backends.ort.engine",
+    Backend.ORT_CPU: "yoloquant.backends.ort.engine",
+    Backend.ORT_CUDA: "yoloquant.backends.ort.engine",
     Backend.OPENVINO: "yoloquant.backends.openvino.engine",
     Backend.TENSORRT: "yoloquant.backends.trt.builder",
 }

@@ -358,7 +358,7 @@ def _latency(
     int8 = shared.build([], out / "work" / "int8.onnx", metadata=False)
     with ExitStack() as stack:
         models = {"fp32": model, "int8": int8, "budget": final}
-        engines = open_engines(stack, {n: (m, Backend.ONNXRUNTIME) for n, m in models.items()}, threads=bench.threads)
+        engines = open_engines(stack, {n: (m, Backend.ORT_CPU) for n, m in models.items()}, threads=bench.threads)
         timed = benchmark_interleaved(engines, bench, progress=False)
     return {name: results[0].p50 for name, results in timed.items()}
 

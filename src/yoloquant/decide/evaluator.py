@@ -34,7 +34,7 @@ class ModelEvaluator:
 
     data: Dataset
     config: EvalConfig = field(default_factory=EvalConfig)
-    backend: Backend = Backend.ONNXRUNTIME
+    backend: Backend = Backend.ORT_CPU
 
     def __call__(self, model: OnnxModel) -> EvalResult:
         from yoloquant.backends import build_engine

@@ -246,7 +246,7 @@ class _Proxy:
     def outputs(self, model: OnnxModel) -> list[np.ndarray]:
         from yoloquant.backends import build_engine
 
-        with build_engine(model, Backend.ONNXRUNTIME) as engine:  # the proxy compares ORT CPU outputs
+        with build_engine(model, Backend.ORT_CPU) as engine:  # the proxy compares ORT CPU outputs
             runs = [engine.infer(b) for b in self.batches]
         merged = [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
         return _split_dfl(merged, self.model)

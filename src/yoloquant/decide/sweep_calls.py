@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["cli_call", "python_call"]
 
-_DEFAULT = Backend.ONNXRUNTIME.value
+_DEFAULT = Backend.ORT_CPU.value
 
 
 def _r(value: Any) -> str:

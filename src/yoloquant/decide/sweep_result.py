@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["SweepResult", "SweepRow", "baseline_name", "metric_value"]
 
 FP32 = "fp32"
-_DEFAULT = Backend.ONNXRUNTIME.value
+_DEFAULT = Backend.ORT_CPU.value
 
 
 def baseline_name(backend: str) -> str:

@@ -70,7 +70,7 @@ def make_quantizer(
     (:func:`yoloquant.quantize.registry.quantizer_for`).
 
     Example:
-        >>> make_quantizer(Precision.INT8, Backend.ONNXRUNTIME).name
+        >>> make_quantizer(Precision.INT8, Backend.ORT_CPU).name
         'ort-static'
     """
     from yoloquant.quantize.float_scope import FloatScope

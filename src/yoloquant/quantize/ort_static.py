@@ -116,7 +116,7 @@ class OrtQuantConfig(_Serializable):
     weight_type: str = "int8"
     preprocess: bool = True
     calib_chunk: int = 8
-    backend: Backend = Backend.ONNXRUNTIME
+    backend: Backend = Backend.ORT_CPU
 
     def __post_init__(self) -> None:
         method = parse_enum(CalibMethod, self.calibration_method, option="calibration_method")
@@ -124,7 +124,7 @@ class OrtQuantConfig(_Serializable):
         object.__setattr__(self, "qdq_op_types", tuple(self.qdq_op_types))
         object.__setattr__(self, "keep_float", FloatScope.parse(self.keep_float))
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, option="backend"))
-        if self.backend not in (Backend.ONNXRUNTIME, Backend.OPENVINO):
+        if self.backend not in (Backend.ORT_CPU, Backend.OPENVINO):
             msg = f"the ONNX Runtime quantizer makes models for onnxruntime or openvino, got {self.backend.value!r}"
             raise ConfigError(msg)
         if self.weight_type not in ("int8", "uint8"):
@@ -218,7 +218,7 @@ def reduce_range(cfg: OrtQuantConfig) -> bool:
         return cfg.reduce_range
     # OpenVINO's CPU plugin saturates there too: OrtQuantConfig.openvino() on it, YOLOv8n, coco128 64-127 on an
     # AVX2 CPU without VNNI: -4.98 mAP50-95 points with 8-bit weights, -1.80 with 7-bit ones
-    return cfg.backend in (Backend.ONNXRUNTIME, Backend.OPENVINO) and cfg.weight_type == "int8" and saturates_u8s8()
+    return cfg.backend in (Backend.ORT_CPU, Backend.OPENVINO) and cfg.weight_type == "int8" and saturates_u8s8()
 
 
 @contextlib.contextmanager

@@ -139,14 +139,14 @@ class OrtEngineBuilder:
         threads: Intra-op threads; None lets ONNX Runtime use one per core.
     """
 
-    backend: Backend = Backend.ONNXRUNTIME
+    backend: Backend = Backend.ORT_CPU
     threads: int | None = None
     name: str = "onnxruntime"
 
     def build(self, model: OnnxModel) -> OrtEngine:
         ort = require("onnxruntime")
         provider = PROVIDERS.get(self.backend)
-        if provider is None or self.backend is not Backend.ONNXRUNTIME:
+        if provider is None or self.backend is not Backend.ORT_CPU:
             msg = (
                 f"OrtEngineBuilder runs onnxruntime, not {self.backend.value!r}; "
                 "for openvino use OpenVinoEngineBuilder, for cuda CudaEngineBuilder (or build_engine for either)"
@@ -172,7 +172,7 @@ class OrtEngineBuilder:
 
 
 def _build(model: OnnxModel, threads: int | None) -> OrtEngine:
-    return OrtEngineBuilder(backend=Backend.ONNXRUNTIME, threads=threads).build(model)
+    return OrtEngineBuilder(backend=Backend.ORT_CPU, threads=threads).build(model)
 
 
 def _build_cuda(model: OnnxModel, threads: int | None) -> Engine:
@@ -183,5 +183,5 @@ def _build_cuda(model: OnnxModel, threads: int | None) -> Engine:
 
 
 # this module registers both of ONNX Runtime's providers (cuda.py is the CUDA engine itself)
-register_runtime(Backend.ONNXRUNTIME, _build, check=lambda: check_provider(PROVIDERS[Backend.ONNXRUNTIME]))
-register_runtime(Backend.CUDA, _build_cuda, check=lambda: check_provider(PROVIDERS[Backend.CUDA]))
+register_runtime(Backend.ORT_CPU, _build, check=lambda: check_provider(PROVIDERS[Backend.ORT_CPU]))
+register_runtime(Backend.ORT_CUDA, _build_cuda, check=lambda: check_provider(PROVIDERS[Backend.ORT_CUDA]))

@@ -83,11 +83,14 @@ def _blocks(*languages: str) -> list[tuple[str, int, str]]:
     return found
 
 
-def _entry_points() -> dict[str, object]:
-    """Config classes and functions a docs example may call by name, unwrapped from renamed_keywords."""
+def _entry_points() -> tuple[dict[str, type], dict[str, object]]:
+    """Classes (configs and their presets, quantizers) and functions a docs example may call by name."""
     from yoloquant import BenchConfig, EvalConfig, ExportConfig, FloatScope
+    from yoloquant.data.calibration import ImageCalibrator
+    from yoloquant.decide import BudgetedQuantizer, analyze_sensitivity, search_budget
     from yoloquant.decide.sensitivity import SensitivityConfig
     from yoloquant.quantize import make_quantizer
+    from yoloquant.quantize.brevitas import BrevitasQuantizer, QatConfig
     from yoloquant.quantize.brevitas.config import BrevitasConfig
     from yoloquant.quantize.fp16 import Fp16Config
     from yoloquant.quantize.modelopt import ModelOptConfig
@@ -105,8 +108,14 @@ def _entry_points() -> dict[str, object]:
         ExportConfig,
         BenchConfig,
         SensitivityConfig,
+        QatConfig,
+        BrevitasQuantizer,
+        BudgetedQuantizer,
+        ImageCalibrator,
     )
-    return {c.__name__: c for c in classes} | {"make_quantizer": make_quantizer}
+    # called by bare name only: `.analyze_sensitivity(...)` on a pipeline is QuantPipeline's
+    functions = {f.__name__: f for f in (make_quantizer, analyze_sensitivity, search_budget)}
+    return {c.__name__: c for c in classes}, functions
 
 
 def _parameters(fn: object) -> set[str]:
@@ -125,7 +134,7 @@ class _Checker:
 
         self.where = where
         self.names: dict[str, str] = {}  # variable -> "pipeline" | "sweep"
-        self.entry = _entry_points()
+        self.entry, self.functions = _entry_points()
         self.pipeline = {m: _parameters(getattr(QuantPipeline, m)) for m in PIPELINE_METHODS}
         self.sweep = {"__init__": _parameters(Sweep), "grid": _parameters(Sweep.grid), "run": _parameters(Sweep.run)}
         self.problems: list[str] = []
@@ -156,14 +165,14 @@ class _Checker:
         what = ""
         if isinstance(func, ast.Name) and func.id == "Sweep":
             params, what = self.sweep["__init__"], "Sweep"
-        elif isinstance(func, ast.Name) and func.id in self.entry:
-            params, what = _parameters(self.entry[func.id]), func.id
+        elif isinstance(func, ast.Name) and func.id in {**self.entry, **self.functions}:
+            params, what = _parameters({**self.entry, **self.functions}[func.id]), func.id
         elif isinstance(func, ast.Attribute):
             receiver = self.kind(func.value)
             owner = func.value.id if isinstance(func.value, ast.Name) else getattr(func.value, "attr", None)
             if func.attr in self.entry:  # yoloquant.quantize.float_scope.FloatScope(...)
                 params, what = _parameters(self.entry[func.attr]), func.attr
-            elif owner in self.entry and owner != "make_quantizer":  # a preset: BrevitasConfig.w4a8(**changes)
+            elif owner in self.entry:  # a preset: BrevitasConfig.w4a8(**changes)
                 preset = getattr(self.entry[owner], func.attr, None)
                 if (owner, func.attr) == ("BrevitasConfig", "preset"):  # kept only to name its replacement
                     self.problems.append(f"{self.where}: BrevitasConfig.preset(name) is now BrevitasConfig.<name>()")
@@ -320,6 +329,8 @@ def test_the_check_catches_old_spellings() -> None:
     assert _python_problems('BrevitasConfig.w4a8(rounding="gptq")', "x") == []
     assert _python_problems('Sweep(base).grid(num_images=(32, 64)).run("out", min_speedup=1.5)', "x")
     assert _python_problems("OrtQuantConfig(op_types=('Conv',))", "x")
+    assert _python_problems("make_quantizer(Precision.INT8, Backend.ORT_CPU, calibration='minmax')", "x")
+    assert _python_problems("FloatScope(keep_head_convs_float=True)", "x")
     assert _cli_problem("yoloquant run --model m.pt --calib c --eval e --out o --precisions int8")
     assert _cli_problem("yoloquant run --model m.pt --calib c --eval e --out o --no-such-flag")
     assert _cli_problem("yoloquant run --model m.pt --calib c --eval e --out o --precision int8") is None

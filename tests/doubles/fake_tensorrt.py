@@ -259,6 +259,9 @@ class IBuilderConfig:
     def set_flag(self, flag: Any) -> None:
         self.flags.add(flag)
 
+    def clear_flag(self, flag: Any) -> None:
+        self.flags.discard(flag)
+
     def get_flag(self, flag: Any) -> bool:
         return flag in self.flags
 
@@ -291,7 +294,9 @@ class Builder:
         return INetworkDefinition(self.trt, int(flags))
 
     def create_builder_config(self) -> IBuilderConfig:
-        return IBuilderConfig()
+        config = IBuilderConfig()
+        config.flags.add(self.trt.BuilderFlag.TF32)  # on by default (BuilderFlag.TF32)
+        return config
 
     def create_optimization_profile(self) -> IOptimizationProfile:
         return IOptimizationProfile()
@@ -334,7 +339,8 @@ class Builder:
             "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network.outputs],
             "profiles": profiles,
             "strongly_typed": network.strongly_typed,
-            "flags": sorted(f.name for f in config.flags),
+            "flags": sorted(f.name for f in config.flags if f.name != "TF32"),
+            "tf32": any(f.name == "TF32" for f in config.flags),
             "layers": layers,
             "verbosity": ProfilingVerbosity(config.profiling_verbosity).name,
         }

@@ -68,6 +68,8 @@ class TrtBuildConfig(_Serializable):
         workspace_mib: Limit of the builder's workspace memory pool.
         optimization_level: Builder optimization level 0-5 (TensorRT's default is 3).
         timing_cache: File to load / save the timing cache; None keeps it in memory only.
+        tf32: Let FP32 layers use TF32 math (``BuilderFlag.TF32``, on by default in TensorRT); False
+            clears the flag, for FP32 results that match ONNX Runtime within a pixel.
 
     Example:
         >>> TrtBuildConfig(precision="fp16", max_batch=16).opt_batch
@@ -82,6 +84,7 @@ class TrtBuildConfig(_Serializable):
     workspace_mib: int = 4096
     optimization_level: int = 3
     timing_cache: str | None = None
+    tf32: bool = True
 
     def __post_init__(self) -> None:
         if self.precision is not None:
@@ -283,6 +286,8 @@ class TrtEngineBuilder:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if not plan.strongly_typed and plan.label == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 weak typing (the flag is gone in 11)
+        if not self.config.tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)  # BuilderFlag.TF32 is set by default
         self._add_profile(builder, config, network, model)
         cache = self._load_timing_cache(config)
         config.set_timing_cache(cache, ignore_mismatch=False)

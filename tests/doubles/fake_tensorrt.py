@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FakeTensorRT"]
+__all__ = ["CudaMemory", "FakeTensorRT"]
 
 _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 16: "BF16", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 2: "UINT8"}
 _NP = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64}
@@ -486,7 +486,7 @@ class IExecutionContext:
         feeds = {}
         for name, shape in self._input_shapes().items():
             dtype = np.dtype(nptype(engine.get_tensor_dtype(name)))
-            feeds[name] = trt.read(self.addresses[name], shape, dtype).copy()
+            feeds[name] = trt.read(self.addresses[name], shape, dtype, int(stream_handle)).copy()
         outputs = trt.run_onnx(engine.plan["onnx"], feeds)
         for name, value in outputs.items():
             dtype = np.dtype(nptype(engine.get_tensor_dtype(name)))
@@ -518,13 +518,43 @@ class IEngineInspector:
         return json.dumps({"Layers": layers})
 
 
+class CudaMemory:
+    """Real device memory for the double's "execution" on a GPU machine (``cuda.bindings.runtime``).
+
+    ``read`` first waits for the stream the work was queued on (so the engine's async upload has
+    landed), then copies device -> host; ``write`` copies host -> device synchronously, before the
+    engine's download is queued behind it on the same stream.
+    """
+
+    def __init__(self, cudart: Any) -> None:
+        self.rt = cudart
+
+    def _ok(self, result: Any) -> None:
+        err = result[0] if isinstance(result, tuple) else result
+        if err != self.rt.cudaError_t.cudaSuccess:
+            msg = f"CUDA error {err}"
+            raise RuntimeError(msg)
+
+    def read(self, ptr: int, nbytes: int, stream: int) -> np.ndarray:
+        self._ok(self.rt.cudaStreamSynchronize(stream))
+        out = np.empty(nbytes, np.uint8)
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._ok(self.rt.cudaMemcpy(out.ctypes.data, ptr, nbytes, kind))
+        return out
+
+    def write(self, ptr: int, value: np.ndarray) -> bool:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._ok(self.rt.cudaMemcpy(ptr, value.ctypes.data, value.nbytes, kind))
+        return True
+
+
 class FakeTensorRT(ModuleType):
     """Stands in for the ``tensorrt`` module through ``yoloquant._optional.substitute``.
 
     Args:
         version: ``__version__``; 11.x drops the precision builder flags.
         memory: The ``FakeCudart`` whose allocations hold the tensors (addresses are read and written
-            only inside its live allocations).
+            only inside its live allocations), or a :class:`CudaMemory` to run on real device memory.
     """
 
     def __init__(self, version: str = "10.16.1", *, memory: Any = None) -> None:
@@ -560,9 +590,11 @@ class FakeTensorRT(ModuleType):
     def log(self, severity: Severity, msg: str) -> None:
         self.errors.append(msg)
 
-    # --- memory, through the FakeCudart allocations -----------------------------------------------
-    def read(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    # --- memory: FakeCudart's host allocations, or real device memory (CudaMemory) -----------------
+    def read(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype[Any], stream: int = 0) -> np.ndarray:
         nbytes = int(np.prod(shape)) * dtype.itemsize
+        if isinstance(self.memory, CudaMemory):
+            return self.memory.read(ptr, nbytes, stream).view(dtype).reshape(shape)
         if self.memory is not None and not self.memory.inside(ptr, nbytes):
             msg = f"fake TensorRT read {nbytes} bytes at {ptr:#x}, outside every live allocation"
             raise MemoryError(msg)
@@ -570,6 +602,8 @@ class FakeTensorRT(ModuleType):
         return np.frombuffer(memoryview(raw).cast("B"), dtype=dtype).reshape(shape)
 
     def write(self, ptr: int, value: np.ndarray) -> bool:
+        if isinstance(self.memory, CudaMemory):
+            return self.memory.write(ptr, value)
         if self.memory is not None and not self.memory.inside(ptr, value.nbytes):
             return False
         ctypes.memmove(ptr, value.ctypes.data, value.nbytes)

@@ -47,7 +47,7 @@ def test_static_engine_adds_no_profile_and_runs_its_batch(gpu: tuple[FakeTensorR
     trt, cudart = gpu
     built = TrtEngineBuilder(out_dir=tmp_path).build_file(model(tmp_path / "tiny.onnx"))
     assert trt.builds[-1]["profiles"] == []  # static: TensorRT makes the default profile
-    assert trt.builds[-1]["tf32"] is True
+    assert trt.builds[-1]["tf32"] is True and built.metadata["profile"] == {}
     with TrtEngine.load(built.path) as engine:
         x = batch(2)
         (out,) = engine.infer(x)
@@ -66,6 +66,7 @@ def test_dynamic_batch_uses_the_profile_max_and_checks_every_shape(
     with TrtEngineBuilder(cfg, out_dir=tmp_path).build(model(tmp_path / "tiny.onnx", batch="batch")) as engine:
         assert trt.builds[-1]["profiles"] == [{"images": [[1, 3, 32, 32], [2, 3, 32, 32], [4, 3, 32, 32]]}]
         assert trt.builds[-1]["tf32"] is False
+        assert engine.file.metadata["profile"] == trt.builds[-1]["profiles"][0]
         assert tuple(engine.engine.get_tensor_shape("images")) == (-1, 3, 32, 32)  # -1: never a buffer size
         assert engine.max_shape == (4, 3, 32, 32) and engine.max_batch == 4
         for n in (1, 3, 4):

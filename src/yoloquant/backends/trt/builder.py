@@ -215,7 +215,7 @@ class TrtEngineBuilder:
         start = time.perf_counter()
         builder = trt.Builder(logger)
         network, _parser = self._parse(trt, builder, logger, model, plan.strongly_typed)  # outlives the build
-        config = self._builder_config(trt, builder, network, model, plan)
+        config, profile = self._builder_config(trt, builder, network, model, plan)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             msg = f"TensorRT could not build {model.path}: {'; '.join(logger.errors[-5:]) or 'no error logged'}"
@@ -223,7 +223,7 @@ class TrtEngineBuilder:
         self._save_timing_cache(config)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, bytes(serialized))
-        metadata = self._metadata(trt, model, path, plan, time.perf_counter() - start)
+        metadata = self._metadata(trt, model, path, plan, time.perf_counter() - start) | {"profile": profile}
         sidecar = path.with_suffix(path.suffix + ".json")
         atomic_write_bytes(sidecar, json.dumps(metadata, indent=2).encode())
         return TrtEngineFile(path=path, metadata=metadata)
@@ -278,7 +278,9 @@ class TrtEngineBuilder:
             raise EngineBuildError(msg, artifact=model.path)
         return network, parser
 
-    def _builder_config(self, trt: Any, builder: Any, network: Any, model: OnnxModel, plan: BuildPlan) -> Any:
+    def _builder_config(
+        self, trt: Any, builder: Any, network: Any, model: OnnxModel, plan: BuildPlan
+    ) -> tuple[Any, dict[str, list[list[int]]]]:
         cfg = self.config
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
@@ -288,10 +290,10 @@ class TrtEngineBuilder:
             config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 weak typing (the flag is gone in 11)
         if not self.config.tf32:
             config.clear_flag(trt.BuilderFlag.TF32)  # BuilderFlag.TF32 is set by default
-        self._add_profile(builder, config, network, model)
+        profile = self._add_profile(builder, config, network, model)
         cache = self._load_timing_cache(config)
         config.set_timing_cache(cache, ignore_mismatch=False)
-        return config
+        return config, profile
 
     def _profile_shapes(self, shape: tuple[int, ...], model: OnnxModel, name: str) -> list[tuple[int, ...]]:
         """min / opt / max of one input with -1 dims: the batch from the config, C, H, W from the model."""
@@ -304,8 +306,9 @@ class TrtEngineBuilder:
         batches = (cfg.min_batch, cfg.opt_batch, cfg.max_batch) if shape[0] == -1 else (shape[0],) * 3
         return [(b, *rest) for b in batches]
 
-    def _add_profile(self, builder: Any, config: Any, network: Any, model: OnnxModel) -> None:
-        profile = None
+    def _add_profile(self, builder: Any, config: Any, network: Any, model: OnnxModel) -> dict[str, list[list[int]]]:
+        """Profile 0 for the inputs with -1 dims; returns it as ``{input: [min, opt, max]}`` ({} if static)."""
+        profile, shapes = None, {}
         for i in range(network.num_inputs):
             inp = network.get_input(i)
             shape = tuple(int(d) for d in inp.shape)
@@ -317,11 +320,13 @@ class TrtEngineBuilder:
                 profile = builder.create_optimization_profile()
             low, opt, high = self._profile_shapes(shape, model, inp.name)
             profile.set_shape(inp.name, low, opt, high)
+            shapes[str(inp.name)] = [list(low), list(opt), list(high)]
         # IBuilderConfig::addOptimizationProfile: "Returns the index of the optimization profile ... if the
         # input is valid, or -1 if the input is not valid".
         if profile is not None and config.add_optimization_profile(profile) < 0:
-            msg = f"TensorRT rejected the optimization profile of {model.path} (batch {self.config.min_batch}..)"
+            msg = f"TensorRT rejected the optimization profile {shapes} of {model.path}"
             raise EngineBuildError(msg, artifact=model.path)
+        return shapes
 
     def _load_timing_cache(self, config: Any) -> Any:
         path = self.config.timing_cache
@@ -351,7 +356,6 @@ class TrtEngineBuilder:
             "precision": plan.label,
             "network_types": plan.types.to_dict(),
             "strongly_typed": plan.strongly_typed,
-            "profile": [self.config.min_batch, self.config.opt_batch, self.config.max_batch],
             "config": self.config.to_dict(),
             "source_onnx": str(model.path),
             "source_sha256": model.sha256(),

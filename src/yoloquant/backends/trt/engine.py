@@ -110,8 +110,9 @@ class _StreamContext:
             msg = f"TensorRT could not create an execution context for {owner.file.path} (out of GPU memory?)"
             raise EngineBuildError(msg, artifact=owner.file.path)
         inp = owner.inputs[0]
-        # Outputs' shapes are only known once every dynamic input shape is set (IExecutionContext
-        # get_tensor_shape): size the buffers for the profile's largest input shape.
+        # getTensorShape: an output dim is -1 while "setInputShape() has not yet been called" for the
+        # inputs it depends on (or when it depends on tensor values): set the profile's largest input
+        # shape first and size every buffer for it.
         if owner.dynamic and not self.context.set_input_shape(inp, owner.max_shape):
             msg = f"TensorRT refused the profile's own max shape {owner.max_shape} for {inp!r}"
             raise EngineBuildError(msg, artifact=owner.file.path)
@@ -134,8 +135,10 @@ class _StreamContext:
     def enqueue(self, batch: np.ndarray, download: bool) -> TrtPending:
         owner, inp = self.owner, self.owner.inputs[0]
         with self.lock:
-            # set_input_shape "returns False if the shape is outside the optimization profile" (or of the
-            # wrong rank): never enqueue with the previous call's shape.
+            # IExecutionContext::setInputShape: "True on success, false if the provided name does not map to
+            # an input tensor, or if some other error occurred"; "Each dimension must agree with the network
+            # dimension unless the latter was -1", and a shape outside the profile is an error
+            # (IOptimizationProfile). On False the context keeps the previous shape: never enqueue then.
             if owner.dynamic and not self.context.set_input_shape(inp, tuple(batch.shape)):
                 msg = (
                     f"TensorRT rejected input shape {tuple(batch.shape)} for {inp!r}; "

@@ -262,3 +262,16 @@ def test_the_registry_builds_tensorrt_engines(gpu: tuple[FakeTensorRT, FakeCudar
     runtime.check()
     with runtime.build(model(tmp_path / "tiny.onnx", qdq=TensorProto.INT8), None) as engine:
         assert engine.precision == "int8" and engine.providers == ["TensorRT 10.16.1"]
+
+
+def test_a_refused_tensor_address_frees_what_was_allocated(
+    gpu: tuple[FakeTensorRT, FakeCudart], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doubles.fake_tensorrt import IExecutionContext
+
+    _, cudart = gpu
+    built = TrtEngineBuilder(out_dir=tmp_path).build_file(model(tmp_path / "tiny.onnx"))
+    monkeypatch.setattr(IExecutionContext, "set_tensor_address", lambda self, name, memory: False)
+    with pytest.raises(EngineBuildError, match="refused the device address"):
+        TrtEngine.load(built.path)
+    assert cudart.live() == {"device": 0, "pinned": 0, "streams": 0, "events": 0}

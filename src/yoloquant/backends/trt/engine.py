@@ -121,16 +121,25 @@ class _StreamContext:
         if unknown:
             msg = f"{owner.file.path} has data-dependent output shapes {unknown}; YOLO detector outputs are static"
             raise EngineBuildError(msg, artifact=owner.file.path)
-        rt = cudart()
         self.device: dict[str, int] = {}
+        self.slots: list[_Slot] = []
+        try:
+            self._allocate(shapes, depth)
+        except BaseException:
+            self.free()  # nothing half-built is left allocated
+            raise
+        self.next = 0
+
+    def _allocate(self, shapes: dict[str, tuple[int, ...]], depth: int) -> None:
+        rt, owner = cudart(), self.owner
         for name, dims in shapes.items():
             nbytes = int(np.prod(dims)) * owner.dtypes[name].itemsize
             self.device[name] = int(check(rt.cudaMalloc(nbytes), "cudaMalloc"))
             if not self.context.set_tensor_address(name, self.device[name]):
                 msg = f"TensorRT refused the device address of tensor {name!r}"
                 raise EngineBuildError(msg, artifact=owner.file.path)
-        self.slots = [_Slot(shapes, owner.dtypes) for _ in range(depth)]
-        self.next = 0
+        for _ in range(depth):
+            self.slots.append(_Slot(shapes, owner.dtypes))
 
     def enqueue(self, batch: np.ndarray, download: bool) -> TrtPending:
         owner, inp = self.owner, self.owner.inputs[0]
@@ -170,6 +179,7 @@ class _StreamContext:
         rt = cudart()
         for slot in self.slots:
             slot.free()
+        self.slots.clear()
         for ptr in self.device.values():
             check(rt.cudaFree(ptr), "cudaFree")
         self.device.clear()
@@ -205,7 +215,11 @@ class TrtEngine(ClosesOnExit):
         self._lock = threading.Lock()
         self._contexts: dict[int, _StreamContext] = {}
         self._closed = False
-        self._context_for(self.stream)  # fail at load, not at the first call
+        try:
+            self._context_for(self.stream)  # fail at load, not at the first call
+        except BaseException:
+            self.close()
+            raise
 
     @staticmethod
     def _check_portable(trt: Any, engine_file: TrtEngineFile) -> None:

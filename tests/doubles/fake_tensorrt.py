@@ -10,7 +10,9 @@ documentation states:
 * ``OnnxParser.parse_from_file``: input dims without a value are -1; Q/DQ types TensorRT cannot quantize
   to (uint8: "UINT8 cannot be used to represent quantized floating-point values") are parser errors.
 * ``build_serialized_network``: returns None (and logs an ERROR) when an input has -1 dims and no
-  optimization profile covers it, or when a precision flag is set on a strongly typed network.
+  optimization profile covers it ("users need to specify at least one optimization profile"), or when a
+  precision flag is set on a strongly typed network (our reading of the Developer Guide's strong-typing
+  section; the backend never does this, so the rule only guards the double's own tests).
 * ``IBuilderConfig.add_optimization_profile``: -1 for an invalid profile (min <= opt <= max per dim,
   same rank, static dims equal).
 * ``IRuntime.deserialize_cuda_engine``: None for a plan from another TensorRT version.
@@ -22,6 +24,9 @@ documentation states:
 
 "Execution" runs the ONNX model with ONNX Runtime (CPU) on the bytes at the bound input address and
 writes the outputs to the bound output addresses, so outputs are deterministic and the real model's.
+With ``memory=FakeCudart(...)`` addresses are host memory; with ``memory=CudaMemory(cuda.bindings.runtime)``
+they are real device buffers (copied to the host after synchronizing the stream), so the engine's CUDA
+side can run on a GPU machine with the double in place of TensorRT.
 
 What it does NOT model: kernels, reduced precision arithmetic (an "fp16" or "int8" engine computes
 what ONNX Runtime computes for the ONNX graph), layer fusion (the inspector reports one layer per ONNX

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import ModuleType
 
 from yoloquant.errors import MissingDependencyError
@@ -52,12 +54,40 @@ def install_hint(module: str) -> str:
     return f'pip install "yoloquant[{extra}]"'
 
 
+# Test doubles that ``require`` returns instead of importing (see ``substitute``); empty outside tests.
+_SUBSTITUTES: dict[str, ModuleType] = {}
+
+
+@contextmanager
+def substitute(doubles: Mapping[str, ModuleType]) -> Iterator[None]:
+    """Make ``require(name)`` return a test double for each name while the block runs (tests only).
+
+    Nothing is patched in ``sys.modules``: only code that goes through ``require`` sees the doubles,
+    and they are gone when the block ends.
+
+    Example:
+        >>> import types
+        >>> with substitute({"tensorrt": types.ModuleType("fake")}):
+        ...     require("tensorrt").__name__
+        'fake'
+    """
+    before = dict(_SUBSTITUTES)
+    _SUBSTITUTES.update(doubles)
+    try:
+        yield
+    finally:
+        _SUBSTITUTES.clear()
+        _SUBSTITUTES.update(before)
+
+
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise an error that says which extra installs it.
 
     Example:
         >>> np = require("numpy")
     """
+    if module in _SUBSTITUTES:
+        return _SUBSTITUTES[module]
     try:
         return importlib.import_module(module)
     except ImportError as exc:

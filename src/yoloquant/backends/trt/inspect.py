@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,43 +28,59 @@ from yoloquant.errors import InferenceError
 
 __all__ = ["LayerPrecision", "PrecisionAudit", "audit_engine", "audit_engine_json", "tensor_precision"]
 
-# Checked in order: the first keyword found in a tensor's type description names its precision.
-_KEYWORDS: tuple[tuple[str, str], ...] = (
-    ("fp8", "fp8"),
-    ("float8", "fp8"),
-    ("e4m3", "fp8"),
-    ("int8", "int8"),
-    ("int4", "int4"),
-    ("bfloat16", "bf16"),
-    ("bf16", "bf16"),
-    ("half", "fp16"),
-    ("fp16", "fp16"),
-    ("int32", "int32"),
-    ("int64", "int64"),
-    ("bool", "bool"),
-    ("float", "fp32"),
-    ("fp32", "fp32"),
-)
+# Whole words of a tensor's type description -> precision. Words, not substrings: "int8" is inside
+# "uint8", "float" inside "bfloat16". Names follow tensorrt.DataType (FLOAT, HALF, BF16, INT8, INT32,
+# INT64, BOOL, UINT8, FP8 = E4M3, INT4, FP4 = E2M1, E8M0) as the inspector prints them in TensorRT 10
+# ("Row major linear Int8 format") and 11 ("DataType": "Int8").
+_WORDS: dict[str, str] = {
+    "fp32": "fp32",
+    "float": "fp32",
+    "float32": "fp32",
+    "half": "fp16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "int8": "int8",
+    "uint8": "uint8",
+    "fp8": "fp8",
+    "float8": "fp8",
+    "e4m3": "fp8",
+    "int4": "int4",
+    "fp4": "fp4",
+    "nvfp4": "fp4",
+    "e2m1": "fp4",
+    "e8m0": "e8m0",
+    "int32": "int32",
+    "int64": "int64",
+    "bool": "bool",
+}
 
 
 def tensor_precision(tensor: dict[str, Any] | str) -> str:
-    """Precision of one inspector tensor entry ("int8", "fp16", ...; "unknown" when not reported).
+    """Precision of one inspector tensor entry ("int8", "fp16", ...).
+
+    "unknown" when the inspector reported no type; ``"unknown (<text>)"`` for a type this audit
+    does not know, so it shows up in ``counts()`` instead of being folded into a known one.
 
     Example:
         >>> tensor_precision({"Format/Datatype": "Channel major FP16 format where channel % 8 == 0"})
         'fp16'
         >>> tensor_precision({"DataType": "Int8", "Format": "kCHW32"})
         'int8'
+        >>> tensor_precision("Row major linear UInt8 format")
+        'uint8'
+        >>> tensor_precision({"DataType": "Int2"})
+        'unknown (Int2)'
     """
     if isinstance(tensor, str):
         text = tensor
     else:
         text = str(tensor.get("DataType") or tensor.get("Format/Datatype") or tensor.get("Format") or "")
-    low = text.lower()
-    for key, name in _KEYWORDS:
-        if key in low:
-            return name
-    return "unknown"
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        if word in _WORDS:
+            return _WORDS[word]
+    return f"unknown ({text.strip()})" if text.strip() else "unknown"
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class Backend(StrEnum):
     ORT_CPU = "ort-cpu"  # ONNX Runtime, CPU execution provider
     ORT_CUDA = "ort-cuda"  # ONNX Runtime, CUDA execution provider (onnxruntime-gpu)
     OPENVINO = "openvino"  # OpenVINO's own runtime (the `openvino` package), CPU device
+    TORCH = "torch"  # the Ultralytics checkpoint compiled by PyTorch's inductor, CUDA graphs (fp32 / fp16)
     TENSORRT = "tensorrt"
 
 

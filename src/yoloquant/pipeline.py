@@ -387,8 +387,11 @@ def _check_backend(prec: Precision, back: Backend) -> Backend:
     if back is Backend.ORT_CUDA and prec in (Precision.INT8, Precision.FP8):
         msg = (
             f"ONNX Runtime's CUDA provider has no {prec} kernels (a Q/DQ model runs slower than FP32 there); "
-            "use fp16 or fp32 on cuda, and TensorRT for INT8 / FP8 speed on GPUs"
+            "use fp16 or fp32 on ort-cuda, and TensorRT for INT8 / FP8 speed on GPUs"
         )
+        raise ConfigError(msg)
+    if back is Backend.TORCH and prec not in (Precision.FP32, Precision.FP16):
+        msg = f"the torch backend runs fp32 and fp16 variants (the compiled checkpoint), not {prec.value}"
         raise ConfigError(msg)
     return back
 

@@ -18,6 +18,7 @@ PROVIDERS = {
     Backend.ORT_CPU: "CPUExecutionProvider",
     Backend.OPENVINO: "OpenVINO:CPU",
     Backend.ORT_CUDA: "CUDAExecutionProvider",
+    Backend.TORCH: "torch-inductor",
 }
 
 

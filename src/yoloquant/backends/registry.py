@@ -31,6 +31,7 @@ _HOMES = {
     Backend.ORT_CUDA: "yoloquant.backends.ort.engine",
     Backend.OPENVINO: "yoloquant.backends.openvino.engine",
     Backend.TENSORRT: "yoloquant.backends.trt.builder",
+    Backend.TORCH: "yoloquant.backends.torch.engine",
 }
 
 

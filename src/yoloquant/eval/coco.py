@@ -132,20 +132,29 @@ def delta(result: EvalResult, baseline: EvalResult, metric: str | None = None) -
     return paired_delta(result.replicates[metric], baseline.replicates[metric], value, base)
 
 
-def _batches(dataset: Dataset, imgsz: int, size: int) -> Iterator[tuple[np.ndarray, list[LetterboxMeta]]]:
+Preprocess = Callable[[np.ndarray, int], tuple[np.ndarray, LetterboxMeta]]
+
+
+def _batches(
+    dataset: Dataset, imgsz: int, size: int, prep: Preprocess = preprocess
+) -> Iterator[tuple[np.ndarray, list[LetterboxMeta]]]:
     for start in range(0, len(dataset), size):
-        items = [preprocess(read_image(f), imgsz) for f in dataset.images[start : start + size]]
+        items = [prep(read_image(f), imgsz) for f in dataset.images[start : start + size]]
         yield np.stack([x for x, _ in items]), [m for _, m in items]
 
 
-def _predict_all(engine: Engine, dataset: Dataset, config: EvalConfig, progress: bool, desc: str) -> list[Detections]:
+def _predict_all(
+    engine: Engine, dataset: Dataset, config: EvalConfig, progress: bool, desc: str, *, prep: Preprocess = preprocess
+) -> list[Detections]:
     from tqdm import tqdm
 
     imgsz = engine.info.imgsz[0]
     fixed = not engine.info.dynamic_batch
     out: list[Detections] = []
     total = -(-len(dataset) // config.batch)
-    for batch, metas in tqdm(_batches(dataset, imgsz, config.batch), total=total, desc=desc, disable=not progress):
+    for batch, metas in tqdm(
+        _batches(dataset, imgsz, config.batch, prep), total=total, desc=desc, disable=not progress
+    ):
         n = batch.shape[0]
         full = batch
         if fixed and n < config.batch:  # a fixed-batch model needs a full final batch
@@ -285,7 +294,13 @@ def _max_det(config: EvalConfig, dataset: Dataset) -> int:
 
 
 def evaluate(
-    engine: Engine, dataset: Dataset, config: EvalConfig | None = None, *, progress: bool = True, desc: str = "eval"
+    engine: Engine,
+    dataset: Dataset,
+    config: EvalConfig | None = None,
+    *,
+    progress: bool = True,
+    desc: str = "eval",
+    preprocess: Preprocess = preprocess,
 ) -> EvalResult:
     """COCO mAP50-95 / mAP50 of ``engine`` on ``dataset``, and the other metrics of the model's task.
 
@@ -301,6 +316,8 @@ def evaluate(
         config: Decode and subset settings; the default is ``yolo val``'s.
         progress: Show a progress bar.
         desc: Progress bar label.
+        preprocess: The letterbox (default: ``yolo val``'s, on the CPU); e.g.
+            :func:`yoloquant.data.letterbox_gpu.preprocess_via_torch` to measure the GPU letterbox's accuracy.
 
     Raises:
         DataError: If the selected images have no labels, no box at all, or a class id the model lacks.
@@ -319,7 +336,7 @@ def evaluate(
     dataset = dataset.select(config.num_images) if config.num_images is not None else dataset
     dataset.require_boxes(engine.info.names)  # no labels, no boxes, or a class the model does not have
     config = dataclasses.replace(config, max_det=_max_det(config, dataset))
-    dets = _predict_all(engine, dataset, config, progress, desc)
+    dets = _predict_all(engine, dataset, config, progress, desc, prep=preprocess)
     gt, image_ids, cat_ids = _coco_gt(dataset, engine.info.names)
     metrics, replicates = _score_task(spec, gt, dets, (image_ids, cat_ids), config)
     return EvalResult(

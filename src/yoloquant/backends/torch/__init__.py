@@ -1,0 +1,1 @@
+"""The compiled-PyTorch GPU backend (``backend="torch"``): the only package that compiles with inductor."""

@@ -1,0 +1,130 @@
+"""The compiled-PyTorch engine on a real GPU: ONNX Runtime's detections, saved code reused, streams, GPU letterbox."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from yoloquant.artifacts import OnnxModel
+from yoloquant.data.images import read_image
+from yoloquant.data.letterbox import normalize_pixels, preprocess
+from yoloquant.detections import Detections
+from yoloquant.errors import EngineBuildError
+
+pytestmark = pytest.mark.gpu
+torch = pytest.importorskip("torch")
+pytest.importorskip("ultralytics")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device for PyTorch", allow_module_level=True)
+
+from yoloquant.backends.torch.engine import TorchEngine, TorchEngineBuilder, TorchEngineConfig  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+IMAGES = sorted((ASSETS / "coco64" / "images").glob("*.jpg"))[:16]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
+    from yoloquant.export import UltralyticsExporter
+
+    return UltralyticsExporter().export(ASSETS / "weights" / "yolov8n.pt", tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(exported: OnnxModel, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cfg = TorchEngineConfig(precision="fp32", batch_sizes=(1,), artifact_dir=tmp_path_factory.mktemp("art32"))
+    with TorchEngineBuilder(cfg).build(exported) as engine:
+        yield engine
+
+
+def _detect(engine: Any, images: list[Path]) -> list[Detections]:
+    from yoloquant.postprocess.predict import predict
+
+    return predict(engine, [str(p) for p in images], conf=0.25)
+
+
+def _matched(a: Detections, b: Detections) -> float:
+    """The largest coordinate difference over boxes paired by class and order of score (pixels)."""
+    assert len(a.boxes) == len(b.boxes) and (np.sort(a.classes) == np.sort(b.classes)).all()
+    worst = 0.0
+    for box, cls in zip(a.boxes, a.classes, strict=True):
+        same = b.boxes[b.classes == cls]
+        worst = max(worst, float(np.abs(same - box).max(axis=1).min()))
+    return worst
+
+
+def test_same_detections_as_onnx_runtime(exported: OnnxModel, fp32_engine: TorchEngine) -> None:
+    from yoloquant.backends.ort import OrtEngineBuilder
+
+    with OrtEngineBuilder().build(exported) as ort:
+        ref = _detect(ort, IMAGES)
+    got = _detect(fp32_engine, IMAGES)
+    assert sum(len(d.boxes) for d in ref) > 30
+    assert max(_matched(g, r) for g, r in zip(got, ref, strict=True)) < 1.0  # within 1 px, same classes
+
+
+def test_infer_async_infer_and_infer_gpu_agree(fp32_engine: TorchEngine) -> None:
+    chw, _ = preprocess(read_image(IMAGES[0]), 640)
+    batch = chw[None]
+    pending = fp32_engine.infer_async(batch)  # uint8 in, returns before the GPU is done
+    assert pending.tensors[0].is_cuda
+    queued = pending.wait()[0]
+    np.testing.assert_array_equal(queued, fp32_engine.infer(normalize_pixels(batch))[0])  # float input: same pixels
+    on_gpu = fp32_engine.infer_gpu(torch.from_numpy(batch).cuda())[0]
+    np.testing.assert_array_equal(on_gpu.cpu().numpy(), queued)
+
+
+def test_saved_code_is_reused_and_a_mismatch_is_refused(exported: OnnxModel, tmp_path: Path) -> None:
+    cfg = TorchEngineConfig(precision="fp16", batch_sizes=(2,), artifact_dir=tmp_path / "art")
+    with TorchEngineBuilder(cfg).build(exported) as first:
+        assert not first.loaded_artifact and (tmp_path / "art" / "engine.json").is_file()
+        out = first.infer(np.zeros((2, 3, 640, 640), np.uint8))[0]
+    with TorchEngineBuilder(cfg).build(exported) as second:
+        assert second.loaded_artifact
+        np.testing.assert_array_equal(second.infer(np.zeros((2, 3, 640, 640), np.uint8))[0], out)
+    meta = json.loads((tmp_path / "art" / "engine.json").read_text())
+    (tmp_path / "art" / "engine.json").write_text(json.dumps({**meta, "torch": "0.0.0"}))
+    with pytest.raises(EngineBuildError, match=r"torch: artifact '0\.0\.0'"):
+        TorchEngineBuilder(cfg).build(exported)
+
+
+def test_engines_on_several_streams_match_serial(fp32_engine: TorchEngine) -> None:
+    frames = [preprocess(read_image(p), 640)[0][None] for p in IMAGES[:8]]
+    serial = [fp32_engine.infer(f)[0] for f in frames]
+    engines = [fp32_engine] + [fp32_engine.on_stream() for _ in range(7)]  # 8 streams, one compiled model
+    bad: list[int] = []
+
+    def work(k: int, engine: TorchEngine) -> None:
+        for _ in range(10):
+            for i, f in enumerate(frames):
+                if not np.array_equal(engine.infer(f)[0], serial[i]):
+                    bad.append(k)
+
+    threads = [threading.Thread(target=work, args=(k, e)) for k, e in enumerate(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in engines[1:]:
+        e.close()
+    assert not bad
+
+
+def test_gpu_letterbox_and_decode_give_the_cpu_path_detections(fp32_engine: TorchEngine) -> None:
+    from yoloquant.data.letterbox import scale_detections
+    from yoloquant.data.letterbox_gpu import letterbox_batch
+    from yoloquant.postprocess.gpu import decode_torch
+
+    frames = [torch.from_numpy(read_image(p)).cuda() for p in IMAGES[:4]]
+    batch, metas = letterbox_batch(frames, 640)  # predict's letterbox, as _detect's
+    dets = [fp32_engine.infer_gpu(batch[i : i + 1])[0] for i in range(4)]
+    got = [
+        scale_detections(decode_torch(d, fp32_engine.info, conf=0.25)[0], m) for d, m in zip(dets, metas, strict=True)
+    ]
+    ref = _detect(fp32_engine, IMAGES[:4])
+    assert max(_matched(g, r) for g, r in zip(got, ref, strict=True)) < 1.0

@@ -46,9 +46,14 @@ class ArtifactMeta:
     imgsz: tuple[int, int]
 
     def mismatch(self, other: ArtifactMeta) -> list[str]:
-        """The fields where ``other`` (this process, this model) differs from the artifact's."""
+        """The fields where ``other`` (this process, this model) differs from the artifact's; other batch sizes
+        are not a mismatch (they are compiled on top, and the artifact saved again)."""
         mine, theirs = asdict(self), asdict(other)
-        return [f"{k}: artifact {mine[k]!r}, here {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+        return [
+            f"{k}: artifact {mine[k]!r}, here {theirs[k]!r}"
+            for k in mine
+            if mine[k] != theirs[k] and k != "batch_sizes"
+        ]
 
 
 def runtime_meta(checkpoint: Path, *, precision: str, batch_sizes: tuple[int, ...], imgsz: tuple[int, int],
@@ -93,15 +98,15 @@ def read_meta(folder: Path) -> ArtifactMeta | None:
     return ArtifactMeta(**data)
 
 
-def load_artifact(folder: Path, expected: ArtifactMeta) -> bool:
-    """Prime inductor's caches from ``folder``; False when there is no artifact yet.
+def load_artifact(folder: Path, expected: ArtifactMeta) -> ArtifactMeta | None:
+    """Prime inductor's caches from ``folder`` and return its metadata; None when there is no artifact yet.
 
     Raises:
         EngineBuildError: The artifact was built by another PyTorch, for another GPU, checkpoint or settings.
     """
     found = read_meta(folder)
     if found is None:
-        return False
+        return None
     differs = found.mismatch(expected)
     if differs:
         msg = (
@@ -110,4 +115,4 @@ def load_artifact(folder: Path, expected: ArtifactMeta) -> bool:
         )
         raise EngineBuildError(msg, artifact=folder)
     require("torch").compiler.load_cache_artifacts((folder / _CACHE).read_bytes())
-    return True
+    return found

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -122,6 +123,10 @@ class TorchPending:
 
     def ready(self) -> bool:
         return bool(self._done.query())
+
+    def synchronize(self) -> None:
+        """Wait for the GPU, leaving the outputs on the device (``tensors``)."""
+        self._done.synchronize()
 
     def wait(self) -> list[np.ndarray]:
         """Wait for the GPU and return the outputs as float32 numpy arrays."""
@@ -297,7 +302,7 @@ class TorchEngineBuilder:
         folder = cfg.artifact_dir or model.path.with_suffix(".torch")
         meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes,
                             imgsz=model.info.imgsz, device=cfg.device)  # fmt: skip
-        loaded = cfg.compile and not cfg.rebuild and load_artifact(folder, meta)
+        loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
         module = _module(checkpoint, precision, device)
         fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
         stream = cfg.stream or torch.cuda.Stream(device=device)
@@ -309,9 +314,10 @@ class TorchEngineBuilder:
             engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
             raise EngineBuildError(msg, artifact=checkpoint) from exc
-        if cfg.compile and not loaded:
-            save_artifact(folder, meta)
-        engine.loaded_artifact, engine.build_seconds = bool(loaded), time.perf_counter() - start
+        if cfg.compile and (loaded is None or not set(cfg.batch_sizes) <= set(loaded.batch_sizes)):
+            sizes = tuple(sorted({*cfg.batch_sizes, *(loaded.batch_sizes if loaded else ())}))
+            save_artifact(folder, dataclasses.replace(meta, batch_sizes=sizes))
+        engine.loaded_artifact, engine.build_seconds = loaded is not None, time.perf_counter() - start
         return engine
 
 

@@ -1,0 +1,245 @@
+"""The compiled-PyTorch engine on a GPU (#15): latency, end to end vs Ultralytics, load, streams, GPU letterbox mAP.
+
+    YOLO_OFFLINE=1 python benchmarks/gpu_torch.py --out benchmarks/results/gpu-torch-h200.json \\
+        [--eval-data .gpu-data/cvp/images] [--phase speed|map|all]
+
+Speeds are medians of interleaved rounds in one process (every variant timed in each round, in turn).
+End to end = decoded uint8 frames in memory -> letterbox -> infer -> decode + NMS -> boxes in frame pixels.
+``map`` evaluates the FP16 engine with the CPU (OpenCV) letterbox and with the GPU letterbox on the same images
+and reports the paired delta with its 95% interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PT = ROOT / "assets" / "weights" / "yolov8n.pt"
+IMAGES = sorted((ROOT / "assets" / "coco64" / "images").glob("*.jpg"))
+
+
+def _export(tmp: Path) -> Any:
+    from yoloquant.export import UltralyticsExporter
+
+    return UltralyticsExporter().export(PT, tmp)
+
+
+def _build(model: Any, art: Path, *, compile_: bool = True, batch_sizes: tuple[int, ...] = (1, 16)) -> Any:
+    from yoloquant.backends.torch.engine import TorchEngineBuilder, TorchEngineConfig
+
+    cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_)
+    return TorchEngineBuilder(cfg).build(model)
+
+
+def _frames() -> list[np.ndarray]:
+    from yoloquant.data.images import read_image
+
+    return [read_image(p) for p in IMAGES]
+
+
+def _timed(fn: Any) -> float:
+    import torch
+
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000
+
+
+def _e2e_torch(engine: Any, frames: list[np.ndarray], batch: int) -> Any:
+    import torch
+
+    from yoloquant.data.letterbox import scale_detections
+    from yoloquant.data.letterbox_gpu import letterbox_batch
+    from yoloquant.postprocess.gpu import decode_torch
+
+    def run() -> None:
+        for i in range(0, len(frames) - batch + 1, batch):
+            gpu = [torch.from_numpy(f).pin_memory().cuda(non_blocking=True) for f in frames[i : i + batch]]
+            pixels, metas = letterbox_batch(gpu, 640)
+            (pred,) = engine.infer_gpu(pixels)
+            dets = decode_torch(pred, engine.info, conf=0.25)
+            [scale_detections(d, m) for d, m in zip(dets, metas, strict=True)]
+
+    return run
+
+
+def _e2e_ultralytics(frames: list[np.ndarray], batch: int) -> Any:
+    from ultralytics import YOLO
+
+    model = YOLO(str(PT))
+
+    def run() -> None:
+        for i in range(0, len(frames) - batch + 1, batch):
+            model.predict(frames[i : i + batch], half=True, batch=batch, verbose=False, conf=0.25, device=0)
+
+    return run
+
+
+def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
+    """Median ms: public infer() (host uint8 in, numpy out) and upload + run (no download), batch 1 and 16."""
+    x1 = np.random.default_rng(0).integers(0, 255, (1, 3, 640, 640), dtype=np.uint8)
+    x16 = np.random.default_rng(1).integers(0, 255, (16, 3, 640, 640), dtype=np.uint8)
+    cases = {
+        "compiled_infer_b1": lambda: engine.infer(x1),
+        "compiled_upload_run_b1": lambda: engine.infer_async(x1).synchronize(),
+        "eager_graph_infer_b1": lambda: eager.infer(x1),
+        "compiled_infer_b16": lambda: engine.infer(x16),
+        "compiled_upload_run_b16": lambda: engine.infer_async(x16).synchronize(),
+        "eager_graph_infer_b16": lambda: eager.infer(x16),
+    }
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for fn in cases.values():
+        for _ in range(20):
+            fn()
+    for _ in range(rounds):  # interleaved: every case once per round
+        for k, fn in cases.items():
+            samples[k].append(_timed(fn))
+    return {k: round(statistics.median(v), 4) for k, v in samples.items()}
+
+
+def _throughput(engine: Any, frames: list[np.ndarray], rounds: int) -> dict[str, float]:
+    cases = {
+        f"{who}_b{b}": fn
+        for b in (1, 16)
+        for who, fn in (("yoloquant", _e2e_torch(engine, frames, b)), ("ultralytics", _e2e_ultralytics(frames, b)))
+    }
+    for fn in cases.values():
+        fn()
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for k, fn in cases.items():
+            samples[k].append(_timed(fn))
+    n = {k: len(frames) - len(frames) % int(k.split("_b")[1]) for k in cases}
+    out = {f"{k}_img_s": round(n[k] / (statistics.median(v) / 1000), 1) for k, v in samples.items()}
+    for b in (1, 16):
+        out[f"ratio_b{b}"] = round(out[f"yoloquant_b{b}_img_s"] / out[f"ultralytics_b{b}_img_s"], 2)
+    return out
+
+
+def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
+    """8 engines (one compiled model) on 8 streams in 8 threads vs serial results; GPU memory before / after."""
+    import torch
+
+    from yoloquant.data.letterbox import preprocess
+
+    inputs = [preprocess(f, 640)[0][None] for f in _frames()[:16]]
+    serial = [engine.infer(x)[0] for x in inputs]
+    twins = [engine.on_stream() for _ in range(8)]
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    bad = [0] * 8
+
+    def work(k: int) -> None:
+        for i in range(frames_per_engine):
+            j = (i + k) % len(inputs)
+            if not np.array_equal(twins[k].infer(inputs[j])[0], serial[j]):
+                bad[k] += 1
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return {
+        "engines": 8,
+        "frames_each": frames_per_engine,
+        "mismatches": sum(bad),
+        "gpu_bytes_growth": int(torch.cuda.memory_allocated() - before),
+        "frames_per_s": round(8 * frames_per_engine / seconds, 1),
+    }
+
+
+def _load_seconds(art: Path, model: Any) -> dict[str, Any]:
+    """A fresh process builds the engine from the saved compiled code: wall seconds of the build."""
+    cmd = [sys.executable, __file__, "--phase", "load", "--art", str(art), "--onnx", str(model.path), "--out", "-"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    seconds, loaded = out.strip().splitlines()[-1].split()
+    return {"load_from_artifact_s": round(float(seconds), 2), "loaded_from_artifact": loaded == "True"}
+
+
+def _load_phase(art: Path, onnx: Path) -> None:
+    from yoloquant.artifacts import OnnxModel
+
+    model = OnnxModel.load(onnx)
+    model = type(model)(path=model.path, info=model.info, precision=model.precision, checkpoint=PT)
+    start = time.perf_counter()
+    engine = _build(model, art)
+    print(time.perf_counter() - start, engine.loaded_artifact)
+
+
+def _map(model: Any, art: Path, data: Path) -> dict[str, Any]:
+    from yoloquant.config import EvalConfig
+    from yoloquant.data.datasets import load_dataset
+    from yoloquant.data.letterbox_gpu import preprocess_via_torch
+    from yoloquant.eval.coco import delta, evaluate
+
+    dataset = load_dataset(data)
+    with _build(model, art, batch_sizes=(1,)) as engine:
+        cpu = evaluate(engine, dataset, EvalConfig(), progress=False)
+        gpu = evaluate(engine, dataset, EvalConfig(), progress=False, preprocess=preprocess_via_torch)
+    d = delta(gpu, cpu)
+    return {
+        "images": cpu.num_images,
+        "cpu_letterbox_map50_95": cpu.metrics["map50_95"].to_dict(),
+        "gpu_letterbox_map50_95": gpu.metrics["map50_95"].to_dict(),
+        "delta_points": d.to_dict(),
+    }
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--phase", choices=("speed", "map", "all", "load"), default="all")
+    ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--frames-per-engine", type=int, default=2000)
+    args = ap.parse_args()
+    if args.phase == "load":
+        _load_phase(args.art, args.onnx)
+        return
+    tmp = Path(tempfile.mkdtemp())
+    art = tmp / "yolov8n.torch"
+    model = _export(tmp / "export")
+    report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report |= {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": "yolov8n fp16"}
+    if args.phase in ("speed", "all"):
+        start = time.perf_counter()
+        engine = _build(model, art)
+        report["cold_build_s"] = round(time.perf_counter() - start, 1)
+        report |= _load_seconds(art, model)
+        with engine, _build(model, tmp / "eager", compile_=False) as eager:
+            report["latency_ms"] = _latency(engine, eager, args.rounds)
+            report["end_to_end"] = _throughput(engine, _frames(), max(5, args.rounds // 20))
+            report["streams"] = _streams(engine, args.frames_per_engine)
+        print(json.dumps(report, indent=1), flush=True)
+    if args.phase in ("map", "all"):
+        report["map"] = _map(model, art, args.eval_data)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    main()

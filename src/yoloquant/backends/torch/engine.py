@@ -258,7 +258,7 @@ def _precision(model: OnnxModel, config: TorchEngineConfig) -> Precision:
     return chosen
 
 
-def _module(checkpoint: Path, precision: Precision, device: Any) -> Any:
+def _module(checkpoint: Path, precision: Precision, device: Any, imgsz: tuple[int, int]) -> Any:
     """The checkpoint as a uint8-input module: fused, in ``precision``, channels-last, head in export mode."""
     torch = require("torch")
     yolo = require("ultralytics").YOLO(str(checkpoint)).model
@@ -277,7 +277,10 @@ def _module(checkpoint: Path, precision: Precision, device: Any) -> Any:
             out = self.net(x.to(dtype).div(255).contiguous(memory_format=torch.channels_last))
             return out[0] if isinstance(out, (list, tuple)) else out
 
-    return UInt8Input().eval()
+    module = UInt8Input().eval()
+    with torch.inference_mode():  # the head caches its anchors per input size: computed eagerly, not traced
+        module(torch.zeros((1, 3, *imgsz), dtype=torch.uint8, device=device))
+    return module
 
 
 class TorchEngineBuilder:
@@ -303,7 +306,7 @@ class TorchEngineBuilder:
         meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes,
                             imgsz=model.info.imgsz, device=cfg.device)  # fmt: skip
         loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
-        module = _module(checkpoint, precision, device)
+        module = _module(checkpoint, precision, device, model.info.imgsz)
         fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
         stream = cfg.stream or torch.cuda.Stream(device=device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)

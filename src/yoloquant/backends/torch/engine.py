@@ -258,7 +258,7 @@ def _precision(model: OnnxModel, config: TorchEngineConfig) -> Precision:
     return chosen
 
 
-def _module(checkpoint: Path, precision: Precision, device: Any, imgsz: tuple[int, int]) -> Any:
+def _module(checkpoint: Path, precision: Precision, device: Any) -> Any:
     """The checkpoint as a uint8-input module: fused, in ``precision``, channels-last, head in export mode."""
     torch = require("torch")
     yolo = require("ultralytics").YOLO(str(checkpoint)).model
@@ -267,6 +267,9 @@ def _module(checkpoint: Path, precision: Precision, device: Any, imgsz: tuple[in
     for m in net.modules():
         if hasattr(m, "export") and hasattr(m, "format") and type(m).__name__ != "YOLO":
             m.export, m.format = True, "onnx"  # Detect & co. return what the ONNX export returns
+            # make_anchors reads each stride with .item() (a 0-d tensor): Dynamo cannot trace that in fp16
+            # (an unbacked symbol); plain floats give the same anchors
+            m.stride = [float(s) for s in m.stride]
 
     class UInt8Input(torch.nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -277,10 +280,7 @@ def _module(checkpoint: Path, precision: Precision, device: Any, imgsz: tuple[in
             out = self.net(x.to(dtype).div(255).contiguous(memory_format=torch.channels_last))
             return out[0] if isinstance(out, (list, tuple)) else out
 
-    module = UInt8Input().eval()
-    with torch.inference_mode():  # the head caches its anchors per input size: computed eagerly, not traced
-        module(torch.zeros((1, 3, *imgsz), dtype=torch.uint8, device=device))
-    return module
+    return UInt8Input().eval()
 
 
 class TorchEngineBuilder:
@@ -306,7 +306,7 @@ class TorchEngineBuilder:
         meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes,
                             imgsz=model.info.imgsz, device=cfg.device)  # fmt: skip
         loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
-        module = _module(checkpoint, precision, device, model.info.imgsz)
+        module = _module(checkpoint, precision, device)
         fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
         stream = cfg.stream or torch.cuda.Stream(device=device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)

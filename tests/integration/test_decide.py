@@ -139,7 +139,7 @@ def test_killed_sweep_resumes_from_its_ledger(
     # simulate kill -9 during the third write: two whole lines and half of the third survive
     ledger.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])
     ran.clear()
-    result = sweep.run(tmp_path, runner=runner, bench=BenchConfig(iterations=5, warmup=1), max_map_drop=100.0)
+    result = sweep.run(tmp_path, runner=runner, bench=BenchConfig(iterations=5, warmup=1), recommend_max_drop=100.0)
     assert ran == [json.loads(lines[2])["name"]]  # only the lost variant ran again
     names = [json.loads(line)["name"] for line in ledger.read_text().splitlines()]
     assert sorted(names) == sorted(["fp32", *(v.name for v in sweep.variants)])
@@ -311,7 +311,7 @@ def test_budgeted_quantizer_measures_candidates_with_the_supplied_evaluate(
         return inner(candidate)
 
     q = BudgetedQuantizer(max_map_drop=100.0, eval_data=tmp_path / "missing.yaml", granularity="block",
-                          quant=OrtQuantConfig(calibration=CalibMethod.MINMAX), evaluate=counting)  # fmt: skip
+                          quant=OrtQuantConfig(calibration_method=CalibMethod.MINMAX), evaluate=counting)  # fmt: skip
     made = q.quantize(model, calib, tmp_path / "budget")
     assert seen == [model.path, tmp_path / "budget" / "work" / "float-0.onnx"]  # FP32, then full INT8 (k = 0)
     assert q.result is not None and q.result.fp32_map50_95 == inner(model).map50_95

@@ -110,7 +110,7 @@ def test_modelopt_variant_is_measured_on_cpu_and_flagged(tmp_path: Path, assets:
         .run(tmp_path)
     )
     v = result.variant("int8-modelopt-keep-head")
-    assert v.quantization is not None and v.quantization["layout"] == "tensorrt"
+    assert v.quantization is not None and (v.quantization["backend"], v.quantization["format"]) == ("tensorrt", "qdq")
     assert any("made for TensorRT" in w for w in v.warnings)
     fp32 = result.variant("fp32")
     assert v.map50_95 is not None and fp32.map50_95 is not None

@@ -445,7 +445,7 @@ def test_detections_carry_the_model_class_names(engine, bgr: np.ndarray) -> None
     assert "bowl" in dets.labels  # image 9 is a lunch box of bowls and broccoli
     text = repr(engine)
     for part in (
-        "backend=onnxruntime",
+        "backend=ort-cpu",
         "CPUExecutionProvider",
         Path(engine.model_path).name,
         "imgsz=640x640",

@@ -357,7 +357,7 @@ def test_sweep_killed_twice_resumes_without_redoing_finished_variants(tmp_path: 
     assert second.returncode == -signal.SIGKILL, second.stderr
     assert len((out / "ledger.jsonl").read_text().splitlines()) == 1 and not (out / "report.json").exists()
 
-    base = QuantPipeline.from_onnx(yolov8n_onnx).calibrate(IMAGES, num_images=64)  # the CLI's base plan
+    base = QuantPipeline.from_onnx(yolov8n_onnx).calibrate(IMAGES, num_images=2)  # the CLI's: the largest count
     base = base.evaluate(YAML, num_images=2, offset=32).with_progress(False)
     sweep = Sweep(base).grid(quantizer=["ort"], calibration_method=["minmax"], calib_images=[2], keep_float=["decode"])
     ran: list[str] = []

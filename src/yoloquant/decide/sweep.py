@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import file_sha256
@@ -62,9 +61,7 @@ from yoloquant.decide.sweep_result import (
     _config_dict,
     _decide,
     _entry,
-    _entry_backend,
     _inputs,
-    _latency_key,
     _paired,
     _row,
     _value,
@@ -335,39 +332,11 @@ class Sweep:
     def measure_latency(
         self, out: Path, entries: dict[str, dict[str, Any]], bench: BenchConfig
     ) -> dict[str, dict[str, Any]]:
-        """Phase 2: time every entry's model in one interleaved run, each on its own backend.
+        """Phase 2: time every entry's model in one interleaved run, each on its own backend
+        (:func:`yoloquant.decide.sweep_latency.measure_latency`, cached in ``latency.json``)."""
+        from yoloquant.decide.sweep_latency import measure_latency
 
-        Cached in ``latency.json`` under the timed models, their backends and the benchmark settings: a
-        rerun with other iterations, warmup, threads or batch sizes times again.
-        """
-        path = out / "latency.json"
-        key = _latency_key(entries, bench)
-        if path.is_file():
-            cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            if cached.get("key") == json.loads(json.dumps(key)):
-                return dict(cached["latency"])
-        from contextlib import ExitStack
-
-        from yoloquant.artifacts import OnnxModel
-        from yoloquant.backends import open_engines
-        from yoloquant.bench.latency import benchmark_interleaved
-
-        models = {n: (OnnxModel.load(e["model_path"]), _entry_backend(e)) for n, e in entries.items()}
-        with ExitStack() as stack:
-            engines = open_engines(stack, models, threads=bench.threads)
-            timed = benchmark_interleaved(engines, bench, inputs=self._input(engines), progress=self.progress)
-        latency = {n: r[0].to_dict() for n, r in timed.items()}
-        atomic_write_text(path, json.dumps({"key": key, "latency": latency}, indent=1) + "\n")
-        return latency
-
-    def _input(self, engines: dict[str, Any]) -> Any:
-        """The first evaluation image, as the runner times with (``bench.latency.real_input``)."""
-        from yoloquant.bench.latency import real_input
-        from yoloquant.data.datasets import load_dataset
-
-        _, ev = self._parts()
-        image = load_dataset(ev.source, split=ev.split, labels=False).select(1, ev.offset).images[0]
-        return real_input(image, next(iter(engines.values())).info.imgsz[0])
+        return measure_latency(out, entries, bench, evaluation=self._parts()[1], progress=self.progress)
 
     def _candidate(
         self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None, metric: str

@@ -336,7 +336,13 @@ class Sweep:
         (:func:`yoloquant.decide.sweep_latency.measure_latency`, cached in ``latency.json``)."""
         from yoloquant.decide.sweep_latency import measure_latency
 
-        return measure_latency(out, entries, bench, evaluation=self._parts()[1], progress=self.progress)
+        return measure_latency(out, entries, bench, inputs=self._input, progress=self.progress)
+
+    def _input(self, engines: dict[str, Any]) -> Any:
+        """The first evaluation image, as the runner times with (``bench.latency.real_input``)."""
+        from yoloquant.decide.sweep_latency import first_image
+
+        return first_image(self._parts()[1], next(iter(engines.values())).info.imgsz[0])
 
     def _candidate(
         self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None, metric: str

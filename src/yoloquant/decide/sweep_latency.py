@@ -7,6 +7,7 @@ settings, so a rerun with other iterations, warmup, threads or batch sizes times
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,21 @@ from yoloquant.config import BenchConfig
 from yoloquant.decide.sweep_result import _entry_backend, _latency_key
 from yoloquant.pipeline import EvalPlan
 
-__all__ = ["measure_latency"]
+__all__ = ["first_image", "measure_latency"]
 
 
 def measure_latency(
-    out: Path, entries: dict[str, dict[str, Any]], bench: BenchConfig, *, evaluation: EvalPlan, progress: bool
+    out: Path,
+    entries: dict[str, dict[str, Any]],
+    bench: BenchConfig,
+    *,
+    inputs: Callable[[dict[str, Any]], Any],
+    progress: bool,
 ) -> dict[str, dict[str, Any]]:
-    """Each entry's latency (``LatencyResult.to_dict()`` of its first batch size), timed or from the cache."""
+    """Each entry's latency (``LatencyResult.to_dict()`` of its first batch size), timed or from the cache.
+
+    ``inputs(engines)`` gives the batch they are timed on (the sweep's first evaluation image).
+    """
     path = out / "latency.json"
     key = _latency_key(entries, bench)
     if path.is_file():
@@ -36,14 +45,13 @@ def measure_latency(
     models = {n: (OnnxModel.load(e["model_path"]), _entry_backend(e)) for n, e in entries.items()}
     with ExitStack() as stack:
         engines = open_engines(stack, models, threads=bench.threads)
-        inputs = _input(evaluation, next(iter(engines.values())).info.imgsz[0])
-        timed = benchmark_interleaved(engines, bench, inputs=inputs, progress=progress)
+        timed = benchmark_interleaved(engines, bench, inputs=inputs(engines), progress=progress)
     latency = {n: r[0].to_dict() for n, r in timed.items()}
     atomic_write_text(path, json.dumps({"key": key, "latency": latency}, indent=1) + "\n")
     return latency
 
 
-def _input(ev: EvalPlan, imgsz: int) -> Any:
+def first_image(ev: EvalPlan, imgsz: int) -> Any:
     """The first evaluation image, as the runner times with (``bench.latency.real_input``)."""
     from yoloquant.bench.latency import real_input
     from yoloquant.data.datasets import load_dataset

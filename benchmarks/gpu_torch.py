@@ -95,10 +95,10 @@ def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
     x16 = np.random.default_rng(1).integers(0, 255, (16, 3, 640, 640), dtype=np.uint8)
     cases = {
         "compiled_infer_b1": lambda: engine.infer(x1),
-        "compiled_upload_run_b1": lambda: engine.infer_async(x1).synchronize(),
+        "compiled_upload_run_b1": lambda: engine.infer_async(x1, download=False).synchronize(),
         "eager_graph_infer_b1": lambda: eager.infer(x1),
         "compiled_infer_b16": lambda: engine.infer(x16),
-        "compiled_upload_run_b16": lambda: engine.infer_async(x16).synchronize(),
+        "compiled_upload_run_b16": lambda: engine.infer_async(x16, download=False).synchronize(),
         "eager_graph_infer_b16": lambda: eager.infer(x16),
     }
     samples: dict[str, list[float]] = {k: [] for k in cases}
@@ -208,7 +208,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams"), default="all")
+    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency"), default="all")
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
@@ -228,6 +228,9 @@ def main() -> None:
     model = _export(tmp / "export")
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report |= {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": "yolov8n fp16"}
+    if args.phase == "latency":  # the model-level latencies alone (no end to end, load or streams)
+        with _build(model, art) as engine, _build(model, tmp / "eager", compile_=False) as eager:
+            report["latency_ms"] = _latency(engine, eager, args.rounds)
     if args.phase in ("speed", "all"):
         start = time.perf_counter()
         engine = _build(model, art)

@@ -97,10 +97,12 @@ class _Replay:
         self.staged = torch.cuda.Event()
         self.staged.record()
 
-    def run(self, x: Any) -> list[Any]:
-        """Run on the current stream; returns fresh float32 tensors (the next call cannot overwrite them)."""
+    def run(self, x: Any = None) -> list[Any]:
+        """Run on the current stream (on ``x``, or on what was uploaded into ``input``); returns fresh float32
+        tensors (the next call cannot overwrite them)."""
         torch = require("torch")
-        self.input.copy_(x, non_blocking=True)
+        if x is not None:
+            self.input.copy_(x, non_blocking=True)
         if self.graph is not None:
             self.graph.replay()
             outputs = self.outputs
@@ -117,9 +119,10 @@ def _as_list(out: Any) -> list[Any]:
 class TorchPending:
     """Outputs of a queued call: device tensors now, numpy after :meth:`wait`."""
 
-    def __init__(self, tensors: list[Any], done: Any) -> None:
+    def __init__(self, tensors: list[Any], done: Any, host: list[Any] | None = None) -> None:
         self.tensors = tensors
         self._done = done
+        self._host = host  # pinned copies queued on the stream, when the call downloads
 
     def ready(self) -> bool:
         return bool(self._done.query())
@@ -131,6 +134,8 @@ class TorchPending:
     def wait(self) -> list[np.ndarray]:
         """Wait for the GPU and return the outputs as float32 numpy arrays."""
         self._done.synchronize()
+        if self._host is not None:
+            return [h.numpy() for h in self._host]  # each array owns its pinned buffer
         return [t.cpu().numpy() for t in self.tensors]
 
 
@@ -188,20 +193,24 @@ class TorchEngine(ClosesOnExit):
         """Run a uint8 ``[B, 3, H, W]`` batch (or float32 in [0, 1], as ``normalize_pixels`` makes it)."""
         return self.infer_async(batch).wait()
 
-    def infer_async(self, batch: np.ndarray) -> TorchPending:
-        """Queue upload and run of a host batch on the engine's stream and return without waiting."""
+    def infer_async(self, batch: np.ndarray, *, download: bool = True) -> TorchPending:
+        """Queue upload, run and (``download``) the copy back of a host batch on the engine's stream and return
+        without waiting. Uploads and downloads go through pinned memory, so they run asynchronously."""
         torch = require("torch")
         pixels = _as_uint8(batch, self.info)
         with self._lock, torch.cuda.stream(self.stream):
             replay = self._replay(pixels.shape[0])
             replay.staged.synchronize()  # the previous upload from this staging buffer has left it
             replay.staging.numpy()[...] = pixels
-            device = replay.staging.to(self.device, non_blocking=True)
+            replay.input.copy_(replay.staging, non_blocking=True)
             replay.staged.record()
-            outputs = replay.run(device)
+            outputs = replay.run()
+            host = [torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outputs] if download else None
+            for h, o in zip(host or (), outputs, strict=False):
+                h.copy_(o, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-        return TorchPending(outputs, done)
+        return TorchPending(outputs, done, host)
 
     def infer_gpu(self, pixels: Any) -> list[Any]:
         """Run a uint8 ``[B, 3, H, W]`` device tensor; returns float32 device tensors, ordered on the stream."""

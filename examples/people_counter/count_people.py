@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from counter import TrackerConfig, count_video  # noqa: E402
-from counting import parse_counter  # noqa: E402
+from counter import TrackerConfig, count_video
+from counting import parse_counter
 
-from yoloquant.protocols import Engine  # noqa: E402
-from yoloquant.stream import TileConfig  # noqa: E402
+from yoloquant.protocols import Engine
+from yoloquant.stream import TileConfig
 
 
 def load_engine(args: argparse.Namespace) -> Engine:
@@ -57,10 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--run", help="a pipeline run folder (report.json); see --variant")
     g.add_argument("--model", help="an .onnx model (or .pt, exported first)")
     p.add_argument("--variant", default=None, help="variant of --run (default: its last, e.g. int8)")
-    p.add_argument("--backend", default="onnxruntime", help="backend for --model (onnxruntime, openvino, cuda, tensorrt)")
+    p.add_argument(
+        "--backend", default="onnxruntime", help="backend for --model (onnxruntime, openvino, cuda, tensorrt)"
+    )
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
     p.add_argument("--line", action="append", default=[], help="counting line: x=V, y=V or X1,Y1,X2,Y2 (repeatable)")
     p.add_argument("--zone", action="append", default=[], help="counting zone: X,Y;X,Y;X,Y... (repeatable)")
+    p.add_argument(
+        "--rule", choices=("debounced", "reference"), default="debounced",
+        help="line rule: 'debounced' (3 points in a row past a 2%%-of-height dead band) or 'reference' (any flip)",
+    )  # fmt: skip
     p.add_argument("--batch", type=int, default=1, help="frames (or tiles) per engine call")
     p.add_argument("--tile", type=int, default=0, help="cut frames into tiles of this size (0: whole frames)")
     p.add_argument("--conf", type=float, default=0.1, help="detector score threshold (ByteTrack uses low scores too)")
@@ -79,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    counters = [parse_counter(t) for t in [*args.line, *args.zone]]
+    rule = {"min_frames": 1, "margin": 0.0} if args.rule == "reference" else {}
+    counters = [parse_counter(t, **rule) for t in [*args.line, *args.zone]]
     source: str | int = int(args.source) if args.source.isdigit() else args.source
     jsonl = args.jsonl.open("w", encoding="utf-8") if args.jsonl else None
     try:

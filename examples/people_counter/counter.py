@@ -76,15 +76,21 @@ class PeopleCounter:
             self.mot_rows.append((result.index + 1, tid, b[0], b[1], b[2] - b[0], b[3] - b[1], s))
             self.ids.add(tid)
         track_ms = (time.perf_counter() - t0) * 1e3
-        return {
-            "stream": result.stream,
-            "frame": result.index,
-            "error": result.error,
-            "tracks": [[tid, *(round(v, 1) for v in b)] for tid, b in zip(ids.tolist(), boxes.tolist(), strict=True)],
-            "events": events,
-            "counts": {c.line.name: dict(c.counts) for c in self.counters},
-            "ms": {**{k: round(v, 2) for k, v in result.timings_ms.items()}, "track": round(track_ms, 2)},
-        }, boxes, ids
+        return (
+            {
+                "stream": result.stream,
+                "frame": result.index,
+                "error": result.error,
+                "tracks": [
+                    [tid, *(round(v, 1) for v in b)] for tid, b in zip(ids.tolist(), boxes.tolist(), strict=True)
+                ],
+                "events": events,
+                "counts": {c.line.name: dict(c.counts) for c in self.counters},
+                "ms": {**{k: round(v, 2) for k, v in result.timings_ms.items()}, "track": round(track_ms, 2)},
+            },
+            boxes,
+            ids,
+        )
 
 
 @dataclass

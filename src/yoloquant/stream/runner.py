@@ -74,7 +74,10 @@ class StreamConfig:
             )
             raise ConfigError(msg)
         if not (0.0 <= self.conf < 1.0 and 0.0 < self.iou <= 1.0 and self.max_det >= 1):
-            msg = f"StreamConfig needs 0 <= conf < 1, 0 < iou <= 1, max_det >= 1; got {self.conf}, {self.iou}, {self.max_det}"
+            msg = (
+                "StreamConfig needs 0 <= conf < 1, 0 < iou <= 1, max_det >= 1; "
+                f"got conf={self.conf}, iou={self.iou}, max_det={self.max_det}"
+            )
             raise ConfigError(msg)
 
 
@@ -162,7 +165,9 @@ class StreamRunner:
             msg = f"StreamRunner letterboxes to a square input; the model's imgsz is {engine.info.imgsz}"
             raise InferenceError(msg)
         self.engine = engine
-        items = [sources] if isinstance(sources, FrameSource | str | int) or not isinstance(sources, Sequence) else sources
+        items = (
+            [sources] if isinstance(sources, FrameSource | str | int) or not isinstance(sources, Sequence) else sources
+        )
         self.sources: list[FrameSource] = [open_source(s) for s in items]
         self.stats = StreamStats(streams=len(self.sources))
         self._stop = threading.Event()
@@ -253,7 +258,7 @@ class StreamRunner:
             for frame in source.frames(stream):
                 if not self._put(self._frames, frame):
                     return
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, who re-raises it
+        except Exception as exc:
             error = exc
         self._put(self._frames, _End(stream, error))
 
@@ -271,7 +276,7 @@ class StreamRunner:
                     if not self._put(self._results, result):
                         return
             self._put(self._results, _End(-1))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+        except BaseException as exc:
             self._put(self._results, exc)
 
     def _collect(self) -> tuple[list[Frame], list[_End]]:
@@ -328,11 +333,19 @@ class StreamRunner:
         pre_ms = (time.perf_counter() - t0) * 1e3
         parts, infer_ms, post_ms = self._infer(units)
         return [
-            self._result(slot, frame, errors, tiles, parts, t0, {
-                "preprocess": pre_ms / len(group),
-                "infer": infer_ms.get(slot, 0.0),
-                "postprocess": post_ms.get(slot, 0.0),
-            })
+            self._result(
+                frame,
+                errors.get(slot),
+                [parts[(slot, k)] for k in range(len(tiles[slot]))] if slot in tiles else [],
+                tiles.get(slot, []),
+                timings={
+                    "read": frame.read_ms,
+                    "wait": max(t0 - frame.time, 0.0) * 1e3,
+                    "preprocess": pre_ms / len(group),
+                    "infer": infer_ms.get(slot, 0.0),
+                    "postprocess": post_ms.get(slot, 0.0),
+                },
+            )
             for slot, frame in enumerate(group)
         ]
 
@@ -354,7 +367,9 @@ class StreamRunner:
             return None
         return image
 
-    def _infer(self, units: list[_Unit]) -> tuple[dict[tuple[int, int], Detections], dict[int, float], dict[int, float]]:
+    def _infer(
+        self, units: list[_Unit]
+    ) -> tuple[dict[tuple[int, int], Detections], dict[int, float], dict[int, float]]:
         cfg, info = self.config, self.engine.info
         parts: dict[tuple[int, int], Detections] = {}
         infer_ms: dict[int, float] = {}
@@ -371,7 +386,9 @@ class StreamRunner:
             dets = decode(outputs, info, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, multi_label=False)
             for u, d in zip(chunk, dets, strict=False):
                 keep = np.isin(d.classes, cfg.classes) if cfg.classes is not None else slice(None)
-                parts[(u.slot, u.tile)] = Detections(scale_boxes(d.boxes[keep], u.meta), d.scores[keep], d.classes[keep])
+                parts[(u.slot, u.tile)] = Detections(
+                    scale_boxes(d.boxes[keep], u.meta), d.scores[keep], d.classes[keep]
+                )
             t2 = time.perf_counter()
             for u in chunk:  # a frame's share of each batch its units ran in
                 infer_ms[u.slot] = infer_ms.get(u.slot, 0.0) + (t1 - t0) * 1e3 / len(chunk)
@@ -380,19 +397,15 @@ class StreamRunner:
 
     def _result(
         self,
-        slot: int,
         frame: Frame,
-        errors: dict[int, str],
-        tiles: dict[int, list[tuple[int, int, int, int]]],
-        parts: dict[tuple[int, int], Detections],
-        t0: float,
+        error: str | None,
+        found: list[Detections],
+        grid: list[tuple[int, int, int, int]],
+        *,
         timings: dict[str, float],
     ) -> FrameResult:
-        timings = {"read": frame.read_ms, "wait": max(t0 - frame.time, 0.0) * 1e3, **timings}
-        if slot in errors:
-            return FrameResult(frame.stream, frame.index, None, None, errors[slot], timings)
-        grid = tiles[slot]
-        found = [parts[(slot, k)] for k in range(len(grid))]
+        if error is not None:
+            return FrameResult(frame.stream, frame.index, None, None, error, timings)
         names = self.engine.info.names
         if len(grid) == 1:
             d = found[0]

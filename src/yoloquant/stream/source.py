@@ -128,7 +128,9 @@ class VideoSource(FrameSource):
             failed = self._retry()
             if failed is not None and failed[0]:  # a later frame decoded: the failed ones were skipped
                 for _ in range(failed[1]):
-                    yield Frame(stream, index, None, ms, error=f"{self.name}: frame {index} could not be decoded; skipped")
+                    yield Frame(
+                        stream, index, None, ms, error=f"{self.name}: frame {index} could not be decoded; skipped"
+                    )
                     index += 1
                 in_pass += failed[1] + 1
                 yield Frame(stream, index, failed[2], ms)
@@ -189,7 +191,9 @@ class ArraySource(FrameSource):
                 return
             ms = (time.perf_counter() - t0) * 1e3
             if image is None:
-                yield Frame(stream, index, None, ms, error=f"{self.name}: frame {index} is None (decode failed); skipped")
+                yield Frame(
+                    stream, index, None, ms, error=f"{self.name}: frame {index} is None (decode failed); skipped"
+                )
             else:
                 yield Frame(stream, index, np.asarray(image), ms)
             index += 1

@@ -78,4 +78,5 @@ class StreamStats:
     def table(self) -> str:
         """One line: frames, skips, fps and each stage's mean milliseconds."""
         stages = "  ".join(f"{k} {v:.1f}" for k, v in self.mean_ms().items())
-        return f"{self.frames} frames ({self.skipped} skipped) in {self.seconds:.1f} s = {self.fps:.1f} fps | ms/frame: {stages}"
+        head = f"{self.frames} frames ({self.skipped} skipped) in {self.seconds:.1f} s = {self.fps:.1f} fps"
+        return f"{head} | ms/frame: {stages}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -130,7 +131,7 @@ def test_an_unopenable_url_or_missing_file_is_a_clear_error() -> None:
 
 def test_a_truncated_video_ends_with_a_clear_error(tmp_path: Path) -> None:
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(VIDEO.read_bytes()[: 400_000])  # moov atom first: it opens, then the data stops
+    cut.write_bytes(VIDEO.read_bytes()[:400_000])  # moov atom first: it opens, then the data stops
     source = VideoSource(cut)
     try:
         results = list(StreamRunner(_engine([]), source))
@@ -158,7 +159,7 @@ def test_tile_grid_covers_the_frame_with_the_asked_overlap() -> None:
         covered[y1:y2, x1:x2] = True
     assert covered.all()
     xs = sorted({x1 for _, x1, _, _ in tiles})
-    assert all(320 - (b - a) >= 0.2 * 320 - 1 for a, b in zip(xs, xs[1:], strict=False))
+    assert all(320 - (b - a) >= 0.2 * 320 - 1 for a, b in itertools.pairwise(xs))
     assert tile_grid(100, 100, TileConfig(size=320)) == [(0, 0, 100, 100)]
     assert tile_grid(100, 700, TileConfig(size=320, full_frame=True))[-1] == (0, 0, 100, 700)
 

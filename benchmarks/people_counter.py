@@ -197,9 +197,11 @@ def summarize(table: list[dict[str, Any]], variants: list[str]) -> dict[str, Any
     for v in variants:
         rows = [r for r in table if r["variant"] == v]
         errs = [e for r in rows for e in r["count_error"].values()]
+        ref = [e for r in rows for e in r["count_error_reference_rule"].values()]
         s: dict[str, Any] = {
             "total_abs_count_error": sum(abs(e) for e in errs),
             "max_abs_count_error": max(map(abs, errs)),
+            "total_abs_count_error_reference_rule": sum(abs(e) for e in ref),
         }
         if v != variants[0]:
             diffs = [

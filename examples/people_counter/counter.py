@@ -105,6 +105,7 @@ class CountResult:
     tracks: int
     mot_rows: list[tuple[int, int, float, float, float, float, float]] = field(repr=False)
     errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def fps(self) -> float:
@@ -120,6 +121,7 @@ class CountResult:
             "tracks": self.tracks,
             "mean_ms": {k: round(v, 2) for k, v in self.mean_ms.items()},
             "errors": self.errors[:20],
+            "interrupted": self.interrupted,
         }
 
 
@@ -149,30 +151,34 @@ def count_video(
     writer = _Writer(video_out, fps) if video_out is not None else None
     track_ms, last_show = 0.0, 0.0
     t0 = time.perf_counter()
+
+    def on_result(result: FrameResult) -> None:
+        nonlocal track_ms, last_show
+        record, boxes, ids = counter.update(result)
+        track_ms += record["ms"]["track"]
+        if on_frame is not None:
+            on_frame(record)
+        if writer is not None and result.image is not None:
+            writer.write(result.image, boxes, ids, counter.counters)
+        if live and time.perf_counter() - last_show > 0.5:
+            last_show = time.perf_counter()
+            _show(record, runner.stats.frames / (last_show - t0))
+
     try:
-        for result in runner:
-            record, boxes, ids = counter.update(result)
-            track_ms += record["ms"]["track"]
-            if on_frame is not None:
-                on_frame(record)
-            if writer is not None and result.image is not None:
-                writer.write(result.image, boxes, ids, counter.counters)
-            if live and time.perf_counter() - last_show > 0.5:
-                last_show = time.perf_counter()
-                _show(record, runner.stats.frames / (last_show - t0))
-    except KeyboardInterrupt:
-        print("\ninterrupted: writing what was counted so far", file=sys.stderr)
+        runner.run(on_result)  # Ctrl-C ends it cleanly (stats.interrupted); what was counted is kept
     finally:
         seconds = time.perf_counter() - t0
         if writer is not None:
             writer.close()
+    if runner.stats.interrupted:
+        print("\ninterrupted: the summary covers the frames counted so far", file=sys.stderr)
     stats = runner.stats
     mean = stats.mean_ms()
     mean["track"] = track_ms / stats.frames if stats.frames else 0.0
     return CountResult(
         counts={c.line.name: dict(c.counts) for c in counter.counters},
         frames=stats.frames, skipped=stats.skipped, seconds=seconds, mean_ms=mean,
-        tracks=len(counter.ids), mot_rows=counter.mot_rows, errors=list(stats.errors),
+        tracks=len(counter.ids), mot_rows=counter.mot_rows, errors=list(stats.errors), interrupted=stats.interrupted,
     )  # fmt: skip
 
 

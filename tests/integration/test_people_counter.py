@@ -110,3 +110,27 @@ def test_fp32_counts_on_tud_campus_are_within_two_of_ground_truth(engine) -> Non
     for line, dirs in truth.items():
         for d, n in dirs.items():
             assert abs(result.counts[f"{line[0]}={line[1:]}"][d] - n) <= 2, (line, d, result.counts)
+
+
+def test_ctrl_c_stops_a_looped_counter_cleanly_and_writes_the_summary(yolov8n_onnx: Path, tmp_path: Path) -> None:
+    pytest.importorskip("trackers")
+    import os
+    import signal
+    import time
+
+    frames = tmp_path / "f.jsonl"
+    cmd = [
+        sys.executable, str(ROOT / "examples" / "people_counter" / "count_people.py"), str(VIDEO), "--model",
+        str(yolov8n_onnx), "--loop", "--line", "x=384", "--jsonl", str(frames), "--summary", str(tmp_path / "s.json"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "YOLO_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not frames.exists() or frames.stat().st_size < 2000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["interrupted"] is True and summary["frames"] >= 1
+    assert json.loads(out)["frames"] == summary["frames"]

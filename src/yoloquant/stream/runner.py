@@ -186,12 +186,15 @@ class StreamRunner:
 
         Ctrl-C stops cleanly: threads end, sources close, and the stats so far come back with ``interrupted``.
         """
+        results = iter(self)
         try:
-            for result in self:
+            for result in results:
                 if callback is not None:
                     callback(result)
         except KeyboardInterrupt:
             self.stats.interrupted = True
+        finally:
+            results.close()  # stops the threads and releases the sources now, not when garbage-collected
         return self.stats
 
     def __iter__(self) -> Iterator[FrameResult]:

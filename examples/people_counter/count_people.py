@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tile", type=int, default=0, help="cut frames into tiles of this size (0: whole frames)")
     p.add_argument("--conf", type=float, default=0.1, help="detector score threshold (ByteTrack uses low scores too)")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--start", type=int, default=0, help="first frame of a file to read")
     p.add_argument("--loop", action="store_true", help="play a file again at its end (soak tests; Ctrl-C stops)")
     p.add_argument("--jsonl", type=Path, help="write one JSON line per frame here")
     p.add_argument("--summary", type=Path, help="write the summary JSON here (also printed)")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 batch_size=args.batch,
                 tiles=TileConfig(size=args.tile) if args.tile else None,
                 tracker=TrackerConfig(detector_conf=args.conf),
-                max_frames=args.max_frames, loop=args.loop,
+                max_frames=args.max_frames, start=args.start, loop=args.loop,
                 on_frame=(lambda r: jsonl.write(json.dumps(r) + "\n")) if jsonl else None,
                 video_out=args.video, live=not args.quiet,
             )  # fmt: skip

@@ -134,6 +134,7 @@ def count_video(
     tiles: TileConfig | None = None,
     tracker: TrackerConfig | None = None,
     max_frames: int | None = None,
+    start: int = 0,
     loop: bool = False,
     on_frame: Callable[[dict[str, Any]], object] | None = None,
     video_out: Path | None = None,
@@ -141,7 +142,11 @@ def count_video(
 ) -> CountResult:
     """Count people in one video stream end to end (decode, inference, tracking, counting), timed as a whole."""
     tracker = tracker or TrackerConfig()
-    src = source if not isinstance(source, str | Path | int) else VideoSource(source, loop=loop, max_frames=max_frames)
+    src = (
+        source
+        if not isinstance(source, str | Path | int)
+        else VideoSource(source, loop=loop, max_frames=max_frames, start=start)
+    )
     runner = StreamRunner(
         engine, src, batch_size=batch_size, conf=tracker.detector_conf, classes=(PERSON,), tiles=tiles,
         keep_images=video_out is not None,

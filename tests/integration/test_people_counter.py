@@ -28,8 +28,10 @@ def engine(yolov8n_onnx: Path):  # type: ignore[no-untyped-def]
         yield e
 
 
-def _frames(n: int) -> list[np.ndarray]:
+def _frames(n: int, start: int = 100) -> list[np.ndarray]:
+    """Frames from 100 on: a person is in view there (the video starts empty)."""
     cap = cv2.VideoCapture(str(VIDEO))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
     out = [cap.read()[1] for _ in range(n)]
     cap.release()
     return out
@@ -39,9 +41,9 @@ def test_stream_detections_equal_predict_frame_by_frame(engine) -> None:  # type
     from yoloquant.postprocess.predict import predict
     from yoloquant.stream import StreamRunner, VideoSource
 
-    results = list(StreamRunner(engine, VideoSource(VIDEO, max_frames=6), conf=0.25))
+    results = list(StreamRunner(engine, VideoSource(VIDEO, max_frames=6, start=100), conf=0.25))
     expected = predict(engine, _frames(6), conf=0.25)
-    assert [r.index for r in results] == list(range(6))
+    assert [r.index for r in results] == list(range(100, 106))
     for r, e in zip(results, expected, strict=True):
         assert r.detections is not None and len(r.detections) == len(e) > 0
         np.testing.assert_allclose(r.detections.boxes, e.boxes, atol=1e-3)
@@ -56,7 +58,7 @@ def test_tiles_find_what_predict_finds_on_the_same_crops(engine) -> None:  # typ
     config = TileConfig(size=432, overlap=0.25)
     (result,) = list(StreamRunner(engine, ArraySource([frame]), tiles=config, conf=0.4, classes=(0,)))
     grid = tile_grid(*frame.shape[:2], config)
-    assert len(grid) == 2
+    assert len(grid) == 3  # 768 px in 432 px tiles with >= 25% overlap
     per_tile = predict(engine, [frame[y1:y2, x1:x2] for y1, x1, y2, x2 in grid], conf=0.4)
     shifted = [
         d.boxes[d.classes == 0] + np.array([x1, y1, x1, y1]) for d, (y1, x1, _, _) in zip(per_tile, grid, strict=True)
@@ -73,13 +75,13 @@ def test_counter_cli_writes_frames_summary_video_and_tracks(yolov8n_onnx: Path, 
 
     out = tmp_path
     args = [
-        str(VIDEO), "--model", str(yolov8n_onnx), "--max-frames", "40", "--line", "x=384", "--line", "y=216",
+        str(VIDEO), "--model", str(yolov8n_onnx), "--start", "100", "--max-frames", "40", "--line", "x=384", "--line", "y=216",
         "--zone", "0,0;384,0;384,432;0,432", "--rule", "reference", "--jsonl", str(out / "f.jsonl"),
         "--summary", str(out / "s.json"), "--video", str(out / "a.mp4"), "--mot", str(out / "t.txt"), "--quiet",
     ]  # fmt: skip
     summary = main(args)
     records = [json.loads(line) for line in (out / "f.jsonl").read_text().splitlines()]
-    assert [r["frame"] for r in records] == list(range(40)) and summary["frames"] == 40
+    assert [r["frame"] for r in records] == list(range(100, 140)) and summary["frames"] == 40
     assert json.loads((out / "s.json").read_text())["counts"] == summary["counts"] == records[-1]["counts"]
     assert summary["tracks"] >= 1 and any(r["tracks"] for r in records)
     cap = cv2.VideoCapture(str(out / "a.mp4"))

@@ -65,6 +65,7 @@ class VideoSource(FrameSource):
         source: A path, a camera index, or a URL.
         loop: Start a file again at its end (for soak tests); a camera or URL ignores it.
         max_frames: Stop after this many frames (None: the whole stream).
+        start: First frame of a file to read (a seek); frame numbers count from the file's start.
 
     Raises:
         DataError: At :meth:`open` (called by the runner, or by iteration), when OpenCV cannot open it.
@@ -75,11 +76,13 @@ class VideoSource(FrameSource):
         (768, 432)
     """
 
-    def __init__(self, source: str | Path | int, *, loop: bool = False, max_frames: int | None = None) -> None:
-        if max_frames is not None and max_frames < 1:
-            msg = f"max_frames must be >= 1 or None, got {max_frames}"
+    def __init__(
+        self, source: str | Path | int, *, loop: bool = False, max_frames: int | None = None, start: int = 0
+    ) -> None:
+        if (max_frames is not None and max_frames < 1) or start < 0:
+            msg = f"max_frames must be >= 1 or None and start >= 0, got max_frames={max_frames}, start={start}"
             raise ConfigError(msg)
-        self.source, self.loop, self.max_frames = source, loop, max_frames
+        self.source, self.loop, self.max_frames, self.start = source, loop, max_frames, start
         self.name = str(source)
         self._cap: Any = None
         self.size: tuple[int, int] | None = None  # (width, height) once opened
@@ -106,6 +109,8 @@ class VideoSource(FrameSource):
         self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 and self._is_file else None
+        if self.start and self._is_file:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, self.start)
         return self
 
     @property
@@ -115,8 +120,8 @@ class VideoSource(FrameSource):
     def frames(self, stream: int) -> Iterator[Frame]:
         cv2 = require("cv2")
         self.open()
-        index, in_pass = 0, 0
-        while self.max_frames is None or index < self.max_frames:
+        index = in_pass = self.start if self._is_file else 0
+        while self.max_frames is None or index - self.start < self.max_frames:
             t0 = time.perf_counter()
             ok, image = self._read()
             ms = (time.perf_counter() - t0) * 1e3

@@ -75,7 +75,8 @@ def test_counter_cli_writes_frames_summary_video_and_tracks(yolov8n_onnx: Path, 
 
     out = tmp_path
     args = [
-        str(VIDEO), "--model", str(yolov8n_onnx), "--start", "100", "--max-frames", "40", "--line", "x=384", "--line", "y=216",
+        str(VIDEO), "--model", str(yolov8n_onnx), "--start", "100", "--max-frames", "40",
+        "--line", "x=384", "--line", "y=216",
         "--zone", "0,0;384,0;384,432;0,432", "--rule", "reference", "--jsonl", str(out / "f.jsonl"),
         "--summary", str(out / "s.json"), "--video", str(out / "a.mp4"), "--mot", str(out / "t.txt"), "--quiet",
     ]  # fmt: skip

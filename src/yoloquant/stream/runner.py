@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,7 +197,7 @@ class StreamRunner:
             results.close()  # stops the threads and releases the sources now, not when garbage-collected
         return self.stats
 
-    def __iter__(self) -> Iterator[FrameResult]:
+    def __iter__(self) -> Generator[FrameResult, None, None]:
         if self._started:
             msg = "a StreamRunner runs once; make a new one (sources are read as they play)"
             raise ConfigError(msg)

@@ -182,3 +182,21 @@ def test_tiled_frames_run_every_tile_and_map_boxes_back() -> None:
     assert calls == [(4, 3, 640, 640)]  # two tiles, padded to the batch of 4
     assert result.detections is not None and len(result.detections) == 2
     assert sorted(float(b[0]) for b in result.detections.boxes) == pytest.approx([(107 - 10) / 5, 128 + (107 - 10) / 5])
+
+
+def test_an_engine_failure_reaches_the_consumer_and_stops_the_threads() -> None:
+    from yoloquant.errors import InferenceError
+
+    def fail(x: np.ndarray) -> list[np.ndarray]:
+        msg = "engine broke"
+        raise InferenceError(msg)
+
+    runner = StreamRunner(CallbackEngine(fail, ModelInfo(names={0: "person"})), ArraySource([_frame(1)] * 50))
+    with pytest.raises(InferenceError, match="engine broke"):
+        list(runner)
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name.startswith("yoloquant-"))
+
+
+def test_an_unknown_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        StreamRunner(_engine([]), ArraySource([]), batchsize=2)

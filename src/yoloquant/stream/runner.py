@@ -14,6 +14,7 @@ detections; the stream goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -152,9 +153,12 @@ class StreamRunner:
         config: StreamConfig | None = None,
         **changes: Any,
     ) -> None:
-        import dataclasses
-
-        self.config = dataclasses.replace(config or StreamConfig(), **changes)
+        try:
+            self.config = dataclasses.replace(config or StreamConfig(), **changes)
+        except TypeError as exc:
+            names = [f.name for f in dataclasses.fields(StreamConfig)]
+            msg = f"unknown StreamRunner option in {sorted(changes)}; StreamConfig has {names}"
+            raise ConfigError(msg) from exc
         if self.config.batch_size > 1 and not engine.info.dynamic_batch:
             msg = (
                 f"batch_size={self.config.batch_size} needs an engine with a dynamic batch; this one has a fixed "
@@ -168,7 +172,14 @@ class StreamRunner:
         items = (
             [sources] if isinstance(sources, FrameSource | str | int) or not isinstance(sources, Sequence) else sources
         )
-        self.sources: list[FrameSource] = [open_source(s) for s in items]
+        self.sources: list[FrameSource] = []
+        try:
+            for item in items:
+                self.sources.append(open_source(item))
+        except BaseException:
+            for opened in self.sources:  # a camera opened before the failing URL is released now
+                opened.close()
+            raise
         self.stats = StreamStats(streams=len(self.sources))
         self._stop = threading.Event()
         self._frames: queue.Queue[Frame | _End] = queue.Queue(self.config.queue_size * len(self.sources))

@@ -70,3 +70,28 @@ def test_both_rules_give_the_reference_counts_on_the_ground_truth_tracks(
         c = LineCounter(Line.parse(text), **rule)  # type: ignore[arg-type]
         replay(rows, c)
         assert c.counts == truth[text.replace("=", "")], text
+
+
+def test_the_counter_tracks_through_a_skipped_frame_and_counts_a_walker() -> None:
+    """A fake engine sees one person walking left to right; a frame in the middle fails to decode."""
+    pytest.importorskip("trackers")
+    from counter import count_video
+
+    from yoloquant.artifacts import ModelInfo
+    from yoloquant.stream import ArraySource
+    from yoloquant.testing import CallbackEngine
+
+    def fn(x: np.ndarray) -> list[np.ndarray]:
+        out = np.zeros((x.shape[0], 5, 8), np.float32)
+        out[:, 0, 0] = np.round(x[:, 0, 0, 0] * 255) * 10  # cx from the frame's pixel value (64 px frame -> 640)
+        out[:, 1, 0], out[:, 2, 0], out[:, 3, 0], out[:, 4, 0] = 320, 60, 300, 0.9
+        return [out]
+
+    frames: list[np.ndarray | None] = [np.full((64, 64, 3), 10 + 2 * i, np.uint8) for i in range(20)]
+    frames[7] = None
+    engine = CallbackEngine(fn, ModelInfo(names={0: "person"}))
+    records: list[dict[str, object]] = []
+    result = count_video(engine, ArraySource(frames, fps=10.0), [parse_counter("x=32")], on_frame=records.append)
+    assert result.frames == 20 and result.skipped == 1 and records[7]["error"]
+    assert result.counts == {"x=32": {"left_to_right": 1, "right_to_left": 0}}
+    assert result.tracks == 1

@@ -120,8 +120,8 @@ class VideoSource(FrameSource):
     def frames(self, stream: int) -> Iterator[Frame]:
         cv2 = require("cv2")
         self.open()
-        index = in_pass = self.start if self._is_file else 0
-        while self.max_frames is None or index - self.start < self.max_frames:
+        first = index = in_pass = self.start if self._is_file else 0
+        while self.max_frames is None or index - first < self.max_frames:
             t0 = time.perf_counter()
             ok, image = self._read()
             ms = (time.perf_counter() - t0) * 1e3

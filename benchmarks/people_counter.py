@@ -120,7 +120,7 @@ def count_errors(found: dict[str, dict[str, int]], truth: dict[str, dict[str, in
 def run_one(engine: Any, data: Path, seq: str, batch: int) -> tuple[CountResult, dict[str, Any]]:
     stem, lines = SEQUENCES[seq]
     counters = [parse_counter(t) for t in lines]  # the counter's default (debounced) rule
-    result = count_video(engine, data / f"{stem}.mp4", counters, batch_size=batch)
+    result = count_video(engine, data / f"{stem}.mp4", counters, batch_size=batch, keep_tracks=True)
     truth = json.loads((data / f"{stem}.counts.json").read_text())["counts"]
     reference = {}
     for t in lines:  # the same tracks under the reference rule (count_crossings.py's)

@@ -51,7 +51,6 @@ def main() -> None:
         start: tuple[float, int, float] | None = None
         for r in runner:
             counter.update(r)
-            counter.mot_rows.clear()  # a service would not keep every track row; the soak measures the stream
             now = time.perf_counter() - t0
             if start is None and now >= args.warmup:
                 start = (now, runner.stats.frames, rss_mib())

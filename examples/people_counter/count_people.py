@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 tracker=TrackerConfig(detector_conf=args.conf),
                 max_frames=args.max_frames, start=args.start, loop=args.loop,
                 on_frame=(lambda r: jsonl.write(json.dumps(r) + "\n")) if jsonl else None,
-                video_out=args.video, live=not args.quiet,
+                video_out=args.video, live=not args.quiet, keep_tracks=args.mot is not None,
             )  # fmt: skip
     finally:
         if jsonl is not None:

@@ -41,7 +41,14 @@ class TrackerConfig:
 class PeopleCounter:
     """Tracks the people of one stream and counts them on lines / zones; :meth:`update` once per frame."""
 
-    def __init__(self, counters: Sequence[LineCounter | ZoneCounter], *, fps: float, tracker: TrackerConfig) -> None:
+    def __init__(
+        self,
+        counters: Sequence[LineCounter | ZoneCounter],
+        *,
+        fps: float,
+        tracker: TrackerConfig,
+        keep_tracks: bool = False,
+    ) -> None:
         trackers = require("trackers")
         self.counters = list(counters)
         self.tracker = trackers.ByteTrackTracker(
@@ -52,8 +59,10 @@ class PeopleCounter:
             minimum_iou_threshold=tracker.minimum_iou_threshold,
             high_conf_det_threshold=tracker.high_conf_det_threshold,
         )
-        self.mot_rows: list[tuple[int, int, float, float, float, float, float]] = []  # MOTChallenge, 1-based frame
-        self.ids: set[int] = set()
+        # every track row (MOTChallenge layout, 1-based frame) when keep_tracks: for evaluation, not for a 24/7 service
+        self.keep_tracks = keep_tracks
+        self.mot_rows: list[tuple[int, int, float, float, float, float, float]] = []
+        self.tracks, self._max_id = 0, -1
 
     def update(self, result: FrameResult) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         """Track and count one frame; returns its JSON-lines record and the tracked boxes and ids."""
@@ -72,9 +81,13 @@ class PeopleCounter:
         events = []
         for c in self.counters:
             events += [{"counter": c.line.name, "id": tid, "dir": d} for tid, d in c.update(boxes, ids)]
-        for tid, b, s in zip(ids.tolist(), boxes.tolist(), scores.tolist(), strict=True):
-            self.mot_rows.append((result.index + 1, tid, b[0], b[1], b[2] - b[0], b[3] - b[1], s))
-            self.ids.add(tid)
+        if self.keep_tracks:
+            for tid, b, s in zip(ids.tolist(), boxes.tolist(), scores.tolist(), strict=True):
+                self.mot_rows.append((result.index + 1, tid, b[0], b[1], b[2] - b[0], b[3] - b[1], s))
+        new = ids[ids > self._max_id]  # ByteTrack numbers tracks in order: a new track has a higher id
+        if len(new):
+            self.tracks += len(new)
+            self._max_id = int(new.max())
         track_ms = (time.perf_counter() - t0) * 1e3
         return (
             {
@@ -95,7 +108,7 @@ class PeopleCounter:
 
 @dataclass
 class CountResult:
-    """A counted video: counts per counter, tracks (MOTChallenge rows), rate, per-stage means."""
+    """A counted video: counts per counter, tracks started, the track rows (when kept), rate, per-stage means."""
 
     counts: dict[str, dict[str, int]]
     frames: int
@@ -139,6 +152,7 @@ def count_video(
     on_frame: Callable[[dict[str, Any]], object] | None = None,
     video_out: Path | None = None,
     live: bool = False,
+    keep_tracks: bool = False,
 ) -> CountResult:
     """Count people in one video stream end to end (decode, inference, tracking, counting), timed as a whole."""
     tracker = tracker or TrackerConfig()
@@ -152,7 +166,7 @@ def count_video(
         keep_images=video_out is not None,
     )  # fmt: skip
     fps = runner.sources[0].fps or 25.0
-    counter = PeopleCounter(counters, fps=fps, tracker=tracker)
+    counter = PeopleCounter(counters, fps=fps, tracker=tracker, keep_tracks=keep_tracks)
     writer = _Writer(video_out, fps) if video_out is not None else None
     track_ms, last_show = 0.0, 0.0
     t0 = time.perf_counter()
@@ -183,7 +197,7 @@ def count_video(
     return CountResult(
         counts={c.line.name: dict(c.counts) for c in counter.counters},
         frames=stats.frames, skipped=stats.skipped, seconds=seconds, mean_ms=mean,
-        tracks=len(counter.ids), mot_rows=counter.mot_rows, errors=list(stats.errors), interrupted=stats.interrupted,
+        tracks=counter.tracks, mot_rows=counter.mot_rows, errors=list(stats.errors), interrupted=stats.interrupted,
     )  # fmt: skip
 
 

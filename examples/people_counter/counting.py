@@ -13,8 +13,11 @@ debounce, ``minimum_crossing_threshold``). On the ground-truth tracks both give 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+FORGET_AFTER = 1000  # frames: a track unseen that long is gone (ByteTrack drops lost tracks far sooner)
 
 __all__ = ["Line", "LineCounter", "Zone", "ZoneCounter", "bottom_centres", "parse_counter", "replay"]
 
@@ -76,6 +79,8 @@ class LineCounter:
     counts: dict[str, int] = field(default_factory=dict)
     _last: dict[int, int] = field(default_factory=dict, repr=False)  # confirmed side per track
     _run: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)  # (side, points in a row)
+    _seen: dict[int, int] = field(default_factory=dict, repr=False)  # last frame each track was seen
+    _frame: int = 0
 
     def __post_init__(self) -> None:
         self.counts = {self.line.in_name: 0, self.line.out_name: 0}
@@ -84,6 +89,8 @@ class LineCounter:
         """Returns the crossings of this frame as (track id, direction)."""
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
         sides = self.line.sides(bottom_centres(b), band=self.margin * (b[:, 3] - b[:, 1]))
+        self._frame += 1
+        _forget(self._frame, ids, self._seen, self._last, self._run)
         events = []
         for tid, s in zip(ids.tolist(), sides.tolist(), strict=True):
             if s == 0:
@@ -137,6 +144,8 @@ class ZoneCounter:
     counts: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     inside: int = 0
     _last: dict[int, bool] = field(default_factory=dict, repr=False)
+    _seen: dict[int, int] = field(default_factory=dict, repr=False)
+    _frame: int = 0
 
     @property
     def line(self) -> Zone:  # the name the output uses for lines and zones alike
@@ -144,6 +153,8 @@ class ZoneCounter:
 
     def update(self, boxes: np.ndarray, ids: np.ndarray) -> list[tuple[int, str]]:
         flags = self.zone.contains(bottom_centres(boxes))
+        self._frame += 1
+        _forget(self._frame, ids, self._seen, self._last)
         events = []
         for tid, now in zip(ids.tolist(), flags.tolist(), strict=True):
             last = self._last.get(tid)
@@ -154,6 +165,18 @@ class ZoneCounter:
             self._last[tid] = now
         self.inside = int(flags.sum())
         return events
+
+
+def _forget(frame: int, ids: np.ndarray, seen: dict[int, int], *states: dict[int, Any]) -> None:
+    """Mark ``ids`` seen; every FORGET_AFTER frames drop the state of tracks unseen since, so memory stays flat."""
+    for tid in ids.tolist():
+        seen[tid] = frame
+    if frame % FORGET_AFTER:
+        return
+    for tid in [t for t, f in seen.items() if frame - f > FORGET_AFTER]:
+        del seen[tid]
+        for state in states:
+            state.pop(tid, None)
 
 
 def parse_counter(text: str, *, min_frames: int = 3, margin: float = 0.02) -> LineCounter | ZoneCounter:

@@ -108,6 +108,7 @@ def test_fp32_counts_on_tud_campus_are_within_two_of_ground_truth(engine) -> Non
     from counting import parse_counter
 
     result = count_video(engine, VIDEO_DATA / "TUD-Campus.mp4", [parse_counter("x=320"), parse_counter("y=240")])
+    assert result.mot_rows == []  # rows are kept only when asked (keep_tracks=True: --mot, the benchmark)
     truth = json.loads((VIDEO_DATA / "TUD-Campus.counts.json").read_text())["counts"]
     assert result.frames == 71
     for line, dirs in truth.items():

@@ -95,3 +95,11 @@ def test_the_counter_tracks_through_a_skipped_frame_and_counts_a_walker() -> Non
     assert result.frames == 20 and result.skipped == 1 and records[7]["error"]
     assert result.counts == {"x=32": {"left_to_right": 1, "right_to_left": 0}}
     assert result.tracks == 1
+
+
+def test_per_track_state_of_gone_tracks_is_dropped() -> None:
+    c = LineCounter(Line.parse("x=100"))
+    _walk(c, [(90, 50)], tid=1)
+    for _ in range(2100):  # another person in view for 2100 frames
+        _walk(c, [(150, 50)], tid=2)
+    assert set(c._last) == {2}  # track 1's side is forgotten: memory does not grow with every person ever seen

@@ -33,6 +33,9 @@ _EXTRAS: dict[str, tuple[str, str | None]] = {
     "openvino": ("OpenVINO", "openvino"),
     "nncf": ("NNCF", "openvino"),
     "matplotlib": ("matplotlib", "plot"),
+    "supervision": ("supervision", "stream"),
+    "trackers": ("trackers (Roboflow)", "stream"),
+    "motmetrics": ("py-motmetrics", "stream"),
     "yaml": ("PyYAML", None),
     "tqdm": ("tqdm", None),
 }

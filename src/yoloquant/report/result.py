@@ -192,17 +192,18 @@ class PipelineResult:
         msg = f"no variant named {name!r}; this run has {[v.name for v in self.variants]}"
         raise ConfigError(msg)
 
-    def engine(self, name: str | None = None) -> Engine:
+    def engine(self, name: str | None = None, *, threads: int | None = None) -> Engine:
         """A new engine for a variant's model (default: the last variant), on the backend it was measured on.
 
-        The caller owns it: use it as a context manager or call ``close()``.
+        The caller owns it: use it as a context manager or call ``close()``. ``threads``: inference threads
+        (default: the backend's own choice).
         """
         from yoloquant.artifacts import OnnxModel
         from yoloquant.backends import build_engine
         from yoloquant.config import Backend
 
         v = self.variant(name) if name is not None else self.variants[-1]
-        return build_engine(OnnxModel.load(self.path(v.model_path)), Backend(v.backend))
+        return build_engine(OnnxModel.load(self.path(v.model_path)), Backend(v.backend), threads=threads)
 
     def path(self, recorded: str) -> Path:
         """Where a path this report holds is now (relative and moved-folder paths resolve to its folder)."""

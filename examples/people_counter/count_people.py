@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--model", help="an .onnx model (or .pt, exported first)")
     p.add_argument("--variant", default=None, help="variant of --run (default: its last, e.g. int8)")
     p.add_argument(
-        "--backend", default="onnxruntime", help="backend for --model (onnxruntime, openvino, cuda, tensorrt)"
+        "--backend", default="ort-cpu", help="backend for --model (ort-cpu, openvino, ort-cuda, torch, tensorrt)"
     )
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the backend's)")
     p.add_argument("--line", action="append", default=[], help="counting line: x=V, y=V or X1,Y1,X2,Y2 (repeatable)")

@@ -24,7 +24,7 @@ def engine(yolov8n_onnx: Path):  # type: ignore[no-untyped-def]
     from yoloquant.backends import build_engine
     from yoloquant.config import Backend
 
-    with build_engine(OnnxModel.load(yolov8n_onnx), Backend.ONNXRUNTIME) as e:
+    with build_engine(OnnxModel.load(yolov8n_onnx), Backend.ORT_CPU) as e:
         yield e
 
 

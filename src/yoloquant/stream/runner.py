@@ -139,7 +139,7 @@ class StreamRunner:
         ConfigError: Bad options, or ``batch_size > 1`` on an engine with a fixed batch.
 
     Example:
-        >>> with build_engine(OnnxModel.load("yolov8n.onnx"), Backend.ONNXRUNTIME) as engine:  # doctest: +SKIP
+        >>> with build_engine(OnnxModel.load("yolov8n.onnx"), Backend.ORT_CPU) as engine:  # doctest: +SKIP
         ...     runner = StreamRunner(engine, "video.mp4", classes=(0,))
         ...     for r in runner:
         ...         print(r.index, len(r.detections or ()))

@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -140,7 +141,7 @@ def _acquire(path: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder(fd)
             os.close(fd)
             msg = (
                 f"{path.parent} is in use by another yoloquant run (pid {holder}, lock file {path}); wait for "
@@ -157,6 +158,16 @@ def _acquire(path: Path) -> int:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
+
+
+def _holder(fd: int) -> str:
+    """The pid the lock's holder wrote; it locks first and writes next, so an empty file is read again briefly."""
+    for _ in range(50):
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        if holder:
+            return holder
+        time.sleep(0.01)
+    return "unknown"
 
 
 def _acquire_pid_file(path: Path, fd: int) -> int:  # pragma: no cover - no flock on this platform

@@ -170,6 +170,7 @@ def test_w8a16_weights_match_a_hand_computed_per_channel_quantization(
     assert qdq.config["tensorrt"].startswith("no GPU speedup")  # weight-only: TensorRT dequantizes to float convs
 
 
+@pytest.mark.slow  # 10-20 s; `make test-all` (W4: the slow example runs it too)
 def test_w4a8_has_int4_weights_int8_inputs_and_runs_like_its_torch_model(
     yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
 ) -> None:
@@ -254,6 +255,7 @@ def test_needs_the_checkpoint(yolov8n_onnx: Path, tmp_path: Path) -> None:
         BrevitasQuantizer().quantize(model, data, tmp_path)
 
 
+@pytest.mark.slow  # 10-20 s; `make test-all` (QAT: research path)
 def test_qat_fine_tunes_the_ptq_model_and_keeps_its_grid(
     yolov8n_onnx: Path, yolov8n_pt: Path, coco64_images: Path, tmp_path: Path
 ) -> None:

@@ -116,6 +116,7 @@ def test_budgeted_quantizer_runs_in_a_pipeline(
     assert v.quantization is not None and v.quantization["quantizer"] == "ort-budget"
 
 
+@pytest.mark.slow  # 10-20 s; `make test-all` (the reliability tests kill and resume sweeps too)
 def test_killed_sweep_resumes_from_its_ledger(
     model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
 ) -> None:

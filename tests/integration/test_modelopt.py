@@ -253,6 +253,7 @@ def test_empty_calibration_set_is_rejected(fp32: OnnxModel, tmp_path: Path) -> N
 # --- YOLO26n (end-to-end head, output [1, 300, 6]) ----------------------------------------------
 
 
+@pytest.mark.slow  # 10-20 s; `make test-all` (ORT's YOLO26 test covers the top-k in the default run)
 def test_yolo26_end_to_end_head_keeps_top_k_float(
     modelopt: None, calib: CalibrationSet, unseen: np.ndarray, tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ def val(coco64_yaml: Path) -> Dataset:
     return load_dataset(coco64_yaml).select(8, 32)
 
 
+@pytest.mark.slow  # 10-20 s; `make test-all` (the CLI sensitivity test writes the section too)
 def test_sensitivity_ranks_groups_and_writes_its_files(
     model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
 ) -> None:
@@ -186,6 +187,7 @@ def test_dequantize_mode_makes_groups_truly_float(model: OnnxModel, calib: Calib
     assert len(quantized) >= len(shared.quantizable) - len(group.nodes) - 2
 
 
+@pytest.mark.slow  # 10-20 s; `make test-all` (the held-out and pipeline budget tests search too)
 def test_budget_search_returns_sensitive_groups_to_float(
     model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
 ) -> None:

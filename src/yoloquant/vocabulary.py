@@ -41,7 +41,7 @@ class Concept:
 CONCEPTS: tuple[Concept, ...] = (
     Concept(
         "backend",
-        "the runtime a variant is made for and runs on: ort-cpu, ort-cuda, openvino, tensorrt",
+        "the runtime a variant is made for and runs on: ort-cpu, ort-cuda, openvino, torch, tensorrt",
         old=("target",),
         old_values={"onnxruntime": "ort-cpu", "cuda": "ort-cuda"},
     ),

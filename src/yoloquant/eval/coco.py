@@ -25,7 +25,7 @@ from yoloquant._optional import require
 from yoloquant.config import EvalConfig
 from yoloquant.data.datasets import Dataset
 from yoloquant.data.images import read_image
-from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_detections
+from yoloquant.data.letterbox import VAL_MASK_THRESHOLD, LetterboxMeta, normalize_pixels, preprocess, scale_detections
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, DataError
 from yoloquant.eval.bootstrap import MatchTable, Metric, interval, paired_delta, resample_weights
@@ -162,7 +162,7 @@ def _encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
 
 
 def _scaled(dets: Detections, meta: LetterboxMeta) -> _Prediction:
-    scaled = scale_detections(dets, meta)
+    scaled = scale_detections(dets, meta, mask_threshold=VAL_MASK_THRESHOLD)  # masks as yolo val scales them
     if scaled.masks is None:
         return _Prediction(scaled)
     return _Prediction(dataclasses.replace(scaled, masks=None), _encode_masks(scaled.masks))

@@ -3,17 +3,19 @@
 A :class:`TaskSpec` names the Ultralytics models it accepts (``model.task``), decodes a batch of raw
 outputs (all of them: a segmentation head adds mask prototypes, a pose head keypoints) into
 :class:`~yoloquant.detections.Detections`, lists the pycocotools ``iouType`` each of its metrics is
-scored with, and names the primary metric that budgets and Pareto fronts rank by. Detection is the
-only task shipped; ``segment`` and ``pose`` are known names that are refused until they land.
+scored with, and names the primary metric that budgets and Pareto fronts rank by. Detection and
+segmentation (YOLO26 end-to-end seg heads) are shipped; ``pose`` is a known name that is refused until it lands.
 
 Example:
     >>> spec = task_spec("detect")
     >>> spec.metric_names, spec.primary_metric
     (('map50_95', 'map50'), 'map50_95')
-    >>> task_spec("segment")
+    >>> task_spec("segment").primary_metric
+    'mask_map50_95'
+    >>> task_spec("pose")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    yoloquant.errors.ConfigError: task 'segment' is not supported yet; supported tasks: detect (detection)
+    yoloquant.errors.ConfigError: task 'pose' is not supported yet; supported tasks: detect (detection), segment (...)
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ __all__ = [
 
 
 class Task(StrEnum):
-    """The YOLO tasks yoloquant knows by name (only ``detect`` is supported for now)."""
+    """The YOLO tasks yoloquant knows by name (``detect`` and ``segment`` are supported for now)."""
 
     DETECT = "detect"
     SEGMENT = "segment"
@@ -75,7 +77,7 @@ class Scoring:
     """One pycocotools evaluation of a task and the metric names it produces.
 
     Attributes:
-        iou_type: pycocotools ``iouType``: ``"bbox"`` (``"segm"``, ``"keypoints"`` later).
+        iou_type: pycocotools ``iouType``: ``"bbox"`` or ``"segm"`` (``"keypoints"`` later).
         prefix: Prepended to ``map50_95`` / ``map50`` (``""`` for boxes; e.g. ``"mask_"`` for masks).
     """
 
@@ -120,7 +122,7 @@ class TaskSpec:
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
-_PLANNED = frozenset({Task.SEGMENT, Task.POSE})  # named, refused until they land
+_PLANNED = frozenset({Task.POSE})  # named, refused until they land
 
 
 def register_task(spec: TaskSpec) -> None:
@@ -180,6 +182,19 @@ def exported_task(task: str, path: Path) -> TaskSpec:
 
 
 def _register_shipped() -> None:
+    if Task.SEGMENT not in _REGISTRY:
+        from yoloquant.postprocess.masks import decode_segments
+
+        register_task(
+            TaskSpec(
+                name=Task.SEGMENT.value,
+                ultralytics_tasks=(Task.SEGMENT.value,),
+                decode=decode_segments,
+                scoring=(Scoring("bbox"), Scoring("segm", "mask_")),
+                primary_metric="mask_map50_95",
+                description="instance segmentation",
+            )
+        )
     if Task.DETECT not in _REGISTRY:
         from yoloquant.postprocess.decode import decode_boxes  # postprocess dispatches through this module
 

@@ -18,6 +18,7 @@ from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, DataError, ExportError
 from yoloquant.eval.bootstrap import Metric
 from yoloquant.postprocess.decode import decode_boxes
+from yoloquant.postprocess.masks import decode_segments
 from yoloquant.report.result import PipelineResult, TaskRecord, VariantResult
 from yoloquant.tasks import Scoring, Task, TaskSpec, exported_task, task_for_ultralytics, task_spec
 
@@ -31,7 +32,15 @@ def test_detect_is_the_shipped_task() -> None:
     assert task_for_ultralytics("detect") is spec and spec.decode is decode_boxes
 
 
-@pytest.mark.parametrize("task", ["segment", "pose"])
+def test_segment_is_shipped_with_box_and_mask_metrics() -> None:
+    spec = task_spec(Task.SEGMENT)
+    assert spec.metric_names == ("map50_95", "map50", "mask_map50_95", "mask_map50")
+    assert spec.primary_metric == "mask_map50_95"
+    assert [s.iou_type for s in spec.scoring] == ["bbox", "segm"]
+    assert task_for_ultralytics("segment") is spec and spec.decode is decode_segments
+
+
+@pytest.mark.parametrize("task", ["pose"])
 def test_planned_tasks_are_refused_until_they_land(task: str) -> None:
     with pytest.raises(ConfigError, match=rf"task '{task}' is not supported yet; supported tasks: detect"):
         task_spec(task)

@@ -20,12 +20,16 @@ from yoloquant._optional import require
 if TYPE_CHECKING:
     from yoloquant.detections import Detections
 
-__all__ = ["PREPROCESS_VERSION", "LetterboxMeta", "normalize_pixels", "preprocess", "scale_boxes"]
+__all__ = ["PREPROCESS_VERSION", "VAL_MASK_THRESHOLD", "LetterboxMeta", "normalize_pixels", "preprocess", "scale_boxes"]
 
 # Bump when the pixels preprocess() produces change; it is part of the calibration cache key.
 PREPROCESS_VERSION = "ultralytics-8.4-val-letterbox-v1"
 
 PAD_VALUE = 114
+
+# ``yolo val`` resizes its uint8 masks bilinearly to the original image and casts with ``.byte()``, which
+# truncates: a pixel stays in the mask only where the interpolated value is 1 (below 1 by float rounding at most).
+VAL_MASK_THRESHOLD = 1 - 1e-5
 
 
 @dataclass(frozen=True)
@@ -156,10 +160,11 @@ def scale_keypoints(keypoints: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
     return out
 
 
-def scale_masks(masks: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
+def scale_masks(masks: np.ndarray, meta: LetterboxMeta, *, threshold: float = 0.5) -> np.ndarray:
     """Map ``[N, imgsz, imgsz]`` masks over the model input to the original image: crop the padding, resize.
 
-    Mirrors ``ultralytics.utils.ops.scale_image`` (bilinear); the dtype is kept (bool masks threshold at 0.5).
+    Mirrors ``ultralytics.utils.ops.scale_image`` (bilinear); the dtype is kept (bool masks are resized as
+    0 / 1 and keep the pixels above ``threshold``; ``yolo val`` keeps only those at 1, see :data:`VAL_MASK_THRESHOLD`).
 
     Example:
         >>> meta = LetterboxMeta(shape=(2, 4), gain=(1.0, 1.0), pad=(0, 1))
@@ -173,15 +178,18 @@ def scale_masks(masks: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
     out = np.empty((masks.shape[0], h, w), masks.dtype)
     for i, m in enumerate(masks[:, top : top + rows, left : left + cols].astype(np.float32)):
         resized = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-        out[i] = resized > 0.5 if masks.dtype == np.bool_ else resized
+        out[i] = resized > threshold if masks.dtype == np.bool_ else resized
     return out
 
 
-def scale_detections(dets: Detections, meta: LetterboxMeta) -> Detections:
-    """``dets`` from model-input pixels to original-image pixels: boxes, and masks and keypoints where present."""
+def scale_detections(dets: Detections, meta: LetterboxMeta, *, mask_threshold: float = 0.5) -> Detections:
+    """``dets`` from model-input pixels to original-image pixels: boxes, and masks and keypoints where present.
+
+    ``mask_threshold`` is :func:`scale_masks`' ``threshold``.
+    """
     return dataclasses.replace(
         dets,
         boxes=scale_boxes(dets.boxes, meta),
-        masks=None if dets.masks is None else scale_masks(dets.masks, meta),
+        masks=None if dets.masks is None else scale_masks(dets.masks, meta, threshold=mask_threshold),
         keypoints=None if dets.keypoints is None else scale_keypoints(dets.keypoints, meta),
     )

@@ -25,9 +25,9 @@ from yoloquant._optional import require
 from yoloquant.config import EvalConfig
 from yoloquant.data.datasets import Dataset
 from yoloquant.data.images import read_image
-from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_detections
+from yoloquant.data.letterbox import VAL_MASK_THRESHOLD, LetterboxMeta, normalize_pixels, preprocess, scale_detections
 from yoloquant.detections import Detections
-from yoloquant.errors import ConfigError
+from yoloquant.errors import ConfigError, DataError
 from yoloquant.eval.bootstrap import MatchTable, Metric, interval, paired_delta, resample_weights
 from yoloquant.postprocess.decode import decode
 from yoloquant.protocols import Engine
@@ -143,14 +143,39 @@ def _batches(
         yield np.stack([x for x, _ in items]), [m for _, m in items]
 
 
+@dataclass(frozen=True)
+class _Prediction:
+    """One image's detections in original-image pixels; its masks as COCO RLEs (kept small: 300 full-size
+    masks of every image would not fit in memory) and dropped from ``dets``."""
+
+    dets: Detections
+    rles: list[dict[str, Any]] | None = None
+
+
+def _encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
+    """``[N, H, W]`` boolean masks -> pycocotools RLEs (``pycocotools.mask.encode``)."""
+    mask_utils = require("pycocotools.mask")
+    if not masks.shape[0]:
+        return []
+    rles: list[dict[str, Any]] = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return rles
+
+
+def _scaled(dets: Detections, meta: LetterboxMeta) -> _Prediction:
+    scaled = scale_detections(dets, meta, mask_threshold=VAL_MASK_THRESHOLD)  # masks as yolo val scales them
+    if scaled.masks is None:
+        return _Prediction(scaled)
+    return _Prediction(dataclasses.replace(scaled, masks=None), _encode_masks(scaled.masks))
+
+
 def _predict_all(
     engine: Engine, dataset: Dataset, config: EvalConfig, progress: bool, desc: str, *, prep: Preprocess = preprocess
-) -> list[Detections]:
+) -> list[_Prediction]:
     from tqdm import tqdm
 
     imgsz = engine.info.imgsz[0]
     fixed = not engine.info.dynamic_batch
-    out: list[Detections] = []
+    out: list[_Prediction] = []
     total = -(-len(dataset) // config.batch)
     for batch, metas in tqdm(
         _batches(dataset, imgsz, config.batch, prep), total=total, desc=desc, disable=not progress
@@ -161,7 +186,7 @@ def _predict_all(
             full = np.concatenate([batch, np.zeros((config.batch - n, *batch.shape[1:]), batch.dtype)])
         outputs = engine.infer(normalize_pixels(full))
         dets = decode(outputs, engine.info, conf=config.conf, iou=config.iou, max_det=config.max_det)[:n]
-        out += [scale_detections(d, m) for d, m in zip(dets, metas, strict=True)]
+        out += [_scaled(d, m) for d, m in zip(dets, metas, strict=True)]
     return out
 
 
@@ -169,24 +194,38 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def _gt_from_labels(dataset: Dataset) -> tuple[dict[str, Any], list[int], dict[int, int]]:
-    """An in-memory COCO ground truth: image ids 0..N-1, category id = class index + 1."""
+def _segmentation(polygon: np.ndarray, box: list[float]) -> tuple[list[list[float]], float]:
+    """A label polygon as a COCO ``segmentation`` and its area (shoelace); a degenerate one becomes its box."""
+    if polygon.shape[0] < 3:
+        x, y, w, h = box
+        polygon = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
+    xs, ys = polygon[:, 0].astype(np.float64), polygon[:, 1].astype(np.float64)
+    area = 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
+    return [polygon.astype(np.float64).reshape(-1).tolist()], area
+
+
+def _gt_from_labels(dataset: Dataset, *, masks: bool = False) -> tuple[dict[str, Any], list[int], dict[int, int]]:
+    """An in-memory COCO ground truth: image ids 0..N-1, category id = class index + 1.
+
+    With ``masks``, each object also gets its label polygon as ``segmentation`` (and the polygon's area).
+
+    Raises:
+        DataError: ``masks`` is set and an image's labels have no polygons.
+    """
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     classes: set[int] = set(dataset.names or {})
     for image_id, gt in enumerate(dataset.labels or ()):
         images.append({"id": image_id, "height": gt.shape[0], "width": gt.shape[1]})
-        for box, cls in zip(_xywh(gt.boxes).tolist(), gt.classes.tolist(), strict=True):
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": cls + 1,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                }
-            )
+        if masks and gt.polygons is None and len(gt):
+            msg = f"{dataset.images[image_id]}: its labels have boxes but no segment polygons to score masks against"
+            raise DataError(msg)
+        for i, (box, cls) in enumerate(zip(_xywh(gt.boxes).tolist(), gt.classes.tolist(), strict=True)):
+            ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1, "bbox": box}
+            ann |= {"area": box[2] * box[3], "iscrowd": 0}
+            if masks and gt.polygons is not None:
+                ann["segmentation"], ann["area"] = _segmentation(gt.polygons[i], box)
+            anns.append(ann)
             classes.add(cls)
     cats = [{"id": c + 1, "name": str(c)} for c in sorted(classes)]
     return (
@@ -196,22 +235,35 @@ def _gt_from_labels(dataset: Dataset) -> tuple[dict[str, Any], list[int], dict[i
     )
 
 
-def _box_results(dets: list[Detections], image_ids: list[int], cat_ids: dict[int, int]) -> list[dict[str, Any]]:
+def _box_results(preds: list[_Prediction], image_ids: list[int], cat_ids: dict[int, int]) -> list[dict[str, Any]]:
     out = []
-    for image_id, d in zip(image_ids, dets, strict=True):
+    for image_id, p in zip(image_ids, preds, strict=True):
+        d = p.dets
         for box, score, cls in zip(_xywh(d.boxes).tolist(), d.scores.tolist(), d.classes.tolist(), strict=True):
             if cls in cat_ids:  # a class the ground truth's categories lack cannot be scored
                 out.append({"image_id": image_id, "category_id": cat_ids[cls], "bbox": box, "score": score})
     return out
 
 
-# pycocotools iouType -> the detections as its result records ("segm" and "keypoints" add theirs with #20)
-_RESULTS: dict[str, Callable[[list[Detections], list[int], dict[int, int]], list[dict[str, Any]]]] = {
-    "bbox": _box_results,
-}
+def _mask_results(preds: list[_Prediction], image_ids: list[int], cat_ids: dict[int, int]) -> list[dict[str, Any]]:
+    out = []
+    for image_id, p in zip(image_ids, preds, strict=True):
+        if p.rles is None:
+            msg = "a segm evaluation needs masks; the model's decoder produced none"
+            raise ConfigError(msg)
+        for rle, score, cls in zip(p.rles, p.dets.scores.tolist(), p.dets.classes.tolist(), strict=True):
+            if cls in cat_ids:
+                out.append({"image_id": image_id, "category_id": cat_ids[cls], "segmentation": rle, "score": score})
+    return out
 
 
-def _results_for(iou_type: str) -> Callable[[list[Detections], list[int], dict[int, int]], list[dict[str, Any]]]:
+_Results = Callable[[list[_Prediction], list[int], dict[int, int]], list[dict[str, Any]]]
+
+# pycocotools iouType -> the detections as its result records ("keypoints" adds its own with #20)
+_RESULTS: dict[str, _Results] = {"bbox": _box_results, "segm": _mask_results}
+
+
+def _results_for(iou_type: str) -> _Results:
     if iou_type not in _RESULTS:
         msg = f"pycocotools iouType {iou_type!r} is not supported yet; supported: {sorted(_RESULTS)}"
         raise ConfigError(msg)
@@ -253,7 +305,7 @@ def _metrics(scored: _Scored, names: tuple[str, str]) -> tuple[dict[str, Metric]
 
 
 def _score_task(
-    spec: TaskSpec, gt: Any, dets: list[Detections], ids: tuple[list[int], dict[int, int]], config: EvalConfig
+    spec: TaskSpec, gt: Any, dets: list[_Prediction], ids: tuple[list[int], dict[int, int]], config: EvalConfig
 ) -> tuple[dict[str, Metric], dict[str, np.ndarray]]:
     """Every metric of the task: one pycocotools evaluation per :class:`~yoloquant.tasks.Scoring`."""
     image_ids, cat_ids = ids
@@ -267,8 +319,8 @@ def _score_task(
     return metrics, replicates
 
 
-def _coco_gt(dataset: Dataset, names: dict[int, str]) -> tuple[Any, list[int], dict[int, int]]:
-    """(pycocotools ground truth, image ids, model class -> category id)."""
+def _coco_gt(dataset: Dataset, names: dict[int, str], *, masks: bool = False) -> tuple[Any, list[int], dict[int, int]]:
+    """(pycocotools ground truth, image ids, model class -> category id); ``masks`` adds label polygons."""
     coco_mod = require("pycocotools.coco")
     with contextlib.redirect_stdout(io.StringIO()):
         if dataset.coco_json is not None:
@@ -277,7 +329,7 @@ def _coco_gt(dataset: Dataset, names: dict[int, str]) -> tuple[Any, list[int], d
             cat_ids = {i: by_name[n] for i, n in names.items() if n in by_name}  # the engine's names decide
             image_ids = list(dataset.image_ids or ())
             return gt, image_ids, cat_ids or dict(dataset.category_ids or {})
-        data, image_ids, cat_ids = _gt_from_labels(dataset)
+        data, image_ids, cat_ids = _gt_from_labels(dataset, masks=masks)
         gt = coco_mod.COCO()
         gt.dataset = data
         gt.createIndex()
@@ -307,8 +359,10 @@ def evaluate(
     Each image is letterboxed exactly as ``yolo val`` does, run through the engine, decoded with
     ``config``'s conf / iou / max_det, mapped back to original pixels and scored with pycocotools
     (``maxDets`` raised to ``max_det``), with each iouType of the model's task (``engine.info.task``, see
-    :mod:`yoloquant.tasks`; detection: ``"bbox"``). A dataset loaded from a COCO json is scored against that
-    json directly (crowd regions handled by pycocotools); yolo labels become an in-memory COCO set.
+    :mod:`yoloquant.tasks`; detection: ``"bbox"``; segmentation: ``"bbox"`` and ``"segm"``, the masks
+    RLE-encoded at original size and scored against the label polygons or the json's segmentations). A
+    dataset loaded from a COCO json is scored against that json directly (crowd regions handled by
+    pycocotools); yolo labels become an in-memory COCO set.
 
     Args:
         engine: A built engine.
@@ -337,7 +391,8 @@ def evaluate(
     dataset.require_boxes(engine.info.names)  # no labels, no boxes, or a class the model does not have
     config = dataclasses.replace(config, max_det=_max_det(config, dataset))
     dets = _predict_all(engine, dataset, config, progress, desc, prep=preprocess)
-    gt, image_ids, cat_ids = _coco_gt(dataset, engine.info.names)
+    masks = any(s.iou_type == "segm" for s in spec.scoring)
+    gt, image_ids, cat_ids = _coco_gt(dataset, engine.info.names, masks=masks)
     metrics, replicates = _score_task(spec, gt, dets, (image_ids, cat_ids), config)
     return EvalResult(
         num_images=len(dataset),

@@ -38,7 +38,7 @@ from yoloquant._optional import available, require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends.registry import register_runtime
 from yoloquant.backends.torch.compiled import load_artifact, runtime_meta, save_artifact
-from yoloquant.config import Backend, Precision
+from yoloquant.config import Backend, Precision, parse_enum
 from yoloquant.errors import ConfigError, EngineBuildError, InferenceError, MissingDependencyError
 
 __all__ = ["TorchEngine", "TorchEngineBuilder", "TorchEngineConfig", "TorchPending"]
@@ -258,8 +258,6 @@ def _checkpoint(model: OnnxModel) -> Path:
 
 
 def _precision(model: OnnxModel, config: TorchEngineConfig) -> Precision:
-    from yoloquant.config import parse_enum
-
     chosen = parse_enum(Precision, config.precision, option="precision") if config.precision else model.precision
     if chosen not in _PRECISIONS:
         msg = f"the torch backend runs fp32 and fp16 variants, not {chosen.value!r} (use TensorRT for int8 / fp8)"

@@ -44,6 +44,8 @@ class ModelInfo:
         imgsz: Input (height, width).
         stride: Largest stride of the model (letterbox padding multiple).
         task: The :mod:`yoloquant.tasks` task, which picks the decoder and the metrics: ``"detect"``.
+        source_task: The task the model's outputs are laid out for (Ultralytics' ``task``); it differs from
+            ``task`` when a segmentation or pose model runs as ``detect`` (its extra output channels are ignored).
         head: Output head type, which decides how outputs are decoded.
         input_name: Name of the image input tensor.
         dynamic_batch: Whether the batch dimension is symbolic.
@@ -53,6 +55,7 @@ class ModelInfo:
     imgsz: tuple[int, int] = (640, 640)
     stride: int = 32
     task: str = "detect"
+    source_task: str = "detect"
     head: HeadType = HeadType.DFL
     input_name: str = "images"
     dynamic_batch: bool = False
@@ -83,6 +86,7 @@ class ModelInfo:
             imgsz=(imgsz[0], imgsz[1]),
             stride=int(meta.get("stride", 32)),
             task=meta.get(f"{META_PREFIX}task") or meta.get("task", "detect"),
+            source_task=meta.get("task") or meta.get(f"{META_PREFIX}task", "detect"),
             head=HeadType(head_value),
             input_name=inp.name,
             dynamic_batch=not batch_dim.HasField("dim_value"),

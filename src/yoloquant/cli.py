@@ -17,6 +17,7 @@ from yoloquant.config import Backend, CalibMethod, Precision, parse_enum
 from yoloquant.errors import ConfigError, DiskFullError, YoloQuantError
 from yoloquant.pipeline import QuantPipeline
 from yoloquant.report.result import PipelineResult
+from yoloquant.tasks import Task
 from yoloquant.vocabulary import RENAMED_FLAGS
 
 __all__ = ["main"]
@@ -130,6 +131,11 @@ def _add_inputs(parser: argparse.ArgumentParser, *, required: bool, calib_images
     parser.add_argument("--eval-offset", type=int, default=0, help="index of the first evaluation image (sorted)")
     parser.add_argument("--split", default="val", help="split of a dataset yaml to evaluate on (default val)")
     parser.add_argument("--imgsz", type=int, default=640, help="input size (default 640)")
+    parser.add_argument(
+        "--task",
+        choices=[t.value for t in Task],
+        help="run the model as this task (default: the model's own); detect scores a seg or pose model's boxes only",
+    )
 
 
 def _words(text: str, option: str) -> tuple[str, ...]:
@@ -160,9 +166,9 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 def _base(args: argparse.Namespace, calib_images: int | None = None) -> QuantPipeline:
     """Model, calibration and evaluation of a ``run``, ``sweep`` or ``sensitivity``."""
     if args.model.endswith(".onnx"):
-        pipe = QuantPipeline.from_onnx(args.model)
+        pipe = QuantPipeline.from_onnx(args.model, task=args.task)
     else:
-        pipe = QuantPipeline.from_ultralytics(args.model, imgsz=args.imgsz)
+        pipe = QuantPipeline.from_ultralytics(args.model, imgsz=args.imgsz, task=args.task)
     if args.calib:
         count = args.calib_images if calib_images is None else calib_images
         pipe = pipe.calibrate(args.calib, num_images=count, offset=args.calib_offset)

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 from yoloquant.errors import ConfigError
+from yoloquant.tasks import Task
 from yoloquant.vocabulary import RENAMED, renamed_value
 
 __all__ = [
@@ -131,6 +132,9 @@ class _Serializable:
         return cls(**kwargs)
 
 
+_TASK_NAMES = tuple(t.value for t in Task)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig(_Serializable):
     """Ultralytics ``.pt`` -> ONNX export options.
@@ -145,8 +149,12 @@ class ExportConfig(_Serializable):
     dynamic: bool = False
     simplify: bool = True
     fast_dfl: bool = True  # DFL softmax over the last axis: same outputs, faster on ONNX Runtime CPU
+    task: str | None = None  # run the model as this task (its own, or "detect"); None: the model's own
 
     def __post_init__(self) -> None:
+        if self.task is not None and self.task not in _TASK_NAMES:
+            msg = f"task must be one of {', '.join(_TASK_NAMES)} (or None: the model's own), got {self.task!r}"
+            raise ConfigError(msg)
         if self.imgsz <= 0 or self.imgsz % 32:
             msg = f"imgsz must be a positive multiple of 32 (the YOLO stride), got {self.imgsz}"
             raise ConfigError(msg)

@@ -125,15 +125,21 @@ class QuantPipeline:
 
     @classmethod
     def from_ultralytics(
-        cls, model: str | Path, *, imgsz: int = 640, opset: int = 17, dynamic: bool = False
+        cls, model: str | Path, *, imgsz: int = 640, opset: int = 17, dynamic: bool = False, task: str | None = None
     ) -> QuantPipeline:
-        """Start from an Ultralytics ``.pt`` checkpoint, exported to ONNX at ``run()``."""
-        return cls(model=Path(model), export_config=ExportConfig(imgsz=imgsz, opset=opset, dynamic=dynamic))
+        """Start from an Ultralytics ``.pt`` checkpoint, exported to ONNX at ``run()``.
+
+        ``task``: None runs the model as its own task (detect, segment, pose: the checkpoint says); ``"detect"``
+        runs a segmentation or pose model as a detector (its boxes only; evaluation scores boxes alone).
+        """
+        config = ExportConfig(imgsz=imgsz, opset=opset, dynamic=dynamic, task=task)
+        return cls(model=Path(model), export_config=config)
 
     @classmethod
-    def from_onnx(cls, model: str | Path) -> QuantPipeline:
-        """Start from an ONNX file exported by Ultralytics or yoloquant (its metadata is needed)."""
-        return cls(model=Path(model))
+    def from_onnx(cls, model: str | Path, *, task: str | None = None) -> QuantPipeline:
+        """Start from an ONNX file exported by Ultralytics or yoloquant (its metadata is needed); ``task`` as in
+        :meth:`from_ultralytics`."""
+        return cls(model=Path(model), export_config=ExportConfig(task=task))
 
     @renamed_keywords()
     def calibrate(

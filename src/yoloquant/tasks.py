@@ -23,13 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from yoloquant.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import numpy as np
 
     from yoloquant.artifacts import ModelInfo
@@ -168,17 +167,32 @@ def task_for_ultralytics(ultralytics_task: str) -> TaskSpec:
     return task_spec(ultralytics_task)  # a task registered under that name, or the error naming the supported ones
 
 
-def exported_task(task: str, path: Path) -> TaskSpec:
+def exported_task(task: str, path: Path, override: str | None = None) -> TaskSpec:
     """The spec of a model about to be exported, whose Ultralytics (or yoloquant) task is ``task``.
 
+    ``override`` runs it as another task: its own, or ``detect`` for any model (a segmentation or pose
+    model's boxes, scored as a detector's; faster to evaluate). None keeps the model's own.
+
     Raises:
-        ExportError: No registered task accepts ``task``; names the supported tasks.
+        ExportError: No registered task accepts ``task``, or ``override`` is a task the model cannot run as;
+            names the supported tasks or the possible overrides.
+
+    Example:
+        >>> exported_task("segment", Path("yolo26n-seg.pt"), override="detect").name
+        'detect'
     """
     try:
-        return task_for_ultralytics(task)
+        spec = task_for_ultralytics(task)
     except ConfigError as exc:
         msg = f"{path} is a {task!r} model: {exc}"
         raise ExportError(msg, artifact=path) from exc
+    if override is None or override == spec.name:
+        return spec
+    if override != Task.DETECT:
+        can = "'detect' only" if spec.name == Task.DETECT else f"{spec.name!r} or 'detect' (its boxes only)"
+        msg = f"{path} is a {spec.name} model: it runs as task {can}, not {override!r}; pass task=None for its own"
+        raise ExportError(msg, artifact=path)
+    return task_spec(override)
 
 
 def _register_shipped() -> None:

@@ -31,12 +31,14 @@ def python_call(
     """The ``QuantPipeline`` call that makes and measures ``variant`` (None: FP32 only, on ``backend``)."""
     cal, ev = parts
     e = base.export_config
+    task = f", task={e.task!r}" if e.task else ""
     if base.model.suffix == ".pt":
         start = (
-            f"QuantPipeline.from_ultralytics({_r(base.model)}, imgsz={e.imgsz}, opset={e.opset}, dynamic={e.dynamic})"
+            f"QuantPipeline.from_ultralytics({_r(base.model)}, imgsz={e.imgsz}, opset={e.opset}, "
+            f"dynamic={e.dynamic}{task})"
         )
     else:
-        start = f"QuantPipeline.from_onnx({_r(base.model)})"
+        start = f"QuantPipeline.from_onnx({_r(base.model)}{task})"
     lines = [start]
     if variant is not None:
         n = variant.calib_images or cal.num_images

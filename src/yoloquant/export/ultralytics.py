@@ -70,7 +70,7 @@ class UltralyticsExporter:
             except Exception as exc:  # Ultralytics raises many types; translate at the boundary
                 msg = f"Ultralytics could not export {source} to ONNX: {exc}"
                 raise ExportError(msg, artifact=source) from exc
-            spec = exported_task(str(model.task), source)
+            spec = exported_task(str(model.task), source, self.config.task)
             _finish(Path(exported), source, self.config, spec.name)
             replace_durably(Path(exported), target)
         return OnnxModel(path=target, info=ModelInfo.from_onnx(target), checkpoint=source)
@@ -119,6 +119,6 @@ def exporter_for(source: Path, config: ExportConfig | None = None) -> Exporter:
     if suffix == ".pt":
         return UltralyticsExporter(config or ExportConfig())
     if suffix == ".onnx":
-        return OnnxFileExporter()
+        return OnnxFileExporter(task=(config or ExportConfig()).task)
     msg = f"cannot export {source}: expected an Ultralytics .pt checkpoint or an .onnx file, got {suffix!r}"
     raise ExportError(msg, artifact=source)

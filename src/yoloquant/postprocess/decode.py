@@ -121,6 +121,9 @@ def decode_boxes(
     if end2end:
         return [decode_end2end(p, conf=conf, max_det=max_det) for p in pred]
     nc = pred.shape[1] - 4
+    if info.source_task != "detect" and info.num_classes and nc > info.num_classes:
+        # a seg / pose head run as a detector: mask coefficients or keypoints follow the class scores
+        pred, nc = pred[:, : 4 + info.num_classes], info.num_classes
     if nc != info.num_classes and info.num_classes:
         msg = f"model output has {nc} class channels but the model names {info.num_classes} classes"
         raise InferenceError(msg)

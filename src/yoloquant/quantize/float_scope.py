@@ -8,6 +8,10 @@ hard-coded names, so a scope works on YOLOv8, YOLO11 and YOLO26 of any size:
   scale over both zeroes the scores, so every preset but ``nothing`` keeps it float.
 - ``head_convs``: the head's box / class output convs (what NNCF's and Ultralytics' INT8 exports keep float).
 - ``first_conv``: the stem conv that reads the image.
+- ``proto_branch``: a segmentation head's mask-prototype branch (every node only the prototype output depends
+  on: YOLO26's ``Proto26`` refine / fuse convs, the upsampling, the prototype convs); nothing in other tasks.
+  The mask-coefficient convs (seg) and keypoint convs (pose) are head output convs, and the keypoint decode is
+  decode path, so ``head_convs`` and ``decode_path`` cover them.
 - ``nodes`` / ``op_types``: more nodes, by name regex (``re.search``) or op type.
 
 The presets, by name (``quantize(keep_float="head")``) or classmethod (``FloatScope.head()``):
@@ -39,6 +43,7 @@ class FloatScope:
         decode_path: The head's decode path.
         head_convs: The head's box / class output convs.
         first_conv: The stem conv that reads the image.
+        proto_branch: A segmentation head's mask-prototype branch (no nodes in detection and pose models).
         nodes: More node-name regexes (``re.search``).
         op_types: Op types kept float wherever they are, e.g. ``("Softmax",)``.
     """
@@ -46,6 +51,7 @@ class FloatScope:
     decode_path: bool = True
     head_convs: bool = False
     first_conv: bool = False
+    proto_branch: bool = False
     nodes: tuple[str, ...] = ()
     op_types: tuple[str, ...] = ()
 
@@ -111,6 +117,7 @@ class FloatScope:
         wanted: set[str] = set(head.decode) if self.decode_path else set()
         wanted.update(head.output_convs if self.head_convs else ())
         wanted.update(graph.first_convs(model) if self.first_conv else ())
+        wanted.update(graph.prototype_branch(model) if self.proto_branch else ())
         wanted.update(graph.match_nodes(model, self.nodes))
         wanted.update(n.name for n in model.graph.node if n.op_type in self.op_types)
         return tuple(n.name for n in model.graph.node if n.name in wanted)
@@ -119,7 +126,9 @@ class FloatScope:
         """The preset name, or the parts: ``decode_path+head_convs, nodes ['/model.9/']``."""
         if self.preset:
             return self.preset
-        parts = [p for p in ("decode_path", "head_convs", "first_conv") if getattr(self, p)] or ["nothing"]
+        parts = [p for p in ("decode_path", "head_convs", "first_conv", "proto_branch") if getattr(self, p)] or [
+            "nothing"
+        ]
         extra = [f"{k} {list(v)}" for k, v in (("nodes", self.nodes), ("op_types", self.op_types)) if v]
         return ", ".join(["+".join(parts), *extra])
 

@@ -35,6 +35,7 @@ __all__ = [
     "first_convs",
     "group_by_op",
     "match_nodes",
+    "prototype_branch",
 ]
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -111,6 +112,39 @@ def find_head(model: Any) -> HeadNodes:
         decode=tuple(n.name for n in order),
         decode_ops=tuple(n.op_type for n in order),
     )
+
+
+def _ancestors(producers: Mapping[str, Any], tensors: Iterable[str]) -> set[str]:
+    """Names of every node the given tensors are computed from."""
+    seen: set[str] = set()
+    stack = [producers[t] for t in tensors if t in producers]
+    while stack:
+        node = stack.pop()
+        if node.name not in seen:
+            seen.add(node.name)
+            stack.extend(producers[i] for i in node.input if i in producers)
+    return seen
+
+
+def prototype_branch(model: Any) -> tuple[str, ...]:
+    """Names of the nodes only the later graph outputs depend on: a segmentation head's prototype branch.
+
+    A seg model's first output holds boxes, scores and mask coefficients and its second the mask prototypes;
+    the nodes that feed the prototypes but not the first output are the prototype module (YOLOv8 ``Proto``:
+    conv, upsampling ConvTranspose, convs; YOLO26 ``Proto26``: its multi-scale refine and fuse convs too). A
+    model with one output (detection, pose) has none.
+
+    Example:
+        >>> prototype_branch(onnx.load("yolo26n-seg.onnx"))[:1]  # doctest: +SKIP
+        ('/model.23/proto/feat_refine.0/conv/Conv',)
+    """
+    graph = model.graph
+    outputs = [o.name for o in graph.output]
+    if len(outputs) < 2:
+        return ()
+    producers = _producers(graph)
+    only_later = _ancestors(producers, outputs[1:]) - _ancestors(producers, outputs[:1])
+    return tuple(n.name for n in graph.node if n.name in only_later)
 
 
 def first_convs(model: Any) -> tuple[str, ...]:

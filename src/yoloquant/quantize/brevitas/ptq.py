@@ -19,7 +19,8 @@ from yoloquant.quantize.brevitas.config import ActScale, BrevitasConfig, Protect
 
 __all__ = ["calibrate", "conv_bits", "load_detector", "quantize_convs"]
 
-_HEAD_OUTPUTS = ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
+# box, class, and mask-coefficient (Segment) or keypoint (Pose) branches, one-to-many and one-to-one
+_HEAD_OUTPUTS = ("cv2", "cv3", "cv4", "one2one_cv2", "one2one_cv3", "one2one_cv4")
 
 
 def load_detector(checkpoint: Path) -> Any:
@@ -39,7 +40,8 @@ def _detect(model: Any) -> Any:
 
 
 def head_output_convs(model: Any) -> list[Any]:
-    """The head's box / class output convs (one per scale, both heads of an end-to-end model)."""
+    """The head's output convs: box, class and mask-coefficient / keypoint (one per scale and branch, both heads of
+    an end-to-end model)."""
     detect = _detect(model)
     # an end-to-end checkpoint without its one-to-many branch holds None where that head was
     branches = [getattr(detect, attr, None) for attr in _HEAD_OUTPUTS]
@@ -62,6 +64,9 @@ def conv_bits(model: Any, config: BrevitasConfig) -> dict[str, int | None]:
         float_ids |= head
     if config.keep_float.first_conv:
         float_ids.add(id(model.model[0].conv))
+    proto = getattr(_detect(model), "proto", None)  # a segmentation head's prototype module
+    if config.keep_float.proto_branch and proto is not None:
+        float_ids |= {id(m) for m in proto.modules()}
     protected = _protected(model, config.protect, head) if config.weight_bits < 8 else set()
     bits: dict[str, int | None] = {}
     for name, conv in model.named_modules():

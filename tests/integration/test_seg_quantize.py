@@ -1,0 +1,98 @@
+"""YOLO26n-seg through the quantizers: what stays float (the prototype branch), and running it as a detector.
+
+Uses ``../shared/data`` (YOLO26n-seg, coco-val-seg); the export is shared by the module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from yoloquant.artifacts import OnnxModel
+from yoloquant.backends.ort.engine import OrtEngineBuilder
+from yoloquant.config import EvalConfig, ExportConfig
+from yoloquant.data.calibration import ImageCalibrator
+from yoloquant.data.datasets import load_dataset
+from yoloquant.errors import ExportError
+from yoloquant.eval.coco import evaluate
+from yoloquant.export import OnnxFileExporter, UltralyticsExporter
+from yoloquant.quantize import graph
+from yoloquant.quantize.float_scope import FloatScope
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SEG_PT = SHARED / "weights" / "yolo26n-seg_coco_from_int8ir" / "yolo26n-seg.pt"
+SEG_DATA = SHARED / "coco-val-seg"
+
+pytestmark = pytest.mark.skipif(not SEG_PT.exists() or not SEG_DATA.exists(), reason="needs ../shared/data (seg)")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("ultralytics")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def seg_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
+    # 320 keeps the module cheap; the graph's structure does not depend on the size
+    return UltralyticsExporter(ExportConfig(imgsz=320)).export(SEG_PT, tmp_path_factory.mktemp("seg"))
+
+
+def _ancestors(model: object, output: str) -> set[str]:
+    producers = {o: n for n in model.graph.node for o in n.output}  # type: ignore[attr-defined]
+    seen: set[str] = set()
+    stack = [producers[output]]
+    while stack:
+        node = stack.pop()
+        if node.name not in seen:
+            seen.add(node.name)
+            stack += [producers[i] for i in node.input if i in producers]
+    return seen
+
+
+def test_the_prototype_branch_is_ultralytics_proto_module_and_nothing_the_boxes_need(seg_onnx: OnnxModel) -> None:
+    model = onnx.load(str(seg_onnx.path))
+    branch = graph.prototype_branch(model)
+    proto_module = [n.name for n in model.graph.node if "/proto/" in n.name]  # Ultralytics' own module name
+    assert list(branch) == proto_module
+    assert "ConvTranspose" in {n.op_type for n in model.graph.node if n.name in branch}  # the upsampling
+    assert not set(branch) & _ancestors(model, model.graph.output[0].name)
+    assert FloatScope(proto_branch=True).node_names(model) == tuple(
+        n.name for n in model.graph.node if n.name in set(branch) | set(graph.find_head(model).decode)
+    )
+
+
+def test_head_convs_cover_the_mask_coefficient_convs(seg_onnx: OnnxModel) -> None:
+    head = graph.find_head(onnx.load(str(seg_onnx.path)))
+    coefficient_convs = [c for c in head.output_convs if "cv4" in c]  # Ultralytics' Segment.cv4: mask coefficients
+    assert len(coefficient_convs) == 3  # one per scale
+
+
+def test_ort_int8_keeps_the_prototype_branch_float_when_asked(seg_onnx: OnnxModel, tmp_path: Path) -> None:
+    from yoloquant.quantize.ort_static import OrtQuantConfig, OrtStaticQuantizer
+
+    calib = ImageCalibrator(source=SEG_DATA / "images", num_images=4).calibrate(seg_onnx.info)
+    scope = FloatScope(head_convs=True, proto_branch=True)
+    qdq = OrtStaticQuantizer(OrtQuantConfig(keep_float=scope, calibration_method="minmax")).quantize(
+        seg_onnx, calib, tmp_path
+    )
+    quantized, floats = graph.classify_qdq_nodes(onnx.load(str(qdq.path)))
+    proto_convs = [n for n in graph.prototype_branch(onnx.load(str(seg_onnx.path))) if n.endswith("Conv")]
+    assert set(proto_convs) <= set(floats.get("Conv", []))
+    assert not set(proto_convs) & set(quantized.get("Conv", []))
+    assert len(quantized.get("Conv", [])) > 50  # the backbone and neck are quantized
+
+
+def test_a_seg_model_runs_as_a_detector_with_the_same_boxes(seg_onnx: OnnxModel, tmp_path: Path) -> None:
+    as_detect = OnnxFileExporter(task="detect").export(seg_onnx.path, tmp_path)
+    assert (as_detect.info.task, as_detect.info.source_task) == ("detect", "segment")
+    data = load_dataset(SEG_DATA / "data.yaml")
+    config = EvalConfig(num_images=6, resamples=0)
+    with OrtEngineBuilder().build(seg_onnx) as seg, OrtEngineBuilder().build(as_detect) as det:
+        seg_result = evaluate(seg, data, config, progress=False)
+        det_result = evaluate(det, data, config, progress=False)
+    assert set(det_result.metrics) == {"map50_95", "map50"}
+    assert det_result.map50_95 == seg_result.map50_95 > 0.1
+
+
+def test_a_seg_model_cannot_run_as_pose(seg_onnx: OnnxModel, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"runs as task 'segment' or 'detect' \(its boxes only\), not 'pose'"):
+        OnnxFileExporter(task="pose").export(seg_onnx.path, tmp_path)

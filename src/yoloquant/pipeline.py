@@ -179,8 +179,9 @@ class QuantPipeline:
                 makes the variant, at the precision the config makes (``ModelOptConfig.mode``, the Brevitas
                 bits; int8 for ONNX Runtime and NNCF, fp16 for ``Fp16Config``); then leave out ``quantizer``,
                 ``calibration_method`` and ``keep_float``, which the config holds.
-            backend: ``onnxruntime`` (CPU provider), ``openvino`` (OpenVINO's own runtime, CPU) or
-                ``cuda`` (ONNX Runtime's CUDA provider, fp32 / fp16): where this variant is evaluated and timed.
+            backend: ``ort-cpu`` (ONNX Runtime's CPU provider), ``openvino`` (OpenVINO's own runtime, CPU),
+                ``ort-cuda`` (ONNX Runtime's CUDA provider, fp32 / fp16), ``torch`` (the checkpoint compiled by
+                PyTorch, GPU, fp32 / fp16) or ``tensorrt``: where this variant is evaluated and timed.
             quantizer: ``"ort"`` (ONNX Runtime static INT8, fast on the CPU), ``"modelopt"`` (TensorRT's Q/DQ
                 layout, INT8 / FP8), ``"brevitas"`` (W8 / W4 weights), ``"nncf"`` (NNCF INT8, ``backend="openvino"``
                 only), or a Quantizer object. Default: ``ort``

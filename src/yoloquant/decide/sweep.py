@@ -13,11 +13,11 @@ constraints and the Python and CLI calls that reproduce it; plus ``pareto.png``.
 ``PipelineResult.load(<out>)`` and ``yoloquant show <out>`` read it.
 
 Backends: a variant is compared only with variants on its own backend. Its speedup, its mAP drop and its
-paired delta are against FP32 on that backend (``fp32`` for ``onnxruntime``, ``fp32-openvino`` ...), and
+paired delta are against FP32 on that backend (``fp32`` for ``ort-cpu``, ``fp32-openvino`` ...), and
 each backend has its own Pareto front and recommendation (``by_backend`` in the section, when the grid has
 more than one): a latency ratio across runtimes says which runtime to deploy on, not which quantization
 to ship, and the paired latency and accuracy tests need a common reference. The top-level ``pareto`` /
-``recommended`` are those of the first grid variant's backend (``onnxruntime`` by default).
+``recommended`` are those of the first grid variant's backend (``ort-cpu`` by default).
 
 Example:
     >>> base = (QuantPipeline.from_ultralytics("yolov8n.pt").calibrate("coco/images", num_images=64)
@@ -85,7 +85,7 @@ class SweepVariant:
     """One point of the grid; None means the base pipeline's choice.
 
     ``backend`` is where the variant is evaluated and timed (``QuantPipeline.quantize(backend=...)``); the
-    default, ``onnxruntime``, adds nothing to the name or the recorded parameters.
+    default, ``ort-cpu``, adds nothing to the name or the recorded parameters.
     """
 
     quantizer: str = "ort"
@@ -183,7 +183,7 @@ class Sweep:
         return p.quantize("fp32", backend=backend, name=baseline_name(backend))
 
     def backends(self) -> tuple[str, ...]:
-        """The backends with an FP32 baseline: ``onnxruntime`` (the report's baseline) first, then the grid's."""
+        """The backends with an FP32 baseline: ``ort-cpu`` (the report's baseline) first, then the grid's."""
         return tuple(dict.fromkeys([_DEFAULT, *(v.backend for v in self.variants)]))
 
     def python_call(

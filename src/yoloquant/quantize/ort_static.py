@@ -102,7 +102,7 @@ class OrtQuantConfig(_Serializable):
             which was used).
         preprocess: Run ORT's ``quant_pre_process`` (shape inference + graph cleanup) first.
         calib_chunk: Images per calibration chunk; bounds memory (histograms hold every output).
-        backend: Runtime the model is made for: ``onnxruntime`` (CPU EP) or ``openvino``;
+        backend: Runtime the model is made for: ``ort-cpu`` (ONNX Runtime, CPU EP) or ``openvino``;
             ``OrtQuantConfig.openvino()`` picks its op types.
     """
 

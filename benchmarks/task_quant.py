@@ -1,0 +1,115 @@
+r"""Segmentation and pose through the quantizers: every precision's box, mask / pose mAP deltas and CPU latency.
+
+The accuracy protocol for the seg / pose targets of issue #20: calibrate on coco128 images 0-63 (sorted names),
+choose on coco128 images 64-127 (its official json has the segmentations; pose has no keypoints there, so pose
+choices are made on the 50 coco-val-pose images with official keypoints and reported on the other 170),
+report on the task's own set. Every delta is against FP32 on ONNX Runtime's CPU provider, in points, with its
+paired 95% bootstrap interval (1000 resamples over images, seed 0). Latency: batch 1, every engine interleaved
+round by round in this one process, as a ratio to FP32 (``QuantPipeline.benchmark``).
+Reads ``../shared/data`` (coco128, coco-val-seg / coco-val-pose, the YOLO26n-seg / YOLOv8n-pose weights).
+
+    YOLO_OFFLINE=1 .venv/bin/python benchmarks/task_quant.py --model yolo26n-seg --on report --out runs/seg-report
+
+``--variants`` picks among: ``fp16`` (FP16 converter), ``fp8`` (``ModelOptConfig.fp8()``), ``mo-int8``
+(``ModelOptConfig.int8()``), ``ort-int8`` (``quantize("int8")``: ONNX Runtime static INT8, the CPU layout),
+``nncf`` (NNCF INT8 on OpenVINO), ``fp32-ov`` (FP32 on OpenVINO: its latency baseline). ``--keep-float``
+overrides every variant's scope (a preset name, or ``head+proto`` / ``head+first+proto`` for the prototype branch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+MODELS = {
+    "yolo26n-seg": DATA / "weights" / "yolo26n-seg_coco_from_int8ir" / "yolo26n-seg.pt",
+    "yolov8n-pose": DATA / "weights" / "yolov8n-pose_coco_from_int8ir" / "yolov8n-pose.pt",
+}
+CALIB = DATA / "coco128" / "images" / "train2017"
+# (source, offset, count) of the images each model is chosen on ("tune") and reported on ("report")
+SETS: dict[str, dict[str, tuple[Path, int, int | None]]] = {
+    "yolo26n-seg": {
+        "tune": (DATA / "coco128" / "annotations" / "instances_train2017_first128.json", 64, 64),
+        "report": (DATA / "coco-val-seg" / "instances_val.json", 0, None),
+    },
+    "yolov8n-pose": {
+        "tune": (DATA / "coco-val-pose" / "person_keypoints_val.json", 0, None),
+        "report": (DATA / "coco-val-pose" / "data.yaml", 0, None),
+    },
+}
+VARIANTS = ("fp16", "fp8", "mo-int8", "ort-int8", "nncf", "fp32-ov")
+
+
+def _scope(name: str | None) -> Any:
+    from yoloquant.quantize.float_scope import FloatScope
+
+    if name is None:
+        return None
+    extra = {"head+proto": FloatScope(head_convs=True, proto_branch=True)}
+    extra["head+first+proto"] = FloatScope(head_convs=True, first_conv=True, proto_branch=True)
+    return extra.get(name, name)
+
+
+def _plan(model: str, on: str, variants: list[str], keep_float: str | None, iterations: int) -> Any:
+    from yoloquant import QuantPipeline
+    from yoloquant.quantize.modelopt import ModelOptConfig
+
+    source, offset, count = SETS[model][on]
+    scope = _scope(keep_float)
+    kf: dict[str, Any] = {"keep_float": scope} if scope is not None else {}
+    plan = QuantPipeline.from_ultralytics(MODELS[model]).calibrate(CALIB, num_images=64)
+    makers = {
+        "fp16": lambda p: p.quantize("fp16", name="fp16", **kf),
+        "fp8": lambda p: p.quantize(ModelOptConfig.fp8(**kf), name="fp8"),
+        "mo-int8": lambda p: p.quantize(ModelOptConfig.int8(**kf), name="mo-int8"),
+        "ort-int8": lambda p: p.quantize("int8", name="ort-int8", **kf),
+        "nncf": lambda p: p.quantize("int8", quantizer="nncf", backend="openvino", name="nncf", **kf),
+        "fp32-ov": lambda p: p.quantize("fp32", backend="openvino", name="fp32-ov"),
+    }
+    for v in variants:
+        plan = makers[v](plan)
+    plan = plan.evaluate(source, num_images=count, offset=offset)
+    return plan.benchmark(batch_sizes=(1,), iterations=iterations) if iterations else plan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), required=True)
+    parser.add_argument("--on", choices=("tune", "report"), default="report", help="which images (see above)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--keep-float", help="every variant's FloatScope preset (default: each quantizer's own)")
+    parser.add_argument("--iterations", type=int, default=50, help="latency rounds (0: no latency)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--save", type=Path, help="also write the summary JSON here (benchmarks/results/...)")
+    args = parser.parse_args()
+    missing = [str(p) for p in (MODELS[args.model], CALIB, SETS[args.model][args.on][0]) if not p.exists()]
+    if missing:
+        sys.exit(f"benchmarks/task_quant.py reads ../shared/data; missing: {', '.join(missing)}")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        sys.exit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    result = _plan(args.model, args.on, variants, args.keep_float, args.iterations).run(args.out)
+    print(result.table())
+    if args.save:
+        summary = {
+            "command": " ".join(["benchmarks/task_quant.py", *sys.argv[1:]]),
+            "model": args.model,
+            "images": {"set": args.on, "source": str(SETS[args.model][args.on][0].relative_to(DATA.parent))},
+            "keep_float": args.keep_float,
+            "report": json.loads((args.out / "report.json").read_text()),
+        }
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

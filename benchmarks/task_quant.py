@@ -13,7 +13,8 @@ Reads ``../shared/data`` (coco128, coco-val-seg / coco-val-pose, the YOLO26n-seg
 ``--variants`` picks among: ``fp16`` (FP16 converter), ``fp8`` (``ModelOptConfig.fp8()``), ``mo-int8``
 (``ModelOptConfig.int8()``), ``ort-int8`` (``quantize("int8")``: ONNX Runtime static INT8, the CPU layout),
 ``nncf`` (NNCF INT8 on OpenVINO), ``fp32-ov`` (FP32 on OpenVINO: its latency baseline). ``--keep-float``
-overrides every variant's scope (a preset name, or ``head+proto`` / ``head+first+proto`` for the prototype branch).
+overrides every variant's scope: comma list of preset names, or ``head+proto`` / ``head+first+proto`` for the
+prototype branch; several give one variant each, named ``<variant>-<keep>``.
 """
 
 from __future__ import annotations
@@ -58,24 +59,33 @@ def _scope(name: str | None) -> Any:
     return extra.get(name, name)
 
 
-def _plan(model: str, on: str, variants: list[str], keep_float: str | None, iterations: int) -> Any:
-    from yoloquant import QuantPipeline
+def _add(plan: Any, variant: str, name: str, kf: dict[str, Any]) -> Any:
     from yoloquant.quantize.modelopt import ModelOptConfig
 
+    if variant == "fp8":
+        return plan.quantize(ModelOptConfig.fp8(**kf), name=name)
+    if variant == "mo-int8":
+        return plan.quantize(ModelOptConfig.int8(**kf), name=name)
+    if variant == "nncf":
+        return plan.quantize("int8", quantizer="nncf", backend="openvino", name=name, **kf)
+    if variant == "fp32-ov":
+        return plan.quantize("fp32", backend="openvino", name=name)
+    return plan.quantize("fp16" if variant == "fp16" else "int8", name=name, **kf)
+
+
+def _plan(model: str, on: str, variants: list[str], keeps: list[str | None], iterations: int) -> Any:
+    from yoloquant import QuantPipeline
+
     source, offset, count = SETS[model][on]
-    scope = _scope(keep_float)
-    kf: dict[str, Any] = {"keep_float": scope} if scope is not None else {}
     plan = QuantPipeline.from_ultralytics(MODELS[model]).calibrate(CALIB, num_images=64)
-    makers = {
-        "fp16": lambda p: p.quantize("fp16", name="fp16", **kf),
-        "fp8": lambda p: p.quantize(ModelOptConfig.fp8(**kf), name="fp8"),
-        "mo-int8": lambda p: p.quantize(ModelOptConfig.int8(**kf), name="mo-int8"),
-        "ort-int8": lambda p: p.quantize("int8", name="ort-int8", **kf),
-        "nncf": lambda p: p.quantize("int8", quantizer="nncf", backend="openvino", name="nncf", **kf),
-        "fp32-ov": lambda p: p.quantize("fp32", backend="openvino", name="fp32-ov"),
-    }
-    for v in variants:
-        plan = makers[v](plan)
+    for keep in keeps:
+        scope = _scope(keep)
+        kf: dict[str, Any] = {"keep_float": scope} if scope is not None else {}
+        for v in variants:
+            if v == "fp32-ov":
+                plan = _add(plan, v, v, {}) if keep == keeps[0] else plan
+            else:
+                plan = _add(plan, v, f"{v}-{keep}" if len(keeps) > 1 else v, kf)
     plan = plan.evaluate(source, num_images=count, offset=offset)
     return plan.benchmark(batch_sizes=(1,), iterations=iterations) if iterations else plan
 
@@ -85,7 +95,9 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODELS), required=True)
     parser.add_argument("--on", choices=("tune", "report"), default="report", help="which images (see above)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
-    parser.add_argument("--keep-float", help="every variant's FloatScope preset (default: each quantizer's own)")
+    parser.add_argument(
+        "--keep-float", help="comma list of FloatScope presets, each applied to every variant (default: their own)"
+    )
     parser.add_argument("--iterations", type=int, default=50, help="latency rounds (0: no latency)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--save", type=Path, help="also write the summary JSON here (benchmarks/results/...)")
@@ -97,7 +109,8 @@ def main() -> None:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         sys.exit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    result = _plan(args.model, args.on, variants, args.keep_float, args.iterations).run(args.out)
+    keeps: list[str | None] = [k.strip() for k in args.keep_float.split(",")] if args.keep_float else [None]
+    result = _plan(args.model, args.on, variants, keeps, args.iterations).run(args.out)
     print(result.table())
     if args.save:
         summary = {

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,32 @@ class ModelInfo:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (an engine's sidecar): names keyed by str, tuples as lists, the head by value."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, HeadType):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = {str(k): v for k, v in value.items()} if f.name == "names" else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        """The inverse of :meth:`to_dict`; other keys are ignored, missing ones take their defaults.
+
+        ``source_task`` defaults to ``task`` (sidecars written before it existed).
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values["names"] = {int(k): str(v) for k, v in data["names"].items()}
+        values.setdefault("source_task", values.get("task", "detect"))
+        if "head" in values:
+            values["head"] = HeadType(values["head"])
+        return cls(**values)
 
     @classmethod
     def from_onnx(cls, path: Path) -> ModelInfo:

@@ -96,3 +96,29 @@ def test_a_seg_model_runs_as_a_detector_with_the_same_boxes(seg_onnx: OnnxModel,
 def test_a_seg_model_cannot_run_as_pose(seg_onnx: OnnxModel, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"runs as task 'segment' or 'detect' \(its boxes only\), not 'pose'"):
         OnnxFileExporter(task="pose").export(seg_onnx.path, tmp_path)
+
+
+def test_tensorrt_builds_the_seg_model_against_the_test_double(seg_onnx: OnnxModel, tmp_path: Path) -> None:
+    """FakeTensorRT (a test double that "executes" with ONNX Runtime): the plumbing of a two-output seg engine.
+
+    Real TensorRT has never run here; this checks the build, the sidecar's model info and the buffers.
+    """
+    import numpy as np
+
+    from doubles import fake_gpu
+    from yoloquant.backends.trt import TrtEngineBuilder
+    from yoloquant.data.images import read_image
+    from yoloquant.data.letterbox import preprocess
+    from yoloquant.postprocess.decode import decode
+
+    files = sorted((SEG_DATA / "images").rglob("*.jpg"))[:2]
+    images = [preprocess(read_image(f), 320)[0][None].astype(np.float32) / 255.0 for f in files]  # static batch 1
+    with fake_gpu(), TrtEngineBuilder(out_dir=tmp_path).build(seg_onnx) as engine:
+        assert engine.file.path.name == "yolo26n-seg-fp32.engine"
+        assert engine.info == seg_onnx.info and engine.info.task == "segment"
+        got = [decode(engine.infer(x), engine.info, conf=0.25)[0] for x in images]
+    with OrtEngineBuilder().build(seg_onnx) as ref:
+        want = [decode(ref.infer(x), seg_onnx.info, conf=0.25)[0] for x in images]
+    for g, w in zip(got, want, strict=True):
+        assert len(w) > 0 and g.masks is not None and w.masks is not None
+        assert g.classes.tolist() == w.classes.tolist() and np.array_equal(g.masks, w.masks)

@@ -62,3 +62,20 @@ def test_the_cli_takes_a_task() -> None:
     assert args.task == "detect"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--model", "m.pt", "--eval", "e", "--out", "o", "--task", "seg"])
+
+
+def test_model_info_survives_an_engine_sidecar_and_older_sidecars_keep_their_task() -> None:
+    from yoloquant.config import HeadType
+
+    info = ModelInfo(
+        names={0: "person", 1: "bicycle"}, imgsz=(320, 640), task="detect", source_task="segment", head=HeadType.END2END
+    )
+    assert ModelInfo.from_dict(json_round_trip(info.to_dict())) == info
+    old = {"names": {"0": "person"}, "imgsz": [640, 640], "task": "segment", "head": "end2end", "precision": "fp8"}
+    assert ModelInfo.from_dict(old).source_task == "segment"
+
+
+def json_round_trip(data: dict[str, object]) -> dict[str, object]:
+    import json
+
+    return dict(json.loads(json.dumps(data)))

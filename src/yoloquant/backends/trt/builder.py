@@ -340,19 +340,12 @@ class TrtEngineBuilder:
                 atomic_write_bytes(Path(self.config.timing_cache), bytes(cache.serialize()))
 
     def _metadata(self, trt: Any, model: OnnxModel, path: Path, plan: BuildPlan, seconds: float) -> dict[str, Any]:
-        info = model.info
         source = model.source if isinstance(model, QdqModel) else None
         return {
             "format": ENGINE_FORMAT,
             "tensorrt": str(trt.__version__),
             "gpu": _gpu_name(),
-            "names": {str(k): v for k, v in info.names.items()},
-            "imgsz": list(info.imgsz),
-            "stride": info.stride,
-            "task": info.task,
-            "head": info.head.value,
-            "input_name": info.input_name,
-            "dynamic_batch": info.dynamic_batch,
+            **model.info.to_dict(),
             "precision": plan.label,
             "network_types": plan.types.to_dict(),
             "strongly_typed": plan.strongly_typed,

@@ -37,24 +37,11 @@ from yoloquant.artifacts import ModelInfo
 from yoloquant.backends._cuda import PinnedBuffer, check, cudart, stream_handle
 from yoloquant.backends.trt.builder import TrtEngineFile, _gpu_name, _make_logger
 from yoloquant.backends.trt.inspect import PrecisionAudit, audit_engine
-from yoloquant.config import HeadType
 from yoloquant.errors import EngineBuildError, InferenceError
 
 __all__ = ["TrtEngine", "TrtPending"]
 
 log = logging.getLogger(__name__)
-
-
-def _info(metadata: dict[str, Any]) -> ModelInfo:
-    return ModelInfo(
-        names={int(k): str(v) for k, v in metadata["names"].items()},
-        imgsz=(int(metadata["imgsz"][0]), int(metadata["imgsz"][1])),
-        stride=int(metadata.get("stride", 32)),
-        task=str(metadata.get("task", "detect")),
-        head=HeadType(metadata.get("head", "dfl")),
-        input_name=str(metadata.get("input_name", "images")),
-        dynamic_batch=bool(metadata.get("dynamic_batch", False)),
-    )
 
 
 class _Slot:
@@ -192,7 +179,7 @@ class TrtEngine(ClosesOnExit):
     def __init__(self, engine_file: TrtEngineFile, *, stream: Any = None, depth: int = 2) -> None:
         trt = require("tensorrt")
         self.file = engine_file
-        self.info = _info(engine_file.metadata)
+        self.info = ModelInfo.from_dict(engine_file.metadata)
         self.precision = str(engine_file.metadata.get("precision", "unknown"))
         self._check_portable(trt, engine_file)
         self._logger = _make_logger(trt)

@@ -122,3 +122,26 @@ def test_tensorrt_builds_the_seg_model_against_the_test_double(seg_onnx: OnnxMod
     for g, w in zip(got, want, strict=True):
         assert len(w) > 0 and g.masks is not None and w.masks is not None
         assert g.classes.tolist() == w.classes.tolist() and np.array_equal(g.masks, w.masks)
+
+
+@pytest.mark.slow  # ~30 s: Brevitas quantizes and exports the PyTorch model
+def test_brevitas_exports_both_seg_outputs_and_keeps_the_prototype_branch_float(
+    seg_onnx: OnnxModel, tmp_path: Path
+) -> None:
+    pytest.importorskip("brevitas")
+    from yoloquant.quantize.brevitas import BrevitasConfig, BrevitasQuantizer
+
+    seg = OnnxModel(path=seg_onnx.path, info=seg_onnx.info, checkpoint=SEG_PT)
+    calib = ImageCalibrator(source=SEG_DATA / "images", num_images=2).calibrate(seg.info)
+    config = BrevitasConfig.w8a8(keep_float=FloatScope(head_convs=True, proto_branch=True))
+    qcdq = BrevitasQuantizer(config).quantize(seg, calib, tmp_path)
+    model = onnx.load(str(qcdq.path))
+    assert [o.name for o in model.graph.output] == ["output0", "output1"]  # detections + prototypes
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
+    quantized = {name for name, n in convs.items() if producers.get(n.input[1]) == "DequantizeLinear"}
+    proto = {name for name in convs if "/proto/" in name}
+    assert proto and not proto & quantized
+    assert len(quantized) > 50  # the backbone and neck are quantized
+    with OrtEngineBuilder().build(qcdq) as engine:
+        assert engine.info.task == "segment"

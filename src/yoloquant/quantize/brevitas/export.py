@@ -76,7 +76,9 @@ def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, 
     brevitas_export = require("brevitas.export")
     _export_mode(model, info)
     example = torch.zeros(1, 3, *info.imgsz)
-    dynamic = {info.input_name: {0: "batch"}, "output0": {0: "batch"}} if info.dynamic_batch else None
+    float_model = onnx.load(str(float_onnx), load_external_data=False)
+    outputs = [o.name for o in float_model.graph.output]  # output0 (+ output1: seg prototypes), as exported
+    dynamic = {n: {0: "batch"} for n in (info.input_name, *outputs)} if info.dynamic_batch else None
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".brevitas-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
         try:
@@ -88,7 +90,7 @@ def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, 
                     opset_version=opset,
                     dynamo=False,
                     input_names=[info.input_name],
-                    output_names=["output0"],
+                    output_names=outputs,
                     dynamic_axes=dynamic,
                     keep_initializers_as_inputs=False,  # Brevitas defaults to True: biases would be graph inputs
                 )
@@ -100,7 +102,7 @@ def export_qcdq(model: Any, info: ModelInfo, float_onnx: Path, target: Path, *, 
         if cleanup:
             exported = require("onnxoptimizer").optimize(exported, list(_CLEANUP_PASSES))
         rewrite_dfl_softmax(exported)
-        copy_metadata(onnx.load(str(float_onnx), load_external_data=False), exported)
+        copy_metadata(float_model, exported)
         onnx.checker.check_model(exported)
         with atomic_path(target) as staged:
             onnx.save(exported, str(staged))

@@ -350,6 +350,8 @@ class TrtEngineBuilder:
             "imgsz": list(info.imgsz),
             "stride": info.stride,
             "task": info.task,
+            "source_task": info.source_task,
+            "kpt_shape": list(info.kpt_shape) if info.kpt_shape else None,
             "head": info.head.value,
             "input_name": info.input_name,
             "dynamic_batch": info.dynamic_batch,

@@ -46,12 +46,15 @@ log = logging.getLogger(__name__)
 
 
 def _info(metadata: dict[str, Any]) -> ModelInfo:
+    kpt = metadata.get("kpt_shape")
     return ModelInfo(
         names={int(k): str(v) for k, v in metadata["names"].items()},
         imgsz=(int(metadata["imgsz"][0]), int(metadata["imgsz"][1])),
         stride=int(metadata.get("stride", 32)),
         task=str(metadata.get("task", "detect")),
+        source_task=str(metadata.get("source_task") or metadata.get("task", "detect")),
         head=HeadType(metadata.get("head", "dfl")),
+        kpt_shape=(int(kpt[0]), int(kpt[1])) if kpt else None,
         input_name=str(metadata.get("input_name", "images")),
         dynamic_batch=bool(metadata.get("dynamic_batch", False)),
     )

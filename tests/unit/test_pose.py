@@ -217,3 +217,23 @@ def test_keypoint_ground_truth_from_labels_has_coco_fields() -> None:
     no_kpts = GroundTruth(gt.boxes, gt.classes, gt.shape)
     with pytest.raises(DataError, match="read without keypoints, so pose cannot be scored"):
         _gt_from_labels(Dataset(images=(Path("a.jpg"),), labels=(no_kpts,)), keypoints=True)
+
+
+def test_a_json_without_keypoints_cannot_score_pose(tmp_path: Path) -> None:
+    pytest.importorskip("pycocotools")
+    import json
+
+    from yoloquant.eval.coco import evaluate
+
+    _write_pose_set(tmp_path, [])
+    data = {
+        "images": [{"id": 7, "file_name": "a.png", "height": 64, "width": 64}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [8, 8, 32, 48], "area": 1536, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    (tmp_path / "instances_val.json").write_text(json.dumps(data), encoding="utf-8")
+    dataset = load_dataset(tmp_path / "instances_val.json", images_dir=tmp_path / "images")
+    pred = _dfl([24, 32, 32, 48, 0.9, *np.zeros(51)])
+    info = ModelInfo(names={0: "person"}, imgsz=(64, 64), task="pose", source_task="pose", kpt_shape=(17, 3))
+    with pytest.raises(DataError, match=r"annotation id 1 has no 'keypoints'.*person_keypoints"):
+        evaluate(CallbackEngine(lambda b: [pred], info), dataset, EvalConfig(resamples=0), progress=False)

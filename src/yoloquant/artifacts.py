@@ -48,6 +48,8 @@ class ModelInfo:
         source_task: The task the model's outputs are laid out for (Ultralytics' ``task``); it differs from
             ``task`` when a segmentation or pose model runs as ``detect`` (its extra output channels are ignored).
         head: Output head type, which decides how outputs are decoded.
+        kpt_shape: A pose model's ``(keypoints, values per keypoint)`` (Ultralytics' ``kpt_shape`` metadata,
+            ``(17, 3)`` for COCO: x, y, visibility); None for other tasks.
         input_name: Name of the image input tensor.
         dynamic_batch: Whether the batch dimension is symbolic.
     """
@@ -58,6 +60,7 @@ class ModelInfo:
     task: str = "detect"
     source_task: str = "detect"
     head: HeadType = HeadType.DFL
+    kpt_shape: tuple[int, int] | None = None
     input_name: str = "images"
     dynamic_batch: bool = False
 
@@ -106,6 +109,7 @@ class ModelInfo:
         names = {int(k): str(v) for k, v in ast.literal_eval(meta["names"]).items()}
         imgsz = tuple(int(v) for v in ast.literal_eval(meta.get("imgsz", "[640, 640]")))
         head_value = meta.get(f"{META_PREFIX}head") or ("end2end" if meta.get("end2end") == "True" else "dfl")
+        kpt = ast.literal_eval(meta["kpt_shape"]) if meta.get("kpt_shape") else None
         inp = model.graph.input[0]
         batch_dim = inp.type.tensor_type.shape.dim[0]
         return cls(
@@ -115,6 +119,7 @@ class ModelInfo:
             task=meta.get(f"{META_PREFIX}task") or meta.get("task", "detect"),
             source_task=meta.get("task") or meta.get(f"{META_PREFIX}task", "detect"),
             head=HeadType(head_value),
+            kpt_shape=(int(kpt[0]), int(kpt[1])) if kpt else None,
             input_name=inp.name,
             dynamic_batch=not batch_dim.HasField("dim_value"),
         )

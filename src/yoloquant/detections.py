@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from yoloquant.errors import ConfigError
 
-__all__ = ["Detections"]
+__all__ = ["KEYPOINT_MIN_VISIBILITY", "Detections"]
 
 # Ultralytics' 20-colour palette (``ultralytics.utils.plotting.Colors``), as BGR.
 _PALETTE = tuple(
@@ -19,6 +20,14 @@ _PALETTE = tuple(
         *("00B4FF", "DD00BA", "00FFFF", "26C000", "01FFB3", "7D24FF", "7B0068", "FF1B6C", "FC6D2F", "A2FF0B"),
     )
 )
+
+
+# COCO's 17-keypoint skeleton (0-based keypoint pairs, as Ultralytics' Annotator draws it)
+_SKELETON = (
+    *((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8)),
+    *((7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)),
+)
+KEYPOINT_MIN_VISIBILITY = 0.5  # keypoints drawn: visibility above this (Ultralytics' kpt conf threshold)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +103,9 @@ class Detections:
     def draw(self, image: np.ndarray, *, thickness: int = 2, font_scale: float = 0.5) -> np.ndarray:
         """A copy of ``image`` with each box, its class name and score drawn (OpenCV, its built-in font).
 
+        Keypoints (pose) are drawn too: a dot for each keypoint whose visibility is above
+        :data:`KEYPOINT_MIN_VISIBILITY`, and for COCO's 17 keypoints the skeleton lines between such dots.
+
         Args:
             image: The image the boxes refer to: BGR ``[H, W, 3]`` (or anything :func:`predict` takes as an array).
             thickness: Box line width in pixels.
@@ -122,9 +134,24 @@ class Detections:
             cv2.rectangle(out, (x1, top), (x1 + tw, top + th + base), color, cv2.FILLED)
             ink = (0, 0, 0) if sum(color) > 382 else (255, 255, 255)
             cv2.putText(out, text, (x1, top + th), font, font_scale, ink, 1, cv2.LINE_AA)
+        for points, cls in zip(self.keypoints if self.keypoints is not None else (), self.classes, strict=False):
+            _draw_keypoints(cv2, out, points, _PALETTE[int(cls) % len(_PALETTE)], thickness)
         return out
 
     def __repr__(self) -> str:
         top = sorted(set(self.labels))[:5]
         shown = f", labels={top}" if top else ""
         return f"Detections(n={len(self)}, max_score={float(self.scores.max()) if len(self) else 0.0:.3f}{shown})"
+
+
+def _draw_keypoints(cv2: Any, image: np.ndarray, points: np.ndarray, color: tuple[int, int, int], width: int) -> None:
+    """One detection's ``[K, 3]`` keypoints: skeleton lines (17 COCO keypoints) then dots, the visible ones only."""
+    seen = points[:, 2] > KEYPOINT_MIN_VISIBILITY
+    xy = [(round(float(x)), round(float(y))) for x, y in points[:, :2]]
+    if len(points) == 17:
+        for a, b in _SKELETON:
+            if seen[a] and seen[b]:
+                cv2.line(image, xy[a], xy[b], color, max(width - 1, 1), cv2.LINE_AA)
+    for p, visible in zip(xy, seen, strict=True):
+        if visible:
+            cv2.circle(image, p, width + 2, (0, 0, 255), -1, cv2.LINE_AA)

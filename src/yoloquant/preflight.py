@@ -87,22 +87,45 @@ def _dims(value_info: Any) -> list[int | str]:
 
 
 def _check_head(path: Path, graph: Any, info: ModelInfo) -> None:
-    """The first output must be a YOLO detect head: DFL ``[B, 4 + nc, anchors]`` or end-to-end ``[B, N, 6]``."""
+    """The first output must be a YOLO head: DFL ``[B, 4 + nc + extra, anchors]`` or end-to-end ``[B, N, 6 + extra]``.
+
+    ``extra`` is what the model's own task adds after the class scores (``info.source_task``, also when it runs
+    as ``detect``): a seg head's mask coefficients (as many as its second output's prototypes), a pose head's
+    keypoint values (``kpt_shape``); none for a detector.
+    """
     if not graph.output:
         msg = f"{path} has no graph outputs, so it is not a YOLO detector; {_REEXPORT}"
         raise ExportError(msg, artifact=path)
     dims = _dims(graph.output[0])
+    extra, what = _extra_channels(path, graph, info)
     if info.head is HeadType.END2END:
-        ok, expected = len(dims) == 3 and dims[2] in (6, "?"), "[batch, max_det, 6]"
+        ok, expected = len(dims) == 3 and dims[2] in (6 + extra, "?"), f"[batch, max_det, 6{what}]"
     else:
-        want = 4 + info.num_classes
-        ok, expected = len(dims) == 3 and dims[1] in (want, "?"), f"[batch, 4 + {info.num_classes} classes, anchors]"
+        want = 4 + info.num_classes + extra
+        ok = len(dims) == 3 and dims[1] in (want, "?")
+        expected = f"[batch, 4 + {info.num_classes} classes{what}, anchors]"
     if not ok:
+        kind = {"detect": "detection", "segment": "segmentation"}.get(info.source_task, info.source_task)
         msg = (
-            f"{path} is not a YOLO detection graph: its output {graph.output[0].name!r} has shape {dims}, where a "
-            f"{info.head.value} head with {info.num_classes} class names gives {expected}; {_REEXPORT}"
+            f"{path} is not a YOLO {kind} graph: its output {graph.output[0].name!r} has shape {dims}, "
+            f"where a {info.head.value} head with {info.num_classes} class names gives {expected}; {_REEXPORT}"
         )
         raise ExportError(msg, artifact=path)
+
+
+def _extra_channels(path: Path, graph: Any, info: ModelInfo) -> tuple[int, str]:
+    """(channels after the class scores, their words for the message) of the model's own task."""
+    if info.source_task == "pose":
+        if info.kpt_shape is None:
+            msg = f"{path} is a pose model without Ultralytics' 'kpt_shape' metadata; {_REEXPORT}"
+            raise ExportError(msg, artifact=path)
+        k, d = info.kpt_shape
+        return k * d, f" + {k * d} keypoint values"
+    if info.source_task == "segment" and len(graph.output) > 1:
+        protos = _dims(graph.output[1])
+        if len(protos) == 4 and isinstance(protos[1], int) and protos[1] > 0:
+            return protos[1], f" + {protos[1]} mask coefficients"
+    return 0, ""
 
 
 def _check_task(path: Path, task: str | None) -> None:

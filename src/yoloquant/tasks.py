@@ -3,8 +3,8 @@
 A :class:`TaskSpec` names the Ultralytics models it accepts (``model.task``), decodes a batch of raw
 outputs (all of them: a segmentation head adds mask prototypes, a pose head keypoints) into
 :class:`~yoloquant.detections.Detections`, lists the pycocotools ``iouType`` each of its metrics is
-scored with, and names the primary metric that budgets and Pareto fronts rank by. Detection and
-segmentation (YOLO26 end-to-end seg heads) are shipped; ``pose`` is a known name that is refused until it lands.
+scored with, and names the primary metric that budgets and Pareto fronts rank by. Detection,
+segmentation and pose (DFL and end-to-end heads each) are shipped.
 
 Example:
     >>> spec = task_spec("detect")
@@ -12,10 +12,12 @@ Example:
     (('map50_95', 'map50'), 'map50_95')
     >>> task_spec("segment").primary_metric
     'mask_map50_95'
-    >>> task_spec("pose")  # doctest: +ELLIPSIS
+    >>> task_spec("pose").metric_names
+    ('map50_95', 'map50', 'pose_map50_95', 'pose_map50')
+    >>> task_spec("obb")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    yoloquant.errors.ConfigError: task 'pose' is not supported yet; supported tasks: detect (detection), segment (...)
+    yoloquant.errors.ConfigError: task 'obb' is unknown; supported tasks: detect (detection), pose (...), segment (...)
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ __all__ = [
 
 
 class Task(StrEnum):
-    """The YOLO tasks yoloquant knows by name (``detect`` and ``segment`` are supported for now)."""
+    """The YOLO tasks yoloquant knows by name (all three are supported)."""
 
     DETECT = "detect"
     SEGMENT = "segment"
@@ -76,8 +78,9 @@ class Scoring:
     """One pycocotools evaluation of a task and the metric names it produces.
 
     Attributes:
-        iou_type: pycocotools ``iouType``: ``"bbox"`` or ``"segm"`` (``"keypoints"`` later).
-        prefix: Prepended to ``map50_95`` / ``map50`` (``""`` for boxes; e.g. ``"mask_"`` for masks).
+        iou_type: pycocotools ``iouType``: ``"bbox"``, ``"segm"`` or ``"keypoints"``.
+        prefix: Prepended to ``map50_95`` / ``map50`` (``""`` for boxes; ``"mask_"`` for masks, ``"pose_"``
+            for keypoints).
     """
 
     iou_type: str
@@ -121,7 +124,7 @@ class TaskSpec:
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
-_PLANNED = frozenset({Task.POSE})  # named, refused until they land
+_PLANNED: frozenset[str] = frozenset()  # named, refused until they land (none now)
 
 
 def register_task(spec: TaskSpec) -> None:
@@ -144,7 +147,7 @@ def task_spec(name: str) -> TaskSpec:
     """The spec of the task ``name``.
 
     Raises:
-        ConfigError: ``name`` is a planned task (segment, pose) or unknown; names the supported tasks.
+        ConfigError: ``name`` is a planned or unknown task; names the supported tasks.
     """
     _register_shipped()
     if name in _REGISTRY:
@@ -196,6 +199,19 @@ def exported_task(task: str, path: Path, override: str | None = None) -> TaskSpe
 
 
 def _register_shipped() -> None:
+    if Task.POSE not in _REGISTRY:
+        from yoloquant.postprocess.pose import decode_pose
+
+        register_task(
+            TaskSpec(
+                name=Task.POSE.value,
+                ultralytics_tasks=(Task.POSE.value,),
+                decode=decode_pose,
+                scoring=(Scoring("bbox"), Scoring("keypoints", "pose_")),
+                primary_metric="pose_map50_95",
+                description="pose estimation",
+            )
+        )
     if Task.SEGMENT not in _REGISTRY:
         from yoloquant.postprocess.masks import decode_segments
 

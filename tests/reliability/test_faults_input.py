@@ -348,8 +348,8 @@ def test_onnx_without_ultralytics_metadata_fails_before_work(tmp_path: Path) -> 
 
 
 def test_an_unsupported_task_onnx_fails_before_work(tmp_path: Path) -> None:
-    model = _tiny_onnx(tmp_path / "pose.onnx", task="pose")  # segment is supported since #20; pose is not yet
-    assert_fails_fast(QuantPipeline.from_onnx(model), tmp_path / "out", ExportError, "'pose' model", "detection")
+    model = _tiny_onnx(tmp_path / "obb.onnx", task="obb")  # segment and pose are supported since #20
+    assert_fails_fast(QuantPipeline.from_onnx(model), tmp_path / "out", ExportError, "'obb' model", "detection")
 
 
 def test_checkpoint_names_are_read_without_torch() -> None:

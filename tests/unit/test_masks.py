@@ -85,10 +85,22 @@ def test_masks_go_back_to_the_original_image() -> None:
     assert scaled.masks[0, :, :16].all() and not scaled.masks[0, :, 16:].any()
 
 
-def test_a_dfl_seg_head_and_bad_outputs_are_refused_with_the_reason() -> None:
+def test_a_dfl_seg_head_keeps_the_coefficients_of_the_anchors_nms_keeps() -> None:
+    dfl = ModelInfo(names={0: "a", 1: "b"}, task="segment", head=HeadType.DFL)
+    pred = np.zeros((1, 4 + 2 + 2, 3), np.float32)  # 3 anchors: cx cy w h, 2 class scores, 2 coefficients
+    pred[0, :, 0] = [8, 8, 16, 16, 0.9, 0.0, 1, 0]  # full box, class 0, left half
+    pred[0, :, 1] = [8, 8, 15, 15, 0.8, 0.0, -1, 0]  # overlaps anchor 0 (IoU 0.88): suppressed
+    pred[0, :, 2] = [8, 8, 16, 16, 0.0, 0.6, -1, 0]  # same box, class 1, right half: kept (class-aware NMS)
+    (d,) = decode([pred, _half_protos()[None]], dfl, conf=0.25)
+    assert d.classes.tolist() == [0, 1] and d.scores.tolist() == pytest.approx([0.9, 0.6])
+    assert d.masks is not None and d.masks[0][:, :8].all() and not d.masks[0][:, 8:].any()
+    assert d.masks[1][:, 8:].all() and not d.masks[1][:, :8].any()
+
+
+def test_bad_seg_outputs_are_refused_with_the_reason() -> None:
     dfl = ModelInfo(names={0: "a"}, task="segment", head=HeadType.DFL)
-    with pytest.raises(InferenceError, match="YOLO26 end-to-end head only; this model has a dfl head"):
-        decode(_outputs([]), dfl)
+    with pytest.raises(InferenceError, match=r"a dfl seg head with 1 classes outputs \[B, 4 \+ 1 \+ C, anchors\]"):
+        decode([np.zeros((1, 4 + 2 + 2, 8), np.float32), _half_protos()[None]], dfl)
     with pytest.raises(InferenceError, match="detections and mask prototypes; got 1 output"):
         decode(_outputs([])[:1], SEG)
     with pytest.raises(InferenceError, match=r"\[B, N, 6 \+ C\]"):

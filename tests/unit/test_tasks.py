@@ -19,6 +19,7 @@ from yoloquant.errors import ConfigError, DataError, ExportError
 from yoloquant.eval.bootstrap import Metric
 from yoloquant.postprocess.decode import decode_boxes
 from yoloquant.postprocess.masks import decode_segments
+from yoloquant.postprocess.pose import decode_pose
 from yoloquant.report.result import PipelineResult, TaskRecord, VariantResult
 from yoloquant.tasks import Scoring, Task, TaskSpec, exported_task, task_for_ultralytics, task_spec
 
@@ -40,12 +41,22 @@ def test_segment_is_shipped_with_box_and_mask_metrics() -> None:
     assert task_for_ultralytics("segment") is spec and spec.decode is decode_segments
 
 
-@pytest.mark.parametrize("task", ["pose"])
-def test_planned_tasks_are_refused_until_they_land(task: str) -> None:
-    with pytest.raises(ConfigError, match=rf"task '{task}' is not supported yet; supported tasks: detect"):
-        task_spec(task)
-    with pytest.raises(ExportError, match=rf"m.pt is a '{task}' model: .*not supported yet.*detect \(detection\)"):
-        exported_task(task, Path("m.pt"))
+def test_pose_is_shipped_with_box_and_keypoint_metrics() -> None:
+    spec = task_spec(Task.POSE)
+    assert spec.metric_names == ("map50_95", "map50", "pose_map50_95", "pose_map50")
+    assert spec.primary_metric == "pose_map50_95"
+    assert [s.iou_type for s in spec.scoring] == ["bbox", "keypoints"]
+    assert task_for_ultralytics("pose") is spec and spec.decode is decode_pose
+    assert exported_task("pose", Path("m.pt")) is spec
+    assert exported_task("pose", Path("m.pt"), override="detect").name == "detect"
+
+
+def test_planned_tasks_are_refused_until_they_land(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("yoloquant.tasks._PLANNED", frozenset({"obb"}))
+    with pytest.raises(ConfigError, match=r"task 'obb' is not supported yet; supported tasks: detect"):
+        task_spec("obb")
+    with pytest.raises(ExportError, match=r"m.pt is a 'obb' model: .*not supported yet.*detect \(detection\)"):
+        exported_task("obb", Path("m.pt"))
 
 
 def test_an_unknown_task_names_the_supported_ones() -> None:

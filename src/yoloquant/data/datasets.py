@@ -144,7 +144,8 @@ def load_dataset(
 
     Args:
         spec: A folder of images (labels from the sibling ``labels/`` folder when there is one), a
-            ``.yaml`` in Ultralytics' format, or a COCO ``instances_*.json``.
+            ``.yaml`` in Ultralytics' format (with ``kpt_shape``, a pose dataset: its labels' keypoints are
+            read too), or a COCO ``instances_*.json`` / ``person_keypoints_*.json``.
         split: The yaml key to read (``val``, ``train``, ``test``).
         names: The model's class names: checks yolo class ids and maps COCO categories by name.
         images_dir: The images of a COCO json, when not found by convention.
@@ -196,12 +197,21 @@ def _load_coco(path: Path, names: dict[int, str] | None, images_dir: str | Path 
     )
 
 
-def _from_images(files: list[Path], names: dict[int, str] | None, labels: bool, source: str) -> Dataset:
+def _from_images(
+    files: list[Path],
+    names: dict[int, str] | None,
+    labels: bool,
+    source: str,
+    kpt_shape: tuple[int, int] | None = None,
+) -> Dataset:
     label_files = [label_path_for(f) for f in files]
     if not labels or not any(lf.parent.is_dir() for lf in label_files):
         return Dataset(images=tuple(files), names=names, source=source)
     num_classes = len(names) if names else None
-    gts = tuple(read_yolo_labels(lf, image_size(f), num_classes) for f, lf in zip(files, label_files, strict=True))
+    gts = tuple(
+        read_yolo_labels(lf, image_size(f), num_classes, kpt_shape=kpt_shape)
+        for f, lf in zip(files, label_files, strict=True)
+    )
     return Dataset(images=tuple(files), labels=gts, names=names, source=source)
 
 
@@ -231,6 +241,17 @@ def _yaml_names(data: dict[str, Any], path: Path) -> dict[int, str] | None:
         return {int(k): str(v) for k, v in raw.items()}
     msg = f"{path}: 'names' must be a list or a mapping of class index to name, got {type(raw).__name__}"
     raise DataError(msg)
+
+
+def _yaml_kpt_shape(data: dict[str, Any], path: Path) -> tuple[int, int] | None:
+    """A pose dataset's ``kpt_shape: [keypoints, 2 or 3]``; None where the yaml has none."""
+    raw = data.get("kpt_shape")
+    if raw is None:
+        return None
+    if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int) for v in raw) and raw[1] in (2, 3)):
+        msg = f"{path}: 'kpt_shape' must be [number of keypoints, 2 or 3] (e.g. [17, 3]), got {raw!r}"
+        raise DataError(msg)
+    return raw[0], raw[1]
 
 
 def _yaml_root(data: dict[str, Any], path: Path) -> Path:
@@ -282,4 +303,5 @@ def _load_yaml(path: Path, split: str, names: dict[int, str] | None, labels: boo
     files = sorted(set(files), key=str)
     yaml_names = _yaml_names(data, path)
     source = f"{path}[{split}]"
-    return _from_images(files, names if names is not None else yaml_names, labels, source)
+    kpt_shape = _yaml_kpt_shape(data, path)
+    return _from_images(files, names if names is not None else yaml_names, labels, source, kpt_shape)

@@ -33,9 +33,16 @@ from yoloquant.postprocess.decode import decode
 from yoloquant.protocols import Engine
 from yoloquant.tasks import TaskSpec, task_spec
 
-__all__ = ["EvalResult", "delta", "evaluate"]
+__all__ = ["COCO_OKS_SIGMAS", "KEYPOINT_AREA_FACTOR", "EvalResult", "delta", "evaluate", "oks_sigmas"]
 
 log = logging.getLogger(__name__)
+
+# COCO's keypoint OKS sigmas (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles): pycocotools'
+# Params.kpt_oks_sigmas and Ultralytics' OKS_SIGMA
+COCO_OKS_SIGMAS = (
+    np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
+    / 10.0
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,27 +211,37 @@ def _segmentation(polygon: np.ndarray, box: list[float]) -> tuple[list[list[floa
     return [polygon.astype(np.float64).reshape(-1).tolist()], area
 
 
-def _gt_from_labels(dataset: Dataset, *, masks: bool = False) -> tuple[dict[str, Any], list[int], dict[int, int]]:
+# yolo val's OKS object scale for ground truth from labels: box area x 0.53 (xtcocotools' rule; a COCO json's
+# annotations carry their own segmentation area instead)
+KEYPOINT_AREA_FACTOR = 0.53
+
+
+def _gt_from_labels(
+    dataset: Dataset, *, masks: bool = False, keypoints: bool = False
+) -> tuple[dict[str, Any], list[int], dict[int, int]]:
     """An in-memory COCO ground truth: image ids 0..N-1, category id = class index + 1.
 
     With ``masks``, each object also gets its label polygon as ``segmentation`` (and the polygon's area).
+    With ``keypoints``, its label keypoints (``x, y, v`` flattened), ``num_keypoints`` (those with v > 0: COCO
+    ignores an object with none in keypoint scoring) and ``area`` = box area x :data:`KEYPOINT_AREA_FACTOR`,
+    as ``yolo val`` scales OKS for label ground truth.
 
     Raises:
-        DataError: ``masks`` is set and an image's labels have no polygons.
+        DataError: ``masks`` (``keypoints``) is set and an image's labels have no polygons (keypoints).
     """
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     classes: set[int] = set(dataset.names or {})
     for image_id, gt in enumerate(dataset.labels or ()):
         images.append({"id": image_id, "height": gt.shape[0], "width": gt.shape[1]})
-        if masks and gt.polygons is None and len(gt):
-            msg = f"{dataset.images[image_id]}: its labels have boxes but no segment polygons to score masks against"
-            raise DataError(msg)
+        _check_extras(dataset, image_id, masks=masks, keypoints=keypoints)
         for i, (box, cls) in enumerate(zip(_xywh(gt.boxes).tolist(), gt.classes.tolist(), strict=True)):
             ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": cls + 1, "bbox": box}
             ann |= {"area": box[2] * box[3], "iscrowd": 0}
             if masks and gt.polygons is not None:
                 ann["segmentation"], ann["area"] = _segmentation(gt.polygons[i], box)
+            if keypoints and gt.keypoints is not None:
+                ann |= _keypoint_annotation(gt.keypoints[i], box)
             anns.append(ann)
             classes.add(cls)
     cats = [{"id": c + 1, "name": str(c)} for c in sorted(classes)]
@@ -233,6 +250,32 @@ def _gt_from_labels(dataset: Dataset, *, masks: bool = False) -> tuple[dict[str,
         list(range(len(images))),
         {c: c + 1 for c in classes},
     )
+
+
+def _check_extras(dataset: Dataset, image_id: int, *, masks: bool, keypoints: bool) -> None:
+    gt = (dataset.labels or ())[image_id]
+    if not len(gt):
+        return
+    if masks and gt.polygons is None:
+        msg = f"{dataset.images[image_id]}: its labels have boxes but no segment polygons to score masks against"
+        raise DataError(msg)
+    if keypoints and gt.keypoints is None:
+        msg = (
+            f"{dataset.images[image_id]}: its labels were read without keypoints, so pose cannot be scored; load a "
+            "pose dataset yaml with 'kpt_shape' (e.g. kpt_shape: [17, 3]) or a COCO person_keypoints json"
+        )
+        raise DataError(msg)
+
+
+def _keypoint_annotation(points: np.ndarray, box: list[float]) -> dict[str, Any]:
+    """COCO keypoint fields of one label object: ``[K, 3]`` pixel x, y and visibility (0, 1, 2)."""
+    flat = np.asarray(points, np.float64).copy()
+    flat[:, 2] = np.rint(flat[:, 2])
+    return {
+        "keypoints": flat.reshape(-1).tolist(),
+        "num_keypoints": int(np.count_nonzero(flat[:, 2] > 0)),
+        "area": box[2] * box[3] * KEYPOINT_AREA_FACTOR,
+    }
 
 
 def _box_results(preds: list[_Prediction], image_ids: list[int], cat_ids: dict[int, int]) -> list[dict[str, Any]]:
@@ -257,10 +300,27 @@ def _mask_results(preds: list[_Prediction], image_ids: list[int], cat_ids: dict[
     return out
 
 
+def _keypoint_results(preds: list[_Prediction], image_ids: list[int], cat_ids: dict[int, int]) -> list[dict[str, Any]]:
+    """Box records with each detection's ``keypoints`` (x, y, visibility score flattened), as ``yolo val`` writes."""
+    out = []
+    for image_id, p in zip(image_ids, preds, strict=True):
+        d = p.dets
+        if d.keypoints is None:
+            msg = "a keypoints evaluation needs keypoints; the model's decoder produced none"
+            raise ConfigError(msg)
+        points = d.keypoints.reshape(len(d), -1).astype(np.float64).tolist()
+        rows = zip(_xywh(d.boxes).tolist(), points, d.scores.tolist(), d.classes.tolist(), strict=True)
+        for box, kpts, score, cls in rows:
+            if cls in cat_ids:
+                record = {"image_id": image_id, "category_id": cat_ids[cls], "bbox": box, "score": score}
+                out.append(record | {"keypoints": kpts})
+    return out
+
+
 _Results = Callable[[list[_Prediction], list[int], dict[int, int]], list[dict[str, Any]]]
 
-# pycocotools iouType -> the detections as its result records ("keypoints" adds its own with #20)
-_RESULTS: dict[str, _Results] = {"bbox": _box_results, "segm": _mask_results}
+# pycocotools iouType -> the detections as its result records
+_RESULTS: dict[str, _Results] = {"bbox": _box_results, "segm": _mask_results, "keypoints": _keypoint_results}
 
 
 def _results_for(iou_type: str) -> _Results:
@@ -281,10 +341,13 @@ def _score(gt: Any, results: list[dict[str, Any]], image_ids: list[int], config:
     if not results:
         return _Scored(np.zeros(10), np.zeros((config.resamples, 10)) if config.resamples else None)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        dt = gt.loadRes(results)
+        dt = gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the records it is given
         ev = cocoeval.COCOeval(gt, dt, iou_type)
         ev.params.imgIds = image_ids
-        ev.params.maxDets = [1, 10, config.max_det]  # score all max_det detections, as yolo val does
+        # every max_det detection is scored, as yolo val's own metric does (COCO's keypoint default is 20)
+        ev.params.maxDets = [1, 10, config.max_det]
+        if iou_type == "keypoints":
+            ev.params.kpt_oks_sigmas = oks_sigmas(len(results[0]["keypoints"]) // 3)
         ev.evaluate()
     # accumulate() on the cached matching: one row of ones is pycocotools' own number (tests check it)
     table = MatchTable.from_cocoeval(ev)
@@ -292,6 +355,18 @@ def _score(gt: Any, results: list[dict[str, Any]], image_ids: list[int], config:
     if not config.resamples:
         return _Scored(maps, None)
     return _Scored(maps, table.maps(resample_weights(table.num_images, config.resamples, config.seed)))
+
+
+def oks_sigmas(num_keypoints: int) -> np.ndarray:
+    """OKS per-keypoint sigmas: COCO's 17 (pycocotools' own) for 17 keypoints, else ``1 / K`` each, as ``yolo val``.
+
+    Example:
+        >>> oks_sigmas(17)[:3].round(3).tolist(), oks_sigmas(4).tolist()
+        ([0.026, 0.025, 0.025], [0.25, 0.25, 0.25, 0.25])
+    """
+    if num_keypoints == len(COCO_OKS_SIGMAS):
+        return COCO_OKS_SIGMAS.copy()
+    return np.ones(num_keypoints) / num_keypoints
 
 
 def _metrics(scored: _Scored, names: tuple[str, str]) -> tuple[dict[str, Metric], dict[str, np.ndarray]]:
@@ -319,8 +394,11 @@ def _score_task(
     return metrics, replicates
 
 
-def _coco_gt(dataset: Dataset, names: dict[int, str], *, masks: bool = False) -> tuple[Any, list[int], dict[int, int]]:
-    """(pycocotools ground truth, image ids, model class -> category id); ``masks`` adds label polygons."""
+def _coco_gt(
+    dataset: Dataset, names: dict[int, str], *, masks: bool = False, keypoints: bool = False
+) -> tuple[Any, list[int], dict[int, int]]:
+    """(pycocotools ground truth, image ids, model class -> category id); ``masks`` / ``keypoints`` add label
+    polygons / keypoints (a json must have its own)."""
     coco_mod = require("pycocotools.coco")
     with contextlib.redirect_stdout(io.StringIO()):
         if dataset.coco_json is not None:
@@ -328,12 +406,25 @@ def _coco_gt(dataset: Dataset, names: dict[int, str], *, masks: bool = False) ->
             by_name = {str(c["name"]): int(c["id"]) for c in gt.dataset["categories"]}
             cat_ids = {i: by_name[n] for i, n in names.items() if n in by_name}  # the engine's names decide
             image_ids = list(dataset.image_ids or ())
+            if keypoints:
+                _require_json_keypoints(gt, image_ids, dataset.coco_json)
             return gt, image_ids, cat_ids or dict(dataset.category_ids or {})
-        data, image_ids, cat_ids = _gt_from_labels(dataset, masks=masks)
+        data, image_ids, cat_ids = _gt_from_labels(dataset, masks=masks, keypoints=keypoints)
         gt = coco_mod.COCO()
         gt.dataset = data
         gt.createIndex()
     return gt, image_ids, cat_ids
+
+
+def _require_json_keypoints(gt: Any, image_ids: list[int], path: Any) -> None:
+    """Every annotation of the evaluated images has ``keypoints`` (pycocotools' OKS would fail on one without)."""
+    for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_ids)):
+        if "keypoints" not in ann:
+            msg = (
+                f"{path}: annotation id {ann.get('id')} has no 'keypoints', so pose cannot be scored against this "
+                "json; use a COCO person_keypoints_*.json"
+            )
+            raise DataError(msg)
 
 
 def _max_det(config: EvalConfig, dataset: Dataset) -> int:
@@ -360,7 +451,9 @@ def evaluate(
     ``config``'s conf / iou / max_det, mapped back to original pixels and scored with pycocotools
     (``maxDets`` raised to ``max_det``), with each iouType of the model's task (``engine.info.task``, see
     :mod:`yoloquant.tasks`; detection: ``"bbox"``; segmentation: ``"bbox"`` and ``"segm"``, the masks
-    RLE-encoded at original size and scored against the label polygons or the json's segmentations). A
+    RLE-encoded at original size and scored against the label polygons or the json's segmentations; pose:
+    ``"bbox"`` and ``"keypoints"``, OKS with COCO's sigmas, against the label keypoints (object area = box
+    area x 0.53, as ``yolo val``) or the json's keypoints and areas). A
     dataset loaded from a COCO json is scored against that json directly (crowd regions handled by
     pycocotools); yolo labels become an in-memory COCO set.
 
@@ -391,8 +484,8 @@ def evaluate(
     dataset.require_boxes(engine.info.names)  # no labels, no boxes, or a class the model does not have
     config = dataclasses.replace(config, max_det=_max_det(config, dataset))
     dets = _predict_all(engine, dataset, config, progress, desc, prep=preprocess)
-    masks = any(s.iou_type == "segm" for s in spec.scoring)
-    gt, image_ids, cat_ids = _coco_gt(dataset, engine.info.names, masks=masks)
+    kinds = {s.iou_type for s in spec.scoring}
+    gt, image_ids, cat_ids = _coco_gt(dataset, engine.info.names, masks="segm" in kinds, keypoints="keypoints" in kinds)
     metrics, replicates = _score_task(spec, gt, dets, (image_ids, cat_ids), config)
     return EvalResult(
         num_images=len(dataset),

@@ -19,7 +19,7 @@ from yoloquant.detections import Detections
 from yoloquant.errors import InferenceError
 from yoloquant.postprocess.nms import nms
 
-__all__ = ["MAX_NMS", "MAX_WH", "decode", "decode_boxes", "decode_dfl", "decode_end2end"]
+__all__ = ["MAX_NMS", "MAX_WH", "decode", "decode_boxes", "decode_dfl", "decode_end2end", "dfl_candidates"]
 
 MAX_NMS = 30000  # candidates kept before NMS (Ultralytics' max_nms)
 MAX_WH = 7680  # per-class coordinate offset for class-aware NMS (Ultralytics' max_wh)
@@ -33,14 +33,31 @@ def decode_dfl(pred: np.ndarray, *, conf: float, iou: float, max_det: int, multi
         >>> decode_dfl(pred, conf=0.25, iou=0.7, max_det=300).boxes.tolist()
         [[3.0, 3.0, 7.0, 7.0]]
     """
-    x = np.asarray(pred, np.float32).T  # [anchors, 4 + nc]
-    cls = x[:, 4:]
-    x = x[cls.max(1) > conf]
+    return dfl_candidates(pred, pred.shape[0] - 4, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)[0]
+
+
+def dfl_candidates(
+    pred: np.ndarray, nc: int, *, conf: float, iou: float, max_det: int, multi_label: bool = True
+) -> tuple[Detections, np.ndarray]:
+    """:func:`decode_dfl` of ``pred[:4 + nc]``, and the anchor (column) index of each kept detection.
+
+    A seg or pose head's channels after the class scores (mask coefficients, keypoints) are gathered with
+    those indices, as Ultralytics' NMS carries them along.
+
+    Example:
+        >>> pred = np.zeros((7, 2), np.float32); pred[:4, 1] = [5, 5, 4, 4]; pred[4, 1] = 0.9; pred[6] = [1, 2]
+        >>> dets, anchors = dfl_candidates(pred, 1, conf=0.25, iou=0.7, max_det=300)
+        >>> anchors.tolist(), pred[6, anchors].tolist()
+        ([1], [2.0])
+    """
+    x = np.asarray(pred, np.float32)[: 4 + nc].T  # [anchors, 4 + nc]
+    anchors = np.flatnonzero(x[:, 4:].max(1) > conf)
+    x = x[anchors]
     if not x.shape[0]:
-        return Detections.empty()
+        return Detections.empty(), np.zeros(0, np.int64)
     cx, cy, w, h = x[:, 0], x[:, 1], x[:, 2], x[:, 3]
     box = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    if multi_label and x.shape[1] - 4 > 1:  # one candidate per (box, class) above conf
+    if multi_label and nc > 1:  # one candidate per (box, class) above conf
         i, j = np.nonzero(x[:, 4:] > conf)
     else:  # best class only
         j = x[:, 4:].argmax(1)
@@ -49,10 +66,10 @@ def decode_dfl(pred: np.ndarray, *, conf: float, iou: float, max_det: int, multi
     boxes, scores, classes = box[i], x[i, 4 + j], j.astype(np.int64)
     if scores.shape[0] > MAX_NMS:
         top = np.argsort(-scores, kind="stable")[:MAX_NMS]
-        boxes, scores, classes = boxes[top], scores[top], classes[top]
+        boxes, scores, classes, i = boxes[top], scores[top], classes[top], i[top]
     offset = classes.astype(np.float32)[:, None] * np.float32(MAX_WH)
     keep = nms(boxes + offset, scores, iou, max_det)
-    return Detections(boxes[keep], scores[keep], classes[keep])
+    return Detections(boxes[keep], scores[keep], classes[keep]), anchors[i[keep]]
 
 
 def decode_end2end(pred: np.ndarray, *, conf: float, max_det: int) -> Detections:

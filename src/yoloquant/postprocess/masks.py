@@ -5,8 +5,11 @@ Each detection's mask is its 32 coefficients times the head's prototypes (``[32,
 upsampled bilinearly to the model input, thresholded at 0 (sigmoid 0.5) and cropped to the detection's box.
 :func:`~yoloquant.data.letterbox.scale_masks` then maps them to the original image (bilinear, threshold 0.5).
 
-Only the end-to-end head (YOLO26: ``output0 [B, N, 6 + 32]``, ``output1 [B, 32, H/4, W/4]``) is decoded;
-a DFL segmentation head (YOLOv8 / YOLO11) is refused.
+Both heads output the prototypes ``output1 [B, 32, H/4, W/4]``; their ``output0`` differs:
+
+* end-to-end (YOLO26): ``[B, N, 6 + 32]`` of x1, y1, x2, y2, score, class, coefficients; no NMS.
+* DFL (YOLOv8 / YOLO11): ``[B, 4 + nc + 32, anchors]``; boxes and NMS as for a detector, each kept detection
+  takes its anchor's coefficients (as Ultralytics' NMS carries them).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from yoloquant.artifacts import ModelInfo
 from yoloquant.config import HeadType
 from yoloquant.detections import Detections
 from yoloquant.errors import InferenceError
-from yoloquant.postprocess.decode import decode_end2end
+from yoloquant.postprocess.decode import decode_end2end, dfl_candidates
 
-__all__ = ["crop_masks", "decode_masks", "decode_segments", "process_masks"]
+__all__ = ["crop_masks", "decode_masks", "decode_masks_dfl", "decode_segments", "process_masks"]
 
 
 def crop_masks(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -83,30 +86,61 @@ def decode_masks(
     return dataclasses.replace(dets, masks=masks)
 
 
+def decode_masks_dfl(
+    pred: np.ndarray,
+    protos: np.ndarray,
+    *,
+    nc: int,
+    conf: float,
+    iou: float,
+    max_det: int,
+    imgsz: tuple[int, int],
+    multi_label: bool = True,
+) -> Detections:
+    """One image's DFL seg output ``[4 + nc + C, anchors]`` and prototypes ``[C, mh, mw]`` -> detections with masks.
+
+    Example:
+        >>> pred = np.zeros((6, 2), np.float32); pred[:4, 1] = [1, 1, 2, 2]; pred[4, 1] = 0.9; pred[5, 1] = 1
+        >>> d = decode_masks_dfl(pred, np.ones((1, 1, 1), np.float32), nc=1, conf=0.25, iou=0.7, max_det=300,
+        ...                      imgsz=(4, 4))
+        >>> d.boxes.tolist(), d.masks.sum()
+        ([[0.0, 0.0, 2.0, 2.0]], np.int64(4))
+    """
+    x = np.asarray(pred, np.float32)
+    dets, anchors = dfl_candidates(x, nc, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+    masks = process_masks(np.asarray(protos), x[4 + nc :, anchors].T, dets.boxes, imgsz)
+    return dataclasses.replace(dets, masks=masks)
+
+
 def decode_segments(
     outputs: Sequence[np.ndarray], info: ModelInfo, *, conf: float, iou: float, max_det: int, multi_label: bool
 ) -> list[Detections]:
     """The segment task's decoder: boxes and mask coefficients in the first output, prototypes in the second.
 
     Raises:
-        InferenceError: A DFL (YOLOv8 / YOLO11) segmentation head, or outputs whose shapes do not fit.
+        InferenceError: Outputs whose number or shapes do not fit the model's head.
     """
-    del iou, multi_label  # the end-to-end head is already deduplicated, one class per row
-    if info.head is not HeadType.END2END:
-        msg = (
-            "segmentation is decoded for the YOLO26 end-to-end head only; this model has a "
-            f"{info.head.value} head (YOLOv8 / YOLO11 seg); export a YOLO26 seg model instead"
-        )
-        raise InferenceError(msg)
     if len(outputs) < 2:
         msg = f"a segmentation model outputs detections and mask prototypes; got {len(outputs)} output(s)"
         raise InferenceError(msg)
     pred, protos = np.asarray(outputs[0]), np.asarray(outputs[1])
-    if pred.ndim != 3 or protos.ndim != 4 or pred.shape[2] != 6 + protos.shape[1] or pred.shape[0] != protos.shape[0]:
+    end2end = info.head is HeadType.END2END
+    nc = info.num_classes
+    fits = protos.ndim == 4 and pred.ndim == 3 and pred.shape[0] == protos.shape[0]
+    if fits:
+        c = protos.shape[1]
+        fits = pred.shape[2] == 6 + c if end2end else pred.shape[1] == 4 + nc + c
+    if not fits:
+        layout = "[B, N, 6 + C]" if end2end else f"[B, 4 + {nc} + C, anchors]"
         msg = (
-            f"a YOLO26 seg head outputs [B, N, 6 + C] and [B, C, H/4, W/4] prototypes; got {pred.shape} and "
-            f"{protos.shape}; check the model's outputs"
+            f"a {info.head.value} seg head with {nc} classes outputs {layout} and [B, C, H/4, W/4] prototypes; "
+            f"got {pred.shape} and {protos.shape}; check the model's outputs"
         )
         raise InferenceError(msg)
     imgsz = (4 * protos.shape[2], 4 * protos.shape[3])
-    return [decode_masks(p, m, conf=conf, max_det=max_det, imgsz=imgsz) for p, m in zip(pred, protos, strict=True)]
+    if end2end:  # already deduplicated, one class per row: no iou, no multi_label
+        return [decode_masks(p, m, conf=conf, max_det=max_det, imgsz=imgsz) for p, m in zip(pred, protos, strict=True)]
+    return [
+        decode_masks_dfl(p, m, nc=nc, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz, multi_label=multi_label)
+        for p, m in zip(pred, protos, strict=True)
+    ]

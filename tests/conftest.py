@@ -48,9 +48,10 @@ def yolov8n_onnx(tmp_path_factory: pytest.TempPathFactory, yolov8n_pt: Path) -> 
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """One local Ray instance for the whole session (starting one costs seconds): 2 CPUs, loopback only, no
-    dashboard, and a ``timing-node`` resource (a stand-in for a label such as a GPU type). Yields its address,
-    which a driver in another process joins. Workers import ``doubles`` and this checkout's ``src``."""
+    """One local Ray instance for the whole session (starting one costs seconds): 2 CPUs, no dashboard, and a
+    ``timing-node`` resource (a stand-in for a label such as a GPU type). It talks to nothing beyond this machine
+    (Ray binds its own node address; with ``_node_ip_address="127.0.0.1"`` a second driver process cannot join).
+    Yields its address, which a driver in another process joins. Workers import ``doubles`` and ``src``."""
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray instance is already running in this process")
@@ -60,7 +61,6 @@ def ray_cluster() -> Iterator[str]:
         num_cpus=2,
         resources={"timing-node": 1},
         include_dashboard=False,
-        _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": {"PYTHONPATH": path, "YOLO_OFFLINE": "1"}},
         logging_level="WARNING",
         log_to_driver=False,

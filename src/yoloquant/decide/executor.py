@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from yoloquant.pipeline import QuantPipeline
     from yoloquant.report.result import PipelineResult
 
-__all__ = ["Executor", "LocalExecutor", "Runner", "VariantJob", "VariantRun", "run_job", "run_plan"]
+__all__ = ["Executor", "LocalExecutor", "Runner", "VariantJob", "VariantRun", "closing_map", "run_job", "run_plan"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,6 +45,20 @@ class Executor(Protocol):
     raised, as each finishes (in any order). The caller may stop iterating at any point."""
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | Exception]]: ...
+
+
+def closing_map(executor: Executor, fn: Callable[[T], R], items: list[T]) -> Iterator[tuple[T, R | Exception]]:
+    """``executor.map(fn, items)``, closed as soon as the caller stops (an error, Ctrl-C), which cancels the work
+    still out (a Ray executor's tasks) instead of leaving that to the garbage collector. Nothing for no items."""
+    if not items:
+        return
+    results = executor.map(fn, items)
+    try:
+        yield from results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclass(frozen=True)

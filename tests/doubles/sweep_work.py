@@ -14,7 +14,7 @@ from yoloquant.eval.bootstrap import Metric
 from yoloquant.pipeline import QuantPipeline
 from yoloquant.report.result import PipelineResult, VariantResult
 
-__all__ = ["FakeVariantRunner", "die_first_time", "double", "sleep_then_mark"]
+__all__ = ["FakeVariantRunner", "HoldThenRun", "die_first_time", "double", "lines", "sleep_then_mark"]
 
 
 def _log(path: Path, line: str) -> None:
@@ -96,3 +96,23 @@ class FakeVariantRunner:
         )
         _log(self.log, f"{name} {os.getpid()}")
         return PipelineResult(variants=(v,), config={}, versions={}, inputs={}, out_dir=str(folder), created="now")
+
+
+@dataclass(frozen=True)
+class HoldThenRun:
+    """A real runner (``plan.run(folder)``) that first holds ``hold``'s run like :class:`FakeVariantRunner`
+    does, so a test can kill its worker in the middle of a real variant (the model half made)."""
+
+    log: Path
+    hold: str
+
+    def __call__(self, plan: QuantPipeline, folder: Path) -> PipelineResult:
+        name = plan.variants[-1].name
+        _log(Path(f"{self.log}.started"), f"{name} {os.getpid()}")
+        if name == self.hold:
+            _log(Path(f"{self.log}.pid-{name}"), str(os.getpid()))
+            release = Path(f"{self.log}.release")
+            deadline = time.monotonic() + 60
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return plan.run(folder)

@@ -231,3 +231,25 @@ def test_a_killed_driver_resumes_from_the_ledger_and_each_variant_is_written_onc
     assert names[: len(before)] == before and sorted(names) == sorted(_order(sweep)) == sorted(entries)
     finished = [ln.split()[0] for ln in lines(out / "runs.log")]
     assert all(finished.count(n) == 1 for n in before)  # nothing in the ledger ran again
+
+
+def test_ctrl_c_stops_the_driver_and_its_running_variants(ray_cluster: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = os.pathsep.join(sys.path)
+    script = (
+        _DRIVER.replace("seconds=1.0", "seconds=1.5").replace("sweep.run_variants(", "try:\n    sweep.run_variants(")
+        + "except KeyboardInterrupt:\n    sys.exit(130)\n"
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script, ray_cluster, str(out), path], env={**os.environ, "PYTHONPATH": path}
+    )
+    deadline = time.monotonic() + 60
+    while len(_ledger_names(out)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # two variants running
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=20) == 130
+    stopped = len(lines(out / "runs.log"))
+    time.sleep(2.5)  # longer than a variant: a variant left running would finish meanwhile
+    assert len(lines(out / "runs.log")) == stopped < 7  # nothing ran on after the driver stopped
+    assert len(_ledger_names(out)) <= stopped  # a variant that finished as Ctrl-C came is redone on resume

@@ -345,7 +345,7 @@ class Sweep:
             out,
             entries,
             bench,
-            inputs=partial(eval_input, self._parts()[1]),
+            inputs=partial(eval_input, self.base.evaluation),
             progress=self.progress,
             place=getattr(self.executor, "run_timing", None),  # optional Executor members (executor.py)
             resources=getattr(self.executor, "timing_resources", None),

@@ -26,6 +26,7 @@ from typing import Any
 from yoloquant._io import atomic_write_text
 from yoloquant.config import BenchConfig
 from yoloquant.decide.sweep_result import _entry_backend, _latency_key
+from yoloquant.errors import ConfigError
 from yoloquant.pipeline import EvalPlan
 
 __all__ = ["eval_input", "first_image", "measure_latency", "this_node", "timing_record"]
@@ -136,8 +137,11 @@ def timing_record(out: Path) -> dict[str, Any] | None:
     return {"timed_on": data["timed_on"], "nodes": data["nodes"], "resources": data["key"].get("timing_resources")}
 
 
-def eval_input(ev: EvalPlan, engines: dict[str, Any]) -> Any:
+def eval_input(ev: EvalPlan | None, engines: dict[str, Any]) -> Any:
     """The first evaluation image at the engines' input size (a top-level function: the phase may be shipped)."""
+    if ev is None:
+        msg = "a sweep's base pipeline needs .evaluate(...): the variants are timed on its first image"
+        raise ConfigError(msg)
     return first_image(ev, next(iter(engines.values())).info.imgsz[0])
 
 

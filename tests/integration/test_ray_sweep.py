@@ -110,3 +110,21 @@ def test_a_worker_killed_in_a_real_variant_is_redone_once(
     assert _same(b[held], out) == _same(a[held], local_out)  # the retry measured what the local run did
     tries = [ln.split()[1] for ln in lines(Path(f"{log}.started")) if ln.startswith(held + " ")]
     assert len(tries) == 2 and tries[0] != tries[1]  # killed mid-variant, redone by another worker process
+
+
+@pytest.mark.slow  # ~9 s (two analyses): `make test-all`; the default run stays within its budget
+def test_sensitivity_groups_measured_as_ray_tasks_rank_as_here(
+    ray_cluster: str, yolov8n_onnx: Path, coco64_images: Path, tmp_path: Path
+) -> None:
+    from yoloquant.artifacts import OnnxModel
+    from yoloquant.data.calibration import ImageCalibrator
+    from yoloquant.decide.sensitivity import SensitivityConfig, analyze_sensitivity
+
+    model = OnnxModel.load(yolov8n_onnx)
+    calibrator = ImageCalibrator(source=coco64_images, num_images=2, cache_dir=tmp_path / "cache", progress=False)
+    calib = calibrator.calibrate(model.info)
+    config = SensitivityConfig(max_groups=3, proxy_images=2, stability_resamples=0, cross_check=False)
+    here = analyze_sensitivity(model, calib, tmp_path / "here", config=config, save=False)
+    there = analyze_sensitivity(model, calib, tmp_path / "ray", config=config, save=False, executor=RayExecutor())
+    assert [g.to_dict() for g in there.groups] == [g.to_dict() for g in here.groups]  # same groups, SQNR, ranks
+    assert len(here.groups) == 3 and not list((tmp_path / "ray" / "work").glob("group-*"))  # task folders removed

@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Reinstall when pyproject.toml changes. torch 2.14.1 + torchvision 0.29.1 come from this machine's local wheels.
 $(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/pip install -q -e ".[onnxruntime,ultralytics,modelopt,brevitas,openvino,plot,stream,dev]"
+	$(BIN)/pip install -q -e ".[onnxruntime,ultralytics,modelopt,brevitas,openvino,plot,stream,ray,dev]"
 	touch $@
 
 # The main job on the bundled real model and images: calibrate on images 0-31, evaluate on 32-63.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,28 @@ def yolov8n_onnx(tmp_path_factory: pytest.TempPathFactory, yolov8n_pt: Path) -> 
 
     out = tmp_path_factory.mktemp("yolov8n-export")
     return UltralyticsExporter().export(yolov8n_pt, out).path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray instance for the whole session (starting one costs seconds): 2 CPUs, no dashboard, and a
+    ``timing-node`` resource (a stand-in for a label such as a GPU type). It talks to nothing beyond this machine
+    (Ray binds its own node address; with ``_node_ip_address="127.0.0.1"`` a second driver process cannot join).
+    Yields its address, which a driver in another process joins. Workers import ``doubles`` and ``src``."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences Ray 2.52's FutureWarning
+    path = os.pathsep.join(p for p in (str(ROOT / "tests"), str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        num_cpus=2,
+        resources={"timing-node": 1},
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path, "YOLO_OFFLINE": "1"}},
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()

@@ -20,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
         pytest.param(  # ~2 min on 2 cores: `make test-all`
             "brevitas_w4.py", ["fp32", "w8a8", "w4a16"], ("brevitas", "onnxoptimizer"), marks=pytest.mark.slow
         ),
+        pytest.param(  # ~1 min on 2 cores (a Ray instance of its own): `make test-all`
+            "ray_sweep.py",
+            ["fp32", *(f"int8-ort-{m}-keep-{k}" for m in ("minmax", "entropy") for k in ("decode", "head"))],
+            ("ray",),
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_example_runs_and_writes_a_report(

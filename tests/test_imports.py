@@ -18,6 +18,7 @@ HEAVY = (
     "brevitas",
     "openvino",
     "nncf",
+    "ray",
 )
 
 

@@ -36,6 +36,7 @@ _EXTRAS: dict[str, tuple[str, str | None]] = {
     "supervision": ("supervision", "stream"),
     "trackers": ("trackers (Roboflow)", "stream"),
     "motmetrics": ("py-motmetrics", "stream"),
+    "ray": ("Ray", "ray"),
     "yaml": ("PyYAML", None),
     "tqdm": ("tqdm", None),
 }

@@ -79,6 +79,19 @@ def _sweep_parser(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--recommend-max-drop", type=float, help="recommendation constraint: mAP50-95 points vs fp32")
     sweep.add_argument("--recommend-min-speedup", type=float, help="recommendation constraint: speedup vs fp32")
     sweep.add_argument("--iterations", type=int, default=30, help="timed rounds in the latency phase (default 30)")
+    sweep.add_argument(
+        "--keep-going", action="store_true", help="a variant that fails is recorded in failed.jsonl; the rest go on"
+    )
+    sweep.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="where variants run: here (default) or on Ray"
+    )
+    sweep.add_argument("--ray-address", help="Ray cluster to join: auto, host:6379 (default: a new local instance)")
+    sweep.add_argument("--ray-cpus", type=int, help="CPUs of a new local Ray instance (default: all)")
+    sweep.add_argument("--max-retries", type=int, help="Ray: tries after the first when a worker dies (default 2)")
+    sweep.add_argument(
+        "--timing-resources",
+        help="Ray: resource of the node that times every variant, NAME[=AMOUNT][,...], e.g. gpu-h100 (docs/ray.md)",
+    )
     _add_renamed_flags(sweep, {"--max-map-drop": "--recommend-max-drop", "--min-speedup": "--recommend-min-speedup"})
 
 
@@ -152,6 +165,7 @@ _EXAMPLES = {
     "--quantizer": "ort",
     "--calibration-method": "minmax,entropy",
     "--keep-float": "decode,head",
+    "--timing-resources": "gpu-h100",
 }
 
 
@@ -278,12 +292,48 @@ def _none_given(option: str, text: str) -> tuple[int, ...]:
     raise ConfigError(msg)
 
 
+def _executor(args: argparse.Namespace) -> Any:
+    """The executor that ``sweep --executor`` and the Ray flags describe."""
+    from yoloquant.decide.executor import LocalExecutor
+
+    ray_flags = {"--ray-address": args.ray_address, "--ray-cpus": args.ray_cpus, "--max-retries": args.max_retries}
+    ray_flags["--timing-resources"] = args.timing_resources
+    if args.executor == "local":
+        given = [flag for flag, value in ray_flags.items() if value is not None]
+        if given:
+            msg = f"{', '.join(given)} configure the Ray executor; add --executor ray (docs/ray.md)"
+            raise ConfigError(msg)
+        return LocalExecutor()
+    from yoloquant.decide.ray_executor import RayExecutor
+
+    return RayExecutor(
+        address=args.ray_address,
+        num_cpus=args.ray_cpus,
+        max_retries=2 if args.max_retries is None else args.max_retries,
+        timing_resources=_resources(args.timing_resources) if args.timing_resources else None,
+    )
+
+
+def _resources(text: str) -> dict[str, float]:
+    """``gpu-h100`` or ``GPU=1,cpu-xeon=0.5`` as Ray resources (an amount defaults to 1)."""
+    out: dict[str, float] = {}
+    for word in _words(text, "--timing-resources"):
+        name, _, amount = word.partition("=")
+        try:
+            out[name.strip()] = float(amount) if amount else 1.0
+        except ValueError:
+            msg = f"--timing-resources takes NAME[=AMOUNT], got {word!r}; e.g. --timing-resources gpu-h100=1"
+            raise ConfigError(msg) from None
+    return out
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from yoloquant.config import BenchConfig
     from yoloquant.decide.sweep import Sweep
 
     counts = _ints(args.calib_images, "--calib-images") or _none_given("--calib-images", args.calib_images)
-    sweep = Sweep(_base(args, calib_images=max(counts)).with_progress(False)).grid(
+    base = _base(args, calib_images=max(counts)).with_progress(False)
+    sweep = Sweep(base, executor=_executor(args), keep_going=args.keep_going).grid(
         quantizer=_words(args.quantizer, "--quantizer"),
         calibration_method=_words(args.calibration_method, "--calibration-method"),
         calib_images=counts,

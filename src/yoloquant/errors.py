@@ -7,6 +7,7 @@
     ├── MissingDependencyError (ImportError) an optional extra is not installed
     ├── DataError                           unreadable image, empty dataset, bad label line
     ├── DiskFullError (OSError)             a write ran out of space (names the folder, needed and free)
+    ├── ExecutorError                       a sweep's worker died on every retry, or the cluster is unusable
     └── StageError (.stage, .artifact)      a pipeline stage failed
         ├── ExportError
         ├── QuantizationError
@@ -26,6 +27,7 @@ __all__ = [
     "DataError",
     "DiskFullError",
     "EngineBuildError",
+    "ExecutorError",
     "ExportError",
     "InferenceError",
     "MissingDependencyError",
@@ -63,6 +65,11 @@ class DiskFullError(YoloQuantError, OSError):
     def __init__(self, message: str, *, folder: Path, needed: int | None = None, free: int = 0) -> None:
         super().__init__(message)
         self.folder, self.needed, self.free = folder, needed, free
+
+
+class ExecutorError(YoloQuantError):
+    """Work sent to an executor did not come back: its worker (process or node) died on every retry, or the
+    executor cannot reach its cluster. A variant's own error (a ``QuantizationError``...) is raised as itself."""
 
 
 class StageError(YoloQuantError):

@@ -26,3 +26,27 @@ def test_bad_batch_sizes(capsys: pytest.CaptureFixture[str], yolov8n_pt: Path) -
     rc = main(["run", "--model", str(yolov8n_pt), "--batch-sizes", "1,x", "--out", "x"])
     assert rc == 2
     assert "--batch-sizes takes comma-separated integers" in capsys.readouterr().err
+
+
+def _sweep_args(*extra: str) -> list[str]:
+    return ["sweep", "--model", "m.onnx", "--calib", "imgs", "--eval", "coco.yaml", "--out", "o", *extra]
+
+
+def test_sweep_executor_flags_make_the_executor() -> None:
+    from yoloquant.cli import _executor, _parser
+    from yoloquant.decide.executor import LocalExecutor
+    from yoloquant.decide.ray_executor import RayExecutor
+
+    assert isinstance(_executor(_parser().parse_args(_sweep_args())), LocalExecutor)
+    flags = ["--executor", "ray", "--ray-address", "auto", "--max-retries", "4", "--timing-resources", "gpu-h100,GPU=1"]
+    assert _executor(_parser().parse_args(_sweep_args(*flags))) == RayExecutor(
+        address="auto", max_retries=4, timing_resources={"gpu-h100": 1.0, "GPU": 1.0}
+    )
+    assert _executor(_parser().parse_args(_sweep_args("--executor", "ray", "--ray-cpus", "2"))).num_cpus == 2
+
+
+def test_ray_flags_without_the_ray_executor_are_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_sweep_args("--ray-address", "auto", "--keep-going")) == 2
+    assert "--ray-address configure the Ray executor; add --executor ray" in capsys.readouterr().err
+    assert main(_sweep_args("--executor", "ray", "--timing-resources", "gpu=x")) == 2
+    assert "--timing-resources takes NAME[=AMOUNT], got 'gpu=x'" in capsys.readouterr().err

@@ -110,7 +110,7 @@ def test_sweep_latency_cache_is_keyed_by_the_benchmark_settings(
     monkeypatch.setattr("yoloquant.bench.latency.benchmark_interleaved", fake_benchmark)
     monkeypatch.setattr("yoloquant.backends.build_engine", fake_engine)  # the sweep builds through the registry
     monkeypatch.setattr(OnnxModel, "load", staticmethod(lambda path: path))
-    monkeypatch.setattr(Sweep, "_input", lambda self, engines: None)
+    monkeypatch.setattr("yoloquant.decide.sweep_latency.eval_input", lambda ev, engines: None)
     sweep = Sweep(QuantPipeline.from_onnx("m.onnx"), progress=False)
     entries = {"fp32": {"model_path": str(tmp_path / "a.onnx")}, "int8": {"model_path": str(tmp_path / "b.onnx")}}
 

@@ -10,8 +10,11 @@ same config plus ``exclude`` = the extra float nodes as anchored exact-name rege
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import re
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,6 +68,21 @@ class SharedCalibration:
         self.quantizable = tuple(
             n.name for n in self.proto.graph.node if n.op_type in config.qdq_op_types and n.name not in skip
         )
+
+    def in_folder(self, folder: Path) -> SharedCalibration:
+        """This calibration, quantizing from its own link of the source model in ``folder``: ONNX Runtime writes
+        ``<source>-inferred.onnx`` next to the source, so builds running at the same time (an executor's
+        tasks) each need one. The ranges cache stays shared (read once it exists)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        own = folder / self.src.name
+        own.unlink(missing_ok=True)
+        try:
+            os.link(self.src, own)
+        except OSError:  # another file system, or no hard links there
+            shutil.copyfile(self.src, own)
+        view = copy.copy(self)
+        view.src = own
+        return view
 
     def _preprocess(self) -> Path:
         if not self.config.preprocess:

@@ -6,7 +6,12 @@ writes each ledger line itself as results come back. A job is plain data (a one-
 :class:`~yoloquant.QuantPipeline` and its folder) and the work a top-level function
 (:func:`run_job` with a top-level runner such as :func:`run_plan`), so an executor may pickle both and run
 each job as an independent task on another process or machine (a Ray executor: one task per job, results
-in completion order). :class:`LocalExecutor`, the default, runs them here, one after the other.
+in completion order: :class:`~yoloquant.decide.ray_executor.RayExecutor`). :class:`LocalExecutor`, the
+default, runs them here, one after the other.
+
+Two optional members, which the sweep uses where an executor has them: ``parallelism`` (how many items run at
+once, for the progress bar's "running"; 1 without it) and ``run_timing(fn)`` (where the latency phase runs:
+``fn()`` on the hardware that will serve; in the driver's process without it).
 
 Example:
     >>> jobs = [VariantJob(name="fp32", plan=plan, folder=Path("runs/sweep/fp32"))]  # doctest: +SKIP
@@ -27,7 +32,7 @@ if TYPE_CHECKING:
     from yoloquant.pipeline import QuantPipeline
     from yoloquant.report.result import PipelineResult
 
-__all__ = ["Executor", "LocalExecutor", "Runner", "VariantJob", "VariantRun", "run_job", "run_plan"]
+__all__ = ["Executor", "LocalExecutor", "Runner", "VariantJob", "VariantRun", "closing_map", "run_job", "run_plan"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,9 +47,25 @@ class Executor(Protocol):
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | Exception]]: ...
 
 
+def closing_map(executor: Executor, fn: Callable[[T], R], items: list[T]) -> Iterator[tuple[T, R | Exception]]:
+    """``executor.map(fn, items)``, closed as soon as the caller stops (an error, Ctrl-C), which cancels the work
+    still out (a Ray executor's tasks) instead of leaving that to the garbage collector. Nothing for no items."""
+    if not items:
+        return
+    results = executor.map(fn, items)
+    try:
+        yield from results
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
 @dataclass(frozen=True)
 class LocalExecutor:
     """Run every item in this process, one after the other, in order: the sweep's default."""
+
+    parallelism = 1
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | Exception]]:
         for item in items:
@@ -53,6 +74,10 @@ class LocalExecutor:
             except Exception as exc:  # handed to the driver, which decides (a sweep re-raises it)
                 result = exc
             yield item, result
+
+    def run_timing(self, fn: Callable[[], R]) -> R:
+        """The latency phase runs here."""
+        return fn()
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,17 @@ class Ledger:
         self.path = Path(path)
 
     def entries(self) -> dict[str, dict[str, Any]]:
-        """Every complete line, by name. A torn last line (killed mid-write) is skipped."""
-        if not self.path.is_file():
-            return {}
+        """Every complete line, by name (the first of a name). A torn last line (killed mid-write) is skipped."""
         out: dict[str, dict[str, Any]] = {}
+        for entry in self.lines():
+            out.setdefault(str(entry["name"]), entry)
+        return out
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every complete line, in order. A torn last line (killed mid-write) is skipped."""
+        if not self.path.is_file():
+            return []
+        out: list[dict[str, Any]] = []
         lines = self.path.read_bytes().split(b"\n")
         for i, raw in enumerate(lines):
             if not raw.strip():
@@ -44,7 +51,7 @@ class Ledger:
                     log.warning("ignoring a partial last line of %s", self.path)
                     continue
                 raise
-            out.setdefault(str(entry["name"]), entry)
+            out.append(entry)
         return out
 
     def repair(self) -> None:

@@ -97,6 +97,8 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
         "",
         *_sweep_notes(s, label),
         *_backend_lines(s),
+        *_failed_lines(s),
+        *_timing_lines(s),
     ]
     call = s.get("recommended_call")
     if not s.get("recommended") or not call:
@@ -105,6 +107,29 @@ def _sweep_lines(result: PipelineResult) -> list[str]:
     if call.get("cli"):
         lines += ["```bash", call["cli"], "```", ""]
     return lines
+
+
+def _failed_lines(s: dict[str, Any]) -> list[str]:
+    """The variants whose last try failed (``failed.jsonl``): not in the table; a rerun tries them again."""
+    failed = s.get("failed") or {}
+    if not failed:
+        return []
+    rows = [f"- {name}: {error}" for name, error in failed.items()]
+    return [f"Failed ({len(failed)}; not in the table, a rerun of the sweep tries them again):", "", *rows, ""]
+
+
+def _timing_lines(s: dict[str, Any]) -> list[str]:
+    """Where the interleaved timing phase ran: one node, so every ratio above compares the same hardware."""
+    timing = s.get("timing") or {}
+    nodes = timing.get("nodes") or {}
+    if not nodes:
+        return []
+    parts = []
+    for name, info in nodes.items():
+        gpus = f", GPUs {', '.join(info['gpus'])}" if info.get("gpus") else ""
+        parts.append(f"{name}: {info.get('cpu')} ({info.get('cores')} cores){gpus}")
+    label = f" (Ray resource {timing['resources']})" if timing.get("resources") else ""
+    return [f"Timed on{label}: {'; '.join(parts)}; every variant in one interleaved run there.", ""]
 
 
 def _groups(s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -251,6 +276,8 @@ def _sweep_table_notes(result: PipelineResult) -> list[str]:
     if s.get("best"):
         same = ", ".join(s.get("same_as_best") or [])
         notes.append(f"sweep: most accurate qualifying {s['best']}; indistinguishable from it: {same}")
+    if s.get("failed"):
+        notes.append(f"sweep: failed (see failed.jsonl; a rerun tries them again): {', '.join(s['failed'])}")
     return notes
 
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +35,13 @@ import numpy as np
 from yoloquant._io import atomic_write_text
 from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel
-from yoloquant.config import Backend, EvalConfig, HeadType, _Serializable
-from yoloquant.data.letterbox import normalize_pixels
+from yoloquant.config import EvalConfig, HeadType, _Serializable
 from yoloquant.decide._files import new_figure, save_figure
 from yoloquant.decide._ortcache import SharedCalibration
 from yoloquant.decide.evaluator import ModelEvaluator
+from yoloquant.decide.executor import Executor, closing_map
 from yoloquant.decide.groups import Granularity, LayerGroup, find_groups
-from yoloquant.decide.metrics import output_errors
+from yoloquant.decide.proxy import Proxy
 from yoloquant.decide.report import render_sensitivity
 from yoloquant.decide.stability import rank_stability
 from yoloquant.errors import ConfigError
@@ -222,53 +224,6 @@ class SensitivityReport:
         return paths
 
 
-class _Proxy:
-    """Runs candidate models on the proxy images and compares with FP32."""
-
-    def __init__(self, model: OnnxModel, images: np.ndarray) -> None:
-        self.model = model
-        self.batches = [normalize_pixels(images[i : i + 1]) for i in range(len(images))]
-        self.reference = self.outputs(model)
-        self.signal = np.stack(
-            [_per_image(np.asarray(r, np.float64) ** 2) for r in self.reference]
-        )  # [outputs, images]
-
-    def errors(self, model: OnnxModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return self.errors_and_noise(model)[:2]
-
-    def errors_and_noise(self, model: OnnxModel) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
-        """Per-output SQNR and cosine, and ``[outputs, images]`` squared error per image."""
-        outputs = self.outputs(model)
-        sqnr, cos = output_errors(self.reference, outputs)
-        noise = [_per_image((r.astype(np.float64) - o) ** 2) for r, o in zip(self.reference, outputs, strict=True)]
-        return sqnr, cos, np.stack(noise)
-
-    def outputs(self, model: OnnxModel) -> list[np.ndarray]:
-        from yoloquant.backends import build_engine
-
-        with build_engine(model, Backend.ORT_CPU) as engine:  # the proxy compares ORT CPU outputs
-            runs = [engine.infer(b) for b in self.batches]
-        merged = [np.concatenate([r[i] for r in runs]) for i in range(len(runs[0]))]
-        return _split_dfl(merged, self.model)
-
-
-def _per_image(x: np.ndarray) -> np.ndarray:
-    """Sum over everything but the first (image) axis."""
-    out: np.ndarray = np.asarray(x, np.float64).reshape(len(x), -1).sum(axis=1)
-    return out
-
-
-def _split_dfl(outputs: list[np.ndarray], model: OnnxModel) -> list[np.ndarray]:
-    """A DFL head's ``[B, 4 + nc, anchors]`` as boxes and class scores, compared separately.
-
-    Box pixels (0-640) dwarf class scores (0-1): one SQNR over both would hide a ruined score map.
-    """
-    first = outputs[0]
-    if model.info.head is HeadType.DFL and first.ndim == 3 and first.shape[1] == 4 + model.info.num_classes:
-        return [first[:, :4], first[:, 4:], *outputs[1:]]
-    return outputs
-
-
 def _output_names(model: OnnxModel, names: Sequence[str]) -> tuple[str, ...]:
     if model.info.head is HeadType.DFL and names:
         return (f"{names[0]}:boxes", f"{names[0]}:scores", *names[1:])
@@ -296,6 +251,7 @@ def analyze_sensitivity(
     shared: SharedCalibration | None = None,
     save: bool = True,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> SensitivityReport:
     """Rank the quantizable groups of ``model`` by how much INT8 in each alone hurts.
 
@@ -311,6 +267,9 @@ def analyze_sensitivity(
         shared: An existing shared calibration of the same model, to reuse.
         save: Write the report files.
         progress: Show a bar over the groups (the SQNR phase, minutes on a CPU) and one over the top-k mAPs.
+        executor: Where the per-group SQNR work runs (``RayExecutor()``: one task per group; the same ranking
+            as here). ``out_dir`` must then be a folder every worker reads and writes at the same path (the
+            groups' models are made there from the shared calibration ranges); None: in this process.
 
     Example:
         >>> report = analyze_sensitivity(model, calib, "runs/sens", eval_data=val)  # doctest: +SKIP
@@ -321,13 +280,14 @@ def analyze_sensitivity(
     out = Path(out_dir)
     shared = shared or SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
     groups = find_groups(shared.proto, shared.quantizable, config.granularity)[: config.max_groups]
-    proxy = _Proxy(model, calib.images[: config.proxy_images])
+    proxy = Proxy(model, calib.images[: config.proxy_images])
     work = out / "work"
     full = shared.build([], work / "int8.onnx", metadata=False)
     int8_sqnr, int8_cos = proxy.errors(full)
     tqdm = require("tqdm").tqdm
-    bar = tqdm(groups, desc="sensitivity (SQNR per group)", unit="group", disable=not progress)
-    measured = [_measure(g, shared, proxy, config, work) for g in bar]
+    bar = tqdm(total=len(groups), desc="sensitivity (SQNR per group)", unit="group", disable=not progress)
+    measured = _measure_all(groups, shared, proxy, config, work, executor=executor, bar=bar)
+    bar.close()
     if config.rank_by == "float":
         measured.sort(key=lambda m: (-min(m[2]), -min(m[3])))
     else:
@@ -389,8 +349,50 @@ def _stability(
 _Measured = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...], LayerGroup, np.ndarray]
 
 
+def _measure_all(
+    groups: Sequence[LayerGroup],
+    shared: SharedCalibration,
+    proxy: Proxy,
+    config: SensitivityConfig,
+    work: Path,
+    *,
+    executor: Executor | None,
+    bar: Any,
+) -> list[_Measured]:
+    """Every group's measurement, in ``groups`` order: here one after the other, or one task per group."""
+    if executor is None:
+        out = []
+        for g in groups:
+            out.append(_measure(g, shared, proxy, config, work))
+            bar.update()
+        return out
+    if config.float_mode == "dequantize":
+        shared._full_int8()  # made once, here, before the workers read it
+    got: dict[int, _Measured] = {}
+    job = partial(_measure_group, shared, proxy, config, work)
+    for (i, g), outcome in closing_map(executor, job, list(enumerate(groups))):
+        if isinstance(outcome, Exception):
+            outcome.add_note(f"while measuring the sensitivity of group {g.name}")
+            raise outcome
+        got[i] = outcome
+        bar.update()
+    return [got[i] for i in range(len(groups))]
+
+
+def _measure_group(
+    shared: SharedCalibration, proxy: Proxy, config: SensitivityConfig, work: Path, job: tuple[int, LayerGroup]
+) -> _Measured:
+    """One group's measurement as an executor task: its models in a folder of its own, removed after."""
+    i, group = job
+    folder = work / f"group-{i:04d}"
+    try:
+        return _measure(group, shared.in_folder(folder), proxy, config, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _measure(
-    group: LayerGroup, shared: SharedCalibration, proxy: _Proxy, config: SensitivityConfig, work: Path
+    group: LayerGroup, shared: SharedCalibration, proxy: Proxy, config: SensitivityConfig, work: Path
 ) -> _Measured:
     mode = config.float_mode
     only = shared.build(_others(shared, group.nodes), work / "only-int8.onnx", metadata=False, float_mode=mode)

@@ -45,14 +45,24 @@ from typing import Any
 
 import numpy as np
 
-from yoloquant._optional import require
 from yoloquant._rundir import RunFolder
 from yoloquant.artifacts import file_sha256
 from yoloquant.config import Backend, BenchConfig, parse_enum
 from yoloquant.decide import sweep_calls
-from yoloquant.decide.executor import Executor, LocalExecutor, Runner, VariantJob, VariantRun, run_job, run_plan
+from yoloquant.decide.executor import (
+    Executor,
+    LocalExecutor,
+    Runner,
+    VariantJob,
+    VariantRun,
+    closing_map,
+    run_job,
+    run_plan,
+)
 from yoloquant.decide.ledger import Ledger
 from yoloquant.decide.pareto import Candidate
+from yoloquant.decide.sweep_latency import timing_record
+from yoloquant.decide.sweep_progress import FailureLog, SweepProgress, export_once
 from yoloquant.decide.sweep_result import (
     _DEFAULT,
     SweepResult,
@@ -126,6 +136,7 @@ class Sweep:
     variants: tuple[SweepVariant, ...] = ()
     progress: bool = True  # one bar over the variants and one over the latency rounds (the base's bars are its own)
     executor: Executor = field(default_factory=LocalExecutor)  # where the variants run; the sweep writes the ledger
+    keep_going: bool = False  # a failed grid variant goes to failed.jsonl and the sweep goes on (a baseline stops it)
 
     @renamed_keywords(num_images="calib_images")
     def grid(
@@ -246,6 +257,7 @@ class Sweep:
                 out_dir=out,
                 bench=bench,
                 seconds=time.perf_counter() - start,
+                failed=FailureLog(out).missing(entries, wanted),
             )
             result.save(out)
         return result
@@ -254,35 +266,40 @@ class Sweep:
         """Phase 1: make and evaluate each variant not yet in the ledger, on the executor; returns every entry.
 
         The FP32 baselines run first, then the grid: each variant's ledger line holds its paired delta vs
-        its backend's FP32 entry. The first variant that fails stops the sweep (its error is raised here);
-        every line written before it stays, so a rerun resumes.
+        its backend's FP32 entry. A variant that fails (on every retry of the executor) is written to
+        ``failed.jsonl`` with its error; it stops the sweep (its error is raised here) unless ``keep_going``
+        and it is a grid variant. Every line written before stays, so a rerun resumes (and retries failures).
         """
         ledger = Ledger(out / "ledger.jsonl")
         ledger.repair()
         done = ledger.entries()
         fingerprint = self.fingerprint()
         _check_base(done, fingerprint, out)
-        model = self._exported(out)
+        model = export_once(self.base.model, self.base.export_config, out)
         jobs = self._jobs(out, model)
         for job in jobs:
             if job.name in done:
                 log.info("sweep: %s already in the ledger, skipped", job.name)
         todo = [j for j in jobs if j.name not in done]
-        tqdm = require("tqdm").tqdm
-        bar = tqdm(
-            total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="variant", disable=not self.progress
-        )
+        slots = int(getattr(self.executor, "parallelism", 1)) if todo else 1  # an optional Executor member
+        bar = SweepProgress(total=len(jobs), done=len(jobs) - len(todo), parallelism=slots, enabled=self.progress)
         work = partial(run_job, runner or run_plan)
-        for wave in ([j for j in todo if j.variant is None], [j for j in todo if j.variant is not None]):
-            for job, outcome in self.executor.map(work, wave):
-                if isinstance(outcome, Exception):
-                    raise outcome
-                done[job.name] = self._record(
-                    ledger=ledger, job=job, run=outcome, fingerprint=fingerprint, model=model, done=done
-                )
-                bar.set_postfix_str(job.name)
-                bar.update()
-        bar.close()
+        try:
+            for wave in ([j for j in todo if j.variant is None], [j for j in todo if j.variant is not None]):
+                bar.wave(len(wave))
+                for job, run in closing_map(self.executor, work, wave):
+                    if isinstance(run, Exception):
+                        FailureLog(out).record(job, run, fingerprint=fingerprint)
+                        bar.finished(job.name, ok=False)
+                        if not self.keep_going or job.variant is None:  # nothing is compared without a baseline
+                            raise run
+                        continue
+                    done[job.name] = self._record(
+                        ledger=ledger, job=job, run=run, fingerprint=fingerprint, model=model, done=done
+                    )
+                    bar.finished(job.name, ok=True)
+        finally:
+            bar.close()
         return done
 
     def _jobs(self, out: Path, model: Path) -> list[VariantJob]:
@@ -317,32 +334,22 @@ class Sweep:
         ledger.append(entry)
         return entry
 
-    def _exported(self, out: Path) -> Path:
-        """Export a ``.pt`` once for the whole sweep; variants start from the ONNX file."""
-        if self.base.model.suffix != ".pt":
-            return self.base.model
-        from yoloquant.export import exporter_for
-
-        stem = self.base.model.stem
-        onnx = out / "export" / f"{stem}-fp32.onnx"
-        if not onnx.is_file():
-            exporter_for(self.base.model, self.base.export_config).export(self.base.model, out / "export")
-        return onnx
-
     def measure_latency(
         self, out: Path, entries: dict[str, dict[str, Any]], bench: BenchConfig
     ) -> dict[str, dict[str, Any]]:
         """Phase 2: time every entry's model in one interleaved run, each on its own backend
         (:func:`yoloquant.decide.sweep_latency.measure_latency`, cached in ``latency.json``)."""
-        from yoloquant.decide.sweep_latency import measure_latency
+        from yoloquant.decide.sweep_latency import eval_input, measure_latency
 
-        return measure_latency(out, entries, bench, inputs=self._input, progress=self.progress)
-
-    def _input(self, engines: dict[str, Any]) -> Any:
-        """The first evaluation image, as the runner times with (``bench.latency.real_input``)."""
-        from yoloquant.decide.sweep_latency import first_image
-
-        return first_image(self._parts()[1], next(iter(engines.values())).info.imgsz[0])
+        return measure_latency(
+            out,
+            entries,
+            bench,
+            inputs=partial(eval_input, self.base.evaluation),
+            progress=self.progress,
+            place=getattr(self.executor, "run_timing", None),  # optional Executor members (executor.py)
+            resources=getattr(self.executor, "timing_resources", None),
+        )
 
     def _candidate(
         self, name: str, entry: dict[str, Any], timing: dict[str, Any], variant: SweepVariant | None, metric: str
@@ -387,11 +394,13 @@ class Sweep:
         out_dir: Path,
         bench: BenchConfig | None = None,
         seconds: float = 0.0,
+        failed: dict[str, dict[str, Any]] | None = None,
     ) -> SweepResult:
         """Phase 3: rows, Pareto fronts, recommendations and the report, from the ledger and the timings.
 
         Each variant is compared with FP32 on its own backend (module docstring); the section's top-level
         front and pick are those of the first grid variant's backend, ``by_backend`` holds each backend's.
+        ``failed``: the variants whose last try failed (``failed.jsonl``), listed in the section.
         """
         grid = {v.name: v for v in self.variants if v.name in entries}
         backend_of = {baseline_name(b): b for b in dict.fromkeys([_DEFAULT, *(v.backend for v in grid.values())])}
@@ -419,6 +428,8 @@ class Sweep:
             "constraints": constraints,
             **decided[primary],
             "variant_seconds": {r.name: r.seconds for r in rows.values()},
+            "failed": {n: e["error"] for n, e in (failed or {}).items()},
+            "timing": timing_record(out_dir),
             **({"by_backend": decided} if len(decided) > 1 else {}),
         }
         report = self._report(

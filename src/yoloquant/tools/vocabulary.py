@@ -49,6 +49,8 @@ _CONFIGS = (
     "yoloquant.quantize.brevitas.config:BrevitasConfig",
     "yoloquant.decide.sensitivity:SensitivityConfig",
     "yoloquant.decide.budget:BudgetConfig",
+    "yoloquant.decide.sweep:Sweep",
+    "yoloquant.decide.ray_executor:RayExecutor",
 )
 
 

@@ -145,3 +145,25 @@ def test_brevitas_exports_both_seg_outputs_and_keeps_the_prototype_branch_float(
     assert len(quantized) > 50  # the backbone and neck are quantized
     with OrtEngineBuilder().build(qcdq) as engine:
         assert engine.info.task == "segment"
+
+
+def test_openvino_runs_the_seg_export_with_the_masks_onnxruntime_computes(seg_onnx: OnnxModel) -> None:
+    """The export's three head Slices are one Split: OpenVINO's conversion fails on the Slices (optimize.py)."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    from yoloquant.backends.openvino import OpenVinoEngineBuilder
+    from yoloquant.data.images import read_image
+    from yoloquant.data.letterbox import preprocess
+    from yoloquant.postprocess.decode import decode
+
+    model = onnx.load(str(seg_onnx.path))
+    assert "Split" in {n.op_type for n in model.graph.node if n.name.startswith("/model.23/")}
+    x = preprocess(read_image(sorted((SEG_DATA / "images").rglob("*.jpg"))[0]), 320)[0][None]
+    x = x.astype(np.float32) / 255.0
+    with OpenVinoEngineBuilder().build(seg_onnx) as ov_engine, OrtEngineBuilder().build(seg_onnx) as ref:
+        got, want = (decode(e.infer(x), seg_onnx.info, conf=0.25)[0] for e in (ov_engine, ref))
+    assert len(want) > 0 and got.classes.tolist() == want.classes.tolist()
+    assert float(np.abs(got.boxes - want.boxes).max()) < 0.5
+    assert got.masks is not None and want.masks is not None
+    assert float((got.masks != want.masks).mean()) < 0.01

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 
 from yoloquant._optional import require
 
-__all__ = ["rewrite_dfl_softmax"]
+__all__ = ["rewrite_dfl_softmax", "slices_to_split"]
 
 
 def _attr(node: Any, name: str) -> Any:
@@ -74,5 +75,69 @@ def rewrite_dfl_softmax(model: Any) -> bool:
         kept = [v for v in graph.value_info if v.name not in stale]
         del graph.value_info[:]
         graph.value_info.extend(kept)
+        changed = True
+    return changed
+
+
+def _const_ints(name: str, inits: dict[str, Any], producers: dict[str, Any]) -> list[int] | None:
+    numpy_helper = require("onnx.numpy_helper")
+    if name in inits:
+        return [int(v) for v in numpy_helper.to_array(inits[name]).reshape(-1)]
+    node = producers.get(name)
+    if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        return [int(v) for v in numpy_helper.to_array(node.attribute[0].t).reshape(-1)]
+    return None
+
+
+def _slice_range(node: Any, inits: dict[str, Any], producers: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(axis, start, end) of a one-axis, unit-step Slice with constant bounds, else None."""
+    if node.op_type != "Slice" or len(node.input) < 4:
+        return None
+    values = [_const_ints(name, inits, producers) for name in node.input[1:]]
+    if any(v is None or len(v) != 1 for v in values) or (len(values) == 4 and values[3] != [1]):
+        return None
+    (start,), (end,), (axis,) = values[0], values[1], values[2]  # type: ignore[misc]
+    return axis, start, end
+
+
+def slices_to_split(model: Any) -> bool:
+    """Replace three or more Slices that tile one axis of a tensor with one Split. Returns whether it changed.
+
+    YOLO26's seg / pose end-to-end heads cut ``[B, A, 4 + classes + extra]`` into boxes, scores and mask
+    coefficients (keypoints) with three Slices. OpenVINO 2025's conversion regroups them and then fails
+    shape inference on the top-k ``GatherElements`` that reads the boxes ("Shapes [1,8400,116] and
+    [1,300,4] are not consistent"); an explicit Split of the same ranges converts, and computes the same
+    values in every runtime. Two Slices (the detection head) convert as they are and are left alone.
+    """
+    onnx = require("onnx")
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {out: n for n in graph.node for out in n.output}
+    groups: dict[tuple[str, int], list[tuple[int, int, Any]]] = {}
+    for node in graph.node:
+        found = _slice_range(node, inits, producers)
+        if found is not None:
+            groups.setdefault((node.input[0], found[0]), []).append((found[1], found[2], node))
+    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    changed = False
+    for (data, axis), members in groups.items():
+        members.sort(key=lambda m: m[0])
+        dims = shapes[data].type.tensor_type.shape.dim if data in shapes else []
+        if len(members) < 3 or not dims or not dims[axis].HasField("dim_value"):
+            continue
+        bounds = [(start, end) for start, end, _ in members]
+        contiguous = all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+        if bounds[0][0] != 0 or not contiguous or bounds[-1][1] != dims[axis].dim_value:
+            continue
+        sizes = f"{members[0][2].name}/split_sizes"
+        sizes_init = onnx.numpy_helper.from_array(np.array([e - s for s, e in bounds], dtype=np.int64), sizes)
+        graph.initializer.append(sizes_init)
+        split = onnx.helper.make_node(
+            "Split", [data, sizes], [m[2].output[0] for m in members], name=f"{members[0][2].name}/split", axis=axis
+        )
+        first = min(list(graph.node).index(m[2]) for m in members)
+        for _, _, node in members:
+            graph.node.remove(node)
+        graph.node.insert(first, split)
         changed = True
     return changed

@@ -17,7 +17,7 @@ from yoloquant.artifacts import META_PREFIX, ModelInfo, OnnxModel, file_sha256
 from yoloquant.config import ExportConfig
 from yoloquant.errors import ExportError
 from yoloquant.export.onnx_file import OnnxFileExporter
-from yoloquant.export.optimize import rewrite_dfl_softmax
+from yoloquant.export.optimize import rewrite_dfl_softmax, slices_to_split
 from yoloquant.protocols import Exporter
 from yoloquant.tasks import exported_task
 
@@ -99,6 +99,8 @@ def _finish(path: Path, source: Path, config: ExportConfig, task: str) -> None:
     onnx = require("onnx")
     model = onnx.load(str(path))
     if config.fast_dfl and rewrite_dfl_softmax(model):
+        onnx.checker.check_model(model)
+    if slices_to_split(model):
         onnx.checker.check_model(model)
     meta = {p.key: p.value for p in model.metadata_props}
     head = "end2end" if meta.get("end2end") == "True" else "dfl"

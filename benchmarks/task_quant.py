@@ -14,7 +14,8 @@ Reads ``../shared/data`` (coco128, coco-val-seg / coco-val-pose, the YOLO26n-seg
 (``ModelOptConfig.int8()``), ``ort-int8`` (``quantize("int8")``: ONNX Runtime static INT8, the CPU layout),
 ``nncf`` (NNCF INT8 on OpenVINO), ``fp32-ov`` (FP32 on OpenVINO: its latency baseline). ``--keep-float``
 overrides every variant's scope: comma list of preset names, or ``head+proto`` / ``head+first+proto`` for the
-prototype branch; several give one variant each, named ``<variant>-<keep>``.
+prototype branch; several give one variant each, named ``<variant>-<keep>``. ``nncf:head`` gives one variant its
+own scope (named ``nncf-head``).
 """
 
 from __future__ import annotations
@@ -73,17 +74,33 @@ def _add(plan: Any, variant: str, name: str, kf: dict[str, Any]) -> Any:
     return plan.quantize("fp16" if variant == "fp16" else "int8", name=name, **kf)
 
 
-def _plan(model: str, on: str, variants: list[str], keeps: list[str | None], iterations: int) -> Any:
+def _pose_report_yaml(out: Path) -> Path:
+    """coco-val-pose without the 50 images pose choices were made on (its official-json images)."""
+    root = DATA / "coco-val-pose"
+    tuned = {i["file_name"] for i in json.loads((root / "person_keypoints_val.json").read_text())["images"]}
+    rest = [str(f) for f in sorted((root / "images").glob("*.jpg")) if f.name not in tuned]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report-images.txt").write_text("\n".join(rest) + "\n")
+    yaml = out / "pose-report.yaml"
+    yaml.write_text(f"path: {out}\nval: report-images.txt\nkpt_shape: [17, 3]\nnames:\n  0: person\n")
+    return yaml
+
+
+def _plan(model: str, on: str, variants: list[str], keeps: list[str | None], *, iterations: int, out: Path) -> Any:
     from yoloquant import QuantPipeline
 
     source, offset, count = SETS[model][on]
+    source = _pose_report_yaml(out.parent / f"{out.name}-data") if source.suffix == ".yaml" else source
     plan = QuantPipeline.from_ultralytics(MODELS[model]).calibrate(CALIB, num_images=64)
     for keep in keeps:
         scope = _scope(keep)
         kf: dict[str, Any] = {"keep_float": scope} if scope is not None else {}
-        for v in variants:
+        for spec in variants:
+            v, _, own = spec.partition(":")  # ``nncf:head``: this variant's own scope
             if v == "fp32-ov":
                 plan = _add(plan, v, v, {}) if keep == keeps[0] else plan
+            elif own:
+                plan = _add(plan, v, spec.replace(":", "-"), {"keep_float": _scope(own)}) if keep == keeps[0] else plan
             else:
                 plan = _add(plan, v, f"{v}-{keep}" if len(keeps) > 1 else v, kf)
     plan = plan.evaluate(source, num_images=count, offset=offset)
@@ -106,11 +123,11 @@ def main() -> None:
     if missing:
         sys.exit(f"benchmarks/task_quant.py reads ../shared/data; missing: {', '.join(missing)}")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(variants) - set(VARIANTS))
+    unknown = sorted({v.partition(":")[0] for v in variants} - set(VARIANTS))
     if unknown:
         sys.exit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     keeps: list[str | None] = [k.strip() for k in args.keep_float.split(",")] if args.keep_float else [None]
-    result = _plan(args.model, args.on, variants, keeps, args.iterations).run(args.out)
+    result = _plan(args.model, args.on, variants, keeps, iterations=args.iterations, out=args.out).run(args.out)
     print(result.table())
     if args.save:
         summary = {

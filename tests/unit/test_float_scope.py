@@ -97,7 +97,7 @@ def test_presets_have_one_spelling_and_round_trip() -> None:
     methods = [FloatScope.nothing(), FloatScope.decode(), FloatScope.head(), FloatScope.head_and_first()]
     assert methods == list(PRESETS.values()) and [m.preset for m in methods] == list(PRESETS)
     custom = FloatScope.head().with_nodes("^/model.9/")
-    assert custom.preset is None and custom.describe() == "decode_path+head_convs, nodes ['^/model.9/']"
+    assert custom.preset is None and custom.describe() == "decode_path+head_convs+proto_branch, nodes ['^/model.9/']"
     assert FloatScope.parse(custom.to_dict()) == custom
 
 

@@ -15,7 +15,10 @@ hard-coded names, so a scope works on YOLOv8, YOLO11 and YOLO26 of any size:
 - ``nodes`` / ``op_types``: more nodes, by name regex (``re.search``) or op type.
 
 The presets, by name (``quantize(keep_float="head")``) or classmethod (``FloatScope.head()``):
-``nothing``, ``decode``, ``head`` (decode path + head convs) and ``head+first`` (``head`` + first conv).
+``nothing``, ``decode``, ``head`` (decode path + head convs + a seg head's prototype branch) and ``head+first``
+(``head`` + first conv). The prototype branch is part of the head (Ultralytics' ``Segment`` module holds it):
+keeping it float took NNCF INT8's mask mAP50-95 drop on YOLO26n-seg from -1.57 to -1.14 points (coco128 images
+64-127, docs/quantizers.md); detection and pose models have no such nodes, so their presets are unchanged.
 
 Example:
     >>> FloatScope.parse("head+first") == FloatScope.head_and_first()
@@ -74,13 +77,13 @@ class FloatScope:
 
     @classmethod
     def head(cls) -> FloatScope:
-        """The decode path and the head's box / class output convs."""
-        return cls(head_convs=True)
+        """The decode path, the head's output convs and a seg head's prototype branch."""
+        return cls(head_convs=True, proto_branch=True)
 
     @classmethod
     def head_and_first(cls) -> FloatScope:
         """``head`` plus the stem conv (ModelOpt's default)."""
-        return cls(head_convs=True, first_conv=True)
+        return cls(head_convs=True, first_conv=True, proto_branch=True)
 
     @classmethod
     def parse(cls, value: str | FloatScope | dict[str, Any]) -> FloatScope:
@@ -150,6 +153,6 @@ def _plain(value: object) -> object:
 PRESETS: dict[str, FloatScope] = {
     "nothing": FloatScope(decode_path=False),
     "decode": FloatScope(),
-    "head": FloatScope(head_convs=True),
-    "head+first": FloatScope(head_convs=True, first_conv=True),
+    "head": FloatScope(head_convs=True, proto_branch=True),
+    "head+first": FloatScope(head_convs=True, first_conv=True, proto_branch=True),
 }

@@ -204,7 +204,7 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
     method = args.calibration_method
     calibration = parse_enum(CalibMethod, method, option="calibration_method") if method else None
     executor = _executor(args)
-    if args.executor != "local" and args.max_map_drop is None:
+    if args.executor == "ray" and args.max_map_drop is None:
         msg = "--executor ray spreads the accuracy budget's search: give --max-map-drop too (docs/ray.md)"
         raise ConfigError(msg)
     pipe = _base(args)
@@ -224,7 +224,7 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
                 max_map_drop=args.max_map_drop,
                 granularity=args.granularity,
                 budget_data=args.budget_data,
-                executor=executor if args.max_map_drop is not None and args.executor != "local" else None,
+                executor=executor if args.executor == "ray" else None,
             )
     if not args.no_bench:
         pipe = pipe.benchmark(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), iterations=args.iterations)
@@ -235,13 +235,14 @@ def build_sensitivity(args: argparse.Namespace) -> QuantPipeline:
     """The QuantPipeline that ``yoloquant sensitivity`` arguments describe: FP32 and full INT8, analyzed."""
     method = args.calibration_method
     calibration = parse_enum(CalibMethod, method, option="calibration_method") if method else None
+    executor = _executor(args)  # checks the Ray flags either way
     pipe = _base(args).quantize("int8", calibration_method=calibration)
     pipe = pipe.analyze_sensitivity(
         granularity=args.granularity,
         top_k=args.top_k,
         proxy_images=args.proxy_images,
         max_groups=args.max_groups,
-        executor=_executor(args) if args.executor != "local" else None,
+        executor=executor if args.executor == "ray" else None,  # local: the analysis's own loop, no tasks
     )
     return pipe.with_progress(not args.quiet)
 

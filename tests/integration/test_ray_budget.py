@@ -1,5 +1,6 @@
 """The accuracy budget search of the real bundled YOLOv8n with its candidates measured as Ray tasks (the session's
-local instance, 2 CPUs) against the same search in one process: the same steps, chosen groups and model bytes."""
+local instance, 2 CPUs) against the same search in one process: the same steps, chosen groups and model bytes; and
+the pipeline handing its executor to the budget search and to the sensitivity analysis."""
 
 from __future__ import annotations
 
@@ -76,10 +77,24 @@ def test_a_budget_searched_with_ray_tasks_chooses_the_groups_and_model_of_one_pr
     assert not list((tmp_path / "ray" / "work").glob("candidate-*"))  # the tasks' folders are removed
 
 
-def test_the_pipeline_hands_the_executor_to_its_budget_search(
+class _CountingRay:
+    """A RayExecutor that counts the items handed to it."""
+
+    def __init__(self) -> None:
+        self.ray, self.items = RayExecutor(), 0
+        self.parallelism = self.ray.parallelism
+
+    def map(self, fn: Any, items: Any) -> Any:
+        items = list(items)
+        self.items += len(items)
+        return self.ray.map(fn, items)
+
+
+def test_the_pipeline_hands_its_executors_to_the_budget_search_and_the_sensitivity_analysis(
     ray_cluster: str, model: OnnxModel, coco64_images: Path, coco64_yaml: Path, tmp_path: Path
 ) -> None:
-    """A budget that full INT8 meets (100 points) asks only k = 0: FP32 and full INT8 measured as two Ray tasks."""
+    """A budget that full INT8 meets (100 points) asks only k = 0: FP32 and full INT8 measured as two Ray tasks; the
+    analysis of 2 groups: two Ray tasks."""
     from yoloquant.decide import budget_search
 
     batches: list[list[int]] = []
@@ -89,14 +104,17 @@ def test_the_pipeline_hands_the_executor_to_its_budget_search(
         batches.append([j.k for j in jobs])
         return run(self, jobs)
 
+    counting = _CountingRay()
     plan = (
         QuantPipeline.from_onnx(model.path)
         .calibrate(coco64_images, num_images=2)
         .quantize("int8", calibration_method="minmax", max_map_drop=100.0, budget_data="evaluation",
                   executor=RayExecutor(), name="budget")
-        .evaluate(coco64_yaml, num_images=4, offset=32)
+        .evaluate(coco64_yaml, num_images=2, offset=32)
+        .analyze_sensitivity(max_groups=2, top_k=0, proxy_images=2, executor=counting)  # type: ignore[arg-type]
         .with_progress(False)
     )  # fmt: skip
+    assert plan.describe().endswith("groups measured on _CountingRay")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(budget_search.Candidates, "_run", recording)
         result = plan.run(tmp_path)
@@ -104,9 +122,11 @@ def test_the_pipeline_hands_the_executor_to_its_budget_search(
     found = json.loads((tmp_path / "budget" / "budget.json").read_text())
     assert found["float_groups"] == [] and found["within_budget"]
     assert PipelineResult.load(tmp_path).variant("budget").map50_95 == result.variant("budget").map50_95
+    assert counting.items == 2  # one task per group
+    assert result.sensitivity is not None and len(result.sensitivity["groups"]) == 2
 
 
-@pytest.mark.slow  # ~40 s (two searches, each ranking every block): `make test-all`
+@pytest.mark.slow  # ~20 s (two searches, each ranking every block): `make test-all`
 def test_a_budget_ranked_and_searched_on_ray_is_the_one_process_budget(
     ray_cluster: str, model: OnnxModel, calib: CalibrationSet, val: Dataset, tmp_path: Path
 ) -> None:

@@ -62,7 +62,8 @@ class VariantPlan:
     max_map_drop: float | None = None  # accuracy budget (mAP50-95 points), resolved at run time
     granularity: str = "block"
     budget_data: str = "calibration"  # labelled images the budget is searched on: calibration or evaluation
-    executor: Executor | None = None  # where the budget search measures its candidates; None: in the run's process
+    # where the budget search measures its candidates (None: in the run's process); a RayExecutor's dicts can't hash
+    executor: Executor | None = field(default=None, hash=False)
 
     @property
     def name(self) -> str:
@@ -125,7 +126,7 @@ class QuantPipeline:
     bench: BenchConfig | None = None
     progress: bool = True
     sensitivity: SensitivityConfig | None = None
-    sensitivity_executor: Executor | None = None  # where the analysis measures its groups; None: in run()'s process
+    sensitivity_executor: Executor | None = field(default=None, hash=False)  # where its groups run; None: run()'s
 
     @classmethod
     def from_ultralytics(

@@ -64,6 +64,7 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
         help="images the budget is searched on: calibration (default; needs labels, and the evaluation set "
         "verifies the budget held-out) or evaluation (in-sample, optimistic)",
     )
+    _add_executor_flags(run, "where the accuracy budget (--max-map-drop) measures its candidates")
     run.add_argument("--batch-sizes", default="1", help="comma list of benchmark batch sizes (default 1)")
     run.add_argument("--iterations", type=int, default=100, help="timed rounds per batch size (default 100)")
     run.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
@@ -82,16 +83,7 @@ def _sweep_parser(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--keep-going", action="store_true", help="a variant that fails is recorded in failed.jsonl; the rest go on"
     )
-    sweep.add_argument(
-        "--executor", choices=("local", "ray"), default="local", help="where variants run: here (default) or on Ray"
-    )
-    sweep.add_argument("--ray-address", help="Ray cluster to join: auto, host:6379 (default: a new local instance)")
-    sweep.add_argument("--ray-cpus", type=int, help="CPUs of a new local Ray instance (default: all)")
-    sweep.add_argument("--max-retries", type=int, help="Ray: tries after the first when a worker dies (default 2)")
-    sweep.add_argument(
-        "--timing-resources",
-        help="Ray: resource of the node that times every variant, NAME[=AMOUNT][,...], e.g. gpu-h100 (docs/ray.md)",
-    )
+    _add_executor_flags(sweep, "where variants run", timing=True)
     _add_renamed_flags(sweep, {"--max-map-drop": "--recommend-max-drop", "--min-speedup": "--recommend-min-speedup"})
 
 
@@ -102,8 +94,22 @@ def _sensitivity_parser(sens: argparse.ArgumentParser) -> None:
     sens.add_argument("--calibration-method", help="calibration method of the INT8 model: minmax, entropy, percentile")
     sens.add_argument("--proxy-images", type=int, default=8, help="calibration images of the SQNR proxy (default 8)")
     sens.add_argument("--max-groups", type=int, help="analyze only the first N groups in graph order (quick look)")
+    _add_executor_flags(sens, "where the groups are measured")
     sens.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_renamed_flags(sens)
+
+
+def _add_executor_flags(parser: argparse.ArgumentParser, what: str, *, timing: bool = False) -> None:
+    """``--executor local|ray`` and the Ray executor's flags (:func:`_executor` reads them)."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local", help=f"{what}: here or on Ray")
+    parser.add_argument("--ray-address", help="Ray cluster to join: auto, host:6379 (default: a new local instance)")
+    parser.add_argument("--ray-cpus", type=int, help="CPUs of a new local Ray instance (default: all)")
+    parser.add_argument("--max-retries", type=int, help="Ray: tries after the first when a worker dies (default 2)")
+    if timing:
+        parser.add_argument(
+            "--timing-resources",
+            help="Ray: resource of the node that times every variant, NAME[=AMOUNT][,...], e.g. gpu-h100 (docs/ray.md)",
+        )
 
 
 class _RenamedFlag(argparse.Action):
@@ -197,6 +203,10 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
     backends = [parse_enum(Backend, b, option="backend") for b in _words(args.backend, "--backend")]
     method = args.calibration_method
     calibration = parse_enum(CalibMethod, method, option="calibration_method") if method else None
+    executor = _executor(args)
+    if args.executor == "ray" and args.max_map_drop is None:
+        msg = "--executor ray spreads the accuracy budget's search: give --max-map-drop too (docs/ray.md)"
+        raise ConfigError(msg)
     pipe = _base(args)
     for backend in backends:
         for precision in precisions:
@@ -214,6 +224,7 @@ def build_pipeline(args: argparse.Namespace) -> QuantPipeline:
                 max_map_drop=args.max_map_drop,
                 granularity=args.granularity,
                 budget_data=args.budget_data,
+                executor=executor if args.executor == "ray" else None,
             )
     if not args.no_bench:
         pipe = pipe.benchmark(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), iterations=args.iterations)
@@ -224,9 +235,14 @@ def build_sensitivity(args: argparse.Namespace) -> QuantPipeline:
     """The QuantPipeline that ``yoloquant sensitivity`` arguments describe: FP32 and full INT8, analyzed."""
     method = args.calibration_method
     calibration = parse_enum(CalibMethod, method, option="calibration_method") if method else None
+    executor = _executor(args)  # checks the Ray flags either way
     pipe = _base(args).quantize("int8", calibration_method=calibration)
     pipe = pipe.analyze_sensitivity(
-        granularity=args.granularity, top_k=args.top_k, proxy_images=args.proxy_images, max_groups=args.max_groups
+        granularity=args.granularity,
+        top_k=args.top_k,
+        proxy_images=args.proxy_images,
+        max_groups=args.max_groups,
+        executor=executor if args.executor == "ray" else None,  # local: the analysis's own loop, no tasks
     )
     return pipe.with_progress(not args.quiet)
 
@@ -293,11 +309,12 @@ def _none_given(option: str, text: str) -> tuple[int, ...]:
 
 
 def _executor(args: argparse.Namespace) -> Any:
-    """The executor that ``sweep --executor`` and the Ray flags describe."""
+    """The executor that ``--executor`` and the Ray flags describe (``sweep``, ``sensitivity``, ``run``)."""
     from yoloquant.decide.executor import LocalExecutor
 
+    timing = getattr(args, "timing_resources", None)  # the sweep's only
     ray_flags = {"--ray-address": args.ray_address, "--ray-cpus": args.ray_cpus, "--max-retries": args.max_retries}
-    ray_flags["--timing-resources"] = args.timing_resources
+    ray_flags["--timing-resources"] = timing
     if args.executor == "local":
         given = [flag for flag, value in ray_flags.items() if value is not None]
         if given:
@@ -310,7 +327,7 @@ def _executor(args: argparse.Namespace) -> Any:
         address=args.ray_address,
         num_cpus=args.ray_cpus,
         max_retries=2 if args.max_retries is None else args.max_retries,
-        timing_resources=_resources(args.timing_resources) if args.timing_resources else None,
+        timing_resources=_resources(timing) if timing else None,
     )
 
 

@@ -27,6 +27,7 @@ from yoloquant.report.result import PipelineResult
 from yoloquant.vocabulary import renamed_keywords
 
 if TYPE_CHECKING:
+    from yoloquant.decide.executor import Executor
     from yoloquant.decide.sensitivity import SensitivityConfig
     from yoloquant.quantize.float_scope import FloatScope
 
@@ -61,6 +62,8 @@ class VariantPlan:
     max_map_drop: float | None = None  # accuracy budget (mAP50-95 points), resolved at run time
     granularity: str = "block"
     budget_data: str = "calibration"  # labelled images the budget is searched on: calibration or evaluation
+    # where the budget search measures its candidates (None: in the run's process); a RayExecutor's dicts can't hash
+    executor: Executor | None = field(default=None, hash=False)
 
     @property
     def name(self) -> str:
@@ -75,7 +78,8 @@ class VariantPlan:
 
     def describe(self) -> str:
         how = f" via {self.quantizer.name}" if self.quantizer is not None else ""
-        return f"{self.name}: {self.precision} on {self.backend}{how}"
+        where = f", budget searched on {_executor_name(self.executor)}" if self.executor is not None else ""
+        return f"{self.name}: {self.precision} on {self.backend}{how}{where}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +126,7 @@ class QuantPipeline:
     bench: BenchConfig | None = None
     progress: bool = True
     sensitivity: SensitivityConfig | None = None
+    sensitivity_executor: Executor | None = field(default=None, hash=False)  # where its groups run; None: run()'s
 
     @classmethod
     def from_ultralytics(
@@ -162,6 +167,7 @@ class QuantPipeline:
         max_map_drop: float | None = None,
         granularity: str = "block",
         budget_data: str = "calibration",
+        executor: Executor | None = None,
     ) -> QuantPipeline:
         """Add a variant. Call again to add more (another quantizer, preset, or backend).
 
@@ -201,6 +207,10 @@ class QuantPipeline:
                 calibration images, which need labels; the evaluation set then verifies the budget held-out,
                 and the report gives the verified drop, its interval and P(drop <= budget)) or
                 ``evaluation`` (the plan's evaluation set: the reported drop is the searched one, optimistic).
+            executor: Where the budget search measures its candidate models and ranks its groups:
+                ``RayExecutor(address="auto")`` spreads them over a Ray cluster (docs/ray.md; the same chosen
+                groups and model as in one process; the run's out dir and the images must be at the same path on
+                every worker). Default: in ``run()``'s process. Needs ``max_map_drop``.
         """
         if isinstance(precision, str):  # a Precision is a str too
             prec = parse_enum(Precision, precision, option="precision")
@@ -213,6 +223,9 @@ class QuantPipeline:
             prec, chosen = _configured(precision)
             back = _check_backend(prec, parse_enum(Backend, backend, option="backend"))
             parts = _configured_parts(prec, back, chosen)
+        if executor is not None and max_map_drop is None:
+            msg = "executor= spreads the accuracy budget's search over workers: give max_map_drop= too (docs/ray.md)"
+            raise ConfigError(msg)
         if max_map_drop is not None:
             from yoloquant.decide.budget_plan import budget_name_part
 
@@ -227,6 +240,7 @@ class QuantPipeline:
             max_map_drop=max_map_drop,
             granularity=granularity,
             budget_data=budget_data,
+            executor=executor,
         )
         if variant in self.variants:  # a re-run notebook cell adds the same variant again
             return self
@@ -278,13 +292,16 @@ class QuantPipeline:
         max_groups: int | None = None,
         rank_by: str = "quantized",
         float_mode: str = "exclude",
+        executor: Executor | None = None,
     ) -> QuantPipeline:
         """Also rank the layer groups by INT8 sensitivity; lands in ``report.json``'s ``sensitivity`` section.
 
         Analyzes the ONNX Runtime INT8 layout of the plan's first ``ort`` INT8 variant (default
         ``OrtQuantConfig()`` without one) on the calibration images, with mAP of the ``top_k`` groups on
         the evaluation set; ``sensitivity/`` gets the Markdown table and bar chart. The options are those of
-        :class:`~yoloquant.decide.SensitivityConfig`.
+        :class:`~yoloquant.decide.SensitivityConfig`; ``executor`` is where the groups are measured
+        (``RayExecutor(address="auto")``: one Ray task per group, the same ranking as in one process, docs/ray.md;
+        default: in ``run()``'s process).
 
         Example:
             >>> plan = (QuantPipeline.from_onnx("m.onnx").calibrate("imgs").quantize("int8")
@@ -303,7 +320,7 @@ class QuantPipeline:
             rank_by=rank_by,
             float_mode=float_mode,
         )
-        return dataclasses.replace(self, sensitivity=config)
+        return dataclasses.replace(self, sensitivity=config, sensitivity_executor=executor)
 
     def with_progress(self, enabled: bool) -> QuantPipeline:
         """Show or hide progress bars."""
@@ -326,6 +343,11 @@ class QuantPipeline:
             lines.append(
                 f"sensitivity: {s.granularity.value} groups ranked by {s.rank_by} SQNR on {s.proxy_images} "
                 f"calibration images, mAP of the top {s.top_k}"
+                + (
+                    f", groups measured on {_executor_name(self.sensitivity_executor)}"
+                    if self.sensitivity_executor
+                    else ""
+                )
             )
         return "\n".join(lines)
 
@@ -356,6 +378,15 @@ class QuantPipeline:
         from yoloquant.runner import run_pipeline
 
         return run_pipeline(self, Path(out_dir))
+
+
+def _executor_name(executor: Executor) -> str:
+    """``RayExecutor(address='auto')``: the executor's class and the options that differ from its defaults."""
+    if not dataclasses.is_dataclass(executor):
+        return type(executor).__name__
+    fields = dataclasses.fields(executor)
+    shown = [f"{f.name}={v!r}" for f in fields if (v := getattr(executor, f.name)) != f.default]
+    return f"{type(executor).__name__}({', '.join(shown)})" if shown else type(executor).__name__
 
 
 def _plain(plan: CalibrationPlan | EvalPlan | None) -> dict[str, Any] | None:

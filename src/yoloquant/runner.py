@@ -186,6 +186,7 @@ def _sensitivity(
         eval_data=data,
         eval_config=plan.evaluation.config if plan.evaluation else None,
         progress=plan.progress,
+        executor=plan.sensitivity_executor,
     )
 
 

@@ -92,9 +92,13 @@ CONCEPTS: tuple[Concept, ...] = (
         "a sweep's recommendation constraint: the most mAP points the recommended variant may lose",
     ),
     Concept("recommend_min_speedup", "a sweep's recommendation constraint: the least speedup vs fp32"),
-    Concept("executor", "where a sweep's variants run: local (this process, the default) or ray (docs/ray.md)"),
+    Concept(
+        "executor",
+        "where a sweep's variants, a sensitivity analysis's groups or a budget search's candidates run: local "
+        "(this process, the default) or ray (docs/ray.md)",
+    ),
     Concept("keep_going", "a sweep goes on past a failed variant, which it records in failed.jsonl"),
-    Concept("max_retries", "Ray: tries after the first when a variant's worker process or node dies"),
+    Concept("max_retries", "Ray: tries after the first when a task's worker process or node dies"),
     Concept("timing_resources", "Ray: the resource (GPU type, CPU model label) of the node that times a sweep"),
 )
 

@@ -11,7 +11,7 @@ import pytest
 
 from yoloquant import QuantPipeline
 from yoloquant.bench.latency import LatencyResult
-from yoloquant.decide.budget import _tries
+from yoloquant.decide.budget_search import tries as _tries
 from yoloquant.decide.ledger import Ledger
 from yoloquant.decide.sweep import Sweep, SweepResult, SweepVariant
 from yoloquant.errors import ConfigError

@@ -164,3 +164,17 @@ def test_accuracy_budget_needs_the_ort_quantizer_and_an_evaluation(yolov8n_pt: P
         pipe.run(tmp_path / "out")
     with pytest.raises(ConfigError, match="max_map_drop needs the ONNX Runtime INT8 quantizer"):
         QuantPipeline.from_ultralytics(yolov8n_pt).quantize("int8", quantizer="modelopt", max_map_drop=0.3)
+
+
+def test_an_executor_is_where_a_budget_or_analysis_runs_not_what_the_plan_is() -> None:
+    from yoloquant.decide.ray_executor import RayExecutor
+
+    ray = RayExecutor(address="auto", env={"OMP_NUM_THREADS": "1"})
+    plan = QuantPipeline.from_onnx("m.onnx").quantize("int8", max_map_drop=0.3, executor=ray)
+    plan = plan.analyze_sensitivity(executor=ray)
+    same = QuantPipeline.from_onnx("m.onnx").quantize("int8", max_map_drop=0.3).analyze_sensitivity()
+    assert plan.to_dict() == same.to_dict()  # a sweep ledger's fingerprint: the executor is not in it
+    assert hash(plan) == hash(same) and plan != same  # hashable despite the executor's dicts; still compared
+    assert plan.variants[1].executor == ray and plan.sensitivity_executor == ray
+    with pytest.raises(ConfigError, match=r"executor= spreads the accuracy budget's search .* give max_map_drop="):
+        QuantPipeline.from_onnx("m.onnx").quantize("int8", executor=ray)

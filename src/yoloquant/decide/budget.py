@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,10 @@ from yoloquant._optional import require
 from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, BenchConfig, EvalConfig, Precision, _Serializable
 from yoloquant.decide._ortcache import SharedCalibration
+from yoloquant.decide.budget_search import Candidates
+from yoloquant.decide.budget_search import tries as _tries
 from yoloquant.decide.evaluator import Evaluate, ModelEvaluator
+from yoloquant.decide.executor import Executor
 from yoloquant.decide.groups import Granularity
 from yoloquant.decide.sensitivity import (
     GroupSensitivity,
@@ -48,6 +52,8 @@ from yoloquant.quantize.ort_static import OrtQuantConfig
 if TYPE_CHECKING:
     from yoloquant.data.datasets import Dataset
     from yoloquant.eval.coco import EvalResult
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BudgetConfig",
@@ -224,22 +230,6 @@ def load_labelled(
     return data
 
 
-def _tries(n: int, passes: Any) -> None:
-    """Exponential then binary search for the smallest k in 1..n with passes(k); passes caches."""
-    k, lo = 1, 0
-    while k < n and not passes(k):
-        lo, k = k, min(2 * k, n)
-    if not passes(k):
-        return
-    hi = k
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if passes(mid):
-            hi = mid
-        else:
-            lo = mid
-
-
 def search_budget(
     model: OnnxModel,
     calib: CalibrationSet,
@@ -255,6 +245,7 @@ def search_budget(
     proxy_images: int = 8,
     rank_by: str = "quantized",
     float_mode: str = "dequantize",
+    executor: Executor | None = None,
 ) -> BudgetResult:
     """Find the fewest most-sensitive groups to keep float so the mAP drop is within ``max_map_drop``.
 
@@ -274,6 +265,10 @@ def search_budget(
         proxy_images: Images of the ranking proxy when ``ranking`` is None.
         rank_by: Ranking of a computed ranking: ``quantized`` or ``float`` (see SensitivityConfig).
         float_mode: ``exclude`` or ``dequantize`` (see SensitivityConfig).
+        executor: Where the candidates are measured and a computed ranking's groups too (``RayExecutor()``: one
+            task per candidate, several candidates at once: those the search may ask next are measured ahead);
+            the same chosen groups and model as here (:mod:`yoloquant.decide.budget_search`). ``out_dir`` and
+            the evaluation images must then be at the same path on every worker; None: in this process.
 
     Example:
         >>> r = search_budget(model, calib, val, "runs/budget", max_map_drop=0.3)  # doctest: +SKIP
@@ -283,10 +278,14 @@ def search_budget(
     out = Path(out_dir)
     evaluate = eval_data if callable(eval_data) else ModelEvaluator(eval_data, eval_config or EvalConfig())
     shared = SharedCalibration(model, calib, quant or OrtQuantConfig(), out / "work")
-    base = evaluate(model)
+    candidates = Candidates(
+        shared, evaluate, max_map_drop=max_map_drop, float_mode=float_mode, work=out / "work", executor=executor
+    )
+    base, int8 = candidates.baseline_and_int8()
     fp32 = base.primary  # the task's primary metric (mAP50-95 for detection)
-    maps: dict[int, float] = {}
-    deltas: dict[int, Metric] = {}
+    maps: dict[int, float] = {0: int8.primary}  # k -> mAP, in the order the search asked
+    deltas: dict[int, Metric] = {0: _delta(int8, base)}
+    passed: dict[int, bool] = {0: candidates.passes(int8)}
     groups: tuple[GroupSensitivity, ...] = ()
 
     def float_nodes(k: int) -> list[str]:
@@ -294,13 +293,9 @@ def search_budget(
 
     def passes(k: int) -> bool:
         if k not in maps:
-            built = shared.build(
-                float_nodes(k), out / "work" / f"float-{k}.onnx", metadata=False, float_mode=float_mode
-            )
-            result = evaluate(built)
-            maps[k], deltas[k] = result.primary, _delta(result, base)
-            built.path.unlink(missing_ok=True)
-        return (fp32 - maps[k]) * 100 <= max_map_drop
+            result = candidates.result(k, float_nodes, len(groups), passed)
+            maps[k], deltas[k], passed[k] = result.primary, _delta(result, base), candidates.passes(result)
+        return passed[k]
 
     if not passes(0):  # rank only when full INT8 misses the budget
         if ranking is None:
@@ -312,10 +307,14 @@ def search_budget(
                 rank_by=rank_by,
                 float_mode=float_mode,
             )
-            ranking = analyze_sensitivity(model, calib, out / "sensitivity", config=cfg, shared=shared)
+            ranking = analyze_sensitivity(
+                model, calib, out / "sensitivity", config=cfg, shared=shared, executor=executor
+            )
         groups = ranking.groups
         _tries(len(groups), passes)
-    ok = [k for k in maps if (fp32 - maps[k]) * 100 <= max_map_drop]
+    if candidates.unasked:
+        log.info("budget search: measured %s ahead, which the search did not ask", candidates.unasked)
+    ok = [k for k in maps if passed[k]]
     k = min(ok) if ok else len(groups)
     passes(k)
     stem = model.path.stem.removesuffix("-fp32")
@@ -369,7 +368,9 @@ class BudgetedQuantizer:
     ``evaluate`` measures a candidate model on the search images (a pipeline's runner passes one that
     reuses the images it loaded and the variant's backend, ``yoloquant.decide.budget_plan``); without it the
     quantizer loads ``eval_data`` itself and evaluates on ONNX Runtime's CPU provider. Equal quantizers (the
-    runner shares one model between them) have equal options and the same ``evaluate`` object.
+    runner shares one model between them) have equal options and the same ``evaluate`` object; ``executor``
+    (where the candidates are measured, see :func:`search_budget`) is not compared: it changes where the search
+    runs, not what it finds.
 
     Example:
         >>> q = BudgetedQuantizer(max_map_drop=0.3, eval_data="assets/coco64.yaml", num_images=32, offset=32)
@@ -398,8 +399,9 @@ class BudgetedQuantizer:
         quant: OrtQuantConfig | None = None,
         eval_config: EvalConfig | None = None,
         evaluate: Evaluate | None = None,
+        executor: Executor | None = None,
     ) -> None:
-        self.evaluate = evaluate
+        self.evaluate, self.executor = evaluate, executor
         self.config = BudgetConfig(
             max_map_drop=max_map_drop,
             eval_source=str(eval_data),
@@ -441,6 +443,7 @@ class BudgetedQuantizer:
             quant=self.quant,
             proxy_images=c.proxy_images,
             float_mode=c.float_mode,
+            executor=self.executor,
         )
         self.result = result
         quantized, floats = classify_qdq_nodes(require("onnx").load(result.model_path))

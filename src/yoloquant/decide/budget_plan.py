@@ -136,6 +136,7 @@ class BudgetPlan:
             quant=v.quantizer.config if isinstance(v.quantizer, OrtStaticQuantizer) else None,
             eval_config=config,
             evaluate=evaluators.get(key),
+            executor=v.executor,
         )
         return dataclasses.replace(v, quantizer=quantizer)
 

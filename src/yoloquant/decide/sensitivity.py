@@ -442,11 +442,13 @@ def sensitivity_section(
     eval_data: Dataset | None,
     eval_config: EvalConfig | None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """The pipeline's sensitivity stage: ``report.json``'s ``sensitivity`` section.
 
     Analyzes ``model`` (see :func:`analyze_sensitivity`), writes ``sensitivity.{json,md,png}`` into
-    ``out_dir`` and returns the report's dict plus the ``files`` written.
+    ``out_dir`` and returns the report's dict plus the ``files`` written; ``executor``: where the groups are
+    measured (see :func:`analyze_sensitivity`).
     """
     report = analyze_sensitivity(
         model,
@@ -458,6 +460,7 @@ def sensitivity_section(
         eval_config=eval_config,
         save=False,
         progress=progress,
+        executor=executor,
     )
     files = report.save(out_dir)
     return {**report.to_dict(), "files": [str(f) for f in files]}

@@ -33,6 +33,9 @@ _CALLABLES = (
     "yoloquant.pipeline:QuantPipeline.benchmark",
     "yoloquant.pipeline:QuantPipeline.analyze_sensitivity",
     "yoloquant.quantize:make_quantizer",
+    "yoloquant.decide.sensitivity:analyze_sensitivity",
+    "yoloquant.decide.budget:search_budget",
+    "yoloquant.decide.budget:BudgetedQuantizer.__init__",
     "yoloquant.decide.sweep:Sweep.grid",
     "yoloquant.decide.sweep:Sweep.run",
 )

@@ -84,15 +84,20 @@ class _Replay:
         self.input = torch.zeros(shape, dtype=torch.uint8, device=device)
         side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side), torch.inference_mode():
+        # cuDNN's benchmark mode picks each conv's fastest algorithm during the warm-up; the capture keeps it
+        with _cudnn_benchmark(), torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):  # compiles (first call) and warms up outside the capture
                 fn(self.input)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph, self.fn = None, fn
         if graph:
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph), torch.inference_mode():
+            with _cudnn_benchmark(), torch.cuda.graph(self.graph), torch.inference_mode():
                 self.outputs = _as_list(fn(self.input))
+        # The graph reads tensors the model keeps as attributes (the head's anchors and strides, made on the
+        # first call at a new shape). The next batch size's warm-up replaces them, which would free the memory
+        # this graph still reads: hold them as long as the graph lives.
+        self.held = held_tensors(fn)
         self.staging = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
         self.staged = torch.cuda.Event()
         self.staged.record()
@@ -114,6 +119,22 @@ class _Replay:
 
 def _as_list(out: Any) -> list[Any]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _cudnn_benchmark() -> Any:
+    return require("torch").backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False)
+
+
+def held_tensors(fn: Any) -> list[Any]:
+    """Tensors that ``fn``'s modules keep as plain attributes, outside their parameters and buffers (an
+    Ultralytics head's ``anchors`` and ``strides``): a captured CUDA graph reads them by address."""
+    torch = require("torch")
+    held: list[Any] = []
+    for module in fn.modules():
+        for value in vars(module).values():
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            held += [v for v in items if isinstance(v, torch.Tensor)]
+    return held
 
 
 class TorchPending:
@@ -200,8 +221,9 @@ class TorchEngine(ClosesOnExit):
         pixels = _as_uint8(batch, self.info)
         with self._lock, torch.cuda.stream(self.stream):
             replay = self._replay(pixels.shape[0])
-            replay.staged.synchronize()  # the previous upload from this staging buffer has left it
-            replay.staging.numpy()[...] = pixels
+            if pixels.ctypes.data != replay.staging.data_ptr():  # not filled in place (staging_buffer)
+                replay.staged.synchronize()  # the previous upload from this staging buffer has left it
+                replay.staging.numpy()[...] = pixels
             replay.input.copy_(replay.staging, non_blocking=True)
             replay.staged.record()
             outputs = replay.run()
@@ -211,6 +233,23 @@ class TorchEngine(ClosesOnExit):
             done = torch.cuda.Event()
             done.record()
         return TorchPending(outputs, done, host)
+
+    def staging_buffer(self, batch_size: int) -> np.ndarray:
+        """The pinned host buffer that :meth:`infer` uploads a ``batch_size`` batch from, as uint8
+        ``[B, 3, H, W]``: letterbox frames straight into it and pass it to :meth:`infer` / :meth:`infer_async`,
+        which then skip their host copy. Ask for it again before each fill: this waits until the last upload
+        from it has left.
+
+        Example:
+            >>> buf = engine.staging_buffer(1)  # doctest: +SKIP
+            >>> buf[0] = preprocess(frame, 640)[0]  # doctest: +SKIP
+            >>> (out,) = engine.infer(buf)  # doctest: +SKIP
+        """
+        with self._lock:
+            replay = self._replay(batch_size)
+            replay.staged.synchronize()
+            array: np.ndarray = replay.staging.numpy()
+        return array
 
     def infer_gpu(self, pixels: Any) -> list[Any]:
         """Run a uint8 ``[B, 3, H, W]`` device tensor; returns float32 device tensors, ordered on the stream."""

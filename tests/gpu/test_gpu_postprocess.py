@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,28 @@ def test_torch_decode_matches_cpu_decode(
         assert g.classes.tolist() == e.classes.tolist()
         np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-3)
         np.testing.assert_allclose(g.scores, e.scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_torch_decode_caps_per_image_like_the_cpu_decode(
+    raw_outputs: np.ndarray, yolov8n_onnx: Path, device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One NMS call for the whole batch: the per-image caps (candidates before NMS, max_det after) still
+    apply image by image, as the CPU decoder applies them."""
+    import torch
+
+    cpu_module = importlib.import_module("yoloquant.postprocess.decode")
+    gpu_module = importlib.import_module("yoloquant.postprocess.gpu")
+
+    monkeypatch.setattr(cpu_module, "MAX_NMS", 40)
+    monkeypatch.setattr(gpu_module, "MAX_NMS", 40)
+    info = OnnxModel.load(yolov8n_onnx).info
+    expected = decode([raw_outputs], info, conf=0.001, max_det=7)
+    got = gpu_module.decode_torch(torch.from_numpy(raw_outputs).to(_device(device)), info, conf=0.001, max_det=7)
+    assert sum(len(d) == 7 for d in expected) >= 8  # the cap binds on most images
+    for e, g in zip(expected, got, strict=True):
+        assert g.classes.tolist() == e.classes.tolist()
+        np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-3)
 
 
 @pytest.mark.gpu

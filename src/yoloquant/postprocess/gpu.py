@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,12 +67,17 @@ def _nms(boxes: Any, scores: Any, iou: float) -> Any:
 
 
 def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label: bool) -> list[Detections]:
-    """A batch's ``[B, 4 + nc, anchors]`` output -> detections, with few host round trips.
+    """A batch's ``[B, 4 + nc, anchors]`` output -> detections, with a fixed handful of host round trips.
 
     Candidates of the whole batch are gathered at once (image-major, anchor-ascending, then class: the
-    CPU decoder's order); only NMS runs per image, then one download of all kept rows.
+    CPU decoder's order) and go through **one** NMS call: each box is offset by its class (``class * 7680``,
+    in float32 as the CPU decoder does) and then by its image (in float64, so the offsets keep the
+    coordinates' precision), so boxes of different images or classes never overlap. The per-image caps
+    (:data:`MAX_NMS` candidates by score, ``max_det`` kept) are applied by rank within each image on the
+    device; one download of all kept rows.
     """
     torch = require("torch")
+    n_img = int(pred.shape[0])
     x = pred.transpose(1, 2)  # [B, anchors, 4 + nc]
     b_idx, a_idx = torch.nonzero(x[..., 4:].amax(-1) > conf, as_tuple=True)
     rows = x[b_idx, a_idx]
@@ -83,25 +89,41 @@ def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label
     else:  # every candidate row's best score is above conf by construction
         j = cls.argmax(1)
         i = torch.arange(rows.shape[0], device=rows.device)
-    boxes, scores, classes = box[i], cls[i, j], j
-    counts = torch.bincount(b_idx[i], minlength=pred.shape[0]).tolist()
-    keep_all = []
-    start = 0
-    for n in counts:
-        idx = torch.arange(start, start + n, device=rows.device)
-        start += n
-        if n > MAX_NMS:
-            idx = idx[torch.sort(scores[idx], descending=True, stable=True).indices[:MAX_NMS]]
-        offset = classes[idx].to(boxes.dtype)[:, None] * float(MAX_WH)
-        keep_all.append(idx[_nms(boxes[idx] + offset, scores[idx], iou)[:max_det]])
-    keep = torch.cat(keep_all)
-    table = torch.cat([boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype)], 1).cpu().numpy()
-    out, start = [], 0
-    for part in keep_all:
-        t = table[start : start + part.shape[0]]
-        start += part.shape[0]
-        out.append(Detections(np.ascontiguousarray(t[:, :4]), np.ascontiguousarray(t[:, 4]), t[:, 5].astype(np.int64)))
-    return out
+    boxes, scores, classes, image = box[i], cls[i, j], j, b_idx[i]
+    cand = _first_per_image(image, scores, n_img, MAX_NMS)
+    span = float(MAX_WH) * (cls.shape[1] + 1)  # wider than any class-offset box
+    shifted = (boxes[cand] + classes[cand].to(boxes.dtype)[:, None] * float(MAX_WH)).double()
+    shifted += image[cand].double()[:, None] * span
+    keep = cand[_nms(shifted, scores[cand].double(), iou)]  # by descending score over the whole batch
+    keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, by score within each
+    keep = keep[_rank_in_group(image[keep], n_img) < max_det]
+    table = torch.cat([boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype)], 1)
+    table, owner = table.cpu().numpy(), image[keep].cpu().numpy()
+    bounds = np.searchsorted(owner, np.arange(n_img + 1))
+    return [
+        Detections(
+            np.ascontiguousarray(table[a:b, :4]), np.ascontiguousarray(table[a:b, 4]), table[a:b, 5].astype(np.int64)
+        )
+        for a, b in itertools.pairwise(bounds.tolist())
+    ]
+
+
+def _rank_in_group(group: Any, n_groups: int) -> Any:
+    """Each element's position within its run of equal ``group`` values (``group`` sorted ascending)."""
+    torch = require("torch")
+    counts = torch.bincount(group, minlength=n_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(group.shape[0], device=group.device) - starts[group]
+
+
+def _first_per_image(image: Any, scores: Any, n_img: int, limit: int) -> Any:
+    """Indices of the candidates to keep: per image, the ``limit`` best by score (the CPU decoder's cap),
+    in their original order."""
+    torch = require("torch")
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    order = by_score[torch.sort(image[by_score], stable=True).indices]  # per image, best first
+    kept = order[_rank_in_group(image[order], n_img) < limit]
+    return torch.sort(kept).values
 
 
 def decode_torch(

@@ -244,13 +244,19 @@ def count_videos(
     t0 = time.perf_counter()
     runner.run(on_result)
     seconds = time.perf_counter() - t0
-    mean = runner.stats.mean_ms()
+    mean, stats = runner.stats.mean_ms(), runner.stats
     return [
         CountResult(
-            counts={c.line.name: dict(c.counts) for c in p.counters}, frames=frames[k], skipped=skipped[k],
-            seconds=seconds, mean_ms={**mean, "track": track_ms[k] / frames[k] if frames[k] else 0.0},
-            tracks=p.tracks, mot_rows=p.mot_rows, errors=list(runner.stats.errors), interrupted=runner.stats.interrupted,
-        )  # fmt: skip
+            counts={c.line.name: dict(c.counts) for c in p.counters},
+            frames=frames[k],
+            skipped=skipped[k],
+            seconds=seconds,
+            mean_ms={**mean, "track": track_ms[k] / frames[k] if frames[k] else 0.0},
+            tracks=p.tracks,
+            mot_rows=p.mot_rows,
+            errors=list(stats.errors),
+            interrupted=stats.interrupted,
+        )
         for k, p in enumerate(people)
     ]
 

@@ -175,6 +175,7 @@ class TorchEngine(ClosesOnExit):
         self.device = torch.device("cuda", config.device)
         self.loaded_artifact = False
         self.build_seconds = 0.0
+        self.build_phases: dict[str, float] = {}  # seconds per step of the build, for benchmarks/gpu_torch.py
         self._fn: Any = fn
         self._compiled = compiled
         self._replays: dict[int, _Replay] = {}
@@ -351,14 +352,18 @@ class TorchEngineBuilder:
         folder = cfg.artifact_dir or model.path.with_suffix(".torch")
         meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes,
                             imgsz=model.info.imgsz, device=cfg.device)  # fmt: skip
+        phases = {"checkpoint_hash": time.perf_counter() - start}
         loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
+        phases["artifact"] = time.perf_counter() - start - sum(phases.values())
         module = _module(checkpoint, precision, device)
+        phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
         fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
         stream = cfg.stream or torch.cuda.Stream(device=device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
         try:
             for b in cfg.batch_sizes:
                 engine.prepare(b)
+                phases[f"compile_capture_b{b}"] = time.perf_counter() - start - sum(phases.values())
         except Exception as exc:  # inductor / CUDA raise assorted types
             engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
@@ -367,6 +372,7 @@ class TorchEngineBuilder:
             sizes = tuple(sorted({*cfg.batch_sizes, *(loaded.batch_sizes if loaded else ())}))
             save_artifact(folder, dataclasses.replace(meta, batch_sizes=sizes))
         engine.loaded_artifact, engine.build_seconds = loaded is not None, time.perf_counter() - start
+        engine.build_phases = {k: round(v, 3) for k, v in phases.items()}
         return engine
 
 

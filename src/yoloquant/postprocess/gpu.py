@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,12 +29,13 @@ from yoloquant.config import HeadType
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, InferenceError
 from yoloquant.postprocess.decode import MAX_NMS, MAX_WH, decode_boxes, decode_end2end
+from yoloquant.postprocess.masks import decode_segments
 from yoloquant.tasks import task_spec
 
 if TYPE_CHECKING:
     from yoloquant.backends.ort.cuda import CudaEngine, PendingOutputs
 
-__all__ = ["as_tensor", "decode_pending", "decode_torch"]
+__all__ = ["as_tensor", "decode_pending", "decode_segments_torch", "decode_torch"]
 
 _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float16): "<f2", np.dtype(np.uint8): "|u1"}
 
@@ -154,6 +157,56 @@ def decode_torch(
     if end2end:  # [B, N<=300, 6]: tiny, nothing to gain on the device
         return [decode_end2end(p.cpu().numpy(), conf=conf, max_det=max_det) for p in pred]
     return _decode_dfl(pred, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+
+
+def decode_segments_torch(
+    outputs: Sequence[Any], info: ModelInfo, *, conf: float = 0.25, max_det: int = 300
+) -> list[Detections]:
+    """Decode a YOLO26 end-to-end segmentation head's outputs held in ``torch.Tensor`` s (any device).
+
+    :func:`yoloquant.postprocess.masks.decode_segments`' results, with the mask work on the device: each kept
+    detection's coefficients times the prototypes, the bilinear upsample to the model input (half-pixel centres,
+    as OpenCV's ``INTER_LINEAR`` on float32), the threshold at 0 and the crop to the box; only the kept rows and
+    their boolean masks come back. A logit within float rounding of 0 can land on the other side than OpenCV's
+    (tests/gpu/test_gpu_postprocess.py bounds it).
+
+    Args:
+        outputs: ``[B, N, 6 + C]`` detections with mask coefficients and ``[B, C, H/4, W/4]`` prototypes.
+        info: The model's metadata (task ``segment``, end-to-end head).
+
+    Raises:
+        InferenceError: A DFL segmentation head, or outputs whose shapes do not fit (as the CPU decoder).
+
+    Example:
+        >>> dets = decode_segments_torch(engine.infer_gpu(pixels), engine.info, conf=0.25)  # doctest: +SKIP
+    """
+    torch = require("torch")
+    f = require("torch.nn.functional")
+    if info.head is not HeadType.END2END or len(outputs) < 2 or outputs[0].ndim != 3 or outputs[1].ndim != 4:
+        # the CPU decoder's checks and messages, on arrays of the same shapes (no data is copied)
+        decode_segments([np.empty(tuple(o.shape), np.float32) for o in outputs], info, conf=conf, iou=0.0,
+                        max_det=max_det, multi_label=False)  # fmt: skip
+    pred, protos = outputs[0].float(), outputs[1].float()
+    if pred.shape[2] != 6 + protos.shape[1] or pred.shape[0] != protos.shape[0]:
+        decode_segments([np.empty(tuple(pred.shape), np.float32), np.empty(tuple(protos.shape), np.float32)], info,
+                        conf=conf, iou=0.0, max_det=max_det, multi_label=False)  # fmt: skip
+    c, mh, mw = (int(v) for v in protos.shape[1:])
+    shape = (4 * mh, 4 * mw)
+    out = []
+    for p, m in zip(pred, protos, strict=True):
+        rows = p[p[:, 4] > conf][:max_det]
+        dets = decode_end2end(rows[:, :6].cpu().numpy(), conf=conf, max_det=max_det)
+        if rows.shape[0] == 0:
+            out.append(dataclasses.replace(dets, masks=np.zeros((0, *shape), bool)))
+            continue
+        logits = (rows[:, 6:] @ m.reshape(c, -1)).reshape(-1, 1, mh, mw)
+        up = f.interpolate(logits, size=shape, mode="bilinear", align_corners=False)[:, 0] > 0
+        x1, y1, x2, y2 = (rows[:, i, None, None] for i in range(4))
+        cols = torch.arange(shape[1], device=up.device, dtype=torch.float32)[None, None, :]
+        lines = torch.arange(shape[0], device=up.device, dtype=torch.float32)[None, :, None]
+        masks = up & (cols >= x1) & (cols < x2) & (lines >= y1) & (lines < y2)
+        out.append(dataclasses.replace(dets, masks=masks.cpu().numpy()))
+    return out
 
 
 def decode_pending(

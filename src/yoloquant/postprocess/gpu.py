@@ -93,15 +93,19 @@ def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label
         j = cls.argmax(1)
         i = torch.arange(rows.shape[0], device=rows.device)
     boxes, scores, classes, image = box[i], cls[i, j], j, b_idx[i]
-    cand = _first_per_image(image, scores, n_img, MAX_NMS)
+    if scores.shape[0] > MAX_NMS:  # shapes are known on the host after nonzero: the cap binds somewhere
+        cand = _first_per_image(image, scores, n_img, MAX_NMS)
+    else:
+        cand = torch.arange(scores.shape[0], device=scores.device)
     span = float(MAX_WH) * (cls.shape[1] + 1)  # wider than any class-offset box
     shifted = (boxes[cand] + classes[cand].to(boxes.dtype)[:, None] * float(MAX_WH)).double()
     shifted += image[cand].double()[:, None] * span
     keep = cand[_nms(shifted, scores[cand].double(), iou)]  # by descending score over the whole batch
     keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, by score within each
     keep = keep[_rank_in_group(image[keep], n_img) < max_det]
-    table = torch.cat([boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype)], 1)
-    table, owner = table.cpu().numpy(), image[keep].cpu().numpy()
+    columns = [boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype), image[keep, None].to(boxes.dtype)]
+    table = torch.cat(columns, 1).cpu().numpy()  # one download
+    owner = table[:, 6].astype(np.int64)
     bounds = np.searchsorted(owner, np.arange(n_img + 1))
     return [
         Detections(

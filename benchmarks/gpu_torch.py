@@ -209,6 +209,11 @@ def _load_phase(art: Path, onnx: Path) -> None:
     }))  # fmt: skip
 
 
+def _load_experiments(model: Any, art: Path, tmp: Path) -> dict[str, Any]:
+    cold = _load_seconds(art, model)  # no artifact yet: this fresh process compiles and saves it
+    return {"cold_build": cold, "load": _load_seconds(art, model), "precompile": _precompile_experiment(model, tmp)}
+
+
 def _precompile_experiment(model: Any, tmp: Path) -> dict[str, Any]:
     """Dynamo's own cache (``TORCH_CACHING_PRECOMPILE=1``: traced bytecode and guards saved with the artifact,
     so a load skips tracing): a cold build in one fresh process, then a load in another."""
@@ -253,7 +258,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency"), default="all")
+    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency", "load-experiments"),
+                    default="all")  # fmt: skip
     ap.add_argument("--precompile", action="store_true", help="also try Dynamo's precompile cache for the load")
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
@@ -270,10 +276,11 @@ def main() -> None:
             print(json.dumps(_streams(engine, args.frames_per_engine)))
         return
     tmp = Path(tempfile.mkdtemp())
-    art = tmp / "yolov8n.torch"
-    model = _export(tmp / "export")
+    art, model = tmp / "yolov8n.torch", _export(tmp / "export")
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report |= {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": "yolov8n fp16"}
+    if args.phase == "load-experiments":  # the saved-code load alone: cold build and load, then with Dynamo's cache
+        report["load_experiments"] = _load_experiments(model, art, tmp)
     if args.phase == "latency":  # the model-level latencies alone (no end to end, load or streams)
         with _build(model, art) as engine, _build(model, tmp / "eager", compile_=False) as eager:
             report["latency_ms"] = _latency(engine, eager, args.rounds)

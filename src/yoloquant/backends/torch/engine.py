@@ -318,16 +318,28 @@ def _module(checkpoint: Path, precision: Precision, device: Any) -> Any:
             # (an unbacked symbol); plain floats give the same anchors
             m.stride = [float(s) for s in m.stride]
 
-    class UInt8Input(torch.nn.Module):  # type: ignore[misc,name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
+    return _uint8_input(net, dtype).eval()
 
-        def forward(self, x: Any) -> Any:
-            out = self.net(x.to(dtype).div(255).contiguous(memory_format=torch.channels_last))
-            return out[0] if isinstance(out, (list, tuple)) else out
 
-    return UInt8Input().eval()
+def _uint8_input(net: Any, dtype: Any) -> Any:
+    """``net`` behind a uint8 input (``/255`` on the GPU), as an instance of a module-level class: Dynamo's
+    precompile cache (``TORCH_CACHING_PRECOMPILE=1``) refuses classes defined in a function's scope."""
+    cls = globals().get("_UInt8Input")
+    if cls is None:  # made on first use: torch is imported lazily, so the class cannot be defined at import
+        torch = require("torch")
+
+        class _UInt8Input(torch.nn.Module):  # type: ignore[misc,name-defined]
+            def __init__(self, net: Any, dtype: Any) -> None:
+                super().__init__()
+                self.net, self.dtype, self.layout = net, dtype, torch.channels_last
+
+            def forward(self, x: Any) -> Any:
+                out = self.net(x.to(self.dtype).div(255).contiguous(memory_format=self.layout))
+                return out[0] if isinstance(out, (list, tuple)) else out
+
+        _UInt8Input.__qualname__ = "_UInt8Input"  # importable by module and name, like a top-level class
+        globals()["_UInt8Input"] = cls = _UInt8Input
+    return cls(net, dtype)
 
 
 class TorchEngineBuilder:

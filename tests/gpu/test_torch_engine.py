@@ -130,8 +130,9 @@ def test_gpu_letterbox_and_decode_give_the_cpu_path_detections(fp32_engine: Torc
     assert max(_matched(g, r) for g, r in zip(got, ref, strict=True)) < 1.0
 
 
-def test_eager_graphs_of_several_batch_sizes_keep_their_anchors(exported: OnnxModel, fp32_engine: TorchEngine,
-                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_eager_graphs_of_several_batch_sizes_keep_their_anchors(
+    exported: OnnxModel, fp32_engine: TorchEngine, tmp_path: Path, same_detections: Any
+) -> None:
     """Each batch size's warm-up made new head anchors and freed the ones the previous graph reads: after the
     allocator hands that memory out again (or gives it back to the driver), batch 1 must still be right."""
     from yoloquant.postprocess.decode import decode
@@ -150,6 +151,7 @@ def test_eager_graphs_of_several_batch_sizes_keep_their_anchors(exported: OnnxMo
         torch.cuda.synchronize()
         for engine in (eager, twin):
             got = decode(engine.infer(frame), exported.info, conf=0.25)[0]
-            assert len(ref.boxes) > 0 and _matched(got, ref) < 1.0  # same classes, boxes within 1 px
+            assert len(ref.boxes) > 0
+            same_detections(got, ref, conf=0.25)  # same classes, boxes within 1 px (eager vs compiled rounding)
         twin.close()
         del junk

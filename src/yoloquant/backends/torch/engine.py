@@ -84,15 +84,14 @@ class _Replay:
         self.input = torch.zeros(shape, dtype=torch.uint8, device=device)
         side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
-        # cuDNN's benchmark mode picks each conv's fastest algorithm during the warm-up; the capture keeps it
-        with _cudnn_benchmark(), torch.cuda.stream(side), torch.inference_mode():
+        with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):  # compiles (first call) and warms up outside the capture
                 fn(self.input)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph, self.fn = None, fn
         if graph:
             self.graph = torch.cuda.CUDAGraph()
-            with _cudnn_benchmark(), torch.cuda.graph(self.graph), torch.inference_mode():
+            with torch.cuda.graph(self.graph), torch.inference_mode():
                 self.outputs = _as_list(fn(self.input))
         # The graph reads tensors the model keeps as attributes (the head's anchors and strides, made on the
         # first call at a new shape). The next batch size's warm-up replaces them, which would free the memory
@@ -119,10 +118,6 @@ class _Replay:
 
 def _as_list(out: Any) -> list[Any]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
-
-
-def _cudnn_benchmark() -> Any:
-    return require("torch").backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False)
 
 
 def held_tensors(fn: Any) -> list[Any]:

@@ -71,7 +71,7 @@ def _e2e_torch(engine: Any, frames: list[np.ndarray], batch: int) -> Any:
             gpu = [torch.from_numpy(f).pin_memory().cuda(non_blocking=True) for f in frames[i : i + batch]]
             pixels, metas = letterbox_batch(gpu, 640)
             (pred,) = engine.infer_gpu(pixels)
-            dets = decode_torch(pred, engine.info, conf=0.25)
+            dets = decode_torch(pred, engine.info, conf=0.25, multi_label=False)  # predict's setting
             [scale_detections(d, m) for d, m in zip(dets, metas, strict=True)]
 
     return run
@@ -93,8 +93,24 @@ def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
     """Median ms: public infer() (host uint8 in, numpy out) and upload + run (no download), batch 1 and 16."""
     x1 = np.random.default_rng(0).integers(0, 255, (1, 3, 640, 640), dtype=np.uint8)
     x16 = np.random.default_rng(1).integers(0, 255, (16, 3, 640, 640), dtype=np.uint8)
+    staged1 = engine.staging_buffer(1)
+    staged1[...] = x1  # as a letterbox writing straight into it would leave it
+
+    def staged_infer() -> None:
+        engine.infer(engine.staging_buffer(1))
+
+    def staged_fill_infer() -> None:
+        buf = engine.staging_buffer(1)
+        buf[...] = x1
+        engine.infer(buf)
+
     cases = {
         "compiled_infer_b1": lambda: engine.infer(x1),
+        "compiled_infer_b1_staging_buffer": staged_infer,
+        "compiled_infer_b1_staging_buffer_with_fill": staged_fill_infer,
+        "compiled_upload_run_b1_staging_buffer": lambda: engine.infer_async(
+            engine.staging_buffer(1), download=False
+        ).synchronize(),
         "compiled_upload_run_b1": lambda: engine.infer_async(x1, download=False).synchronize(),
         "eager_graph_infer_b1": lambda: eager.infer(x1),
         "compiled_infer_b16": lambda: engine.infer(x16),
@@ -170,8 +186,7 @@ def _load_seconds(art: Path, model: Any) -> dict[str, Any]:
     """A fresh process builds the engine from the saved compiled code: wall seconds of the build."""
     cmd = [sys.executable, __file__, "--phase", "load", "--art", str(art), "--onnx", str(model.path), "--out", "-"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    seconds, loaded = out.strip().splitlines()[-1].split()
-    return {"load_from_artifact_s": round(float(seconds), 2), "loaded_from_artifact": loaded == "True"}
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _load_phase(art: Path, onnx: Path) -> None:
@@ -181,7 +196,42 @@ def _load_phase(art: Path, onnx: Path) -> None:
     model = type(model)(path=model.path, info=model.info, precision=model.precision, checkpoint=PT)
     start = time.perf_counter()
     engine = _build(model, art)
-    print(time.perf_counter() - start, engine.loaded_artifact)
+    seconds = time.perf_counter() - start
+    x = np.zeros((1, 3, 640, 640), np.uint8)
+    first = time.perf_counter()
+    engine.infer(x)
+    print(json.dumps({
+        "load_from_artifact_s": round(seconds, 2),
+        "loaded_from_artifact": engine.loaded_artifact,
+        "load_phases_s": engine.build_phases,
+        "first_infer_ms": round((time.perf_counter() - first) * 1e3, 2),
+        "caching_precompile": os.environ.get("TORCH_CACHING_PRECOMPILE", "0"),
+    }))  # fmt: skip
+
+
+def _load_experiments(model: Any, art: Path, tmp: Path) -> dict[str, Any]:
+    cold = _load_seconds(art, model)  # no artifact yet: this fresh process compiles and saves it
+    return {"cold_build": cold, "load": _load_seconds(art, model), "precompile": _precompile_experiment(model, tmp)}
+
+
+def _precompile_experiment(model: Any, tmp: Path) -> dict[str, Any]:
+    """Dynamo's own cache (``TORCH_CACHING_PRECOMPILE=1``: traced bytecode and guards saved with the artifact,
+    so a load skips tracing): a cold build in one fresh process, then a load in another."""
+    env = {**os.environ, "TORCH_CACHING_PRECOMPILE": "1"}
+    out: dict[str, Any] = {}
+    for step in ("cold", "load"):
+        cmd = [sys.executable, __file__, "--phase", "load", "--art", str(tmp / "precompile"), "--onnx",
+               str(model.path), "--out", "-"]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False, timeout=240)
+        except subprocess.TimeoutExpired:
+            out[step] = {"error": "timed out after 240 s"}
+            break
+        if proc.returncode != 0:
+            out[step] = {"error": proc.stderr[-800:]}
+            break
+        out[step] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
 
 
 def _map(model: Any, art: Path, data: Path) -> dict[str, Any]:
@@ -208,7 +258,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency"), default="all")
+    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency", "load-experiments"),
+                    default="all")  # fmt: skip
+    ap.add_argument("--precompile", action="store_true", help="also try Dynamo's precompile cache for the load")
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
@@ -224,10 +276,11 @@ def main() -> None:
             print(json.dumps(_streams(engine, args.frames_per_engine)))
         return
     tmp = Path(tempfile.mkdtemp())
-    art = tmp / "yolov8n.torch"
-    model = _export(tmp / "export")
+    art, model = tmp / "yolov8n.torch", _export(tmp / "export")
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report |= {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": "yolov8n fp16"}
+    if args.phase == "load-experiments":  # the saved-code load alone: cold build and load, then with Dynamo's cache
+        report["load_experiments"] = _load_experiments(model, art, tmp)
     if args.phase == "latency":  # the model-level latencies alone (no end to end, load or streams)
         with _build(model, art) as engine, _build(model, tmp / "eager", compile_=False) as eager:
             report["latency_ms"] = _latency(engine, eager, args.rounds)
@@ -236,6 +289,10 @@ def main() -> None:
         engine = _build(model, art)
         report["cold_build_s"] = round(time.perf_counter() - start, 1)
         report |= _load_seconds(art, model)
+        print(json.dumps(report, indent=1), flush=True)
+        if args.precompile:
+            report["load_precompile_experiment"] = _precompile_experiment(model, tmp)
+            print(json.dumps(report["load_precompile_experiment"]), flush=True)
         with engine, _build(model, tmp / "eager", compile_=False) as eager:
             report["latency_ms"] = _latency(engine, eager, args.rounds)
             print(json.dumps(report, indent=1), flush=True)

@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="line rule: 'debounced' (3 points in a row past a 2%%-of-height dead band) or 'reference' (any flip)",
     )  # fmt: skip
     p.add_argument("--batch", type=int, default=1, help="frames (or tiles) per engine call")
+    p.add_argument("--gpu", action="store_true", help="letterbox, batches and decode on the GPU (--backend torch)")
     p.add_argument("--tile", type=int, default=0, help="cut frames into tiles of this size (0: whole frames)")
     p.add_argument("--conf", type=float, default=0.1, help="detector score threshold (ByteTrack uses low scores too)")
     p.add_argument("--max-frames", type=int, default=None)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 tracker=TrackerConfig(detector_conf=args.conf),
                 max_frames=args.max_frames, start=args.start, loop=args.loop,
                 on_frame=(lambda r: jsonl.write(json.dumps(r) + "\n")) if jsonl else None,
-                video_out=args.video, live=not args.quiet, keep_tracks=args.mot is not None,
+                video_out=args.video, live=not args.quiet, keep_tracks=args.mot is not None, gpu=args.gpu,
             )  # fmt: skip
     finally:
         if jsonl is not None:

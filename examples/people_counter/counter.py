@@ -1,10 +1,14 @@
 """The people counter's core: stream -> detections -> ByteTrack (Roboflow's ``trackers``) -> line / zone counts.
 
-``count_video`` is what the command line (``count_people.py``) and ``benchmarks/people_counter.py`` both run.
+``count_video`` is what the command line (``count_people.py``) and ``benchmarks/people_counter.py`` both run;
+``count_videos`` counts several streams (cameras) through one engine, their frames batched together
+(``benchmarks/people_counter_gpu.py``). ``gpu=True`` keeps letterbox, batches and decode on the GPU
+(:class:`yoloquant.stream.GpuStreamRunner`, for the torch backend's engines).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,10 +21,10 @@ from counting import Line, LineCounter, ZoneCounter
 
 from yoloquant._optional import require
 from yoloquant.protocols import Engine
-from yoloquant.stream import FrameResult, StreamRunner, TileConfig
+from yoloquant.stream import FrameResult, GpuStreamRunner, StreamRunner, TileConfig
 from yoloquant.stream.source import SourceInput, VideoSource
 
-__all__ = ["CountResult", "PeopleCounter", "count_video"]
+__all__ = ["CountResult", "PeopleCounter", "count_video", "count_videos"]
 
 PERSON = 0  # COCO class index
 
@@ -153,6 +157,7 @@ def count_video(
     video_out: Path | None = None,
     live: bool = False,
     keep_tracks: bool = False,
+    gpu: bool = False,
 ) -> CountResult:
     """Count people in one video stream end to end (decode, inference, tracking, counting), timed as a whole."""
     tracker = tracker or TrackerConfig()
@@ -161,7 +166,7 @@ def count_video(
         if not isinstance(source, str | Path | int)
         else VideoSource(source, loop=loop, max_frames=max_frames, start=start)
     )
-    runner = StreamRunner(
+    runner = (GpuStreamRunner if gpu else StreamRunner)(
         engine, src, batch_size=batch_size, conf=tracker.detector_conf, classes=(PERSON,), tiles=tiles,
         keep_images=video_out is not None,
     )  # fmt: skip
@@ -199,6 +204,61 @@ def count_video(
         frames=stats.frames, skipped=stats.skipped, seconds=seconds, mean_ms=mean,
         tracks=counter.tracks, mot_rows=counter.mot_rows, errors=list(stats.errors), interrupted=stats.interrupted,
     )  # fmt: skip
+
+
+def count_videos(
+    engine: Engine,
+    sources: Sequence[SourceInput],
+    counters: Sequence[LineCounter | ZoneCounter],
+    *,
+    batch_size: int = 8,
+    gpu: bool = False,
+    tiles: TileConfig | None = None,
+    tracker: TrackerConfig | None = None,
+    max_frames: int | None = None,
+    keep_tracks: bool = False,
+) -> list[CountResult]:
+    """Count people in several streams at once through one engine: frames of all streams share its batches;
+    each stream has its own tracker and its own copy of ``counters``. One result per stream, in order; their
+    ``seconds`` are the wall time of the whole run (so their frames summed over it is the service's rate)."""
+    tracker = tracker or TrackerConfig()
+    srcs = [s if not isinstance(s, str | Path | int) else VideoSource(s, max_frames=max_frames) for s in sources]
+    runner = (GpuStreamRunner if gpu else StreamRunner)(
+        engine, srcs, batch_size=batch_size, conf=tracker.detector_conf, classes=(PERSON,), tiles=tiles,
+        keep_images=False,
+    )  # fmt: skip
+    people = [
+        PeopleCounter(copy.deepcopy(list(counters)), fps=src.fps or 25.0, tracker=tracker, keep_tracks=keep_tracks)
+        for src in runner.sources
+    ]
+    track_ms = [0.0] * len(people)
+    frames = [0] * len(people)
+    skipped = [0] * len(people)
+
+    def on_result(result: FrameResult) -> None:
+        record, _, _ = people[result.stream].update(result)
+        track_ms[result.stream] += record["ms"]["track"]
+        frames[result.stream] += 1
+        skipped[result.stream] += not result.ok
+
+    t0 = time.perf_counter()
+    runner.run(on_result)
+    seconds = time.perf_counter() - t0
+    mean, stats = runner.stats.mean_ms(), runner.stats
+    return [
+        CountResult(
+            counts={c.line.name: dict(c.counts) for c in p.counters},
+            frames=frames[k],
+            skipped=skipped[k],
+            seconds=seconds,
+            mean_ms={**mean, "track": track_ms[k] / frames[k] if frames[k] else 0.0},
+            tracks=p.tracks,
+            mot_rows=p.mot_rows,
+            errors=list(stats.errors),
+            interrupted=stats.interrupted,
+        )
+        for k, p in enumerate(people)
+    ]
 
 
 def _show(record: dict[str, Any], fps: float) -> None:

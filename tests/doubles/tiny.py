@@ -60,7 +60,11 @@ def tiny_onnx(
         initializer=inits,
     )
     opset = 21 if qdq in (TensorProto.INT4, TensorProto.UINT4) else 23 if qdq == TensorProto.FLOAT4E2M1 else 19
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    # a newer onnx writes a newer IR version than an older ONNX Runtime reads (the GPU machine: onnx 1.23 writes
+    # IR 14, its onnxruntime 1.30 reads up to 13); IR 10 holds opset 19-21 and IR 11 opset 23
+    proto.ir_version = min(proto.ir_version, 11 if opset > 21 else 10)
+    onnx.save(proto, str(path))
     return path
 
 

@@ -128,3 +128,30 @@ def test_gpu_letterbox_and_decode_give_the_cpu_path_detections(fp32_engine: Torc
     ]
     ref = _detect(fp32_engine, IMAGES[:4])
     assert max(_matched(g, r) for g, r in zip(got, ref, strict=True)) < 1.0
+
+
+def test_eager_graphs_of_several_batch_sizes_keep_their_anchors(
+    exported: OnnxModel, fp32_engine: TorchEngine, tmp_path: Path, same_detections: Any
+) -> None:
+    """Each batch size's warm-up made new head anchors and freed the ones the previous graph reads: after the
+    allocator hands that memory out again (or gives it back to the driver), batch 1 must still be right."""
+    from yoloquant.postprocess.decode import decode
+
+    frame = preprocess(read_image(IMAGES[0]), 640)[0][None]
+    ref = decode(fp32_engine.infer(frame), exported.info, conf=0.25)[0]
+    cfg = TorchEngineConfig(precision="fp32", batch_sizes=(1, 16), compile=False, artifact_dir=tmp_path)
+    with TorchEngineBuilder(cfg).build(exported) as eager:
+        twin = eager.on_stream()  # prepares both sizes again: the head's anchors are replaced once more
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # unreferenced blocks go back to the driver: a graph reading one faults
+        junk = []
+        for _ in range(64):  # every stream of PyTorch's pool, so freed blocks of any stream are reused
+            with torch.cuda.stream(torch.cuda.Stream()):
+                junk += [torch.full((n,), 1e4, device="cuda") for n in (8400, 16800, 4200, 2100, 525)]
+        torch.cuda.synchronize()
+        for engine in (eager, twin):
+            got = decode(engine.infer(frame), exported.info, conf=0.25)[0]
+            assert len(ref.boxes) > 0
+            same_detections(got, ref, conf=0.25)  # same classes, boxes within 1 px (eager vs compiled rounding)
+        twin.close()
+        del junk

@@ -138,3 +138,25 @@ def test_ctrl_c_stops_a_looped_counter_cleanly_and_writes_the_summary(yolov8n_on
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["interrupted"] is True and summary["frames"] >= 1
     assert json.loads(out)["frames"] == summary["frames"]
+
+
+def test_count_videos_gives_each_stream_the_counts_of_counting_it_alone(engine) -> None:  # type: ignore[no-untyped-def]
+    """Several streams through one engine (their frames interleaved in its batches): each has its own tracker
+    and counters, so each counts and tracks exactly as if it ran alone."""
+    pytest.importorskip("trackers")
+    from counter import count_video, count_videos
+    from counting import parse_counter
+
+    from yoloquant.stream import VideoSource
+
+    def lines() -> list:  # type: ignore[type-arg]
+        return [parse_counter("x=384"), parse_counter("y=216")]
+
+    alone = count_video(engine, VideoSource(VIDEO, max_frames=50, start=100), lines(), keep_tracks=True)
+    both = count_videos(engine, [VideoSource(VIDEO, max_frames=50, start=100) for _ in range(2)], lines(),
+                        batch_size=1, keep_tracks=True)  # fmt: skip
+    assert len(both) == 2 and alone.frames == 50 and len(alone.mot_rows) > 20
+    for r in both:
+        assert r.frames == 50 and r.counts == alone.counts
+        assert [row[:2] for row in r.mot_rows] == [row[:2] for row in alone.mot_rows]
+        np.testing.assert_allclose([row[2:6] for row in r.mot_rows], [row[2:6] for row in alone.mot_rows], atol=1e-3)

@@ -16,6 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,12 +29,13 @@ from yoloquant.config import HeadType
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, InferenceError
 from yoloquant.postprocess.decode import MAX_NMS, MAX_WH, decode_boxes, decode_end2end
+from yoloquant.postprocess.masks import decode_segments
 from yoloquant.tasks import task_spec
 
 if TYPE_CHECKING:
     from yoloquant.backends.ort.cuda import CudaEngine, PendingOutputs
 
-__all__ = ["as_tensor", "decode_pending", "decode_torch"]
+__all__ = ["as_tensor", "decode_pending", "decode_segments_torch", "decode_torch"]
 
 _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float16): "<f2", np.dtype(np.uint8): "|u1"}
 
@@ -66,12 +70,17 @@ def _nms(boxes: Any, scores: Any, iou: float) -> Any:
 
 
 def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label: bool) -> list[Detections]:
-    """A batch's ``[B, 4 + nc, anchors]`` output -> detections, with few host round trips.
+    """A batch's ``[B, 4 + nc, anchors]`` output -> detections, with a fixed handful of host round trips.
 
     Candidates of the whole batch are gathered at once (image-major, anchor-ascending, then class: the
-    CPU decoder's order); only NMS runs per image, then one download of all kept rows.
+    CPU decoder's order) and go through **one** NMS call: each box is offset by its class (``class * 7680``,
+    in float32 as the CPU decoder does) and then by its image (in float64, so the offsets keep the
+    coordinates' precision), so boxes of different images or classes never overlap. The per-image caps
+    (:data:`MAX_NMS` candidates by score, ``max_det`` kept) are applied by rank within each image on the
+    device; one download of all kept rows.
     """
     torch = require("torch")
+    n_img = int(pred.shape[0])
     x = pred.transpose(1, 2)  # [B, anchors, 4 + nc]
     b_idx, a_idx = torch.nonzero(x[..., 4:].amax(-1) > conf, as_tuple=True)
     rows = x[b_idx, a_idx]
@@ -83,25 +92,45 @@ def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label
     else:  # every candidate row's best score is above conf by construction
         j = cls.argmax(1)
         i = torch.arange(rows.shape[0], device=rows.device)
-    boxes, scores, classes = box[i], cls[i, j], j
-    counts = torch.bincount(b_idx[i], minlength=pred.shape[0]).tolist()
-    keep_all = []
-    start = 0
-    for n in counts:
-        idx = torch.arange(start, start + n, device=rows.device)
-        start += n
-        if n > MAX_NMS:
-            idx = idx[torch.sort(scores[idx], descending=True, stable=True).indices[:MAX_NMS]]
-        offset = classes[idx].to(boxes.dtype)[:, None] * float(MAX_WH)
-        keep_all.append(idx[_nms(boxes[idx] + offset, scores[idx], iou)[:max_det]])
-    keep = torch.cat(keep_all)
-    table = torch.cat([boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype)], 1).cpu().numpy()
-    out, start = [], 0
-    for part in keep_all:
-        t = table[start : start + part.shape[0]]
-        start += part.shape[0]
-        out.append(Detections(np.ascontiguousarray(t[:, :4]), np.ascontiguousarray(t[:, 4]), t[:, 5].astype(np.int64)))
-    return out
+    boxes, scores, classes, image = box[i], cls[i, j], j, b_idx[i]
+    if scores.shape[0] > MAX_NMS:  # shapes are known on the host after nonzero: the cap binds somewhere
+        cand = _first_per_image(image, scores, n_img, MAX_NMS)
+    else:
+        cand = torch.arange(scores.shape[0], device=scores.device)
+    span = float(MAX_WH) * (cls.shape[1] + 1)  # wider than any class-offset box
+    shifted = (boxes[cand] + classes[cand].to(boxes.dtype)[:, None] * float(MAX_WH)).double()
+    shifted += image[cand].double()[:, None] * span
+    keep = cand[_nms(shifted, scores[cand].double(), iou)]  # by descending score over the whole batch
+    keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, by score within each
+    keep = keep[_rank_in_group(image[keep], n_img) < max_det]
+    columns = [boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype), image[keep, None].to(boxes.dtype)]
+    table = torch.cat(columns, 1).cpu().numpy()  # one download
+    owner = table[:, 6].astype(np.int64)
+    bounds = np.searchsorted(owner, np.arange(n_img + 1))
+    return [
+        Detections(
+            np.ascontiguousarray(table[a:b, :4]), np.ascontiguousarray(table[a:b, 4]), table[a:b, 5].astype(np.int64)
+        )
+        for a, b in itertools.pairwise(bounds.tolist())
+    ]
+
+
+def _rank_in_group(group: Any, n_groups: int) -> Any:
+    """Each element's position within its run of equal ``group`` values (``group`` sorted ascending)."""
+    torch = require("torch")
+    counts = torch.bincount(group, minlength=n_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(group.shape[0], device=group.device) - starts[group]
+
+
+def _first_per_image(image: Any, scores: Any, n_img: int, limit: int) -> Any:
+    """Indices of the candidates to keep: per image, the ``limit`` best by score (the CPU decoder's cap),
+    in their original order."""
+    torch = require("torch")
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    order = by_score[torch.sort(image[by_score], stable=True).indices]  # per image, best first
+    kept = order[_rank_in_group(image[order], n_img) < limit]
+    return torch.sort(kept).values
 
 
 def decode_torch(
@@ -132,6 +161,56 @@ def decode_torch(
     if end2end:  # [B, N<=300, 6]: tiny, nothing to gain on the device
         return [decode_end2end(p.cpu().numpy(), conf=conf, max_det=max_det) for p in pred]
     return _decode_dfl(pred, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+
+
+def decode_segments_torch(
+    outputs: Sequence[Any], info: ModelInfo, *, conf: float = 0.25, max_det: int = 300
+) -> list[Detections]:
+    """Decode a YOLO26 end-to-end segmentation head's outputs held in ``torch.Tensor`` s (any device).
+
+    :func:`yoloquant.postprocess.masks.decode_segments`' results, with the mask work on the device: each kept
+    detection's coefficients times the prototypes, the bilinear upsample to the model input (half-pixel centres,
+    as OpenCV's ``INTER_LINEAR`` on float32), the threshold at 0 and the crop to the box; only the kept rows and
+    their boolean masks come back. A logit within float rounding of 0 can land on the other side than OpenCV's
+    (tests/gpu/test_gpu_postprocess.py bounds it).
+
+    Args:
+        outputs: ``[B, N, 6 + C]`` detections with mask coefficients and ``[B, C, H/4, W/4]`` prototypes.
+        info: The model's metadata (task ``segment``, end-to-end head).
+
+    Raises:
+        InferenceError: A DFL segmentation head, or outputs whose shapes do not fit (as the CPU decoder).
+
+    Example:
+        >>> dets = decode_segments_torch(engine.infer_gpu(pixels), engine.info, conf=0.25)  # doctest: +SKIP
+    """
+    torch = require("torch")
+    f = require("torch.nn.functional")
+    if info.head is not HeadType.END2END or len(outputs) < 2 or outputs[0].ndim != 3 or outputs[1].ndim != 4:
+        # the CPU decoder's checks and messages, on arrays of the same shapes (no data is copied)
+        decode_segments([np.empty(tuple(o.shape), np.float32) for o in outputs], info, conf=conf, iou=0.0,
+                        max_det=max_det, multi_label=False)  # fmt: skip
+    pred, protos = outputs[0].float(), outputs[1].float()
+    if pred.shape[2] != 6 + protos.shape[1] or pred.shape[0] != protos.shape[0]:
+        decode_segments([np.empty(tuple(pred.shape), np.float32), np.empty(tuple(protos.shape), np.float32)], info,
+                        conf=conf, iou=0.0, max_det=max_det, multi_label=False)  # fmt: skip
+    c, mh, mw = (int(v) for v in protos.shape[1:])
+    shape = (4 * mh, 4 * mw)
+    out = []
+    for p, m in zip(pred, protos, strict=True):
+        rows = p[p[:, 4] > conf][:max_det]
+        dets = decode_end2end(rows[:, :6].cpu().numpy(), conf=conf, max_det=max_det)
+        if rows.shape[0] == 0:
+            out.append(dataclasses.replace(dets, masks=np.zeros((0, *shape), bool)))
+            continue
+        logits = (rows[:, 6:] @ m.reshape(c, -1)).reshape(-1, 1, mh, mw)
+        up = f.interpolate(logits, size=shape, mode="bilinear", align_corners=False)[:, 0] > 0
+        x1, y1, x2, y2 = (rows[:, i, None, None] for i in range(4))
+        cols = torch.arange(shape[1], device=up.device, dtype=torch.float32)[None, None, :]
+        lines = torch.arange(shape[0], device=up.device, dtype=torch.float32)[None, :, None]
+        masks = up & (cols >= x1) & (cols < x2) & (lines >= y1) & (lines < y2)
+        out.append(dataclasses.replace(dets, masks=masks.cpu().numpy()))
+    return out
 
 
 def decode_pending(

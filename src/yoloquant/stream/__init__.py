@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from yoloquant.stream.gpu import GpuStreamRunner
 from yoloquant.stream.runner import FrameResult, StreamConfig, StreamRunner
 from yoloquant.stream.source import ArraySource, Frame, FrameSource, VideoSource, open_source
 from yoloquant.stream.stats import StreamStats
@@ -19,6 +20,7 @@ __all__ = [
     "Frame",
     "FrameResult",
     "FrameSource",
+    "GpuStreamRunner",
     "StreamConfig",
     "StreamRunner",
     "StreamStats",

@@ -113,7 +113,7 @@ class _Unit:
 
     slot: int
     tile: int
-    pixels: np.ndarray
+    pixels: Any  # uint8 [3, H, W]: numpy, or a device tensor in a GPU runner
     meta: LetterboxMeta
 
 
@@ -159,7 +159,7 @@ class StreamRunner:
             names = [f.name for f in dataclasses.fields(StreamConfig)]
             msg = f"unknown StreamRunner option in {sorted(changes)}; StreamConfig has {names}"
             raise ConfigError(msg) from exc
-        if self.config.batch_size > 1 and not engine.info.dynamic_batch:
+        if self.config.batch_size > 1 and not self._batches(engine):
             msg = (
                 f"batch_size={self.config.batch_size} needs an engine with a dynamic batch; this one has a fixed "
                 "batch of 1: export with QuantPipeline.from_ultralytics(..., dynamic=True), or use batch_size=1"
@@ -340,9 +340,7 @@ class StreamRunner:
                 continue
             h, w = image.shape[:2]
             tiles[slot] = tile_grid(h, w, self.config.tiles) if self.config.tiles else [(0, 0, h, w)]
-            for k, (y1, x1, y2, x2) in enumerate(tiles[slot]):
-                crop = image if self.config.tiles is None else image[y1:y2, x1:x2]
-                pixels, meta = preprocess(crop, imgsz, mode="predict")
+            for k, (pixels, meta) in enumerate(self._letterbox(image, tiles[slot], imgsz)):
                 units.append(_Unit(slot, k, pixels, meta))
         pre_ms = (time.perf_counter() - t0) * 1e3
         parts, infer_ms, post_ms = self._infer(units)
@@ -384,20 +382,16 @@ class StreamRunner:
     def _infer(
         self, units: list[_Unit]
     ) -> tuple[dict[tuple[int, int], Detections], dict[int, float], dict[int, float]]:
-        cfg, info = self.config, self.engine.info
+        cfg = self.config
         parts: dict[tuple[int, int], Detections] = {}
         infer_ms: dict[int, float] = {}
         post_ms: dict[int, float] = {}
         for start in range(0, len(units), cfg.batch_size):
             chunk = units[start : start + cfg.batch_size]
-            pixels = np.stack([u.pixels for u in chunk])
-            if cfg.pad_batch and len(chunk) < cfg.batch_size:
-                pad = np.full((cfg.batch_size - len(chunk), *pixels.shape[1:]), 114, np.uint8)
-                pixels = np.concatenate([pixels, pad])
             t0 = time.perf_counter()
-            outputs = self.engine.infer(normalize_pixels(pixels))
+            outputs = self._run_batch([u.pixels for u in chunk])
             t1 = time.perf_counter()
-            dets = decode(outputs, info, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, multi_label=False)
+            dets = self._decode(outputs)[: len(chunk)]
             for u, d in zip(chunk, dets, strict=False):
                 keep = np.isin(d.classes, cfg.classes) if cfg.classes is not None else slice(None)
                 parts[(u.slot, u.tile)] = Detections(
@@ -408,6 +402,30 @@ class StreamRunner:
                 infer_ms[u.slot] = infer_ms.get(u.slot, 0.0) + (t1 - t0) * 1e3 / len(chunk)
                 post_ms[u.slot] = post_ms.get(u.slot, 0.0) + (t2 - t1) * 1e3 / len(chunk)
         return parts, infer_ms, post_ms
+
+    # what a GPU runner (:mod:`yoloquant.stream.gpu`) does on the device instead --------------------------------
+
+    def _batches(self, engine: Engine) -> bool:
+        """Whether ``engine`` takes batches above 1."""
+        return bool(engine.info.dynamic_batch)
+
+    def _letterbox(self, image: np.ndarray, grid: list[tuple[int, int, int, int]], imgsz: int) -> list[Any]:
+        """The engine inputs of one frame: its letterboxed tiles (or the whole frame) and their metadata."""
+        crops = [image] if self.config.tiles is None else [image[y1:y2, x1:x2] for y1, x1, y2, x2 in grid]
+        return [preprocess(crop, imgsz, mode="predict") for crop in crops]
+
+    def _run_batch(self, pixels: list[Any]) -> Any:
+        """One engine call on these units' pixels, padded to ``batch_size`` when ``pad_batch``."""
+        cfg = self.config
+        batch = np.stack(pixels)
+        if cfg.pad_batch and len(pixels) < cfg.batch_size:
+            pad = np.full((cfg.batch_size - len(pixels), *batch.shape[1:]), 114, np.uint8)
+            batch = np.concatenate([batch, pad])
+        return self.engine.infer(normalize_pixels(batch))
+
+    def _decode(self, outputs: Any) -> list[Detections]:
+        cfg = self.config
+        return decode(outputs, self.engine.info, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, multi_label=False)
 
     def _result(
         self,

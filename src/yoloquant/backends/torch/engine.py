@@ -93,6 +93,10 @@ class _Replay:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph), torch.inference_mode():
                 self.outputs = _as_list(fn(self.input))
+        # The graph reads tensors the model keeps as attributes (the head's anchors and strides, made on the
+        # first call at a new shape). The next batch size's warm-up replaces them, which would free the memory
+        # this graph still reads: hold them as long as the graph lives.
+        self.held = held_tensors(fn)
         self.staging = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
         self.staged = torch.cuda.Event()
         self.staged.record()
@@ -114,6 +118,18 @@ class _Replay:
 
 def _as_list(out: Any) -> list[Any]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def held_tensors(fn: Any) -> list[Any]:
+    """Tensors that ``fn``'s modules keep as plain attributes, outside their parameters and buffers (an
+    Ultralytics head's ``anchors`` and ``strides``): a captured CUDA graph reads them by address."""
+    torch = require("torch")
+    held: list[Any] = []
+    for module in fn.modules():
+        for value in vars(module).values():
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            held += [v for v in items if isinstance(v, torch.Tensor)]
+    return held
 
 
 class TorchPending:
@@ -154,6 +170,7 @@ class TorchEngine(ClosesOnExit):
         self.device = torch.device("cuda", config.device)
         self.loaded_artifact = False
         self.build_seconds = 0.0
+        self.build_phases: dict[str, float] = {}  # seconds per step of the build, for benchmarks/gpu_torch.py
         self._fn: Any = fn
         self._compiled = compiled
         self._replays: dict[int, _Replay] = {}
@@ -200,8 +217,9 @@ class TorchEngine(ClosesOnExit):
         pixels = _as_uint8(batch, self.info)
         with self._lock, torch.cuda.stream(self.stream):
             replay = self._replay(pixels.shape[0])
-            replay.staged.synchronize()  # the previous upload from this staging buffer has left it
-            replay.staging.numpy()[...] = pixels
+            if pixels.ctypes.data != replay.staging.data_ptr():  # not filled in place (staging_buffer)
+                replay.staged.synchronize()  # the previous upload from this staging buffer has left it
+                replay.staging.numpy()[...] = pixels
             replay.input.copy_(replay.staging, non_blocking=True)
             replay.staged.record()
             outputs = replay.run()
@@ -211,6 +229,23 @@ class TorchEngine(ClosesOnExit):
             done = torch.cuda.Event()
             done.record()
         return TorchPending(outputs, done, host)
+
+    def staging_buffer(self, batch_size: int) -> np.ndarray:
+        """The pinned host buffer that :meth:`infer` uploads a ``batch_size`` batch from, as uint8
+        ``[B, 3, H, W]``: letterbox frames straight into it and pass it to :meth:`infer` / :meth:`infer_async`,
+        which then skip their host copy. Ask for it again before each fill: this waits until the last upload
+        from it has left.
+
+        Example:
+            >>> buf = engine.staging_buffer(1)  # doctest: +SKIP
+            >>> buf[0] = preprocess(frame, 640)[0]  # doctest: +SKIP
+            >>> (out,) = engine.infer(buf)  # doctest: +SKIP
+        """
+        with self._lock:
+            replay = self._replay(batch_size)
+            replay.staged.synchronize()
+            array: np.ndarray = replay.staging.numpy()
+        return array
 
     def infer_gpu(self, pixels: Any) -> list[Any]:
         """Run a uint8 ``[B, 3, H, W]`` device tensor; returns float32 device tensors, ordered on the stream."""
@@ -278,16 +313,28 @@ def _module(checkpoint: Path, precision: Precision, device: Any) -> Any:
             # (an unbacked symbol); plain floats give the same anchors
             m.stride = [float(s) for s in m.stride]
 
-    class UInt8Input(torch.nn.Module):  # type: ignore[misc,name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
+    return _uint8_input(net, dtype).eval()
 
-        def forward(self, x: Any) -> Any:
-            out = self.net(x.to(dtype).div(255).contiguous(memory_format=torch.channels_last))
-            return out[0] if isinstance(out, (list, tuple)) else out
 
-    return UInt8Input().eval()
+def _uint8_input(net: Any, dtype: Any) -> Any:
+    """``net`` behind a uint8 input (``/255`` on the GPU), as an instance of a module-level class: Dynamo's
+    precompile cache (``TORCH_CACHING_PRECOMPILE=1``) refuses classes defined in a function's scope."""
+    cls = globals().get("_UInt8Input")
+    if cls is None:  # made on first use: torch is imported lazily, so the class cannot be defined at import
+        torch = require("torch")
+
+        class _UInt8Input(torch.nn.Module):  # type: ignore[misc,name-defined]
+            def __init__(self, net: Any, dtype: Any) -> None:
+                super().__init__()
+                self.net, self.dtype, self.layout = net, dtype, torch.channels_last
+
+            def forward(self, x: Any) -> Any:
+                out = self.net(x.to(self.dtype).div(255).contiguous(memory_format=self.layout))
+                return out[0] if isinstance(out, (list, tuple)) else out
+
+        _UInt8Input.__qualname__ = "_UInt8Input"  # importable by module and name, like a top-level class
+        globals()["_UInt8Input"] = cls = _UInt8Input
+    return cls(net, dtype)
 
 
 class TorchEngineBuilder:
@@ -312,14 +359,18 @@ class TorchEngineBuilder:
         folder = cfg.artifact_dir or model.path.with_suffix(".torch")
         meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes,
                             imgsz=model.info.imgsz, device=cfg.device)  # fmt: skip
+        phases = {"checkpoint_hash": time.perf_counter() - start}
         loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
+        phases["artifact"] = time.perf_counter() - start - sum(phases.values())
         module = _module(checkpoint, precision, device)
+        phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
         fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
         stream = cfg.stream or torch.cuda.Stream(device=device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
         try:
             for b in cfg.batch_sizes:
                 engine.prepare(b)
+                phases[f"compile_capture_b{b}"] = time.perf_counter() - start - sum(phases.values())
         except Exception as exc:  # inductor / CUDA raise assorted types
             engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
@@ -328,6 +379,7 @@ class TorchEngineBuilder:
             sizes = tuple(sorted({*cfg.batch_sizes, *(loaded.batch_sizes if loaded else ())}))
             save_artifact(folder, dataclasses.replace(meta, batch_sizes=sizes))
         engine.loaded_artifact, engine.build_seconds = loaded is not None, time.perf_counter() - start
+        engine.build_phases = {k: round(v, 3) for k, v in phases.items()}
         return engine
 
 

@@ -1,0 +1,73 @@
+"""GpuStreamRunner on the CPU device (letterbox, batching and decode in torch) against the CPU runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from yoloquant.artifacts import OnnxModel
+from yoloquant.data.letterbox import normalize_pixels
+from yoloquant.errors import ConfigError
+from yoloquant.stream import GpuStreamRunner, StreamRunner, TileConfig, VideoSource
+from yoloquant.testing import CallbackEngine
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("cv2")
+VIDEO = Path(__file__).resolve().parents[2] / "assets" / "video" / "one-by-one-person.mp4"
+
+
+class _TensorEngine:
+    """An ONNX Runtime CPU engine behind ``infer_gpu``: torch tensors in and out, one image per call."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.info, self.batches = engine, engine.info, []
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return list(self.engine.infer(batch))
+
+    def infer_gpu(self, pixels: Any) -> list[Any]:
+        self.batches.append(tuple(pixels.shape))
+        outs = [self.engine.infer(normalize_pixels(p[None].numpy()))[0] for p in pixels]
+        return [torch.from_numpy(np.concatenate(outs))]
+
+
+@pytest.fixture(scope="module")
+def engine(yolov8n_onnx: Path) -> Any:
+    from yoloquant.backends.ort import OrtEngineBuilder
+
+    with OrtEngineBuilder().build(OnnxModel.load(yolov8n_onnx)) as e:
+        yield e
+
+
+def _boxes(results: list[Any]) -> dict[tuple[int, int], np.ndarray]:
+    return {(r.stream, r.index): r.detections.boxes for r in results}
+
+
+@pytest.mark.parametrize("tiles", [None, TileConfig(size=400, overlap=0.25)])
+def test_gpu_runner_gives_the_cpu_runners_detections(engine: Any, tiles: TileConfig | None) -> None:
+    def sources() -> list[VideoSource]:
+        return [VideoSource(VIDEO, max_frames=4, start=100 + 300 * k) for k in range(2)]  # two streams, one engine
+
+    ref = list(StreamRunner(engine, sources(), batch_size=1, classes=(0,), tiles=tiles))
+    fake = _TensorEngine(engine)
+    got = list(GpuStreamRunner(fake, sources(), device="cpu", batch_size=4, classes=(0,), tiles=tiles))
+    assert set(fake.batches) == {(4, 3, 640, 640)}  # fixed-size batches across the two streams
+    want, have = _boxes(ref), _boxes(got)
+    assert set(want) == set(have) and sum(len(b) for b in want.values()) >= 4
+    for key, boxes in want.items():
+        assert have[key].shape == boxes.shape, key
+        if len(boxes):  # the GPU letterbox differs from OpenCV's by one level on a few pixels
+            assert float(np.abs(np.sort(have[key], 0) - np.sort(boxes, 0)).max()) < 2.0, key
+
+
+def test_gpu_runner_refuses_an_engine_without_infer_gpu() -> None:
+    from yoloquant.artifacts import ModelInfo
+
+    cpu_only = CallbackEngine(lambda x: [x], ModelInfo(names={0: "person"}))
+    with pytest.raises(ConfigError, match="infer_gpu"):
+        GpuStreamRunner(cpu_only, VIDEO)

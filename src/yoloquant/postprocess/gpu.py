@@ -186,7 +186,13 @@ def decode_segments_torch(
     """
     torch = require("torch")
     f = require("torch.nn.functional")
-    if info.head is not HeadType.END2END or len(outputs) < 2 or outputs[0].ndim != 3 or outputs[1].ndim != 4:
+    if info.head is not HeadType.END2END:
+        msg = (
+            f"decode_segments_torch decodes the end-to-end head only (YOLO26); this model's head is {info.head.value}: "
+            "decode it on the CPU with decode_segments([o.cpu().numpy() for o in outputs], info)"
+        )
+        raise InferenceError(msg)
+    if len(outputs) < 2 or outputs[0].ndim != 3 or outputs[1].ndim != 4:
         # the CPU decoder's checks and messages, on arrays of the same shapes (no data is copied)
         decode_segments([np.empty(tuple(o.shape), np.float32) for o in outputs], info, conf=conf, iou=0.0,
                         max_det=max_det, multi_label=False)  # fmt: skip

@@ -131,7 +131,7 @@ def test_gpu_letterbox_and_decode_give_the_cpu_path_detections(fp32_engine: Torc
 
 
 def test_eager_graphs_of_several_batch_sizes_keep_their_anchors(
-    exported: OnnxModel, fp32_engine: TorchEngine, tmp_path: Path, same_detections: Any
+    exported: OnnxModel, fp32_engine: TorchEngine, tmp_path: Path
 ) -> None:
     """Each batch size's warm-up made new head anchors and freed the ones the previous graph reads: after the
     allocator hands that memory out again (or gives it back to the driver), batch 1 must still be right."""
@@ -151,7 +151,14 @@ def test_eager_graphs_of_several_batch_sizes_keep_their_anchors(
         torch.cuda.synchronize()
         for engine in (eager, twin):
             got = decode(engine.infer(frame), exported.info, conf=0.25)[0]
-            assert len(ref.boxes) > 0
-            same_detections(got, ref, conf=0.25)  # same classes, boxes within 1 px (eager vs compiled rounding)
+            # eager vs compiled rounding: near-tied scores may swap order and a score on the threshold may
+            # flip, so compare the detections clear of it, paired by class (garbage anchors move every box)
+            clear, ref_clear = _clear_of(got, 0.25), _clear_of(ref, 0.25)
+            assert len(ref_clear.boxes) > 0 and _matched(clear, ref_clear) < 1.0
         twin.close()
         del junk
+
+
+def _clear_of(d: Detections, conf: float, margin: float = 2e-3) -> Detections:
+    keep = d.scores > conf + margin
+    return Detections(d.boxes[keep], d.scores[keep], d.classes[keep])

@@ -57,6 +57,7 @@ def _scope(name: str | None) -> Any:
         return None
     extra = {"head+proto": FloatScope(head_convs=True, proto_branch=True)}
     extra["head+first+proto"] = FloatScope(head_convs=True, first_conv=True, proto_branch=True)
+    extra["head-proto"] = FloatScope(head_convs=True)  # head convs, the prototype branch quantized
     extra["head+first+attn"] = FloatScope.head_and_first().with_nodes("^/model\\.10/")  # YOLO26's C2PSA block
     return extra.get(name, name)
 

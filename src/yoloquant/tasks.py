@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -198,43 +199,37 @@ def exported_task(task: str, path: Path, override: str | None = None) -> TaskSpe
     return task_spec(override)
 
 
+# task -> (decoder module, decoder, scorings, primary metric, description); decoders import lazily (postprocess
+# dispatches through this module)
+_SHIPPED: dict[Task, tuple[str, str, tuple[Scoring, ...], str, str]] = {
+    Task.DETECT: ("yoloquant.postprocess.decode", "decode_boxes", (Scoring("bbox"),), "map50_95", "detection"),
+    Task.SEGMENT: (
+        "yoloquant.postprocess.masks",
+        "decode_segments",
+        (Scoring("bbox"), Scoring("segm", "mask_")),
+        "mask_map50_95",
+        "instance segmentation",
+    ),
+    Task.POSE: (
+        "yoloquant.postprocess.pose",
+        "decode_pose",
+        (Scoring("bbox"), Scoring("keypoints", "pose_")),
+        "pose_map50_95",
+        "pose estimation",
+    ),
+}
+
+
 def _register_shipped() -> None:
-    if Task.POSE not in _REGISTRY:
-        from yoloquant.postprocess.pose import decode_pose
-
-        register_task(
-            TaskSpec(
-                name=Task.POSE.value,
-                ultralytics_tasks=(Task.POSE.value,),
-                decode=decode_pose,
-                scoring=(Scoring("bbox"), Scoring("keypoints", "pose_")),
-                primary_metric="pose_map50_95",
-                description="pose estimation",
+    for task, (module, function, scoring, primary, description) in _SHIPPED.items():
+        if task not in _REGISTRY:
+            decoder = getattr(importlib.import_module(module), function)
+            spec = TaskSpec(
+                name=task.value,
+                ultralytics_tasks=(task.value,),
+                decode=decoder,
+                scoring=scoring,
+                primary_metric=primary,
+                description=description,
             )
-        )
-    if Task.SEGMENT not in _REGISTRY:
-        from yoloquant.postprocess.masks import decode_segments
-
-        register_task(
-            TaskSpec(
-                name=Task.SEGMENT.value,
-                ultralytics_tasks=(Task.SEGMENT.value,),
-                decode=decode_segments,
-                scoring=(Scoring("bbox"), Scoring("segm", "mask_")),
-                primary_metric="mask_map50_95",
-                description="instance segmentation",
-            )
-        )
-    if Task.DETECT not in _REGISTRY:
-        from yoloquant.postprocess.decode import decode_boxes  # postprocess dispatches through this module
-
-        register_task(
-            TaskSpec(
-                name=Task.DETECT.value,
-                ultralytics_tasks=(Task.DETECT.value,),
-                decode=decode_boxes,
-                scoring=(Scoring("bbox"),),
-                primary_metric="map50_95",
-                description="detection",
-            )
-        )
+            register_task(spec)

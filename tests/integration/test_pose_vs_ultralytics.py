@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from yolo_folders import yolo_subset
 from yoloquant.artifacts import OnnxModel
 from yoloquant.backends.ort.engine import OrtEngineBuilder
 from yoloquant.config import EvalConfig, ExportConfig
@@ -42,19 +42,6 @@ pytest.importorskip("pycocotools")
 def pose_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
     out = tmp_path_factory.mktemp("pose-export")
     return UltralyticsExporter(ExportConfig(imgsz=IMGSZ)).export(POSE_PT, out)
-
-
-def _subset(dataset: Dataset, root: Path) -> Path:
-    """The dataset's images and their pose labels in an Ultralytics folder (its val writes a labels cache there)."""
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for image in dataset.images:
-        shutil.copy(image, root / "images" / image.name)
-        label = POSE_DATA / "labels" / f"{image.stem}.txt"
-        if label.exists():
-            shutil.copy(label, root / "labels" / label.name)
-    (root / "data.yaml").write_text((POSE_DATA / "data.yaml").read_text())
-    return root / "data.yaml"
 
 
 def _gt_from_label_files(dataset: Dataset) -> dict[str, Any]:
@@ -104,8 +91,8 @@ def _val(pose_onnx: OnnxModel, dataset: Dataset, tmp_path: Path) -> tuple[list[d
     from ultralytics import YOLO
 
     val = YOLO(str(pose_onnx.path), task="pose").val(
-        data=str(_subset(dataset, tmp_path / "data")), imgsz=IMGSZ, batch=1, plots=False, verbose=False,
-        save_json=True, project=str(tmp_path / "runs"),
+        data=str(yolo_subset(dataset.images, POSE_DATA, tmp_path / "data")), imgsz=IMGSZ, batch=1, plots=False,
+        verbose=False, save_json=True, project=str(tmp_path / "runs"),
     )  # fmt: skip
     own = {"map50_95": float(val.box.map), "pose_map50_95": float(val.pose.map)}
     return json.loads((Path(val.save_dir) / "predictions.json").read_text()), own

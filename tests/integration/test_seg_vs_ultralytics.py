@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from yolo_folders import yolo_subset
 from yoloquant.artifacts import OnnxModel
 from yoloquant.backends.ort.engine import OrtEngineBuilder
 from yoloquant.config import EvalConfig, ExportConfig
-from yoloquant.data.datasets import Dataset, load_dataset
+from yoloquant.data.datasets import load_dataset
 from yoloquant.eval.coco import EvalResult, evaluate
 from yoloquant.export import UltralyticsExporter
 
@@ -41,20 +41,6 @@ pytest.importorskip("pycocotools")
 def seg_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
     out = tmp_path_factory.mktemp("seg-export")
     return UltralyticsExporter(ExportConfig(imgsz=IMGSZ)).export(SEG_PT, out)
-
-
-def _subset(dataset: Dataset, root: Path) -> Path:
-    """The dataset's images and their seg labels in an Ultralytics folder (its val writes a labels cache there)."""
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for image in dataset.images:
-        shutil.copy(image, root / "images" / image.name)
-        label = SEG_DATA / "labels" / f"{image.stem}.txt"
-        if label.exists():
-            shutil.copy(label, root / "labels" / label.name)
-    yaml = (SEG_DATA / "data.yaml").read_text()
-    (root / "data.yaml").write_text(yaml)
-    return root / "data.yaml"
 
 
 def _pycocotools(predictions: list[dict[str, Any]], image_ids: list[int]) -> dict[str, float]:
@@ -90,8 +76,8 @@ def _compare(seg_onnx: OnnxModel, num_images: int | None, tmp_path: Path) -> tup
         assert [o.shape for o in outputs] == [(1, 300, 38), (1, 32, IMGSZ // 4, IMGSZ // 4)]
         ours = evaluate(engine, dataset, EvalConfig(), progress=False)
     val = YOLO(str(seg_onnx.path), task="segment").val(
-        data=str(_subset(dataset, tmp_path / "data")), imgsz=IMGSZ, batch=1, plots=False, verbose=False,
-        save_json=True, project=str(tmp_path / "runs"),
+        data=str(yolo_subset(dataset.images, SEG_DATA, tmp_path / "data")), imgsz=IMGSZ, batch=1, plots=False,
+        verbose=False, save_json=True, project=str(tmp_path / "runs"),
     )  # fmt: skip
     predictions = json.loads((Path(val.save_dir) / "predictions.json").read_text())
     return ours, _pycocotools(predictions, list(dataset.image_ids or ()))

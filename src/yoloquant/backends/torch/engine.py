@@ -77,22 +77,26 @@ class TorchEngineConfig:
 
 
 class _Replay:
-    """One batch size: the static input, the captured graph (or the plain function) and its outputs."""
+    """One batch size: the static input, the captured graph (or the plain function) and its outputs.
 
-    def __init__(self, fn: Any, shape: tuple[int, ...], device: Any, graph: bool) -> None:
+    ``post`` (outputs -> tensors), when given, runs after the model inside the same graph (a fixed-shape decode).
+    """
+
+    def __init__(self, fn: Any, shape: tuple[int, ...], device: Any, graph: bool, post: Any = None) -> None:
         torch = require("torch")
         self.input = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.fn, self.post = fn, post
         side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):  # compiles (first call) and warms up outside the capture
-                fn(self.input)
+                self._call()
         torch.cuda.current_stream(device).wait_stream(side)
-        self.graph, self.fn = None, fn
+        self.graph = None
         if graph:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph), torch.inference_mode():
-                self.outputs = _as_list(fn(self.input))
+                self.outputs = self._call()
         # The graph reads tensors the model keeps as attributes (the head's anchors and strides, made on the
         # first call at a new shape). The next batch size's warm-up replaces them, which would free the memory
         # this graph still reads: hold them as long as the graph lives.
@@ -101,19 +105,27 @@ class _Replay:
         self.staged = torch.cuda.Event()
         self.staged.record()
 
+    def _call(self) -> list[Any]:
+        out = _as_list(self.fn(self.input))
+        return out if self.post is None else _as_list(self.post(out))
+
+    def launch(self) -> list[Any]:
+        """Run on the current stream on what is in ``input``; returns the graph's own output tensors, which the
+        next launch overwrites."""
+        torch = require("torch")
+        if self.graph is None:
+            with torch.inference_mode():
+                return self._call()
+        self.graph.replay()
+        return list(self.outputs)
+
     def run(self, x: Any = None) -> list[Any]:
         """Run on the current stream (on ``x``, or on what was uploaded into ``input``); returns fresh float32
         tensors (the next call cannot overwrite them)."""
         torch = require("torch")
         if x is not None:
             self.input.copy_(x, non_blocking=True)
-        if self.graph is not None:
-            self.graph.replay()
-            outputs = self.outputs
-        else:
-            with torch.inference_mode():
-                outputs = _as_list(self.fn(self.input))
-        return [o.to(torch.float32, copy=True) for o in outputs]  # the next call cannot overwrite a copy
+        return [o.to(torch.float32, copy=True) for o in self.launch()]  # the next call cannot overwrite a copy
 
 
 def _as_list(out: Any) -> list[Any]:
@@ -205,6 +217,17 @@ class TorchEngine(ClosesOnExit):
             h, w = self.info.imgsz
             self._replays[batch_size] = _Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph)
         return self._replays[batch_size]
+
+    def capture(self, batch_size: int, post: Any) -> _Replay:
+        """A new replay of the model followed by ``post`` (its outputs -> tensors) in one CUDA graph, with its own
+        input and outputs (:class:`~yoloquant.backends.torch.predictor.TorchPredictor` captures its decode so).
+        Call it on the engine's stream's device; the caller orders its launches on :attr:`stream`."""
+        if self._fn is None:
+            msg = "this TorchEngine is closed"
+            raise InferenceError(msg)
+        self._replay(batch_size)  # compiles this size (if new) with the plain replay first
+        h, w = self.info.imgsz
+        return _Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph, post)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a uint8 ``[B, 3, H, W]`` batch (or float32 in [0, 1], as ``normalize_pixels`` makes it)."""

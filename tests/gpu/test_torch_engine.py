@@ -93,6 +93,23 @@ def test_saved_code_is_reused_and_a_mismatch_is_refused(exported: OnnxModel, tmp
         TorchEngineBuilder(cfg).build(exported)
 
 
+def test_an_aoti_package_loads_without_tracing_and_runs_any_batch_size(
+    exported: OnnxModel, fp32_engine: TorchEngine, tmp_path: Path
+) -> None:
+    """The AOTInductor package: built once, then loaded with no Dynamo or Ultralytics step; every batch size up
+    to max_batch runs from it, with the inductor engine's outputs."""
+    cfg = TorchEngineConfig(precision="fp32", batch_sizes=(1,), artifact="aoti", max_batch=4, artifact_dir=tmp_path)
+    frames = np.stack([preprocess(read_image(p), 640)[0] for p in IMAGES[:3]])
+    with TorchEngineBuilder(cfg).build(exported) as first:
+        assert not first.loaded_artifact and "aoti_compile" in first.build_phases
+    assert json.loads((tmp_path / "engine.json").read_text())["kind"] == "aoti"
+    with TorchEngineBuilder(cfg).build(exported) as second:
+        assert second.loaded_artifact and "ultralytics_load" not in second.build_phases
+        got = second.infer(frames)[0]  # batch 3: not built, served by the package's dynamic batch
+    want = np.concatenate([fp32_engine.infer(f[None])[0] for f in frames])
+    np.testing.assert_allclose(got, want, atol=0.05, rtol=1e-3)
+
+
 def test_engines_on_several_streams_match_serial(fp32_engine: TorchEngine) -> None:
     frames = [preprocess(read_image(p), 640)[0][None] for p in IMAGES[:8]]
     serial = [fp32_engine.infer(f)[0] for f in frames]

@@ -37,7 +37,14 @@ from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import available, require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends.registry import register_runtime
-from yoloquant.backends.torch.compiled import load_artifact, runtime_meta, save_artifact
+from yoloquant.backends.torch.compiled import (
+    ARTIFACT_KINDS,
+    load_artifact,
+    load_package,
+    runtime_meta,
+    save_artifact,
+    save_package,
+)
 from yoloquant.config import Backend, Precision, parse_enum
 from yoloquant.errors import ConfigError, EngineBuildError, InferenceError, MissingDependencyError
 
@@ -56,6 +63,10 @@ class TorchEngineConfig:
         device: CUDA device index.
         compile: Compile with inductor (False: eager PyTorch, still CUDA-graph replayed).
         cuda_graph: Replay each batch size as a CUDA graph.
+        artifact: What is saved and loaded back (:mod:`yoloquant.backends.torch.compiled`): ``"aoti"``, an
+            AOTInductor package that loads in seconds with no tracing (minutes to build, once), or
+            ``"inductor-cache"``, inductor's cache (Dynamo traces each batch size again at every load).
+        max_batch: An ``aoti`` package runs every batch size up to this one.
         artifact_dir: Where the compiled code is saved and looked for; default ``<model>.torch/`` beside it.
         rebuild: Compile again even if a matching artifact exists (and overwrite it).
         stream: The caller's ``torch.cuda.Stream`` to run on; None: the engine makes its own.
@@ -66,6 +77,8 @@ class TorchEngineConfig:
     device: int = 0
     compile: bool = True
     cuda_graph: bool = True
+    artifact: str = "inductor-cache"
+    max_batch: int = 32
     artifact_dir: Path | None = None
     rebuild: bool = False
     stream: Any = field(default=None, compare=False)
@@ -73,6 +86,12 @@ class TorchEngineConfig:
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
             msg = f"batch_sizes must be positive ints, got {self.batch_sizes!r}"
+            raise ConfigError(msg)
+        if self.artifact not in ARTIFACT_KINDS:
+            msg = f"artifact must be one of {', '.join(ARTIFACT_KINDS)}, got {self.artifact!r}"
+            raise ConfigError(msg)
+        if self.max_batch < 1:
+            msg = f"max_batch must be >= 1, got {self.max_batch}"
             raise ConfigError(msg)
 
 
@@ -137,7 +156,7 @@ def held_tensors(fn: Any) -> list[Any]:
     Ultralytics head's ``anchors`` and ``strides``): a captured CUDA graph reads them by address."""
     torch = require("torch")
     held: list[Any] = []
-    for module in fn.modules():
+    for module in fn.modules() if callable(getattr(fn, "modules", None)) else ():  # a package holds its own
         for value in vars(module).values():
             items = value if isinstance(value, (list, tuple)) else (value,)
             held += [v for v in items if isinstance(v, torch.Tensor)]
@@ -380,14 +399,25 @@ class TorchEngineBuilder:
         checkpoint, precision = _checkpoint(model), _precision(model, cfg)
         device = torch.device("cuda", cfg.device)
         folder = cfg.artifact_dir or model.path.with_suffix(".torch")
-        meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes,
-                            imgsz=model.info.imgsz, device=cfg.device)  # fmt: skip
+        aoti = cfg.compile and cfg.artifact == "aoti"
+        meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes, imgsz=model.info.imgsz,
+                            device=cfg.device, kind="aoti" if aoti else "inductor-cache")  # fmt: skip
         phases = {"checkpoint_hash": time.perf_counter() - start}
         loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
         phases["artifact"] = time.perf_counter() - start - sum(phases.values())
-        module = _module(checkpoint, precision, device)
-        phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
-        fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
+        if aoti:
+            if loaded is None:
+                module = _module(checkpoint, precision, device)
+                phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
+                max_batch = max(cfg.max_batch, *cfg.batch_sizes)
+                save_package(folder, module, dataclasses.replace(meta, max_batch=max_batch))
+                phases["aoti_compile"] = time.perf_counter() - start - sum(phases.values())
+            fn = load_package(folder, single_threaded=cfg.cuda_graph)
+            phases["aoti_load"] = time.perf_counter() - start - sum(phases.values())
+        else:
+            module = _module(checkpoint, precision, device)
+            phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
+            fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
         stream = cfg.stream or torch.cuda.Stream(device=device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
         try:
@@ -398,7 +428,7 @@ class TorchEngineBuilder:
             engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
             raise EngineBuildError(msg, artifact=checkpoint) from exc
-        if cfg.compile and (loaded is None or not set(cfg.batch_sizes) <= set(loaded.batch_sizes)):
+        if cfg.compile and not aoti and (loaded is None or not set(cfg.batch_sizes) <= set(loaded.batch_sizes)):
             sizes = tuple(sorted({*cfg.batch_sizes, *(loaded.batch_sizes if loaded else ())}))
             save_artifact(folder, dataclasses.replace(meta, batch_sizes=sizes))
         engine.loaded_artifact, engine.build_seconds = loaded is not None, time.perf_counter() - start

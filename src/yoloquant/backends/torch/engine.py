@@ -421,9 +421,18 @@ class TorchEngineBuilder:
         stream = cfg.stream or torch.cuda.Stream(device=device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
         try:
-            for b in cfg.batch_sizes:
-                engine.prepare(b)
-                phases[f"compile_capture_b{b}"] = time.perf_counter() - start - sum(phases.values())
+            try:
+                _prepare_all(engine, cfg.batch_sizes, phases, start)
+            except Exception as exc:
+                if aoti or not cfg.compile or "fullgraph" not in str(exc):
+                    raise
+                # Dynamo broke the graph somewhere (YOLO26's head on torch 2.11): compile the pieces instead;
+                # the CUDA graph still captures all of them, so a call is still one replay
+                engine = TorchEngine(
+                    torch.compile(module, dynamic=False), model.info, cfg, stream=stream, compiled=True
+                )
+                phases["graph_break_recompile"] = 0.0
+                _prepare_all(engine, cfg.batch_sizes, phases, start)
         except Exception as exc:  # inductor / CUDA raise assorted types
             engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
@@ -434,6 +443,12 @@ class TorchEngineBuilder:
         engine.loaded_artifact, engine.build_seconds = loaded is not None, time.perf_counter() - start
         engine.build_phases = {k: round(v, 3) for k, v in phases.items()}
         return engine
+
+
+def _prepare_all(engine: TorchEngine, sizes: tuple[int, ...], phases: dict[str, float], start: float) -> None:
+    for b in sizes:
+        engine.prepare(b)
+        phases[f"compile_capture_b{b}"] = time.perf_counter() - start - sum(phases.values())
 
 
 def check_torch_cuda() -> None:

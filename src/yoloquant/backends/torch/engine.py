@@ -5,7 +5,8 @@ only, batch 1 about 0.5 ms against ONNX Runtime CUDA's 1.4 ms). How it works:
 
 * The checkpoint the ONNX model was exported from (``OnnxModel.checkpoint``) is loaded with Ultralytics, fused,
   cast to the variant's precision (fp32, or fp16 for an fp16 variant), channels-last, with its head in export
-  mode: it returns what the exported ONNX returns (``[B, 4 + nc, anchors]``, or ``[B, 300, 6]`` end to end).
+  mode: it returns what the exported ONNX returns (``[B, 4 + nc, anchors]``, or ``[B, 300, 6]`` end to end; a
+  segmentation model also its ``[B, 32, H/4, W/4]`` prototypes, as a second output).
 * A wrapper takes **uint8** ``[B, 3, H, W]`` RGB and divides by 255 on the GPU, so a frame crosses PCIe as
   a quarter of the float bytes.
 * ``torch.compile`` (inductor, ``fullgraph=True``, static shapes) compiles it once per batch size, and each
@@ -372,7 +373,7 @@ def _uint8_input(net: Any, dtype: Any) -> Any:
 
             def forward(self, x: Any) -> Any:
                 out = self.net(x.to(self.dtype).div(255).contiguous(memory_format=self.layout))
-                return out[0] if isinstance(out, (list, tuple)) else out
+                return tuple(out) if isinstance(out, (list, tuple)) else out  # seg: detections and prototypes
 
         _UInt8Input.__qualname__ = "_UInt8Input"  # importable by module and name, like a top-level class
         globals()["_UInt8Input"] = cls = _UInt8Input

@@ -39,57 +39,51 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield built
 
 
-def _step_by_step(engine: Any, frames: list[np.ndarray], **kw: Any) -> list[Detections]:
-    """The same work one call at a time: GPU letterbox, ``infer_gpu``, ``decode_torch``, ``scale_detections``."""
+def _step_by_step(engine: Any, frames: list[np.ndarray], batch_size: int, **kw: Any) -> list[Detections]:
+    """The same work one call at a time, at the same batch size (so the same kernels, bit for bit): GPU
+    letterbox, ``infer_gpu`` (a partial batch padded with gray), ``decode_torch``, ``scale_detections``."""
     from yoloquant.data.letterbox import scale_detections
     from yoloquant.data.letterbox_gpu import letterbox_frame
     from yoloquant.postprocess.gpu import decode_torch
 
     out = []
-    for frame in frames:
-        pixels, meta = letterbox_frame(torch.from_numpy(frame).cuda(), 640)
-        (dets,) = decode_torch(engine.infer_gpu(pixels[None])[0], engine.info, multi_label=False, **kw)
-        out.append(scale_detections(dets, meta))
+    for start in range(0, len(frames), batch_size):
+        done = [letterbox_frame(torch.from_numpy(f).cuda(), 640) for f in frames[start : start + batch_size]]
+        pixels = torch.full((batch_size, 3, 640, 640), 114, dtype=torch.uint8, device="cuda")
+        for i, (chw, _) in enumerate(done):
+            pixels[i] = chw
+        dets = decode_torch(engine.infer_gpu(pixels)[0], engine.info, multi_label=False, **kw)
+        out += [scale_detections(d, meta) for d, (_, meta) in zip(dets, done, strict=False)]
     return out
 
 
-def _assert_same(
-    got: list[Detections], want: list[Detections], same: Any, *, conf: float = 0.25, exact: bool = False
-) -> None:
-    """Same detections. ``exact``: the same batch size ran both sides (the same kernels); otherwise FP32
-    convolutions (TF32 on the GPU) round differently per batch size, so compare as tests/gpu/conftest.py's
-    ``assert_same_detections`` does: clear of the threshold, boxes within a pixel."""
+def _assert_same(got: list[Detections], want: list[Detections], *, at_least: int = 30) -> None:
     assert len(got) == len(want)
-    assert sum(len(d) for d in want) > 30
+    assert sum(len(d) for d in want) > at_least
     for g, w in zip(got, want, strict=True):
-        if not exact:
-            same(g, w, conf=conf)
-            continue
         assert g.classes.tolist() == w.classes.tolist()
         np.testing.assert_allclose(g.scores, w.scores, atol=1e-5)
         np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-2)
 
 
 @pytest.mark.parametrize(("batch_size", "depth"), [(1, 1), (4, 2)])
-def test_predict_equals_the_step_by_step_gpu_path(
-    engine: Any, batch_size: int, depth: int, same_detections: Any
-) -> None:
+def test_predict_equals_the_step_by_step_gpu_path(engine: Any, batch_size: int, depth: int) -> None:
     with TorchPredictor(engine, conf=0.25, depth=depth) as predictor:
         got = predictor.predict(FRAMES, batch_size=batch_size)  # 17 frames: the last batch of 4 is partial
-    _assert_same(got, _step_by_step(engine, FRAMES, conf=0.25), same_detections, exact=batch_size == 1)
+    _assert_same(got, _step_by_step(engine, FRAMES, batch_size, conf=0.25))
 
 
-def test_images_past_the_fixed_limits_are_decoded_exactly(engine: Any, same_detections: Any) -> None:
+def test_images_past_the_fixed_limits_are_decoded_exactly(engine: Any) -> None:
     with TorchPredictor(engine, conf=0.1, candidates=4, nms_rounds=1) as predictor:
         got = predictor.predict(FRAMES[:8], batch_size=4)
-    _assert_same(got, _step_by_step(engine, FRAMES[:8], conf=0.1), same_detections, conf=0.1)
+    _assert_same(got, _step_by_step(engine, FRAMES[:8], 4, conf=0.1), at_least=10)
 
 
-def test_same_size_frames_in_one_batch_and_a_clear_error_for_bad_frames(engine: Any, same_detections: Any) -> None:
+def test_same_size_frames_in_one_batch_and_a_clear_error_for_bad_frames(engine: Any) -> None:
     frames = [np.ascontiguousarray(FRAMES[0][:, ::-1]), FRAMES[0], FRAMES[0]]
     with TorchPredictor(engine) as predictor:
-        want = _step_by_step(engine, frames * 6, conf=0.25)
-        _assert_same(predictor.predict(frames * 6, batch_size=4), want, same_detections)
+        want = _step_by_step(engine, frames * 6, 4, conf=0.25)
+        _assert_same(predictor.predict(frames * 6, batch_size=4), want)
         with pytest.raises(InferenceError, match="frame 1 is float32"):
             predictor.predict([FRAMES[0], FRAMES[0].astype(np.float32)])
 

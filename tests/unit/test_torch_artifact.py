@@ -43,3 +43,27 @@ def test_metadata_of_the_earlier_format_reads_as_an_inductor_cache(tmp_path: Pat
     tmp_path.joinpath("engine.json").write_text(json.dumps(old))
     found = read_meta(tmp_path)
     assert found is not None and found.kind == "inductor-cache" and found.max_batch is None
+
+
+def test_a_package_that_does_not_load_in_a_new_process_is_refused_once_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child process's load fails (here: not a package at all); the answer is kept, so the next load
+    refuses without starting another child, and a rebuilt package is checked again."""
+    pytest.importorskip("torch")
+    import subprocess
+
+    from yoloquant.backends.torch.compiled import check_package_loads
+
+    _write(tmp_path, META, "model.pt2")
+    with pytest.raises(EngineBuildError, match=r"does not load in a new process.*artifact='inductor-cache'"):
+        check_package_loads(tmp_path)
+    assert json.loads((tmp_path / "load-check.json").read_text())["status"] not in (0, None)
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        msg = "the kept answer should have been used"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    with pytest.raises(EngineBuildError, match="does not load"):
+        check_package_loads(tmp_path)

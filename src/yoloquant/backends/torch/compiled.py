@@ -5,7 +5,10 @@ Two kinds, chosen with ``TorchEngineConfig(artifact=...)``:
 * ``"aoti"``: an AOTInductor package (``torch.export`` with a dynamic batch dimension, then
   ``torch._inductor.aoti_compile_and_package``): the compiled model as a shared library plus its weights.
   Loading it (``aoti_load_package``) runs no Dynamo, no inductor and not even Ultralytics, so a service
-  starts in seconds; every batch size up to ``max_batch`` runs from the one package.
+  starts in seconds; every batch size up to ``max_batch`` runs from the one package. Before the first load a
+  child process loads it (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a process that
+  did not build the package dies with SIGSEGV inside ``aoti_load_package``, so this kind is refused there with the
+  fix; on the CPU with torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
 * ``"inductor-cache"``: inductor's compiled code through PyTorch's cache API
   (``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``): loading skips code generation and
   autotuning, but Dynamo still traces the model once per batch size (seconds each).
@@ -21,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +34,13 @@ from yoloquant._io import atomic_write_bytes, atomic_write_text
 from yoloquant._optional import require
 from yoloquant.errors import EngineBuildError
 
-__all__ = ["ARTIFACT_KINDS", "ArtifactMeta", "load_artifact", "load_package", "runtime_meta", "save_artifact",
-           "save_package"]  # fmt: skip
+__all__ = ["ARTIFACT_KINDS", "ArtifactMeta", "check_package_loads", "load_artifact", "load_package", "runtime_meta",
+           "save_artifact", "save_package"]  # fmt: skip
 
 ARTIFACT_KINDS = ("aoti", "inductor-cache")
 _META = "engine.json"
+_LOAD_CHECK = "load-check.json"
+_CHILD_LOAD = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1], run_single_threaded=True)"
 _FILES = {"aoti": "model.pt2", "inductor-cache": "inductor-cache.bin"}
 
 
@@ -135,10 +142,44 @@ def save_package(folder: Path, module: Any, meta: ArtifactMeta) -> Path:
 
 
 def load_package(folder: Path, *, single_threaded: bool = True) -> Any:
-    """The AOTInductor package in ``folder`` as a callable. ``single_threaded`` drops the runner's own locking,
-    which CUDA-graph capture needs (PyTorch's advice); calls must then come from one thread at a time."""
+    """The AOTInductor package in ``folder`` as a callable, once :func:`check_package_loads` passed.
+
+    ``single_threaded`` drops the runner's own locking, which CUDA-graph capture needs (PyTorch's advice);
+    calls must then come from one thread at a time.
+    """
+    check_package_loads(folder)
     torch = require("torch")
     return torch._inductor.aoti_load_package(str(folder / _FILES["aoti"]), run_single_threaded=single_threaded)
+
+
+def check_package_loads(folder: Path) -> None:
+    """Load the package in a child process before this one does, once per package (the answer is kept beside it
+    as ``load-check.json``): on the lent H200 with torch 2.11.0+cu130, a process that did not build a package
+    dies with SIGSEGV inside ``aoti_load_package``, and a crash must not take a service down.
+
+    Raises:
+        EngineBuildError: The child could not load it (the exit status and the end of its stderr are given).
+    """
+    path = folder / _FILES["aoti"]
+    record = folder / _LOAD_CHECK
+    torch_version = str(require("torch").__version__)
+    found = json.loads(record.read_text()) if record.is_file() else None
+    if found is None or found.get("torch") != torch_version or found.get("package_mtime") != path.stat().st_mtime:
+        try:
+            child = subprocess.run([sys.executable, "-c", _CHILD_LOAD, str(path)], capture_output=True, text=True,
+                                   timeout=300, check=False)  # fmt: skip
+            status, tail = child.returncode, child.stderr.strip()[-300:]
+        except subprocess.TimeoutExpired:
+            status, tail = -1, "timed out after 300 s"
+        found = {"torch": torch_version, "package_mtime": path.stat().st_mtime, "status": status, "stderr": tail}
+        atomic_write_text(record, json.dumps(found, indent=1))
+    if found["status"] != 0:
+        crash = " (SIGSEGV: a crash inside PyTorch)" if found["status"] == -11 else ""
+        msg = (
+            f"the AOTInductor package {path} does not load in a new process with torch {torch_version}: exit "
+            f"{found['status']}{crash}; {found['stderr']!r}. Use TorchEngineConfig(artifact='inductor-cache')"
+        )
+        raise EngineBuildError(msg, artifact=path)
 
 
 def read_meta(folder: Path) -> ArtifactMeta | None:

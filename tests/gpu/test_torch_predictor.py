@@ -96,3 +96,15 @@ def test_refuses_models_it_cannot_decode(engine: Any) -> None:
     fake = type("E", (), {"info": dataclasses.replace(engine.info, task="pose")})()
     with pytest.raises(ConfigError, match="detect models"):
         TorchPredictor(fake)
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = ASSETS.parent / "examples" / "gpu_predictor.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "64 frames," in proc.stdout and " people, " in proc.stdout

@@ -66,6 +66,16 @@ def coco64_batch(coco64_images: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def raw_outputs(yolov8n_onnx: Path, coco64_batch: np.ndarray) -> np.ndarray:
+    """ONNX Runtime CPU's raw YOLOv8n outputs ``[16, 84, 8400]`` for the first 16 bundled images."""
+    pytest.importorskip("onnxruntime")
+    from yoloquant.backends.ort import OrtEngineBuilder
+
+    with OrtEngineBuilder().build(OnnxModel.load(yolov8n_onnx)) as engine:
+        return np.concatenate([engine.infer(coco64_batch[i : i + 1])[0] for i in range(16)])
+
+
+@pytest.fixture(scope="session")
 def same_detections() -> object:
     return assert_same_detections
 

@@ -13,15 +13,6 @@ from yoloquant import OnnxModel
 from yoloquant.postprocess.decode import decode
 
 
-@pytest.fixture(scope="module")
-def raw_outputs(yolov8n_onnx: Path, coco64_batch: np.ndarray) -> np.ndarray:
-    pytest.importorskip("onnxruntime")
-    from yoloquant.backends.ort import OrtEngineBuilder
-
-    with OrtEngineBuilder().build(OnnxModel.load(yolov8n_onnx)) as engine:
-        return np.concatenate([engine.infer(coco64_batch[i : i + 1])[0] for i in range(16)])
-
-
 def _device(name: str) -> Any:
     torch = pytest.importorskip("torch")
     pytest.importorskip("torchvision")

@@ -19,15 +19,6 @@ def metas(coco64_images: Path) -> list[LetterboxMeta]:
     return [preprocess(read_image(f), 640)[1] for f in sorted(coco64_images.glob("*.jpg"))[:16]]
 
 
-@pytest.fixture(scope="module")
-def raw_outputs(yolov8n_onnx: Path, coco64_batch: np.ndarray) -> np.ndarray:
-    pytest.importorskip("onnxruntime")
-    from yoloquant.backends.ort import OrtEngineBuilder
-
-    with OrtEngineBuilder().build(OnnxModel.load(yolov8n_onnx)) as engine:
-        return np.concatenate([engine.infer(coco64_batch[i : i + 1])[0] for i in range(16)])
-
-
 def _device(name: str) -> Any:
     torch = pytest.importorskip("torch")
     if name == "cuda" and not torch.cuda.is_available():

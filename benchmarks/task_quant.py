@@ -10,8 +10,7 @@ Reads ``../shared/data`` (coco128, coco-val-seg / coco-val-pose, the YOLO26n-seg
 
     YOLO_OFFLINE=1 .venv/bin/python benchmarks/task_quant.py --model yolo26n-seg --on report --out runs/seg-report
 
-``--variants`` picks among: ``fp16`` (FP16 converter), ``fp8`` (``ModelOptConfig.fp8()``), ``fp8-mse``
-(``ModelOptConfig.fp8(weight_scale="mse")``: per-channel weight scales of least squared error), ``mo-int8``
+``--variants`` picks among: ``fp16`` (FP16 converter), ``fp8`` (``ModelOptConfig.fp8()``), ``mo-int8``
 (``ModelOptConfig.int8()``), ``ort-int8`` (``quantize("int8")``: ONNX Runtime static INT8, the CPU layout),
 ``nncf`` (NNCF INT8 on OpenVINO), ``fp32-ov`` (FP32 on OpenVINO: its latency baseline). ``--keep-float``
 overrides every variant's scope: comma list of preset names, or ``head+proto`` / ``head+first+proto`` for the
@@ -48,7 +47,7 @@ SETS: dict[str, dict[str, tuple[Path, int, int | None]]] = {
         "report": (DATA / "coco-val-pose" / "data.yaml", 0, None),
     },
 }
-VARIANTS = ("fp16", "fp8", "fp8-mse", "mo-int8", "ort-int8", "nncf", "fp32-ov")
+VARIANTS = ("fp16", "fp8", "mo-int8", "ort-int8", "nncf", "fp32-ov")
 
 
 def _scope(name: str | None) -> Any:
@@ -69,8 +68,6 @@ def _add(plan: Any, variant: str, name: str, kf: dict[str, Any]) -> Any:
 
     if variant == "fp8":
         return plan.quantize(ModelOptConfig.fp8(**kf), name=name)
-    if variant == "fp8-mse":
-        return plan.quantize(ModelOptConfig.fp8(weight_scale="mse", **kf), name=name)
     if variant == "mo-int8":
         return plan.quantize(ModelOptConfig.int8(**kf), name=name)
     if variant == "nncf":

@@ -44,7 +44,7 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Backend, CalibMethod, Precision, _Serializable, parse_enum
 from yoloquant.data.letterbox import normalize_pixels
 from yoloquant.errors import ConfigError, MissingDependencyError, QuantizationError
-from yoloquant.quantize import fp8_scales, graph, unsigned
+from yoloquant.quantize import graph, unsigned
 from yoloquant.quantize.float_scope import FloatScope
 from yoloquant.quantize.registry import register
 from yoloquant.vocabulary import renamed_keywords
@@ -63,7 +63,6 @@ _CALIB_NAMES = {CalibMethod.MINMAX: "max", CalibMethod.ENTROPY: "entropy"}
 _MIN_OPSET = {Precision.INT8: 19, Precision.FP8: 19}
 _MAX_OPSET = 23
 _BACKENDS = (Backend.TENSORRT, Backend.OPENVINO)
-_WEIGHT_SCALES = ("max", "mse")
 
 
 def _default_calibration(mode: Precision) -> CalibMethod:
@@ -91,10 +90,6 @@ class ModelOptConfig(_Serializable):
         backend: Runtime the model is made for: ``tensorrt`` (ModelOpt's output as is) or ``openvino``
             (int8 only: activations rewritten to uint8 over their calibrated range, which OpenVINO runs
             correctly and more accurately; see :mod:`yoloquant.quantize.unsigned`).
-        weight_scale: How an fp8 weight channel's scale is chosen: ``max`` (ModelOpt's: the channel's largest
-            value lands on 36 of e4m3's 448) or ``mse`` (the scale of least squared weight error, one per
-            channel, :mod:`yoloquant.quantize.fp8_scales`; the same Q/DQ layout for TensorRT). ``mse`` took
-            YOLO26n-seg's FP8 mask drop from -1.39 to +0.15 points on the tuning images (docs/tasks.md).
     """
 
     mode: Precision = Precision.INT8
@@ -104,7 +99,6 @@ class ModelOptConfig(_Serializable):
     calibration_device: str = "cpu"
     opset: int | None = None
     backend: Backend = Backend.TENSORRT
-    weight_scale: str = "max"
 
     def __post_init__(self) -> None:
         mode = parse_enum(Precision, self.mode, option="mode")
@@ -141,15 +135,6 @@ class ModelOptConfig(_Serializable):
             )
             raise ConfigError(msg)
         self._check_backend()
-        if self.weight_scale not in _WEIGHT_SCALES:
-            msg = f"weight_scale must be one of {', '.join(_WEIGHT_SCALES)}, got {self.weight_scale!r}"
-            raise ConfigError(msg)
-        if self.weight_scale == "mse" and mode is not Precision.FP8:
-            msg = (
-                "weight_scale='mse' refits fp8 weight scales; int8 weights keep ModelOpt's max scales "
-                f"(mode {mode.value!r}): pass mode='fp8' or weight_scale='max'"
-            )
-            raise ConfigError(msg)
 
     def _check_backend(self) -> None:
         if self.backend not in _BACKENDS:
@@ -275,9 +260,6 @@ class ModelOptQuantizer:
             }
             self._run_isolated(job, Path(tmp), model.path)
             qmodel = onnx.load(str(dst))
-            if cfg.weight_scale == "mse":
-                refit = fp8_scales.refit_weight_scales(qmodel)
-                log.info("refit the fp8 scales of %d weight tensors by least squared error", refit)
             if cfg.backend is Backend.OPENVINO:
                 moved = unsigned.rewrite_for_openvino(qmodel, source, data)
                 log.info("rewrote %d int8 activation Q/DQ pairs to uint8 for OpenVINO", moved)

@@ -176,14 +176,28 @@ def rewrite(source: Path, variant: str, fp32: Path, images: np.ndarray) -> Any:
 
 
 @dataclass(frozen=True)
+class Rewrite:
+    """The report's record of a rewrite."""
+
+    source: str
+    variant: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class RewrittenFp8:
     """A quantizer that hands the pipeline a rewrite of an existing ModelOpt FP8 model."""
 
     source: Path
     variant: str
-    config: Any = dataclasses.field(default=None)
     name: ClassVar[str] = "modelopt"
     needs_calibration: ClassVar[bool] = True
+
+    @property
+    def config(self) -> Rewrite:
+        return Rewrite(source=str(self.source), variant=self.variant)
 
     def with_progress(self, enabled: bool) -> RewrittenFp8:
         return self
@@ -197,7 +211,7 @@ class RewrittenFp8:
         _onnx().save(rewrite(self.source, self.variant, model.path, data.images), str(target))
         return QdqModel(
             path=target, info=model.info, precision=Precision.FP8, source=model, quantizer="modelopt",
-            backend="tensorrt", config={"rewrite": self.variant, "source": str(self.source)},
+            backend="tensorrt", config=self.config.to_dict(),
         )  # fmt: skip
 
 

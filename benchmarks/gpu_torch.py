@@ -36,10 +36,12 @@ def _export(tmp: Path) -> Any:
     return UltralyticsExporter().export(PT, tmp)
 
 
-def _build(model: Any, art: Path, *, compile_: bool = True, batch_sizes: tuple[int, ...] = (1, 16)) -> Any:
+def _build(model: Any, art: Path, *, compile_: bool = True, batch_sizes: tuple[int, ...] = (1, 16),
+           artifact: str = "inductor-cache") -> Any:  # fmt: skip
     from yoloquant.backends.torch.engine import TorchEngineBuilder, TorchEngineConfig
 
-    cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_)
+    cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_,
+                            artifact=artifact)  # fmt: skip
     return TorchEngineBuilder(cfg).build(model)
 
 
@@ -73,6 +75,20 @@ def _e2e_torch(engine: Any, frames: list[np.ndarray], batch: int) -> Any:
             (pred,) = engine.infer_gpu(pixels)
             dets = decode_torch(pred, engine.info, conf=0.25, multi_label=False)  # predict's setting
             [scale_detections(d, m) for d, m in zip(dets, metas, strict=True)]
+
+    return run
+
+
+def _e2e_predictor(engine: Any, frames: list[np.ndarray], batch: int) -> Any:
+    """``TorchPredictor``: one CUDA graph (model + decode + scaling) and one download a batch, two in flight."""
+    from yoloquant.backends.torch.predictor import TorchPredictor
+
+    predictor = TorchPredictor(engine, conf=0.25)
+    predictor.prepare(batch)
+    usable = frames[: len(frames) - len(frames) % batch]
+
+    def run() -> None:
+        predictor.predict(usable, batch_size=batch)
 
     return run
 
@@ -127,12 +143,14 @@ def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
     return {k: round(statistics.median(v), 4) for k, v in samples.items()}
 
 
-def _throughput(engine: Any, frames: list[np.ndarray], rounds: int) -> dict[str, float]:
-    cases = {
-        f"{who}_b{b}": fn
-        for b in (1, 16)
-        for who, fn in (("yoloquant", _e2e_torch(engine, frames, b)), ("ultralytics", _e2e_ultralytics(frames, b)))
-    }
+def _throughput(engines: dict[str, Any], frames: list[np.ndarray], rounds: int) -> dict[str, float]:
+    """Images per second end to end, every path timed once per round in turn; ratios to Ultralytics."""
+    cases: dict[str, Any] = {}
+    for b in (1, 16):
+        cases[f"ultralytics_b{b}"] = _e2e_ultralytics(frames, b)
+        cases[f"yoloquant_b{b}"] = _e2e_torch(engines["inductor"], frames, b)  # step by step (earlier rows)
+        for name, engine in engines.items():
+            cases[f"predictor_{name}_b{b}"] = _e2e_predictor(engine, frames, b)
     for fn in cases.values():
         fn()
     samples: dict[str, list[float]] = {k: [] for k in cases}
@@ -141,8 +159,10 @@ def _throughput(engine: Any, frames: list[np.ndarray], rounds: int) -> dict[str,
             samples[k].append(_timed(fn))
     n = {k: len(frames) - len(frames) % int(k.split("_b")[1]) for k in cases}
     out = {f"{k}_img_s": round(n[k] / (statistics.median(v) / 1000), 1) for k, v in samples.items()}
-    for b in (1, 16):
-        out[f"ratio_b{b}"] = round(out[f"yoloquant_b{b}_img_s"] / out[f"ultralytics_b{b}_img_s"], 2)
+    for k in cases:
+        if not k.startswith("ultralytics"):
+            b = k.split("_b")[1]
+            out[f"ratio_{k}"] = round(out[f"{k}_img_s"] / out[f"ultralytics_b{b}_img_s"], 2)
     return out
 
 
@@ -182,20 +202,27 @@ def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
     }
 
 
-def _load_seconds(art: Path, model: Any) -> dict[str, Any]:
-    """A fresh process builds the engine from the saved compiled code: wall seconds of the build."""
-    cmd = [sys.executable, __file__, "--phase", "load", "--art", str(art), "--onnx", str(model.path), "--out", "-"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def _load_seconds(art: Path, model: Any, artifact: str = "inductor-cache") -> dict[str, Any]:
+    """A fresh process builds the engine from the saved compiled code (or compiles it, when there is none yet):
+    wall seconds of the build; a crash or an error is recorded, not raised."""
+    cmd = [sys.executable, __file__, "--phase", "load", "--art", str(art), "--onnx", str(model.path), "--out", "-",
+           "--artifact", artifact]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, timeout=400)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after 400 s"}
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}: {proc.stderr[-1500:]}"}
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def _load_phase(art: Path, onnx: Path) -> None:
+def _load_phase(art: Path, onnx: Path, artifact: str) -> None:
     from yoloquant.artifacts import OnnxModel
 
     model = OnnxModel.load(onnx)
     model = type(model)(path=model.path, info=model.info, precision=model.precision, checkpoint=PT)
     start = time.perf_counter()
-    engine = _build(model, art)
+    engine = _build(model, art, artifact=artifact)
     seconds = time.perf_counter() - start
     x = np.zeros((1, 3, 640, 640), np.uint8)
     first = time.perf_counter()
@@ -206,6 +233,7 @@ def _load_phase(art: Path, onnx: Path) -> None:
         "load_phases_s": engine.build_phases,
         "first_infer_ms": round((time.perf_counter() - first) * 1e3, 2),
         "caching_precompile": os.environ.get("TORCH_CACHING_PRECOMPILE", "0"),
+        "artifact": artifact,
     }))  # fmt: skip
 
 
@@ -253,6 +281,38 @@ def _map(model: Any, art: Path, data: Path) -> dict[str, Any]:
     }
 
 
+def _speed(report: dict[str, Any], model: Any, art: Path, tmp: Path, args: argparse.Namespace) -> None:
+    """Builds and loads (inductor cache, AOTInductor package), latency, end to end and streams, into ``report``."""
+    start = time.perf_counter()
+    engine = _build(model, art)
+    report["cold_build_s"] = round(time.perf_counter() - start, 1)
+    report |= _load_seconds(art, model)
+    report["aoti"] = {"cold_build": _load_seconds(tmp / "aoti", model, "aoti")}  # a fresh process compiles
+    report["aoti"]["load"] = _load_seconds(tmp / "aoti", model, "aoti")  # and another loads the package
+    print(json.dumps(report, indent=1), flush=True)
+    if args.precompile:
+        report["load_precompile_experiment"] = _precompile_experiment(model, tmp)
+        print(json.dumps(report["load_precompile_experiment"]), flush=True)
+    engines = {"inductor": engine}
+    if "error" not in report["aoti"]["load"]:
+        engines["aoti"] = _build(model, tmp / "aoti", artifact="aoti")
+    with _build(model, tmp / "eager", compile_=False) as eager:
+        report["latency_ms"] = _latency(engine, eager, args.rounds)
+        if "aoti" in engines:
+            report["latency_ms_aoti"] = _latency(engines["aoti"], eager, args.rounds)
+        print(json.dumps(report, indent=1), flush=True)
+    report["end_to_end"] = _throughput(engines, _frames(), max(5, args.rounds // 20))
+    for e in engines.values():
+        e.close()
+    print(json.dumps(report, indent=1), flush=True)
+    cmd = [sys.executable, __file__, "--phase", "streams", "--out", "-", "--frames-per-engine",
+           str(args.frames_per_engine)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    lines = proc.stdout.strip().splitlines()
+    report["streams"] = json.loads(lines[-1]) if proc.returncode == 0 else {"error": proc.stderr[-600:]}
+    print(json.dumps(report["streams"]), flush=True)
+
+
 def main() -> None:
     import torch
 
@@ -262,13 +322,14 @@ def main() -> None:
                     default="all")  # fmt: skip
     ap.add_argument("--precompile", action="store_true", help="also try Dynamo's precompile cache for the load")
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--artifact", default="inductor-cache", help=argparse.SUPPRESS)
     ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--frames-per-engine", type=int, default=2000)
     args = ap.parse_args()
     if args.phase == "load":
-        _load_phase(args.art, args.onnx)
+        _load_phase(args.art, args.onnx, args.artifact)
         return
     if args.phase == "streams":  # its own process: a CUDA fault there loses no other number
         model = _export(Path(tempfile.mkdtemp()))
@@ -285,25 +346,7 @@ def main() -> None:
         with _build(model, art) as engine, _build(model, tmp / "eager", compile_=False) as eager:
             report["latency_ms"] = _latency(engine, eager, args.rounds)
     if args.phase in ("speed", "all"):
-        start = time.perf_counter()
-        engine = _build(model, art)
-        report["cold_build_s"] = round(time.perf_counter() - start, 1)
-        report |= _load_seconds(art, model)
-        print(json.dumps(report, indent=1), flush=True)
-        if args.precompile:
-            report["load_precompile_experiment"] = _precompile_experiment(model, tmp)
-            print(json.dumps(report["load_precompile_experiment"]), flush=True)
-        with engine, _build(model, tmp / "eager", compile_=False) as eager:
-            report["latency_ms"] = _latency(engine, eager, args.rounds)
-            print(json.dumps(report, indent=1), flush=True)
-            report["end_to_end"] = _throughput(engine, _frames(), max(5, args.rounds // 20))
-        print(json.dumps(report, indent=1), flush=True)
-        cmd = [sys.executable, __file__, "--phase", "streams", "--out", "-", "--frames-per-engine",
-               str(args.frames_per_engine)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
-        lines = proc.stdout.strip().splitlines()
-        report["streams"] = json.loads(lines[-1]) if proc.returncode == 0 else {"error": proc.stderr[-600:]}
-        print(json.dumps(report["streams"]), flush=True)
+        _speed(report, model, art, tmp, args)
     if args.phase in ("map", "all"):
         report["map"] = _map(model, art, args.eval_data)
     args.out.parent.mkdir(parents=True, exist_ok=True)

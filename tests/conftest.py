@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from yoloquant.artifacts import OnnxModel
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 
@@ -44,6 +46,22 @@ def yolov8n_onnx(tmp_path_factory: pytest.TempPathFactory, yolov8n_pt: Path) -> 
 
     out = tmp_path_factory.mktemp("yolov8n-export")
     return UltralyticsExporter().export(yolov8n_pt, out).path
+
+
+@pytest.fixture(scope="session")
+def yolov8n_pose_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
+    """The real YOLOv8n-pose of ``../shared/data`` exported once per test session (640, static batch 1).
+
+    Skipped where ``../shared/data`` (or Ultralytics) is absent.
+    """
+    pose_pt = SHARED_DATA / "weights" / "yolov8n-pose_coco_from_int8ir" / "yolov8n-pose.pt"
+    if not pose_pt.exists():
+        pytest.skip(f"needs ../shared/data ({pose_pt.name})")
+    pytest.importorskip("ultralytics")
+    from yoloquant.config import ExportConfig
+    from yoloquant.export import UltralyticsExporter
+
+    return UltralyticsExporter(ExportConfig(imgsz=640)).export(pose_pt, tmp_path_factory.mktemp("pose-export"))
 
 
 @pytest.fixture(scope="session")

@@ -142,3 +142,158 @@ def test_torch_segment_decode_refuses_what_the_cpu_decode_refuses() -> None:
     e2e = ModelInfo(names={0: "a"}, task="segment", head=HeadType.END2END)
     with pytest.raises(InferenceError, match="prototypes"):
         decode_segments_torch([torch.zeros(1, 5, 30), torch.zeros(1, 32, 4, 4)], e2e)
+
+
+# -- pose -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pose_outputs(yolov8n_pose_onnx: OnnxModel, coco64_batch: np.ndarray) -> np.ndarray:
+    """The real YOLOv8n-pose's ``[16, 56, 8400]`` outputs (ONNX Runtime CPU) on 16 bundled COCO images."""
+    pytest.importorskip("onnxruntime")
+    from yoloquant.backends.ort import OrtEngineBuilder
+
+    with OrtEngineBuilder().build(yolov8n_pose_onnx) as engine:
+        return np.concatenate([engine.infer(coco64_batch[i : i + 1])[0] for i in range(16)])
+
+
+def _assert_same_keypoints(expected: list[Any], got: list[Any]) -> None:
+    for e, g in zip(expected, got, strict=True):
+        assert g.classes.tolist() == e.classes.tolist()
+        np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-3)
+        np.testing.assert_allclose(g.scores, e.scores, atol=1e-6)
+        assert g.keypoints is not None and e.keypoints is not None and g.keypoints.shape == e.keypoints.shape
+        np.testing.assert_allclose(g.keypoints, e.keypoints, atol=1e-3)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("conf", [0.25, 0.001])
+def test_torch_pose_decode_matches_the_cpu_decode(
+    pose_outputs: np.ndarray, yolov8n_pose_onnx: OnnxModel, device: str, conf: float
+) -> None:
+    """A DFL pose head (YOLOv8n-pose): the same people, boxes and keypoints (with visibility) as postprocess.pose."""
+    import torch
+
+    from yoloquant.postprocess.gpu import decode_pose_torch
+
+    info = yolov8n_pose_onnx.info
+    expected = decode([pose_outputs], info, conf=conf)
+    got = decode_pose_torch([torch.from_numpy(pose_outputs).to(_device(device))], info, conf=conf)
+    assert sum(len(d) for d in expected) >= 10 and sum(len(d) > 0 for d in expected) >= 5  # people in several images
+    assert all(d.keypoints is not None and d.keypoints.shape[1:] == (17, 3) for d in expected)
+    _assert_same_keypoints(expected, got)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_torch_detect_decode_of_a_pose_model_run_as_a_detector(
+    pose_outputs: np.ndarray, yolov8n_pose_onnx: OnnxModel, device: str
+) -> None:
+    """A pose model exported as task 'detect': the keypoint channels after the class score are not class scores."""
+    import dataclasses
+
+    import torch
+
+    from yoloquant.postprocess.gpu import decode_torch
+
+    info = dataclasses.replace(yolov8n_pose_onnx.info, task="detect")
+    expected = decode([pose_outputs], info, conf=0.25)
+    got = decode_torch(torch.from_numpy(pose_outputs).to(_device(device)), info, conf=0.25)
+    assert sum(len(d) for d in expected) >= 10 and all(set(d.classes.tolist()) <= {0} for d in got)
+    for e, g in zip(expected, got, strict=True):
+        assert g.classes.tolist() == e.classes.tolist()
+        np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-3)
+
+
+def _pose26_outputs() -> np.ndarray:
+    """A YOLO26-pose-shaped batch: 2 images x 300 rows (box, score, class, 17 keypoints of x, y, visibility)."""
+    rng = np.random.default_rng(1)
+    pred = np.zeros((2, 300, 6 + 51), np.float32)
+    xy = rng.uniform(0, 560, (2, 300, 2))
+    pred[..., 0:2], pred[..., 2:4] = xy, xy + rng.uniform(8, 80, (2, 300, 2))
+    pred[..., 4] = np.sort(rng.uniform(0, 1, (2, 300)))[:, ::-1]
+    pred[..., 6:] = rng.uniform(0, 640, (2, 300, 51))
+    pred[..., 8::3] = rng.uniform(0, 1, (2, 300, 17))
+    return pred
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_torch_end_to_end_pose_decode_matches_the_cpu_decode(device: str) -> None:
+    import torch
+
+    from yoloquant.artifacts import ModelInfo
+    from yoloquant.config import HeadType
+    from yoloquant.postprocess.gpu import decode_pose_torch
+
+    info = ModelInfo(names={0: "person"}, task="pose", source_task="pose", head=HeadType.END2END, kpt_shape=(17, 3))
+    pred = _pose26_outputs()
+    expected = decode([pred], info, conf=0.25, max_det=100)
+    got = decode_pose_torch([torch.from_numpy(pred).to(_device(device))], info, conf=0.25, max_det=100)
+    assert [len(d) for d in expected] == [100, 100]
+    for e, g in zip(expected, got, strict=True):  # no arithmetic on the way: equal, not close
+        np.testing.assert_array_equal(g.boxes, e.boxes)
+        assert g.keypoints is not None and e.keypoints is not None
+        np.testing.assert_array_equal(g.keypoints, e.keypoints)
+
+
+def test_torch_pose_decode_refuses_what_the_cpu_decode_refuses() -> None:
+    import torch
+
+    from yoloquant.artifacts import ModelInfo
+    from yoloquant.errors import InferenceError
+    from yoloquant.postprocess.gpu import decode_pose_torch
+
+    with pytest.raises(InferenceError, match="no 'kpt_shape' metadata"):
+        decode_pose_torch([torch.zeros(1, 56, 8)], ModelInfo(names={0: "person"}, task="pose", source_task="pose"))
+    wide = ModelInfo(names={0: "person"}, task="pose", source_task="pose", kpt_shape=(17, 3))
+    with pytest.raises(InferenceError, match=r"outputs \[B, 4 \+ 1 \+ 51, anchors\]; got \(1, 11, 8\)"):
+        decode_pose_torch([torch.zeros(1, 11, 8)], wide)
+
+
+# -- dispatch by task -------------------------------------------------------------------------------------
+
+
+def _dfl_seg_outputs() -> tuple[np.ndarray, np.ndarray]:
+    """A YOLOv8-seg-shaped batch at 64 px: 2 images x 84 anchors (cx, cy, w, h, 3 class scores, 4 coefficients)."""
+    rng = np.random.default_rng(2)
+    pred = np.zeros((2, 4 + 3 + 4, 84), np.float32)
+    pred[:, 0:2] = rng.uniform(8, 56, (2, 2, 84))
+    pred[:, 2:4] = rng.uniform(4, 24, (2, 2, 84))
+    pred[:, 4:7] = rng.uniform(0, 0.6, (2, 3, 84))
+    pred[:, 7:] = rng.normal(0, 1, (2, 4, 84))
+    return pred, rng.normal(0, 1, (2, 4, 16, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_decode_outputs_torch_decodes_each_task_as_decode_does(
+    raw_outputs: np.ndarray, yolov8n_onnx: Path, pose_outputs: np.ndarray, yolov8n_pose_onnx: OnnxModel, device: str
+) -> None:
+    """All outputs in, the model's task picks the decoder: postprocess.decode()'s results for every shipped head."""
+    import torch
+
+    from yoloquant.artifacts import ModelInfo
+    from yoloquant.config import HeadType
+    from yoloquant.postprocess.gpu import decode_outputs_torch
+
+    pytest.importorskip("cv2")
+    dev = _device(device)
+    names = {i: str(i) for i in range(80)}
+    cases = [
+        (OnnxModel.load(yolov8n_onnx).info, [raw_outputs]),
+        (yolov8n_pose_onnx.info, [pose_outputs]),
+        (ModelInfo(names=names, task="segment", source_task="segment", head=HeadType.END2END), list(_seg_outputs())),
+        (ModelInfo(names={0: "a", 1: "b", 2: "c"}, imgsz=(64, 64), task="segment", source_task="segment"),
+         list(_dfl_seg_outputs())),
+    ]  # fmt: skip
+    for info, outputs in cases:
+        expected = decode(outputs, info, conf=0.25, max_det=100, multi_label=False)
+        got = decode_outputs_torch([torch.from_numpy(o).to(dev) for o in outputs], info, conf=0.25, max_det=100,
+                                   multi_label=False)  # fmt: skip
+        assert sum(len(d) for d in expected) > 4, info
+        for e, g in zip(expected, got, strict=True):
+            assert g.classes.tolist() == e.classes.tolist(), info
+            np.testing.assert_allclose(g.boxes, e.boxes, atol=1e-3)
+            assert (g.keypoints is None) == (e.keypoints is None) and (g.masks is None) == (e.masks is None), info
+            if e.keypoints is not None:
+                np.testing.assert_allclose(g.keypoints, e.keypoints, atol=1e-3)
+            if e.masks is not None and len(e):  # logits within rounding of 0 may flip
+                assert g.masks.shape == e.masks.shape and (g.masks != e.masks).mean() < 1e-3, info

@@ -20,10 +20,9 @@ import pytest
 from yolo_folders import yolo_subset
 from yoloquant.artifacts import OnnxModel
 from yoloquant.backends.ort.engine import OrtEngineBuilder
-from yoloquant.config import EvalConfig, ExportConfig
+from yoloquant.config import EvalConfig
 from yoloquant.data.datasets import Dataset, load_dataset
 from yoloquant.eval.coco import EvalResult, evaluate
-from yoloquant.export import UltralyticsExporter
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 POSE_PT = SHARED / "weights" / "yolov8n-pose_coco_from_int8ir" / "yolov8n-pose.pt"
@@ -39,9 +38,9 @@ pytest.importorskip("pycocotools")
 
 
 @pytest.fixture(scope="module")
-def pose_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
-    out = tmp_path_factory.mktemp("pose-export")
-    return UltralyticsExporter(ExportConfig(imgsz=IMGSZ)).export(POSE_PT, out)
+def pose_onnx(yolov8n_pose_onnx: OnnxModel) -> OnnxModel:
+    assert yolov8n_pose_onnx.info.imgsz == (IMGSZ, IMGSZ)
+    return yolov8n_pose_onnx
 
 
 def _gt_from_label_files(dataset: Dataset) -> dict[str, Any]:

@@ -19,6 +19,14 @@ pytest.importorskip("torchvision")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("cv2")
 VIDEO = Path(__file__).resolve().parents[2] / "assets" / "video" / "one-by-one-person.mp4"
+SEG26_PT = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "data"
+    / "weights"
+    / "yolo26n-seg_coco_from_int8ir"
+    / "yolo26n-seg.pt"
+)
 
 
 class _TensorEngine:
@@ -32,8 +40,8 @@ class _TensorEngine:
 
     def infer_gpu(self, pixels: Any) -> list[Any]:
         self.batches.append(tuple(pixels.shape))
-        outs = [self.engine.infer(normalize_pixels(p[None].numpy()))[0] for p in pixels]
-        return [torch.from_numpy(np.concatenate(outs))]
+        per_image = [self.engine.infer(normalize_pixels(p[None].numpy())) for p in pixels]
+        return [torch.from_numpy(np.concatenate(outs)) for outs in zip(*per_image, strict=True)]  # all outputs
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +71,44 @@ def test_gpu_runner_gives_the_cpu_runners_detections(engine: Any, tiles: TileCon
         assert have[key].shape == boxes.shape, key
         if len(boxes):  # the GPU letterbox differs from OpenCV's by one level on a few pixels
             assert float(np.abs(np.sort(have[key], 0) - np.sort(boxes, 0)).max()) < 2.0, key
+
+
+@pytest.fixture(scope="module")
+def seg26_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
+    """The real YOLO26n-seg of ../shared/data at 320 px (cheap): an end-to-end head with a prototype output."""
+    if not SEG26_PT.exists():
+        pytest.skip("needs ../shared/data (yolo26n-seg)")
+    pytest.importorskip("ultralytics")
+    from yoloquant.config import ExportConfig
+    from yoloquant.export import UltralyticsExporter
+
+    return UltralyticsExporter(ExportConfig(imgsz=320)).export(SEG26_PT, tmp_path_factory.mktemp("seg26"))
+
+
+@pytest.mark.parametrize("task", ["pose", "segment"])
+def test_gpu_runner_streams_pose_and_seg_models_like_the_cpu_runner(task: str, request: pytest.FixtureRequest) -> None:
+    """All the engine's outputs reach the decode (a seg head's prototypes too), decoded by the model's task; the
+    results are the CPU runner's (boxes, scores, classes: masks and keypoints are not carried into frame results)."""
+    from yoloquant.backends.ort import OrtEngineBuilder
+
+    model = request.getfixturevalue("yolov8n_pose_onnx" if task == "pose" else "seg26_onnx")
+    assert model.info.task == task
+
+    def sources() -> list[VideoSource]:
+        return [VideoSource(VIDEO, max_frames=3, start=100 + 300 * k) for k in range(2)]
+
+    with OrtEngineBuilder().build(model) as cpu:
+        ref = list(StreamRunner(cpu, sources(), batch_size=1, classes=(0,)))
+        fake = _TensorEngine(cpu)
+        got = list(GpuStreamRunner(fake, sources(), device="cpu", batch_size=2, classes=(0,)))
+    assert set(fake.batches) == {(2, 3, *model.info.imgsz)}
+    want, have = _boxes(ref), _boxes(got)
+    assert set(want) == set(have) and sum(len(b) for b in want.values()) >= 3
+    for key, boxes in want.items():
+        assert have[key].shape == boxes.shape, key
+        if len(boxes):  # the GPU letterbox differs from OpenCV's by one level on a few pixels
+            assert float(np.abs(np.sort(have[key], 0) - np.sort(boxes, 0)).max()) < 2.0, key
+    assert all(r.detections.keypoints is None and r.detections.masks is None for r in ref + got)
 
 
 def test_gpu_runner_refuses_an_engine_without_infer_gpu() -> None:

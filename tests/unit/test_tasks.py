@@ -213,7 +213,7 @@ def test_report_json_records_the_task_and_an_old_report_loads_as_detection(tmp_p
 def test_gpu_decode_refuses_a_task_that_decodes_differently() -> None:
     torch = pytest.importorskip("torch")
     from yoloquant.artifacts import ModelInfo
-    from yoloquant.postprocess.gpu import decode_torch
+    from yoloquant.postprocess.gpu import decode_outputs_torch, decode_torch
     from yoloquant.tasks import register_task, unregister_task
 
     def boxes_twice(outputs: Any, info: ModelInfo, **kw: Any) -> list[Detections]:  # a test double's decoder
@@ -224,6 +224,8 @@ def test_gpu_decode_refuses_a_task_that_decodes_differently() -> None:
     try:
         with pytest.raises(ConfigError, match="GPU decode is the detect task's; decode a 'twice' model"):
             decode_torch(torch.zeros((1, 6, 8)), ModelInfo(names={0: "a", 1: "b"}, task="twice"))
+        with pytest.raises(ConfigError, match="task 'twice' has no torch decoder"):
+            decode_outputs_torch([torch.zeros((1, 6, 8))], ModelInfo(names={0: "a", 1: "b"}, task="twice"))
     finally:
         unregister_task("twice")
     assert decode_torch(torch.zeros((1, 6, 8)), ModelInfo(names={0: "a", 1: "b"}))[0].boxes.shape == (0, 4)

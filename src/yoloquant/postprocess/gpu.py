@@ -30,12 +30,20 @@ from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, InferenceError
 from yoloquant.postprocess.decode import MAX_NMS, MAX_WH, decode_boxes, decode_end2end
 from yoloquant.postprocess.masks import decode_segments
+from yoloquant.postprocess.pose import as_keypoints, check_pose_output, decode_keypoints_end2end, decode_pose
 from yoloquant.tasks import task_spec
 
 if TYPE_CHECKING:
     from yoloquant.backends.ort.cuda import CudaEngine, PendingOutputs
 
-__all__ = ["as_tensor", "decode_pending", "decode_segments_torch", "decode_torch"]
+__all__ = [
+    "as_tensor",
+    "decode_outputs_torch",
+    "decode_pending",
+    "decode_pose_torch",
+    "decode_segments_torch",
+    "decode_torch",
+]
 
 _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float16): "<f2", np.dtype(np.uint8): "|u1"}
 
@@ -69,25 +77,29 @@ def _nms(boxes: Any, scores: Any, iou: float) -> Any:
     return ops.nms(boxes, scores, iou)
 
 
-def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label: bool) -> list[Detections]:
-    """A batch's ``[B, 4 + nc, anchors]`` output -> detections, with a fixed handful of host round trips.
+def _decode_dfl(
+    pred: Any, *, nc: int, conf: float, iou: float, max_det: int, multi_label: bool
+) -> tuple[list[Detections], list[np.ndarray]]:
+    """A batch's ``[B, 4 + nc + E, anchors]`` output -> detections, with a fixed handful of host round trips.
 
     Candidates of the whole batch are gathered at once (image-major, anchor-ascending, then class: the
     CPU decoder's order) and go through **one** NMS call: each box is offset by its class (``class * 7680``,
     in float32 as the CPU decoder does) and then by its image (in float64, so the offsets keep the
     coordinates' precision), so boxes of different images or classes never overlap. The per-image caps
     (:data:`MAX_NMS` candidates by score, ``max_det`` kept) are applied by rank within each image on the
-    device; one download of all kept rows.
+    device; one download of all kept rows. Also returns, per image, each kept detection's ``E`` channels after
+    the class scores (a pose head's keypoints, a seg head's mask coefficients), taken from its anchor as
+    :func:`~yoloquant.postprocess.decode.dfl_candidates` takes them.
     """
     torch = require("torch")
     n_img = int(pred.shape[0])
-    x = pred.transpose(1, 2)  # [B, anchors, 4 + nc]
-    b_idx, a_idx = torch.nonzero(x[..., 4:].amax(-1) > conf, as_tuple=True)
+    x = pred.transpose(1, 2)  # [B, anchors, 4 + nc + E]
+    b_idx, a_idx = torch.nonzero(x[..., 4 : 4 + nc].amax(-1) > conf, as_tuple=True)
     rows = x[b_idx, a_idx]
     cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
     box = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-    cls = rows[:, 4:]
-    if multi_label and cls.shape[1] > 1:
+    cls = rows[:, 4 : 4 + nc]
+    if multi_label and nc > 1:
         i, j = torch.nonzero(cls > conf, as_tuple=True)  # row-major, like np.nonzero
     else:  # every candidate row's best score is above conf by construction
         j = cls.argmax(1)
@@ -97,22 +109,23 @@ def _decode_dfl(pred: Any, *, conf: float, iou: float, max_det: int, multi_label
         cand = _first_per_image(image, scores, n_img, MAX_NMS)
     else:
         cand = torch.arange(scores.shape[0], device=scores.device)
-    span = float(MAX_WH) * (cls.shape[1] + 1)  # wider than any class-offset box
+    span = float(MAX_WH) * (nc + 1)  # wider than any class-offset box
     shifted = (boxes[cand] + classes[cand].to(boxes.dtype)[:, None] * float(MAX_WH)).double()
     shifted += image[cand].double()[:, None] * span
     keep = cand[_nms(shifted, scores[cand].double(), iou)]  # by descending score over the whole batch
     keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, by score within each
     keep = keep[_rank_in_group(image[keep], n_img) < max_det]
     columns = [boxes[keep], scores[keep, None], classes[keep, None].to(boxes.dtype), image[keep, None].to(boxes.dtype)]
-    table = torch.cat(columns, 1).cpu().numpy()  # one download
+    table = torch.cat([*columns, rows[i[keep], 4 + nc :]], 1).cpu().numpy()  # one download
     owner = table[:, 6].astype(np.int64)
-    bounds = np.searchsorted(owner, np.arange(n_img + 1))
-    return [
+    bounds = list(itertools.pairwise(np.searchsorted(owner, np.arange(n_img + 1)).tolist()))
+    dets = [
         Detections(
             np.ascontiguousarray(table[a:b, :4]), np.ascontiguousarray(table[a:b, 4]), table[a:b, 5].astype(np.int64)
         )
-        for a, b in itertools.pairwise(bounds.tolist())
+        for a, b in bounds
     ]
+    return dets, [np.ascontiguousarray(table[a:b, 7:]) for a, b in bounds]
 
 
 def _rank_in_group(group: Any, n_groups: int) -> Any:
@@ -160,7 +173,13 @@ def decode_torch(
     pred = pred.float()
     if end2end:  # [B, N<=300, 6]: tiny, nothing to gain on the device
         return [decode_end2end(p.cpu().numpy(), conf=conf, max_det=max_det) for p in pred]
-    return _decode_dfl(pred, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+    nc = int(pred.shape[1]) - 4
+    if info.source_task != "detect" and info.num_classes and nc > info.num_classes:
+        nc = info.num_classes  # a seg / pose head run as a detector: coefficients or keypoints follow the scores
+    if nc != info.num_classes and info.num_classes:
+        msg = f"model output has {nc} class channels but the model names {info.num_classes} classes"
+        raise InferenceError(msg)
+    return _decode_dfl(pred, nc=nc, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)[0]
 
 
 def decode_segments_torch(
@@ -217,6 +236,83 @@ def decode_segments_torch(
         masks = up & (cols >= x1) & (cols < x2) & (lines >= y1) & (lines < y2)
         out.append(dataclasses.replace(dets, masks=masks.cpu().numpy()))
     return out
+
+
+def decode_pose_torch(
+    outputs: Sequence[Any],
+    info: ModelInfo,
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    multi_label: bool = True,
+) -> list[Detections]:
+    """Decode a pose head's outputs held in ``torch.Tensor`` s (any device) into detections with keypoints.
+
+    :func:`yoloquant.postprocess.pose.decode_pose`' results (boxes, scores, classes, ``[N, K, 3]`` keypoints).
+    A DFL head (YOLOv8 / YOLO11 pose, ``[B, 4 + nc + K * D, anchors]``) is filtered and NMS'd on the device as
+    :func:`decode_torch` does, each kept detection taking its anchor's keypoints, in the same single download;
+    an end-to-end head (YOLO26 pose, ``[B, N, 6 + K * D]``) keeps the rows above ``conf`` on the device and
+    downloads just those.
+
+    Args:
+        outputs: The engine's outputs (the first holds boxes, scores and keypoints).
+        info: The model's metadata (task ``pose``; ``kpt_shape`` splits the keypoint channels).
+        conf: Score threshold. iou: NMS IoU threshold (DFL head only). max_det: Most detections per image.
+        multi_label: A box may yield one detection per class above ``conf`` (DFL head with several classes).
+
+    Raises:
+        InferenceError: The model has no ``kpt_shape``, or an output shape that does not fit it (as the CPU decoder).
+
+    Example:
+        >>> dets = decode_pose_torch(engine.infer_gpu(pixels), engine.info, conf=0.25)  # doctest: +SKIP
+        >>> dets[0].keypoints.shape  # doctest: +SKIP
+        (2, 17, 3)
+    """
+    pred = outputs[0].float()
+    kpt_shape = check_pose_output(tuple(pred.shape), info)
+    if info.head is HeadType.END2END:
+        rows = [p[p[:, 4] > conf][:max_det].cpu().numpy() for p in pred]
+        return [decode_keypoints_end2end(r, kpt_shape=kpt_shape, conf=conf, max_det=max_det) for r in rows]
+    dets, extra = _decode_dfl(pred, nc=info.num_classes, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+    return [dataclasses.replace(d, keypoints=as_keypoints(k, kpt_shape)) for d, k in zip(dets, extra, strict=True)]
+
+
+def decode_outputs_torch(
+    outputs: Sequence[Any],
+    info: ModelInfo,
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    multi_label: bool = True,
+) -> list[Detections]:
+    """Decode all of an engine's outputs held in ``torch.Tensor`` s by the model's task, as
+    :func:`yoloquant.postprocess.decode.decode` does on the host.
+
+    Detect: :func:`decode_torch`; segment: :func:`decode_segments_torch` (end-to-end head; a DFL seg head's
+    outputs are downloaded and decoded by :func:`~yoloquant.postprocess.masks.decode_segments`, which has no
+    device twin yet); pose: :func:`decode_pose_torch`.
+
+    Raises:
+        ConfigError: A task with no torch decoder (one registered by a user).
+        InferenceError: Outputs whose number or shapes do not fit the model (as the CPU decoders).
+
+    Example:
+        >>> dets = decode_outputs_torch(engine.infer_gpu(pixels), engine.info, conf=0.25)  # doctest: +SKIP
+    """
+    cpu = task_spec(info.task).decode
+    if cpu is decode_boxes:
+        return decode_torch(outputs[0], info, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+    if cpu is decode_pose:
+        return decode_pose_torch(outputs, info, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+    if cpu is decode_segments and info.head is HeadType.END2END:
+        return decode_segments_torch(outputs, info, conf=conf, max_det=max_det)
+    if cpu is decode_segments:
+        host = [o.cpu().numpy() for o in outputs]
+        return decode_segments(host, info, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
+    msg = f"task {info.task!r} has no torch decoder; decode its outputs on the host with postprocess.decode()"
+    raise ConfigError(msg)
 
 
 def decode_pending(

@@ -23,7 +23,7 @@ from yoloquant.detections import Detections
 from yoloquant.errors import InferenceError
 from yoloquant.postprocess.decode import decode_end2end, dfl_candidates
 
-__all__ = ["as_keypoints", "decode_keypoints", "decode_keypoints_end2end", "decode_pose"]
+__all__ = ["as_keypoints", "check_pose_output", "decode_keypoints", "decode_keypoints_end2end", "decode_pose"]
 
 
 def as_keypoints(values: np.ndarray, kpt_shape: tuple[int, int]) -> np.ndarray:
@@ -77,6 +77,40 @@ def decode_keypoints_end2end(pred: np.ndarray, *, kpt_shape: tuple[int, int], co
     return dataclasses.replace(dets, keypoints=as_keypoints(x[keep, 6:], kpt_shape))
 
 
+def check_pose_output(shape: tuple[int, ...], info: ModelInfo) -> tuple[int, int]:
+    """Check a pose head's first output ``shape`` against the model's metadata; returns ``info.kpt_shape``.
+
+    Shared by :func:`decode_pose` and the torch decoder (:func:`yoloquant.postprocess.gpu.decode_pose_torch`),
+    so both refuse the same outputs with the same message.
+
+    Raises:
+        InferenceError: The model has no ``kpt_shape`` metadata, or ``shape`` does not fit it.
+
+    Example:
+        >>> info = ModelInfo(names={0: "person"}, task="pose", source_task="pose", kpt_shape=(17, 3))
+        >>> check_pose_output((1, 56, 8400), info)
+        (17, 3)
+    """
+    if info.kpt_shape is None:
+        msg = (
+            "a pose model needs its keypoint shape, and this model's ONNX has no 'kpt_shape' metadata; "
+            "export it with Ultralytics or yoloquant (which keep it)"
+        )
+        raise InferenceError(msg)
+    width = info.kpt_shape[0] * info.kpt_shape[1]
+    end2end = info.head is HeadType.END2END
+    nc = info.num_classes
+    want = 6 + width if end2end else 4 + nc + width
+    if len(shape) != 3 or shape[2 if end2end else 1] != want:
+        layout = f"[B, N, 6 + {width}]" if end2end else f"[B, 4 + {nc} + {width}, anchors]"
+        msg = (
+            f"a {info.head.value} pose head with {nc} classes and kpt_shape {list(info.kpt_shape)} outputs "
+            f"{layout}; got {tuple(shape)}; check the model's metadata"
+        )
+        raise InferenceError(msg)
+    return info.kpt_shape
+
+
 def decode_pose(
     outputs: Sequence[np.ndarray], info: ModelInfo, *, conf: float, iou: float, max_det: int, multi_label: bool
 ) -> list[Detections]:
@@ -85,29 +119,12 @@ def decode_pose(
     Raises:
         InferenceError: The model has no ``kpt_shape`` metadata, or an output shape that does not fit it.
     """
-    if info.kpt_shape is None:
-        msg = (
-            "a pose model needs its keypoint shape, and this model's ONNX has no 'kpt_shape' metadata; "
-            "export it with Ultralytics or yoloquant (which keep it)"
-        )
-        raise InferenceError(msg)
     pred = np.asarray(outputs[0])
-    width = info.kpt_shape[0] * info.kpt_shape[1]
-    end2end = info.head is HeadType.END2END
+    kpt_shape = check_pose_output(pred.shape, info)
+    if info.head is HeadType.END2END:
+        return [decode_keypoints_end2end(p, kpt_shape=kpt_shape, conf=conf, max_det=max_det) for p in pred]
     nc = info.num_classes
-    want = 6 + width if end2end else 4 + nc + width
-    if pred.ndim != 3 or pred.shape[2 if end2end else 1] != want:
-        layout = f"[B, N, 6 + {width}]" if end2end else f"[B, 4 + {nc} + {width}, anchors]"
-        msg = (
-            f"a {info.head.value} pose head with {nc} classes and kpt_shape {list(info.kpt_shape)} outputs "
-            f"{layout}; got {pred.shape}; check the model's metadata"
-        )
-        raise InferenceError(msg)
-    if end2end:
-        return [decode_keypoints_end2end(p, kpt_shape=info.kpt_shape, conf=conf, max_det=max_det) for p in pred]
     return [
-        decode_keypoints(
-            p, nc=nc, kpt_shape=info.kpt_shape, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label
-        )
+        decode_keypoints(p, nc=nc, kpt_shape=kpt_shape, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label)
         for p in pred
     ]

@@ -3,7 +3,10 @@
 Each decoded frame is uploaded once (uint8, a quarter of the float bytes); its tiles are cut, letterboxed
 (:mod:`yoloquant.data.letterbox_gpu`) and stacked into fixed-size batches on the device; the engine runs them
 with ``infer_gpu`` (device tensors in and out: :class:`~yoloquant.backends.torch.engine.TorchEngine`), and
-decode + NMS run on the device (:func:`yoloquant.postprocess.gpu.decode_torch`); only the kept boxes come back.
+decode + NMS run on the device with the decoder of the model's task
+(:func:`yoloquant.postprocess.gpu.decode_outputs_torch`: detect, segment and pose heads); only the kept boxes
+come back. As with the CPU runner, results hold boxes, scores and classes (a seg or pose model's masks and
+keypoints are decoded but not carried into the frame results).
 Readers, queues, ordering, skipped frames and timings are the CPU runner's. Several streams (cameras) share
 one engine and its batches, so a batch of 8 or 16 frames from 8 cameras runs as one CUDA-graph replay.
 
@@ -39,8 +42,9 @@ class GpuStreamRunner(StreamRunner):
     """A :class:`StreamRunner` whose letterbox, batching, inference and decode stay on a torch device.
 
     Args:
-        engine: An engine with ``infer_gpu(uint8 [B, 3, H, W] tensor) -> [tensor]`` (the torch backend's);
-            it compiles any batch size, so ``batch_size`` needs no dynamic-batch export.
+        engine: An engine with ``infer_gpu(uint8 [B, 3, H, W] tensor) -> [tensor, ...]`` (the torch backend's),
+            returning all of the model's outputs (a seg head's prototypes too); it compiles any batch size, so
+            ``batch_size`` needs no dynamic-batch export.
         sources: As :class:`StreamRunner`'s.
         config: Options (:class:`StreamConfig`); keyword ``changes`` override its fields.
         device: Where frames go (default: the engine's ``device``, else ``cuda``). Any torch device works;
@@ -84,11 +88,11 @@ class GpuStreamRunner(StreamRunner):
         missing = self.config.batch_size - len(pixels)
         if self.config.pad_batch and missing > 0:
             batch = torch.cat([batch, batch.new_full((missing, *batch.shape[1:]), 114)])
-        return self.engine.infer_gpu(batch)[0]  # type: ignore[attr-defined]
+        return self.engine.infer_gpu(batch)  # type: ignore[attr-defined]
 
     def _decode(self, outputs: Any) -> list[Detections]:
-        from yoloquant.postprocess.gpu import decode_torch
+        from yoloquant.postprocess.gpu import decode_outputs_torch
 
         cfg = self.config
-        return decode_torch(outputs, self.engine.info, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det,
-                            multi_label=False)  # fmt: skip
+        return decode_outputs_torch(outputs, self.engine.info, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det,
+                                    multi_label=False)  # fmt: skip

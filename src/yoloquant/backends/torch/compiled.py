@@ -1,23 +1,31 @@
 """The compiled artifact of a :class:`~yoloquant.backends.torch.engine.TorchEngine`, saved and loaded back.
 
-What is saved is inductor's compiled code, through PyTorch's own cache API
-(``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``): the Triton kernels and the FX
-graphs of every batch size the engine was built for. Loading it back skips inductor's code
-generation and autotuning; Dynamo still traces the model (seconds, not the tens of seconds of a cold
-compile). The artifact is only valid for the same PyTorch build and the same GPU architecture, so its
-metadata records both, and a mismatch is refused with the fix instead of silently recompiling.
+Two kinds, chosen with ``TorchEngineConfig(artifact=...)``:
 
-Layout, next to the model: ``<dir>/engine.json`` (metadata, written last) and ``<dir>/inductor-cache.bin``.
+* ``"aoti"``: an AOTInductor package (``torch.export`` with a dynamic batch dimension, then
+  ``torch._inductor.aoti_compile_and_package``): the compiled model as a shared library plus its weights.
+  Loading it (``aoti_load_package``) runs no Dynamo, no inductor and not even Ultralytics, so a service
+  starts in seconds; every batch size up to ``max_batch`` runs from the one package. Before the first load a
+  child process loads it (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a process that
+  did not build the package dies with SIGSEGV inside ``aoti_load_package``, so this kind is refused there with the
+  fix; on the CPU with torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
+* ``"inductor-cache"``: inductor's compiled code through PyTorch's cache API
+  (``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``): loading skips code generation and
+  autotuning, but Dynamo still traces the model once per batch size (seconds each).
 
-AOTInductor packages (``torch._inductor.aoti_compile_and_package``) would load without tracing, but on
-the lent H200 (torch 2.11.0+cu130) compiling YOLOv8n took 80 s and loading the package crashed the
-process (SIGSEGV), so they are not used (benchmarks/results/gpu-torch-*.json).
+An artifact is only valid for the same PyTorch build and the same GPU architecture, so its metadata records
+both, and a mismatch is refused with the fix instead of silently recompiling. Layout, next to the model:
+``<dir>/engine.json`` (metadata, written last, so a crash leaves no valid-looking folder) and
+``<dir>/model.pt2`` or ``<dir>/inductor-cache.bin``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +34,14 @@ from yoloquant._io import atomic_write_bytes, atomic_write_text
 from yoloquant._optional import require
 from yoloquant.errors import EngineBuildError
 
-__all__ = ["ArtifactMeta", "load_artifact", "runtime_meta", "save_artifact"]
+__all__ = ["ARTIFACT_KINDS", "ArtifactMeta", "check_package_loads", "load_artifact", "load_package", "runtime_meta",
+           "save_artifact", "save_package"]  # fmt: skip
 
+ARTIFACT_KINDS = ("aoti", "inductor-cache")
 _META = "engine.json"
-_CACHE = "inductor-cache.bin"
+_LOAD_CHECK = "load-check.json"
+_CHILD_LOAD = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1], run_single_threaded=True)"
+_FILES = {"aoti": "model.pt2", "inductor-cache": "inductor-cache.bin"}
 
 
 @dataclass(frozen=True)
@@ -44,20 +56,29 @@ class ArtifactMeta:
     precision: str
     batch_sizes: tuple[int, ...]
     imgsz: tuple[int, int]
+    kind: str = "inductor-cache"
+    max_batch: int | None = None  # an AOTInductor package runs every batch size up to this
 
     def mismatch(self, other: ArtifactMeta) -> list[str]:
-        """The fields where ``other`` (this process, this model) differs from the artifact's; other batch sizes
-        are not a mismatch (they are compiled on top, and the artifact saved again)."""
+        """The fields where ``other`` (this process, this model) differs from the artifact's; batch sizes and
+        the kind are not a mismatch (another size or kind is built, and the artifact saved again)."""
         mine, theirs = asdict(self), asdict(other)
+        free = {"batch_sizes", "kind", "max_batch"}
         return [
-            f"{k}: artifact {mine[k]!r}, here {theirs[k]!r}"
-            for k in mine
-            if mine[k] != theirs[k] and k != "batch_sizes"
+            f"{k}: artifact {mine[k]!r}, here {theirs[k]!r}" for k in mine if mine[k] != theirs[k] and k not in free
         ]
+
+    def covers(self, wanted: ArtifactMeta) -> bool:
+        """This artifact is of ``wanted``'s kind and serves all of its batch sizes."""
+        if self.kind != wanted.kind:
+            return False
+        if self.kind == "aoti":
+            return self.max_batch is not None and max(wanted.batch_sizes) <= self.max_batch
+        return set(wanted.batch_sizes) <= set(self.batch_sizes)
 
 
 def runtime_meta(checkpoint: Path, *, precision: str, batch_sizes: tuple[int, ...], imgsz: tuple[int, int],
-                 device: int = 0) -> ArtifactMeta:  # fmt: skip
+                 device: int = 0, kind: str = "inductor-cache") -> ArtifactMeta:  # fmt: skip
     """The metadata an artifact built here, now, for this checkpoint and these settings would carry."""
     torch = require("torch")
     major, minor = torch.cuda.get_device_capability(device)
@@ -70,6 +91,7 @@ def runtime_meta(checkpoint: Path, *, precision: str, batch_sizes: tuple[int, ..
         precision=precision,
         batch_sizes=tuple(batch_sizes),
         imgsz=tuple(imgsz),  # type: ignore[arg-type]
+        kind=kind,
     )
 
 
@@ -82,24 +104,99 @@ def save_artifact(folder: Path, meta: ArtifactMeta) -> Path:
         raise EngineBuildError(msg, artifact=folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / _META).unlink(missing_ok=True)
-    atomic_write_bytes(folder / _CACHE, saved[0])
+    atomic_write_bytes(folder / _FILES["inductor-cache"], saved[0])
     atomic_write_text(folder / _META, json.dumps(asdict(meta), indent=1))
     return folder
+
+
+def save_package(folder: Path, module: Any, meta: ArtifactMeta) -> Path:
+    """Export ``module`` (uint8 ``[B, 3, H, W]`` in) with a dynamic batch up to ``meta.max_batch``, compile it into
+    an AOTInductor package, then write the metadata (last). Minutes for a YOLO model: it runs once per model.
+
+    Raises:
+        EngineBuildError: ``torch.export`` or AOTInductor failed (the message carries theirs).
+    """
+    torch = require("torch")
+    if meta.kind != "aoti" or not meta.max_batch:
+        msg = f"an AOTInductor package needs kind 'aoti' and a max_batch, got {meta.kind!r} / {meta.max_batch!r}"
+        raise EngineBuildError(msg, artifact=folder)
+    device = next(module.parameters()).device
+    example = torch.zeros((min(2, meta.max_batch), 3, *meta.imgsz), dtype=torch.uint8, device=device)
+    batch = torch.export.Dim("batch", min=1, max=meta.max_batch)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / _META).unlink(missing_ok=True)
+    partial = folder / "model.partial.pt2"
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: batch}})
+            torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
+    except Exception as exc:  # export and inductor raise assorted types
+        partial.unlink(missing_ok=True)
+        msg = (
+            f"compiling the AOTInductor package in {folder} failed: {exc}; TorchEngineConfig(artifact='inductor-cache')"
+        )
+        raise EngineBuildError(msg, artifact=folder) from exc
+    os.replace(partial, folder / _FILES["aoti"])
+    atomic_write_text(folder / _META, json.dumps(asdict(meta), indent=1))
+    return folder
+
+
+def load_package(folder: Path, *, single_threaded: bool = True) -> Any:
+    """The AOTInductor package in ``folder`` as a callable, once :func:`check_package_loads` passed.
+
+    ``single_threaded`` drops the runner's own locking, which CUDA-graph capture needs (PyTorch's advice);
+    calls must then come from one thread at a time.
+    """
+    check_package_loads(folder)
+    torch = require("torch")
+    return torch._inductor.aoti_load_package(str(folder / _FILES["aoti"]), run_single_threaded=single_threaded)
+
+
+def check_package_loads(folder: Path) -> None:
+    """Load the package in a child process before this one does, once per package (the answer is kept beside it
+    as ``load-check.json``): on the lent H200 with torch 2.11.0+cu130, a process that did not build a package
+    dies with SIGSEGV inside ``aoti_load_package``, and a crash must not take a service down.
+
+    Raises:
+        EngineBuildError: The child could not load it (the exit status and the end of its stderr are given).
+    """
+    path = folder / _FILES["aoti"]
+    record = folder / _LOAD_CHECK
+    torch_version = str(require("torch").__version__)
+    found = json.loads(record.read_text()) if record.is_file() else None
+    if found is None or found.get("torch") != torch_version or found.get("package_mtime") != path.stat().st_mtime:
+        try:
+            child = subprocess.run([sys.executable, "-c", _CHILD_LOAD, str(path)], capture_output=True, text=True,
+                                   timeout=300, check=False)  # fmt: skip
+            status, tail = child.returncode, child.stderr.strip()[-300:]
+        except subprocess.TimeoutExpired:
+            status, tail = -1, "timed out after 300 s"
+        found = {"torch": torch_version, "package_mtime": path.stat().st_mtime, "status": status, "stderr": tail}
+        atomic_write_text(record, json.dumps(found, indent=1))
+    if found["status"] != 0:
+        crash = " (SIGSEGV: a crash inside PyTorch)" if found["status"] == -11 else ""
+        msg = (
+            f"the AOTInductor package {path} does not load in a new process with torch {torch_version}: exit "
+            f"{found['status']}{crash}; {found['stderr']!r}. Use TorchEngineConfig(artifact='inductor-cache')"
+        )
+        raise EngineBuildError(msg, artifact=path)
 
 
 def read_meta(folder: Path) -> ArtifactMeta | None:
     """The artifact's metadata, or None when the folder holds no complete artifact."""
     path = folder / _META
-    if not path.is_file() or not (folder / _CACHE).is_file():
+    if not path.is_file():
         return None
     data: dict[str, Any] = json.loads(path.read_text())
     data["capability"], data["batch_sizes"] = tuple(data["capability"]), tuple(data["batch_sizes"])
     data["imgsz"] = tuple(data["imgsz"])
-    return ArtifactMeta(**data)
+    meta = ArtifactMeta(**data)
+    return meta if (folder / _FILES.get(meta.kind, _META + ".none")).is_file() else None
 
 
 def load_artifact(folder: Path, expected: ArtifactMeta) -> ArtifactMeta | None:
-    """Prime inductor's caches from ``folder`` and return its metadata; None when there is no artifact yet.
+    """The metadata of the artifact in ``folder`` when it serves ``expected`` (for the inductor cache: its caches
+    primed); None when there is none yet, or one of another kind or too few batch sizes (built again).
 
     Raises:
         EngineBuildError: The artifact was built by another PyTorch, for another GPU, checkpoint or settings.
@@ -114,5 +211,7 @@ def load_artifact(folder: Path, expected: ArtifactMeta) -> ArtifactMeta | None:
             "pass rebuild=True to compile again"
         )
         raise EngineBuildError(msg, artifact=folder)
-    require("torch").compiler.load_cache_artifacts((folder / _CACHE).read_bytes())
-    return found
+    if found.kind == "inductor-cache" and expected.kind == "inductor-cache":
+        require("torch").compiler.load_cache_artifacts((folder / _FILES["inductor-cache"]).read_bytes())
+        return found  # other batch sizes compile on top
+    return found if found.covers(expected) else None

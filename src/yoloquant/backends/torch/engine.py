@@ -5,7 +5,8 @@ only, batch 1 about 0.5 ms against ONNX Runtime CUDA's 1.4 ms). How it works:
 
 * The checkpoint the ONNX model was exported from (``OnnxModel.checkpoint``) is loaded with Ultralytics, fused,
   cast to the variant's precision (fp32, or fp16 for an fp16 variant), channels-last, with its head in export
-  mode: it returns what the exported ONNX returns (``[B, 4 + nc, anchors]``, or ``[B, 300, 6]`` end to end).
+  mode: it returns what the exported ONNX returns (``[B, 4 + nc, anchors]``, or ``[B, 300, 6]`` end to end; a
+  segmentation model also its ``[B, 32, H/4, W/4]`` prototypes, as a second output).
 * A wrapper takes **uint8** ``[B, 3, H, W]`` RGB and divides by 255 on the GPU, so a frame crosses PCIe as
   a quarter of the float bytes.
 * ``torch.compile`` (inductor, ``fullgraph=True``, static shapes) compiles it once per batch size, and each
@@ -37,7 +38,14 @@ from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import available, require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends.registry import register_runtime
-from yoloquant.backends.torch.compiled import load_artifact, runtime_meta, save_artifact
+from yoloquant.backends.torch.compiled import (
+    ARTIFACT_KINDS,
+    load_artifact,
+    load_package,
+    runtime_meta,
+    save_artifact,
+    save_package,
+)
 from yoloquant.config import Backend, Precision, parse_enum
 from yoloquant.errors import ConfigError, EngineBuildError, InferenceError, MissingDependencyError
 
@@ -56,6 +64,10 @@ class TorchEngineConfig:
         device: CUDA device index.
         compile: Compile with inductor (False: eager PyTorch, still CUDA-graph replayed).
         cuda_graph: Replay each batch size as a CUDA graph.
+        artifact: What is saved and loaded back (:mod:`yoloquant.backends.torch.compiled`): ``"aoti"``, an
+            AOTInductor package that loads in seconds with no tracing (minutes to build, once), or
+            ``"inductor-cache"``, inductor's cache (Dynamo traces each batch size again at every load).
+        max_batch: An ``aoti`` package runs every batch size up to this one.
         artifact_dir: Where the compiled code is saved and looked for; default ``<model>.torch/`` beside it.
         rebuild: Compile again even if a matching artifact exists (and overwrite it).
         stream: The caller's ``torch.cuda.Stream`` to run on; None: the engine makes its own.
@@ -66,6 +78,8 @@ class TorchEngineConfig:
     device: int = 0
     compile: bool = True
     cuda_graph: bool = True
+    artifact: str = "inductor-cache"
+    max_batch: int = 32
     artifact_dir: Path | None = None
     rebuild: bool = False
     stream: Any = field(default=None, compare=False)
@@ -74,25 +88,35 @@ class TorchEngineConfig:
         if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
             msg = f"batch_sizes must be positive ints, got {self.batch_sizes!r}"
             raise ConfigError(msg)
+        if self.artifact not in ARTIFACT_KINDS:
+            msg = f"artifact must be one of {', '.join(ARTIFACT_KINDS)}, got {self.artifact!r}"
+            raise ConfigError(msg)
+        if self.max_batch < 1:
+            msg = f"max_batch must be >= 1, got {self.max_batch}"
+            raise ConfigError(msg)
 
 
 class _Replay:
-    """One batch size: the static input, the captured graph (or the plain function) and its outputs."""
+    """One batch size: the static input, the captured graph (or the plain function) and its outputs.
 
-    def __init__(self, fn: Any, shape: tuple[int, ...], device: Any, graph: bool) -> None:
+    ``post`` (outputs -> tensors), when given, runs after the model inside the same graph (a fixed-shape decode).
+    """
+
+    def __init__(self, fn: Any, shape: tuple[int, ...], device: Any, graph: bool, post: Any = None) -> None:
         torch = require("torch")
         self.input = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.fn, self.post = fn, post
         side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):  # compiles (first call) and warms up outside the capture
-                fn(self.input)
+                self._call()
         torch.cuda.current_stream(device).wait_stream(side)
-        self.graph, self.fn = None, fn
+        self.graph = None
         if graph:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph), torch.inference_mode():
-                self.outputs = _as_list(fn(self.input))
+                self.outputs = self._call()
         # The graph reads tensors the model keeps as attributes (the head's anchors and strides, made on the
         # first call at a new shape). The next batch size's warm-up replaces them, which would free the memory
         # this graph still reads: hold them as long as the graph lives.
@@ -101,19 +125,27 @@ class _Replay:
         self.staged = torch.cuda.Event()
         self.staged.record()
 
+    def _call(self) -> list[Any]:
+        out = _as_list(self.fn(self.input))
+        return out if self.post is None else _as_list(self.post(out))
+
+    def launch(self) -> list[Any]:
+        """Run on the current stream on what is in ``input``; returns the graph's own output tensors, which the
+        next launch overwrites."""
+        torch = require("torch")
+        if self.graph is None:
+            with torch.inference_mode():
+                return self._call()
+        self.graph.replay()
+        return list(self.outputs)
+
     def run(self, x: Any = None) -> list[Any]:
         """Run on the current stream (on ``x``, or on what was uploaded into ``input``); returns fresh float32
         tensors (the next call cannot overwrite them)."""
         torch = require("torch")
         if x is not None:
             self.input.copy_(x, non_blocking=True)
-        if self.graph is not None:
-            self.graph.replay()
-            outputs = self.outputs
-        else:
-            with torch.inference_mode():
-                outputs = _as_list(self.fn(self.input))
-        return [o.to(torch.float32, copy=True) for o in outputs]  # the next call cannot overwrite a copy
+        return [o.to(torch.float32, copy=True) for o in self.launch()]  # the next call cannot overwrite a copy
 
 
 def _as_list(out: Any) -> list[Any]:
@@ -125,7 +157,7 @@ def held_tensors(fn: Any) -> list[Any]:
     Ultralytics head's ``anchors`` and ``strides``): a captured CUDA graph reads them by address."""
     torch = require("torch")
     held: list[Any] = []
-    for module in fn.modules():
+    for module in fn.modules() if callable(getattr(fn, "modules", None)) else ():  # a package holds its own
         for value in vars(module).values():
             items = value if isinstance(value, (list, tuple)) else (value,)
             held += [v for v in items if isinstance(v, torch.Tensor)]
@@ -205,6 +237,17 @@ class TorchEngine(ClosesOnExit):
             h, w = self.info.imgsz
             self._replays[batch_size] = _Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph)
         return self._replays[batch_size]
+
+    def capture(self, batch_size: int, post: Any) -> _Replay:
+        """A new replay of the model followed by ``post`` (its outputs -> tensors) in one CUDA graph, with its own
+        input and outputs (:class:`~yoloquant.backends.torch.predictor.TorchPredictor` captures its decode so).
+        Call it on the engine's stream's device; the caller orders its launches on :attr:`stream`."""
+        if self._fn is None:
+            msg = "this TorchEngine is closed"
+            raise InferenceError(msg)
+        self._replay(batch_size)  # compiles this size (if new) with the plain replay first
+        h, w = self.info.imgsz
+        return _Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph, post)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a uint8 ``[B, 3, H, W]`` batch (or float32 in [0, 1], as ``normalize_pixels`` makes it)."""
@@ -330,7 +373,7 @@ def _uint8_input(net: Any, dtype: Any) -> Any:
 
             def forward(self, x: Any) -> Any:
                 out = self.net(x.to(self.dtype).div(255).contiguous(memory_format=self.layout))
-                return out[0] if isinstance(out, (list, tuple)) else out
+                return tuple(out) if isinstance(out, (list, tuple)) else out  # seg: detections and prototypes
 
         _UInt8Input.__qualname__ = "_UInt8Input"  # importable by module and name, like a top-level class
         globals()["_UInt8Input"] = cls = _UInt8Input
@@ -357,30 +400,56 @@ class TorchEngineBuilder:
         checkpoint, precision = _checkpoint(model), _precision(model, cfg)
         device = torch.device("cuda", cfg.device)
         folder = cfg.artifact_dir or model.path.with_suffix(".torch")
-        meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes,
-                            imgsz=model.info.imgsz, device=cfg.device)  # fmt: skip
+        aoti = cfg.compile and cfg.artifact == "aoti"
+        meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes, imgsz=model.info.imgsz,
+                            device=cfg.device, kind="aoti" if aoti else "inductor-cache")  # fmt: skip
         phases = {"checkpoint_hash": time.perf_counter() - start}
         loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
         phases["artifact"] = time.perf_counter() - start - sum(phases.values())
-        module = _module(checkpoint, precision, device)
-        phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
-        fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
+        if aoti:
+            if loaded is None:
+                module = _module(checkpoint, precision, device)
+                phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
+                max_batch = max(cfg.max_batch, *cfg.batch_sizes)
+                save_package(folder, module, dataclasses.replace(meta, max_batch=max_batch))
+                phases["aoti_compile"] = time.perf_counter() - start - sum(phases.values())
+            fn = load_package(folder, single_threaded=cfg.cuda_graph)
+            phases["aoti_load"] = time.perf_counter() - start - sum(phases.values())
+        else:
+            module = _module(checkpoint, precision, device)
+            phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
+            fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
         stream = cfg.stream or torch.cuda.Stream(device=device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
         try:
-            for b in cfg.batch_sizes:
-                engine.prepare(b)
-                phases[f"compile_capture_b{b}"] = time.perf_counter() - start - sum(phases.values())
+            try:
+                _prepare_all(engine, cfg.batch_sizes, phases, start)
+            except Exception as exc:
+                if aoti or not cfg.compile or "fullgraph" not in str(exc):
+                    raise
+                # Dynamo broke the graph somewhere (YOLO26's head on torch 2.11): compile the pieces instead;
+                # the CUDA graph still captures all of them, so a call is still one replay
+                engine = TorchEngine(
+                    torch.compile(module, dynamic=False), model.info, cfg, stream=stream, compiled=True
+                )
+                phases["graph_break_recompile"] = 0.0
+                _prepare_all(engine, cfg.batch_sizes, phases, start)
         except Exception as exc:  # inductor / CUDA raise assorted types
             engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
             raise EngineBuildError(msg, artifact=checkpoint) from exc
-        if cfg.compile and (loaded is None or not set(cfg.batch_sizes) <= set(loaded.batch_sizes)):
+        if cfg.compile and not aoti and (loaded is None or not set(cfg.batch_sizes) <= set(loaded.batch_sizes)):
             sizes = tuple(sorted({*cfg.batch_sizes, *(loaded.batch_sizes if loaded else ())}))
             save_artifact(folder, dataclasses.replace(meta, batch_sizes=sizes))
         engine.loaded_artifact, engine.build_seconds = loaded is not None, time.perf_counter() - start
         engine.build_phases = {k: round(v, 3) for k, v in phases.items()}
         return engine
+
+
+def _prepare_all(engine: TorchEngine, sizes: tuple[int, ...], phases: dict[str, float], start: float) -> None:
+    for b in sizes:
+        engine.prepare(b)
+        phases[f"compile_capture_b{b}"] = time.perf_counter() - start - sum(phases.values())
 
 
 def check_torch_cuda() -> None:

@@ -1,0 +1,69 @@
+"""Which saved torch-engine artifact serves which build (metadata only: nothing is compiled here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from yoloquant.backends.torch.compiled import ArtifactMeta, load_artifact, read_meta
+from yoloquant.errors import EngineBuildError
+
+META = ArtifactMeta(torch="2.11.0", cuda="13.0", gpu="NVIDIA H200", capability=(9, 0), checkpoint_sha256="ab",
+                    precision="fp16", batch_sizes=(1, 16), imgsz=(640, 640), kind="aoti", max_batch=32)  # fmt: skip
+
+
+def _write(folder: Path, meta: ArtifactMeta, file: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / file).write_bytes(b"x")
+    (folder / "engine.json").write_text(json.dumps(dataclasses.asdict(meta)))
+
+
+def test_a_package_serves_every_batch_size_up_to_its_max(tmp_path: Path) -> None:
+    _write(tmp_path, META, "model.pt2")
+    assert read_meta(tmp_path) == META
+    assert load_artifact(tmp_path, dataclasses.replace(META, batch_sizes=(3, 32), max_batch=None)) == META
+    assert load_artifact(tmp_path, dataclasses.replace(META, batch_sizes=(64,))) is None  # built again, bigger
+    assert load_artifact(tmp_path, dataclasses.replace(META, kind="inductor-cache")) is None  # other kind
+
+
+def test_metadata_without_its_file_is_no_artifact_and_a_mismatch_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, META, "inductor-cache.bin")  # says aoti, holds no package: a half-written folder
+    assert read_meta(tmp_path) is None and load_artifact(tmp_path, META) is None
+    _write(tmp_path, META, "model.pt2")
+    with pytest.raises(EngineBuildError, match=r"gpu: artifact 'NVIDIA H200', here 'NVIDIA A100'.*rebuild=True"):
+        load_artifact(tmp_path, dataclasses.replace(META, gpu="NVIDIA A100"))
+
+
+def test_metadata_of_the_earlier_format_reads_as_an_inductor_cache(tmp_path: Path) -> None:
+    old = {k: v for k, v in dataclasses.asdict(META).items() if k not in {"kind", "max_batch"}}
+    tmp_path.joinpath("inductor-cache.bin").write_bytes(b"x")
+    tmp_path.joinpath("engine.json").write_text(json.dumps(old))
+    found = read_meta(tmp_path)
+    assert found is not None and found.kind == "inductor-cache" and found.max_batch is None
+
+
+def test_a_package_that_does_not_load_in_a_new_process_is_refused_once_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child process's load fails (here: not a package at all); the answer is kept, so the next load
+    refuses without starting another child, and a rebuilt package is checked again."""
+    pytest.importorskip("torch")
+    import subprocess
+
+    from yoloquant.backends.torch.compiled import check_package_loads
+
+    _write(tmp_path, META, "model.pt2")
+    with pytest.raises(EngineBuildError, match=r"does not load in a new process.*artifact='inductor-cache'"):
+        check_package_loads(tmp_path)
+    assert json.loads((tmp_path / "load-check.json").read_text())["status"] not in (0, None)
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        msg = "the kept answer should have been used"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    with pytest.raises(EngineBuildError, match="does not load"):
+        check_package_loads(tmp_path)

@@ -11,7 +11,7 @@ images 64-127 (the seg tuning images), against FP32, through ONNX Runtime's CPU 
 - a ``bc`` suffix (``bc``, ``w448bc``, ``wmsebc``): and the convs' float biases corrected for the weights' FP8
   rounding, ``b -= sum((dq(q(w)) - w) * E[x])`` with ``E[x]`` the input channel means over the calibration images.
 
-Every rewrite is a layout TensorRT builds: float weights into a ``QuantizeLinear`` to ``float8e4m3fn`` with a
+Every rewrite keeps a layout TensorRT documents (not built here): float weights into a ``QuantizeLinear`` to ``float8e4m3fn`` with a
 scalar or 1-D per-channel scale, float biases. ``--proxy`` instead prints the relative output error vs FP32 (the
 prototypes, and the pre-top-k boxes, scores and mask coefficients) on tuning images 64-71, the bias correction
 fitted on the calibration images 0-63: a smooth measure, to tell rounding luck from a real change.

@@ -11,10 +11,11 @@ images 64-127 (the seg tuning images), against FP32, through ONNX Runtime's CPU 
 - a ``bc`` suffix (``bc``, ``w448bc``, ``wmsebc``): and the convs' float biases corrected for the weights' FP8
   rounding, ``b -= sum((dq(q(w)) - w) * E[x])`` with ``E[x]`` the input channel means over the calibration images.
 
-Every rewrite keeps a layout TensorRT documents (not built here): float weights into a ``QuantizeLinear`` to ``float8e4m3fn`` with a
-scalar or 1-D per-channel scale, float biases. ``--proxy`` instead prints the relative output error vs FP32 (the
-prototypes, and the pre-top-k boxes, scores and mask coefficients) on tuning images 64-71, the bias correction
-fitted on the calibration images 0-63: a smooth measure, to tell rounding luck from a real change.
+Every rewrite keeps a layout TensorRT documents (not built here): float weights into a ``QuantizeLinear`` to
+``float8e4m3fn`` with a scalar or 1-D per-channel scale, float biases. ``--proxy`` instead prints the relative
+output error vs FP32 (the prototypes, and the pre-top-k boxes, scores and mask coefficients) on tuning images
+64-71, the bias correction fitted on the calibration images 0-63: a smooth measure, to tell rounding luck from a
+real change.
 
     YOLO_OFFLINE=1 .venv/bin/python benchmarks/fp8_diagnose.py runs/tune-fp8/fp8/yolo26n-seg-fp8.onnx \
         --variants base,w-only,a-only --out runs/fp8-diagnose

@@ -5,6 +5,7 @@ Uses ``../shared/data`` (YOLO26n-seg, coco-val-seg); the export is shared by the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,19 @@ def test_the_prototype_branch_is_ultralytics_proto_module_and_nothing_the_boxes_
     assert FloatScope(proto_branch=True).node_names(model) == tuple(
         n.name for n in model.graph.node if n.name in set(branch) | set(graph.find_head(model).decode)
     )
+
+
+def test_the_prototype_fusion_is_proto26s_refine_and_fuse_layers(seg_onnx: OnnxModel) -> None:
+    model = onnx.load(str(seg_onnx.path))
+    fusion = graph.prototype_fusion(model)
+    # Ultralytics' own names for Proto26's multi-scale fusion: feat_refine.{0,1}, their resize and add, feat_fuse
+    named = [
+        n.name for n in model.graph.node if re.match(r"/model\.\d+/proto/(feat_refine|feat_fuse|Resize|Add)", n.name)
+    ]
+    assert list(fusion) == named and len(fusion) == 13
+    assert set(fusion) < set(graph.prototype_branch(model))
+    ops = {n.op_type for n in model.graph.node if n.name in fusion}
+    assert "ConvTranspose" not in ops and {"Conv", "Resize", "Add"} <= ops  # the upsampling stays quantized
 
 
 def test_head_convs_cover_the_mask_coefficient_convs(seg_onnx: OnnxModel) -> None:

@@ -101,6 +101,17 @@ def test_presets_have_one_spelling_and_round_trip() -> None:
     assert FloatScope.parse(custom.to_dict()) == custom
 
 
+def test_proto_fusion_round_trips_and_brevitas_refuses_it() -> None:
+    from yoloquant.quantize.brevitas.config import BrevitasConfig
+
+    scope = FloatScope(head_convs=True, proto_fusion=True)
+    assert scope.preset is None and scope.describe() == "decode_path+head_convs+proto_fusion"
+    assert FloatScope.parse(scope.to_dict()) == scope
+    with pytest.raises(ConfigError, match="not proto_fusion"):
+        BrevitasConfig(keep_float=scope)  # Brevitas keeps whole modules float, not a part of Proto26
+    BrevitasConfig(keep_float=FloatScope(head_convs=True, proto_branch=True, proto_fusion=True))  # the whole branch
+
+
 # --- real Ultralytics exports: the sets must be exactly Ultralytics' head layer -------------------
 
 

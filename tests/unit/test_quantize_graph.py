@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from yoloquant.quantize.graph import classify_qdq_nodes, find_head, first_convs, group_by_op, match_nodes
+from yoloquant.quantize.float_scope import FloatScope
+from yoloquant.quantize.graph import (
+    classify_qdq_nodes,
+    find_head,
+    first_convs,
+    group_by_op,
+    match_nodes,
+    prototype_branch,
+    prototype_fusion,
+)
 
 onnx = pytest.importorskip("onnx")
 helper, numpy_helper = onnx.helper, onnx.numpy_helper
@@ -87,6 +96,80 @@ def test_first_conv_match_and_group() -> None:
     assert match_nodes(model, [r"^n1\d$"]) == ("n10", "n11", "n12", "n13")
     assert match_nodes(model, []) == ()
     assert group_by_op(model, ["n1", "n2", "n3", "n12"]) == {"Sigmoid": ["n1", "n12"], "Mul": ["n2"], "Conv": ["n3"]}
+
+
+def _tiny_proto(*, fused: bool) -> Any:
+    """A seg-like graph, nodes named p0, p1, ...: a detection output and a prototype branch (Proto26 if ``fused``).
+
+    Proto26: a 1x1 refine conv on a half-resolution feature map, resized and added to the full-resolution one, a
+    fuse conv + SiLU, then the upsampling and the prototype conv. Without ``fused`` (YOLOv8's Proto): conv + SiLU,
+    upsampling, prototype conv.
+    """
+    f32 = np.float32
+    inits = [
+        _init(n, np.full(s, 0.1, f32))
+        for n, s in {
+            "w_a": (4, 3, 1, 1),
+            "w_b": (4, 4, 1, 1),
+            "w_det": (6, 4, 1, 1),
+            "w_ref": (4, 4, 1, 1),
+            "w_fuse": (4, 4, 3, 3),
+            "w_up": (4, 4, 2, 2),
+            "w_p": (2, 4, 1, 1),
+        }.items()
+    ]
+    inits.append(_init("up2", np.array([1, 1, 2, 2], f32)))
+    nodes = [
+        helper.make_node("Conv", ["images", "w_a"], ["f8"], name="p0"),  # full resolution (8x8)
+        helper.make_node("Conv", ["f8", "w_b"], ["f4"], name="p1", strides=[2, 2]),  # half resolution (4x4)
+        helper.make_node("Conv", ["f4", "w_det"], ["output0"], name="p2"),
+    ]
+    if fused:
+        nodes += [
+            helper.make_node("Conv", ["f4", "w_ref"], ["r"], name="p3"),
+            helper.make_node("Resize", ["r", "", "up2"], ["r8"], name="p4"),
+            helper.make_node("Add", ["f8", "r8"], ["m"], name="p5"),
+            helper.make_node("Conv", ["m", "w_fuse"], ["fu"], name="p6", pads=[1, 1, 1, 1]),
+        ]
+    else:
+        nodes.append(helper.make_node("Conv", ["f8", "w_fuse"], ["fu"], name="p6", pads=[1, 1, 1, 1]))
+    nodes += [
+        helper.make_node("Sigmoid", ["fu"], ["fs"], name="p7"),
+        helper.make_node("Mul", ["fu", "fs"], ["fa"], name="p8"),
+        helper.make_node("ConvTranspose", ["fa", "w_up"], ["u"], name="p9", strides=[2, 2]),
+        helper.make_node("Conv", ["u", "w_p"], ["output1"], name="p10"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "proto",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, [1, 6, 4, 4]),
+            helper.make_tensor_value_info("output1", onnx.TensorProto.FLOAT, [1, 2, 16, 16]),
+        ],
+        inits,
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_prototype_fusion_is_the_proto26_merge_and_fuse_block_not_the_upsampled_convs() -> None:
+    model = _tiny_proto(fused=True)
+    assert prototype_branch(model) == ("p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10")
+    assert prototype_fusion(model) == ("p3", "p4", "p5", "p6", "p7", "p8")  # not the upsampling p9 nor p10
+    scope = FloatScope(proto_fusion=True)
+    assert set(scope.node_names(model)) >= {"p3", "p6", "p8"} and not {"p9", "p10"} & set(scope.node_names(model))
+    assert FloatScope(proto_fusion=True, proto_branch=True).node_names(model) == FloatScope(
+        proto_branch=True
+    ).node_names(model)
+
+
+def test_prototype_fusion_is_empty_without_a_merge() -> None:
+    model = _tiny_proto(fused=False)  # YOLOv8's Proto: nothing is fused
+    assert prototype_branch(model) == ("p6", "p7", "p8", "p9", "p10")
+    assert prototype_fusion(model) == ()
+    assert prototype_fusion(_tiny_dfl_detector()) == ()  # one output: no branch at all
 
 
 def test_classify_qdq_nodes_counts_dequantized_inputs() -> None:

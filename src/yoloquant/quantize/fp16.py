@@ -39,7 +39,7 @@ from yoloquant.artifacts import CalibrationSet, OnnxModel, QdqModel
 from yoloquant.config import Precision, _Serializable
 from yoloquant.errors import QuantizationError
 from yoloquant.quantize.float_scope import FloatScope
-from yoloquant.quantize.graph import find_head, first_convs, prototype_branch
+from yoloquant.quantize.graph import find_head, first_convs, prototype_branch, prototype_fusion
 from yoloquant.quantize.registry import register
 from yoloquant.vocabulary import renamed_keywords
 
@@ -158,6 +158,7 @@ def _kept_fp32(proto: Any, data: set[int], config: Fp16Config) -> set[int]:
     alone = set(find_head(proto).output_convs if scope.head_convs else ())
     alone |= set(first_convs(proto) if scope.first_conv else ())
     alone |= set(prototype_branch(proto) if scope.proto_branch else ())
+    alone |= set(prototype_fusion(proto) if scope.proto_fusion else ())
     kept |= {i for i in data if graph.node[i].name in alone}
     if scope.decode_path:
         # find_head's walk back from the outputs also passes through Shape reads of backbone features

@@ -147,6 +147,53 @@ def prototype_branch(model: Any) -> tuple[str, ...]:
     return tuple(n.name for n in graph.node if n.name in only_later)
 
 
+def prototype_fusion(model: Any) -> tuple[str, ...]:
+    """Names of a prototype branch's multi-scale fusion: every branch node up to its last merge, and the conv after.
+
+    YOLO26's ``Proto26`` refines two lower-resolution feature maps (1x1 convs), resizes them to the branch's
+    input resolution and adds them in (``Add``); the ``feat_fuse`` conv block (conv and SiLU) then mixes the
+    sum. These are the branch's nodes the last merge (an ``Add`` / ``Concat`` of two computed tensors) is computed
+    from, the merge, and the conv block that reads it. The upsampling and the full-resolution prototype convs
+    after it are not. YOLOv8's ``Proto`` merges nothing: none.
+
+    Example:
+        >>> prototype_fusion(onnx.load("yolo26n-seg.onnx"))[-1]  # doctest: +SKIP
+        '/model.23/proto/feat_fuse/act/Mul'
+    """
+    branch = set(prototype_branch(model))
+    producers = _producers(model.graph)
+    merges = [
+        n
+        for n in model.graph.node
+        if n.name in branch
+        and n.op_type in ("Add", "Concat")
+        and sum(1 for i in n.input if i in producers and producers[i].op_type != "Constant") >= 2
+    ]
+    if not merges:
+        return ()
+    last = merges[-1]
+    wanted = (_ancestors(producers, last.input) & branch) | {last.name}
+    wanted |= _conv_block_after(model, last.output[0], branch)
+    return tuple(n.name for n in model.graph.node if n.name in wanted)
+
+
+def _conv_block_after(model: Any, tensor: str, branch: set[str]) -> set[str]:
+    """The conv that reads ``tensor`` and its activation (``Sigmoid`` + ``Mul``: SiLU), within ``branch``."""
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in model.graph.node:
+        for i in node.input:
+            consumers[i].append(node)
+    convs = [n for n in consumers[tensor] if n.op_type == "Conv" and n.name in branch]
+    block: set[str] = set()
+    for conv in convs[:1]:
+        block.add(conv.name)
+        act = [n for n in consumers[conv.output[0]] if n.op_type in ("Sigmoid", "Mul") and n.name in branch]
+        block.update(n.name for n in act)
+        for sig in (n for n in act if n.op_type == "Sigmoid"):
+            block.update(n.name for n in consumers[sig.output[0]] if n.op_type == "Mul" and n.name in branch)
+    return block
+
+
 def first_convs(model: Any) -> tuple[str, ...]:
     """Names of the convs that read a graph input directly (the stem conv)."""
     inputs = {i.name for i in model.graph.input}

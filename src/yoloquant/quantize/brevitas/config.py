@@ -191,10 +191,11 @@ def for_precision(cls: type[_C], precision: Precision | str, changes: dict[str, 
 
 def _module_scope(scope: FloatScope) -> FloatScope:
     """``scope``, if Brevitas can keep it float: its decode path, head convs and stem conv, not ONNX patterns."""
-    if not scope.decode_path or scope.nodes or scope.op_types:
+    if not scope.decode_path or scope.nodes or scope.op_types or (scope.proto_fusion and not scope.proto_branch):
         msg = (
             f"Brevitas quantizes the PyTorch model's convs, whose DFL projection always stays float: keep_float "
-            f"takes decode, head or head+first (or FloatScope(head_convs=..., first_conv=...)), got {scope!r}"
+            f"takes decode, head or head+first (or FloatScope(head_convs=..., first_conv=..., proto_branch=...); not "
+            f"proto_fusion, a part of a module), got {scope!r}"
         )
         raise ConfigError(msg)
     return scope

@@ -58,7 +58,6 @@ def _scope(name: str | None) -> Any:
     extra = {"head+proto": FloatScope(head_convs=True, proto_branch=True)}
     extra["head+first+proto"] = FloatScope(head_convs=True, first_conv=True, proto_branch=True)
     extra["head-proto"] = FloatScope(head_convs=True)  # head convs, the prototype branch quantized
-    extra["head+fusion"] = FloatScope(head_convs=True, proto_fusion=True)  # Proto26's fusion float, 160x160 quantized
     # the other prototype scopes tried on the tuning images, by Ultralytics' names (docs/tasks.md)
     proto = "^/model\\.23/proto/"
     extra["head+preup"] = FloatScope(head_convs=True).with_nodes(proto + "(feat_refine|feat_fuse|Resize|Add|cv1/)")

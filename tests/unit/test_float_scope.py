@@ -93,8 +93,9 @@ def test_unknown_and_ambiguous_presets_name_the_choices() -> None:
 
 
 def test_presets_have_one_spelling_and_round_trip() -> None:
-    assert list(PRESETS) == ["nothing", "decode", "head", "head+first"]
-    methods = [FloatScope.nothing(), FloatScope.decode(), FloatScope.head(), FloatScope.head_and_first()]
+    assert list(PRESETS) == ["nothing", "decode", "head", "head+first", "head+fusion"]
+    methods = [FloatScope.nothing(), FloatScope.decode(), FloatScope.head(), FloatScope.head_and_first(),
+               FloatScope.head_and_fusion()]  # fmt: skip
     assert methods == list(PRESETS.values()) and [m.preset for m in methods] == list(PRESETS)
     custom = FloatScope.head().with_nodes("^/model.9/")
     assert custom.preset is None and custom.describe() == "decode_path+head_convs+proto_branch, nodes ['^/model.9/']"
@@ -105,7 +106,7 @@ def test_proto_fusion_round_trips_and_brevitas_refuses_it() -> None:
     from yoloquant.quantize.brevitas.config import BrevitasConfig
 
     scope = FloatScope(head_convs=True, proto_fusion=True)
-    assert scope.preset is None and scope.describe() == "decode_path+head_convs+proto_fusion"
+    assert scope.preset == "head+fusion" and scope.describe() == "head+fusion"
     assert FloatScope.parse(scope.to_dict()) == scope
     with pytest.raises(ConfigError, match="not proto_fusion"):
         BrevitasConfig(keep_float=scope)  # Brevitas keeps whole modules float, not a part of Proto26

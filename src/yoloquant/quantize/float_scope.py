@@ -20,10 +20,11 @@ hard-coded names, so a scope works on YOLOv8, YOLO11 and YOLO26 of any size:
 - ``nodes`` / ``op_types``: more nodes, by name regex (``re.search``) or op type.
 
 The presets, by name (``quantize(keep_float="head")``) or classmethod (``FloatScope.head()``):
-``nothing``, ``decode``, ``head`` (decode path + head convs + a seg head's prototype branch) and ``head+first``
-(``head`` + first conv). The prototype branch is part of the head (Ultralytics' ``Segment`` module holds it):
-keeping it float took NNCF INT8's mask mAP50-95 drop on YOLO26n-seg from -1.57 to -1.14 points (coco128 images
-64-127, docs/quantizers.md); detection and pose models have no such nodes, so their presets are unchanged.
+``nothing``, ``decode``, ``head`` (decode path + head convs + a seg head's prototype branch), ``head+first``
+(``head`` + first conv) and ``head+fusion`` (decode path + head convs + a seg head's prototype fusion). The
+prototype branch is part of the head (Ultralytics' ``Segment`` module holds it): keeping it float took NNCF
+INT8's mask mAP50-95 drop on YOLO26n-seg from -1.57 to -1.14 points (coco128 images 64-127, docs/quantizers.md);
+detection and pose models have no such nodes, so their presets are unchanged.
 
 Example:
     >>> FloatScope.parse("head+first") == FloatScope.head_and_first()
@@ -92,6 +93,13 @@ class FloatScope:
     def head_and_first(cls) -> FloatScope:
         """``head`` plus the stem conv (ModelOpt's default)."""
         return cls(head_convs=True, first_conv=True, proto_branch=True)
+
+    @classmethod
+    def head_and_fusion(cls) -> FloatScope:
+        """Head convs plus a seg head's prototype fusion only (its 160x160 convs quantized): the CPU INT8 scope
+        chosen for YOLO26n-seg on the tuning images (docs/tasks.md); the same as ``head`` for other heads but
+        for their (absent) prototype branch."""
+        return cls(head_convs=True, proto_fusion=True)
 
     @classmethod
     def parse(cls, value: str | FloatScope | dict[str, Any]) -> FloatScope:
@@ -163,4 +171,5 @@ PRESETS: dict[str, FloatScope] = {
     "decode": FloatScope(),
     "head": FloatScope(head_convs=True, proto_branch=True),
     "head+first": FloatScope(head_convs=True, first_conv=True, proto_branch=True),
+    "head+fusion": FloatScope(head_convs=True, proto_fusion=True),
 }

@@ -53,7 +53,7 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
         help="ort (ONNX Runtime INT8, fast on CPU), modelopt (TensorRT layout, INT8/FP8), brevitas "
         "(W8/W4 weights, the default for w8a16, w8a8, w4a16, w4a8) or nncf (NNCF INT8, --backend openvino)",
     )
-    run.add_argument("--keep-float", help="what stays float: nothing, decode, head, head+first")
+    run.add_argument("--keep-float", help="what stays float: nothing, decode, head, head+first, head+fusion")
     run.add_argument(
         "--max-map-drop", type=float, help="accuracy budget in mAP50-95 points for ORT INT8 (needs --eval)"
     )
@@ -76,7 +76,7 @@ def _sweep_parser(sweep: argparse.ArgumentParser) -> None:
     _add_inputs(sweep, required=True, calib_images="32,64")
     sweep.add_argument("--quantizer", default="ort", help="comma list of ort, modelopt (default ort)")
     sweep.add_argument("--calibration-method", default="minmax,entropy,percentile", help="comma list of methods")
-    sweep.add_argument("--keep-float", default="decode,head", help="comma list of: nothing, decode, head, head+first")
+    sweep.add_argument("--keep-float", default="decode,head", help="comma list of presets (see run --keep-float)")
     sweep.add_argument("--recommend-max-drop", type=float, help="recommendation constraint: mAP50-95 points vs fp32")
     sweep.add_argument("--recommend-min-speedup", type=float, help="recommendation constraint: speedup vs fp32")
     sweep.add_argument("--iterations", type=int, default=30, help="timed rounds in the latency phase (default 30)")

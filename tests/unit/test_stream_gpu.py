@@ -88,7 +88,7 @@ def seg26_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
 @pytest.mark.parametrize("task", ["pose", "segment"])
 def test_gpu_runner_streams_pose_and_seg_models_like_the_cpu_runner(task: str, request: pytest.FixtureRequest) -> None:
     """All the engine's outputs reach the decode (a seg head's prototypes too), decoded by the model's task; the
-    results are the CPU runner's (boxes, scores, classes: masks and keypoints are not carried into frame results)."""
+    results are the CPU runner's, keypoints included (masks only when asked for: ``masks=True``, below)."""
     from yoloquant.backends.ort import OrtEngineBuilder
 
     model = request.getfixturevalue("yolov8n_pose_onnx" if task == "pose" else "seg26_onnx")
@@ -108,7 +108,42 @@ def test_gpu_runner_streams_pose_and_seg_models_like_the_cpu_runner(task: str, r
         assert have[key].shape == boxes.shape, key
         if len(boxes):  # the GPU letterbox differs from OpenCV's by one level on a few pixels
             assert float(np.abs(np.sort(have[key], 0) - np.sort(boxes, 0)).max()) < 2.0, key
-    assert all(r.detections.keypoints is None and r.detections.masks is None for r in ref + got)
+    assert all(r.detections.masks is None for r in ref + got)
+    if task == "pose":  # results arrive in another order across the two streams: pair them by frame
+        by_frame = {(g.stream, g.index): g for g in got}
+        for r in ref:
+            g = by_frame[(r.stream, r.index)]
+            assert r.detections.keypoints is not None and g.detections.keypoints is not None
+            assert r.detections.keypoints.shape == g.detections.keypoints.shape == (len(r.detections), 17, 3)
+            if len(r.detections):
+                order_r, order_g = np.argsort(r.detections.boxes[:, 0]), np.argsort(g.detections.boxes[:, 0])
+                xy_r, xy_g = r.detections.keypoints[order_r, :, :2], g.detections.keypoints[order_g, :, :2]
+                assert float(np.abs(xy_r - xy_g).max()) < 3.0
+
+
+def test_stream_results_carry_keypoints_and_asked_for_masks_as_predict_gives_them(
+    yolov8n_pose_onnx: OnnxModel, request: pytest.FixtureRequest
+) -> None:
+    """A frame's result holds what ``predict`` gives for the same image: keypoints always, masks with
+    ``masks=True`` (frame-sized), in frame pixels."""
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.postprocess.predict import predict
+
+    for model, options in ((yolov8n_pose_onnx, {}), (request.getfixturevalue("seg26_onnx"), {"masks": True})):
+        with OrtEngineBuilder().build(model) as cpu:
+            results = list(StreamRunner(cpu, VideoSource(VIDEO, max_frames=2, start=150), **options))
+            for r in results:
+                (want,) = predict(cpu, [r.image])
+                got = r.detections
+                assert len(got) == len(want) and len(got) > 0
+                np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+                if want.keypoints is not None:
+                    np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3)
+                else:
+                    assert got.keypoints is None
+                if want.masks is not None:
+                    assert got.masks is not None and got.masks.shape == (len(got), *r.image.shape[:2])
+                    np.testing.assert_array_equal(got.masks, want.masks)
 
 
 def test_gpu_runner_refuses_an_engine_without_infer_gpu() -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from yoloquant.data.images import as_bgr
-from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_boxes
+from yoloquant.data.letterbox import LetterboxMeta, normalize_pixels, preprocess, scale_detections
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, InferenceError, YoloQuantError
 from yoloquant.postprocess.decode import decode
@@ -54,6 +54,10 @@ class StreamConfig:
         max_wait_ms: How long a partial batch waits for more frames before it runs (live cameras).
         keep_images: Hand each frame's image to the consumer with its detections (drawing, tracking by
             appearance); off, results hold only detections.
+        masks: Carry a segmentation model's instance masks into the results, scaled to the frame (a frame-sized
+            boolean array per detection: costly at video rates); off, seg results hold their boxes. A pose
+            model's keypoints are always carried. Tiled runs merge boxes only (a tile's masks and keypoints are
+            dropped).
     """
 
     batch_size: int = 1
@@ -66,6 +70,7 @@ class StreamConfig:
     queue_size: int = 8
     max_wait_ms: float = 5.0
     keep_images: bool = True
+    masks: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.queue_size < 1 or self.max_wait_ms < 0:
@@ -393,10 +398,11 @@ class StreamRunner:
             t1 = time.perf_counter()
             dets = self._decode(outputs)[: len(chunk)]
             for u, d in zip(chunk, dets, strict=False):
-                keep = np.isin(d.classes, cfg.classes) if cfg.classes is not None else slice(None)
-                parts[(u.slot, u.tile)] = Detections(
-                    scale_boxes(d.boxes[keep], u.meta), d.scores[keep], d.classes[keep]
-                )
+                keep = np.flatnonzero(np.isin(d.classes, cfg.classes)) if cfg.classes is not None else slice(None)
+                kept = d.select(keep)
+                if kept.masks is not None and not (cfg.masks and cfg.tiles is None):
+                    kept = dataclasses.replace(kept, masks=None)  # not asked for: skip scaling them
+                parts[(u.slot, u.tile)] = scale_detections(kept, u.meta)
             t2 = time.perf_counter()
             for u in chunk:  # a frame's share of each batch its units ran in
                 infer_ms[u.slot] = infer_ms.get(u.slot, 0.0) + (t1 - t0) * 1e3 / len(chunk)
@@ -440,8 +446,7 @@ class StreamRunner:
             return FrameResult(frame.stream, frame.index, None, None, error, timings)
         names = self.engine.info.names
         if len(grid) == 1:
-            d = found[0]
-            dets = Detections(d.boxes, d.scores, d.classes, names=names)
+            dets = dataclasses.replace(found[0], names=names)  # masks (when asked for) and keypoints too
         else:
             t1 = time.perf_counter()
             merge_iou = self.config.tiles.merge_iou if self.config.tiles else 0.5

@@ -74,6 +74,18 @@ def test_the_prototype_fusion_is_proto26s_refine_and_fuse_layers(seg_onnx: OnnxM
     assert "ConvTranspose" not in ops and {"Conv", "Resize", "Add"} <= ops  # the upsampling stays quantized
 
 
+def test_fp16_keeps_only_the_prototype_fusion_float_with_head_and_fusion(seg_onnx: OnnxModel, tmp_path: Path) -> None:
+    from yoloquant.quantize.fp16 import Fp16Config, Fp16Converter
+
+    fp16 = Fp16Converter(Fp16Config(keep_float="head+fusion")).convert(seg_onnx, tmp_path)
+    source = onnx.load(str(seg_onnx.path))
+    fusion, branch = set(graph.prototype_fusion(source)), set(graph.prototype_branch(source))
+    half_convs, float_convs = set(fp16.quantized_nodes.get("Conv", [])), set(fp16.float_nodes.get("Conv", []))
+    assert {n for n in fusion if n.endswith("Conv")} <= float_convs
+    rest = {n for n in branch - fusion if n.endswith("Conv")} - set(graph.find_head(source).output_convs)
+    assert rest and rest <= half_convs  # the 160x160 prototype convs run in FP16
+
+
 def test_head_convs_cover_the_mask_coefficient_convs(seg_onnx: OnnxModel) -> None:
     head = graph.find_head(onnx.load(str(seg_onnx.path)))
     coefficient_convs = [c for c in head.output_convs if "cv4" in c]  # Ultralytics' Segment.cv4: mask coefficients

@@ -177,22 +177,12 @@ class TorchPredictor(ClosesOnExit):
         """Detections of each frame, in order, as batches complete (``depth`` batches ahead of the caller)."""
         slots = self._slots_for(batch_size)
         pending: deque[_Slot] = deque()
-        batch: list[np.ndarray] = []
-        turn = 0
-        for frame in frames:
-            batch.append(_checked(frame, turn * batch_size + len(batch)))
-            if len(batch) < batch_size:
-                continue
-            if len(pending) == self.depth:
+        for turn, batch in enumerate(_batched(frames, batch_size)):
+            if len(pending) == self.depth:  # the oldest batch in flight holds the slot this one takes
                 yield from pending.popleft().collect()
-            slots[turn % self.depth].submit(batch)
-            pending.append(slots[turn % self.depth])
-            batch, turn = [], turn + 1
-        if batch:
-            if len(pending) == self.depth:
-                yield from pending.popleft().collect()
-            slots[turn % self.depth].submit(batch)
-            pending.append(slots[turn % self.depth])
+            slot = slots[turn % self.depth]
+            slot.submit(batch)
+            pending.append(slot)
         while pending:
             yield from pending.popleft().collect()
 
@@ -203,6 +193,18 @@ class TorchPredictor(ClosesOnExit):
     def close(self) -> None:
         """Drop the graphs and buffers (idempotent); the engine stays open."""
         self._slots.clear()
+
+
+def _batched(frames: Iterable[np.ndarray], batch_size: int) -> Iterator[list[np.ndarray]]:
+    """``frames`` (checked) in lists of ``batch_size``, the last one possibly shorter."""
+    batch: list[np.ndarray] = []
+    for index, frame in enumerate(frames):
+        batch.append(_checked(frame, index))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _checked(frame: np.ndarray, index: int) -> np.ndarray:

@@ -121,6 +121,35 @@ def test_gpu_runner_streams_pose_and_seg_models_like_the_cpu_runner(task: str, r
                 assert float(np.abs(xy_r - xy_g).max()) < 3.0
 
 
+def test_gpu_runner_computes_seg_masks_only_when_asked_and_then_as_the_cpu_runner(
+    seg26_onnx: OnnxModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from yoloquant.backends.ort import OrtEngineBuilder
+    from yoloquant.postprocess import gpu
+
+    calls: list[int] = []
+    real = gpu.decode_segments_torch
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, "decode_segments_torch", counted)
+    with OrtEngineBuilder().build(seg26_onnx) as cpu:
+        list(GpuStreamRunner(_TensorEngine(cpu), VideoSource(VIDEO, max_frames=2, start=150), device="cpu"))
+        assert not calls  # boxes only: no mask work on the device
+        ref = list(StreamRunner(cpu, VideoSource(VIDEO, max_frames=2, start=150), masks=True))
+        got = list(GpuStreamRunner(_TensorEngine(cpu), VideoSource(VIDEO, max_frames=2, start=150), device="cpu",
+                                   masks=True))  # fmt: skip
+    assert calls
+    for r, g in zip(ref, got, strict=True):  # one stream: the same order
+        assert r.detections.masks is not None and g.detections.masks is not None
+        assert g.detections.masks.shape == r.detections.masks.shape and len(r.detections) > 0
+        inter = (r.detections.masks & g.detections.masks).sum((1, 2))
+        union = (r.detections.masks | g.detections.masks).sum((1, 2))
+        assert float((inter / np.maximum(union, 1)).min()) > 0.9  # the GPU letterbox differs by a level here and there
+
+
 def test_stream_results_carry_keypoints_and_asked_for_masks_as_predict_gives_them(
     yolov8n_pose_onnx: OnnxModel, request: pytest.FixtureRequest
 ) -> None:

@@ -4,9 +4,9 @@ Each decoded frame is uploaded once (uint8, a quarter of the float bytes); its t
 (:mod:`yoloquant.data.letterbox_gpu`) and stacked into fixed-size batches on the device; the engine runs them
 with ``infer_gpu`` (device tensors in and out: :class:`~yoloquant.backends.torch.engine.TorchEngine`), and
 decode + NMS run on the device with the decoder of the model's task
-(:func:`yoloquant.postprocess.gpu.decode_outputs_torch`: detect, segment and pose heads); only the kept boxes
-come back. As with the CPU runner, results hold boxes, scores and classes (a seg or pose model's masks and
-keypoints are decoded but not carried into the frame results).
+(:func:`yoloquant.postprocess.gpu.decode_outputs_torch`: detect, segment and pose heads); only the kept rows
+come back. As with the CPU runner, a pose model's results carry keypoints and a seg model's carry masks when
+``StreamConfig(masks=True)``; without it a seg model is decoded as a detector, with no mask work on the device.
 Readers, queues, ordering, skipped frames and timings are the CPU runner's. Several streams (cameras) share
 one engine and its batches, so a batch of 8 or 16 frames from 8 cameras runs as one CUDA-graph replay.
 
@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,8 +92,11 @@ class GpuStreamRunner(StreamRunner):
         return self.engine.infer_gpu(batch)  # type: ignore[attr-defined]
 
     def _decode(self, outputs: Any) -> list[Detections]:
-        from yoloquant.postprocess.gpu import decode_outputs_torch
+        from yoloquant.postprocess.gpu import decode_outputs_torch, decode_torch
 
-        cfg = self.config
-        return decode_outputs_torch(outputs, self.engine.info, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det,
-                                    multi_label=False)  # fmt: skip
+        cfg, info = self.config, self.engine.info
+        if info.task == "segment" and not (cfg.masks and cfg.tiles is None):  # masks not asked for: no mask work
+            boxes_only = dataclasses.replace(info, task="detect")  # the seg head run as a detector, as --task detect
+            return decode_torch(outputs[0], boxes_only, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det,
+                                multi_label=False)  # fmt: skip
+        return decode_outputs_torch(outputs, info, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, multi_label=False)

@@ -19,7 +19,7 @@ from yoloquant.decide._ortcache import SharedCalibration
 from yoloquant.decide.budget import BudgetResult, search_budget
 from yoloquant.decide.groups import Granularity, find_groups
 from yoloquant.decide.ray_executor import RayExecutor
-from yoloquant.decide.sensitivity import GroupSensitivity, SensitivityConfig, SensitivityReport
+from yoloquant.decide.sensitivity import SensitivityReport
 from yoloquant.quantize.ort_static import OrtQuantConfig
 
 pytest.importorskip("onnxruntime")
@@ -48,11 +48,7 @@ def _ranking(model: OnnxModel, calib: CalibrationSet, work: Path, n: int) -> Sen
     """The last ``n`` blocks, head first, as a given ranking: the search then runs without the (slow) proxy."""
     shared = SharedCalibration(model, calib, QUANT, work)
     blocks = find_groups(shared.proto, shared.quantizable, Granularity.BLOCK)[-n:][::-1]
-    groups = tuple(GroupSensitivity(group=g, rank=i + 1, sqnr_db=(0.0,), cosine=(1.0,)) for i, g in enumerate(blocks))
-    return SensitivityReport(
-        model=str(model.path), config=SensitivityConfig(), quant_config=QUANT.to_dict(), outputs=("out",),
-        groups=groups, int8_sqnr_db=(0.0,), int8_cosine=(1.0,),
-    )  # fmt: skip
+    return SensitivityReport.from_order(model, blocks, QUANT.to_dict())
 
 
 def _same(result: BudgetResult, out: Path) -> dict[str, Any]:

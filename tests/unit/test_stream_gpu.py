@@ -56,6 +56,13 @@ def _boxes(results: list[Any]) -> dict[tuple[int, int], np.ndarray]:
     return {(r.stream, r.index): r.detections.boxes for r in results}
 
 
+def _assert_close_boxes(want: dict[tuple[int, int], np.ndarray], have: dict[tuple[int, int], np.ndarray]) -> None:
+    for key, boxes in want.items():
+        assert have[key].shape == boxes.shape, key
+        if len(boxes):  # the GPU letterbox differs from OpenCV's by one level on a few pixels
+            assert float(np.abs(np.sort(have[key], 0) - np.sort(boxes, 0)).max()) < 2.0, key
+
+
 @pytest.mark.parametrize("tiles", [None, TileConfig(size=400, overlap=0.25)])
 def test_gpu_runner_gives_the_cpu_runners_detections(engine: Any, tiles: TileConfig | None) -> None:
     def sources() -> list[VideoSource]:
@@ -67,10 +74,7 @@ def test_gpu_runner_gives_the_cpu_runners_detections(engine: Any, tiles: TileCon
     assert set(fake.batches) == {(4, 3, 640, 640)}  # fixed-size batches across the two streams
     want, have = _boxes(ref), _boxes(got)
     assert set(want) == set(have) and sum(len(b) for b in want.values()) >= 4
-    for key, boxes in want.items():
-        assert have[key].shape == boxes.shape, key
-        if len(boxes):  # the GPU letterbox differs from OpenCV's by one level on a few pixels
-            assert float(np.abs(np.sort(have[key], 0) - np.sort(boxes, 0)).max()) < 2.0, key
+    _assert_close_boxes(want, have)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +108,7 @@ def test_gpu_runner_streams_pose_and_seg_models_like_the_cpu_runner(task: str, r
     assert set(fake.batches) == {(2, 3, *model.info.imgsz)}
     want, have = _boxes(ref), _boxes(got)
     assert set(want) == set(have) and sum(len(b) for b in want.values()) >= 3
-    for key, boxes in want.items():
-        assert have[key].shape == boxes.shape, key
-        if len(boxes):  # the GPU letterbox differs from OpenCV's by one level on a few pixels
-            assert float(np.abs(np.sort(have[key], 0) - np.sort(boxes, 0)).max()) < 2.0, key
+    _assert_close_boxes(want, have)
     assert all(r.detections.masks is None for r in ref + got)
     if task == "pose":  # results arrive in another order across the two streams: pair them by frame
         by_frame = {(g.stream, g.index): g for g in got}

@@ -178,6 +178,18 @@ class SensitivityReport:
     proxy_seconds: float = 0.0
     stability: dict[str, Any] | None = None
 
+    @classmethod
+    def from_order(
+        cls, model: OnnxModel, groups: Sequence[LayerGroup], quant_config: dict[str, Any]
+    ) -> SensitivityReport:
+        """A ranking given in advance, most sensitive first, instead of measured (the budget search then runs
+        without the proxy); its proxy numbers are placeholders (0 dB SQNR, cosine 1)."""
+        ranked = tuple(
+            GroupSensitivity(group=g, rank=i + 1, sqnr_db=(0.0,), cosine=(1.0,)) for i, g in enumerate(groups)
+        )
+        return cls(model=str(model.path), config=SensitivityConfig(), quant_config=dict(quant_config), outputs=("out",),
+                   groups=ranked, int8_sqnr_db=(0.0,), int8_cosine=(1.0,))  # fmt: skip
+
     def ranked_names(self) -> list[str]:
         return [g.group.name for g in self.groups]
 

@@ -148,11 +148,9 @@ def _nms_static(pred: Any, spec: StaticDecode) -> tuple[Any, Any, Any]:
     cx, cy, w, h = xywh.unbind(-1)
     box = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
     valid = top_score > spec.conf
-    keep = _suppress(box + cls.to(box.dtype)[..., None] * float(MAX_WH), valid, spec)
-    converged = keep[1]
+    kept, converged = _suppress(box + cls.to(box.dtype)[..., None] * float(MAX_WH), valid, spec)
     rows = torch.cat([box, top_score[..., None], cls.to(box.dtype)[..., None]], -1)
-    exact = (above.sum(1) <= k) & converged
-    return rows, keep[0], exact
+    return rows, kept, (above.sum(1) <= k) & converged
 
 
 def _suppress(boxes: Any, valid: Any, spec: StaticDecode) -> tuple[Any, Any]:

@@ -245,7 +245,6 @@ class TorchEngine(ClosesOnExit):
         if self._fn is None:
             msg = "this TorchEngine is closed"
             raise InferenceError(msg)
-        self._replay(batch_size)  # compiles this size (if new) with the plain replay first
         h, w = self.info.imgsz
         return _Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph, post)
 
@@ -429,6 +428,7 @@ class TorchEngineBuilder:
                     raise
                 # Dynamo broke the graph somewhere (YOLO26's head on torch 2.11): compile the pieces instead;
                 # the CUDA graph still captures all of them, so a call is still one replay
+                engine.close()
                 engine = TorchEngine(
                     torch.compile(module, dynamic=False), model.info, cfg, stream=stream, compiled=True
                 )

@@ -37,6 +37,7 @@ from yoloquant.data.letterbox import LetterboxMeta, scale_detections
 from yoloquant.data.letterbox_gpu import letterbox_frame
 from yoloquant.detections import Detections
 from yoloquant.errors import ConfigError, InferenceError
+from yoloquant.postprocess.gpu import decode_torch
 from yoloquant.postprocess.gpu_static import PARAMS, StaticDecode, decode_static, letterbox_params
 from yoloquant.tasks import task_spec
 
@@ -109,8 +110,6 @@ class _Slot:
         """Image ``i`` decoded by the dynamic-shape decoder from the slot's raw output (still in place: the slot
         is not launched again before it is collected)."""
         torch = require("torch")
-        from yoloquant.postprocess.gpu import decode_torch
-
         spec = self.spec
         with torch.cuda.stream(self.engine.stream):
             raw = self.replay.outputs[3][i : i + 1]

@@ -37,7 +37,7 @@ def _export(tmp: Path) -> Any:
 
 
 def _build(model: Any, art: Path, *, compile_: bool = True, batch_sizes: tuple[int, ...] = (1, 16),
-           artifact: str = "inductor-cache") -> Any:  # fmt: skip
+           artifact: str = "precompiled") -> Any:  # fmt: skip
     from yoloquant.backends.torch.engine import TorchEngineBuilder, TorchEngineConfig
 
     cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_,
@@ -202,63 +202,72 @@ def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
     }
 
 
-def _load_seconds(art: Path, model: Any, artifact: str = "inductor-cache") -> dict[str, Any]:
+def _load_seconds(art: Path, model: Any, artifact: str = "precompiled", *, env: dict[str, str] | None = None,
+                  profile: bool = False) -> dict[str, Any]:  # fmt: skip
     """A fresh process builds the engine from the saved compiled code (or compiles it, when there is none yet):
-    wall seconds of the build; a crash or an error is recorded, not raised."""
+    seconds of the build and of the whole process; a crash or an error is recorded, not raised."""
     cmd = [sys.executable, __file__, "--phase", "load", "--art", str(art), "--onnx", str(model.path), "--out", "-",
-           "--artifact", artifact]  # fmt: skip
+           "--artifact", artifact, *(["--profile"] if profile else [])]  # fmt: skip
+    start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, timeout=400)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, timeout=400,
+                              env={**os.environ, **(env or {})})  # fmt: skip
     except subprocess.TimeoutExpired:
         return {"error": "timed out after 400 s"}
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}: {proc.stderr[-1500:]}"}
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    found = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return found | {"process_wall_s": round(time.perf_counter() - start, 2), "env": env or {}}
 
 
-def _load_phase(art: Path, onnx: Path, artifact: str) -> None:
+def _load_phase(art: Path, onnx: Path, artifact: str, profile: bool) -> None:
+    import cProfile
+    import io
+    import pstats
+
     from yoloquant.artifacts import OnnxModel
 
     model = OnnxModel.load(onnx)
     model = type(model)(path=model.path, info=model.info, precision=model.precision, checkpoint=PT)
+    profiler = cProfile.Profile() if profile else None
     start = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     engine = _build(model, art, artifact=artifact)
     seconds = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
     x = np.zeros((1, 3, 640, 640), np.uint8)
     first = time.perf_counter()
     engine.infer(x)
-    print(json.dumps({
+    report = {
         "load_from_artifact_s": round(seconds, 2),
         "loaded_from_artifact": engine.loaded_artifact,
         "load_phases_s": engine.build_phases,
         "first_infer_ms": round((time.perf_counter() - first) * 1e3, 2),
-        "caching_precompile": os.environ.get("TORCH_CACHING_PRECOMPILE", "0"),
         "artifact": artifact,
-    }))  # fmt: skip
+    }
+    if profiler is not None:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+        report["profile_cumulative"] = text.getvalue().splitlines()[-32:]
+    print(json.dumps(report))
 
 
-def _load_experiments(model: Any, art: Path, tmp: Path) -> dict[str, Any]:
-    cold = _load_seconds(art, model)  # no artifact yet: this fresh process compiles and saves it
-    return {"cold_build": cold, "load": _load_seconds(art, model), "precompile": _precompile_experiment(model, tmp)}
-
-
-def _precompile_experiment(model: Any, tmp: Path) -> dict[str, Any]:
-    """Dynamo's own cache (``TORCH_CACHING_PRECOMPILE=1``: traced bytecode and guards saved with the artifact,
-    so a load skips tracing): a cold build in one fresh process, then a load in another."""
-    env = {**os.environ, "TORCH_CACHING_PRECOMPILE": "1"}
-    out: dict[str, Any] = {}
-    for step in ("cold", "load"):
-        cmd = [sys.executable, __file__, "--phase", "load", "--art", str(tmp / "precompile"), "--onnx",
-               str(model.path), "--out", "-"]  # fmt: skip
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False, timeout=240)
-        except subprocess.TimeoutExpired:
-            out[step] = {"error": "timed out after 240 s"}
-            break
-        if proc.returncode != 0:
-            out[step] = {"error": proc.stderr[-800:]}
-            break
-        out[step] = json.loads(proc.stdout.strip().splitlines()[-1])
+def _load_experiments(model: Any, tmp: Path) -> dict[str, Any]:
+    """Each step a fresh process: cold builds (batch 1 and 16) of the precompiled functions and of the inductor
+    cache, then loads of each, interleaved twice; the precompiled load also with an empty inductor cache (another
+    machine), with one compile thread, and under cProfile."""
+    pre, ind = tmp / "precompiled", tmp / "inductor"
+    out: dict[str, Any] = {"precompiled_cold": _load_seconds(pre, model), "inductor_cold": _load_seconds(ind, model,
+                           "inductor-cache")}  # fmt: skip
+    for r in (1, 2):
+        out[f"precompiled_load_{r}"] = _load_seconds(pre, model)
+        out[f"inductor_load_{r}"] = _load_seconds(ind, model, "inductor-cache")
+        print(json.dumps(out), flush=True)
+    out["precompiled_load_empty_cache"] = _load_seconds(pre, model, env={"TORCHINDUCTOR_CACHE_DIR": str(tmp / "c0")})
+    out["precompiled_load_one_thread"] = _load_seconds(pre, model, env={"TORCHINDUCTOR_COMPILE_THREADS": "1"})
+    out["precompiled_load_profiled"] = _load_seconds(pre, model, profile=True)
     return out
 
 
@@ -290,9 +299,6 @@ def _speed(report: dict[str, Any], model: Any, art: Path, tmp: Path, args: argpa
     report["aoti"] = {"cold_build": _load_seconds(tmp / "aoti", model, "aoti")}  # a fresh process compiles
     report["aoti"]["load"] = _load_seconds(tmp / "aoti", model, "aoti")  # and another loads the package
     print(json.dumps(report, indent=1), flush=True)
-    if args.precompile:
-        report["load_precompile_experiment"] = _precompile_experiment(model, tmp)
-        print(json.dumps(report["load_precompile_experiment"]), flush=True)
     engines = {"inductor": engine}
     if "error" not in report["aoti"]["load"]:
         engines["aoti"] = _build(model, tmp / "aoti", artifact="aoti")
@@ -320,16 +326,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency", "load-experiments"),
                     default="all")  # fmt: skip
-    ap.add_argument("--precompile", action="store_true", help="also try Dynamo's precompile cache for the load")
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--artifact", default="inductor-cache", help=argparse.SUPPRESS)
+    ap.add_argument("--artifact", default="precompiled", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--frames-per-engine", type=int, default=2000)
     args = ap.parse_args()
     if args.phase == "load":
-        _load_phase(args.art, args.onnx, args.artifact)
+        _load_phase(args.art, args.onnx, args.artifact, args.profile)
         return
     if args.phase == "streams":  # its own process: a CUDA fault there loses no other number
         model = _export(Path(tempfile.mkdtemp()))
@@ -340,8 +346,8 @@ def main() -> None:
     art, model = tmp / "yolov8n.torch", _export(tmp / "export")
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report |= {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": "yolov8n fp16"}
-    if args.phase == "load-experiments":  # the saved-code load alone: cold build and load, then with Dynamo's cache
-        report["load_experiments"] = _load_experiments(model, art, tmp)
+    if args.phase == "load-experiments":  # the saved-code loads alone, each kind in fresh processes
+        report["load_experiments"] = _load_experiments(model, tmp)
     if args.phase == "latency":  # the model-level latencies alone (no end to end, load or streams)
         with _build(model, art) as engine, _build(model, tmp / "eager", compile_=False) as eager:
             report["latency_ms"] = _latency(engine, eager, args.rounds)

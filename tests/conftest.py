@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,19 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def find_shared_weights(relpath: str) -> Path | None:
+    """A checkpoint of ``../shared/data/weights`` (or of ``.gpu-data``, the ignored copy a GPU run carries), or
+    None where neither holds it."""
+    found = (folder / relpath for folder in (SHARED_DATA / "weights", ROOT / ".gpu-data"))
+    return next((p for p in found if p.is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Callable[[str], Path | None]:
+    """:func:`find_shared_weights`, for tests in other folders."""
+    return find_shared_weights
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +67,9 @@ def yolov8n_pose_onnx(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
 
     Skipped where ``../shared/data`` (or Ultralytics) is absent.
     """
-    pose_pt = SHARED_DATA / "weights" / "yolov8n-pose_coco_from_int8ir" / "yolov8n-pose.pt"
-    if not pose_pt.exists():
-        pytest.skip(f"needs ../shared/data ({pose_pt.name})")
+    pose_pt = find_shared_weights("yolov8n-pose_coco_from_int8ir/yolov8n-pose.pt")
+    if pose_pt is None:
+        pytest.skip("needs ../shared/data (yolov8n-pose.pt)")
     pytest.importorskip("ultralytics")
     from yoloquant.config import ExportConfig
     from yoloquant.export import UltralyticsExporter

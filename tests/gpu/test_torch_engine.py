@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from yoloquant.backends.torch.engine import TorchEngine, TorchEngineBuilder, Tor
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 IMAGES = sorted((ASSETS / "coco64" / "images").glob("*.jpg"))[:16]
+CROWDS = [ASSETS / "coco64" / "images" / f"000000000{n}.jpg" for n in (257, 315, 357, 368)]  # 12-13 people each
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +81,39 @@ def test_infer_async_infer_and_infer_gpu_agree(fp32_engine: TorchEngine) -> None
     np.testing.assert_array_equal(on_gpu.cpu().numpy(), queued)
 
 
-def test_saved_code_is_reused_and_a_mismatch_is_refused(exported: OnnxModel, tmp_path: Path) -> None:
-    cfg = TorchEngineConfig(precision="fp16", batch_sizes=(2,), artifact_dir=tmp_path / "art")
+@pytest.mark.parametrize("artifact", ["precompiled", "inductor-cache"])
+def test_saved_code_is_reused_and_a_mismatch_is_refused(exported: OnnxModel, tmp_path: Path, artifact: str) -> None:
+    cfg = TorchEngineConfig(precision="fp16", batch_sizes=(2,), artifact_dir=tmp_path / "art", artifact=artifact)
     with TorchEngineBuilder(cfg).build(exported) as first:
         assert not first.loaded_artifact and (tmp_path / "art" / "engine.json").is_file()
         out = first.infer(np.zeros((2, 3, 640, 640), np.uint8))[0]
+    assert json.loads((tmp_path / "art" / "engine.json").read_text())["kind"] == artifact
     with TorchEngineBuilder(cfg).build(exported) as second:
         assert second.loaded_artifact
+        assert ("precompiled_load" in second.build_phases) == (artifact == "precompiled")
+        assert "precompile_b2" not in second.build_phases  # loaded, not compiled again
         np.testing.assert_array_equal(second.infer(np.zeros((2, 3, 640, 640), np.uint8))[0], out)
     meta = json.loads((tmp_path / "art" / "engine.json").read_text())
     (tmp_path / "art" / "engine.json").write_text(json.dumps({**meta, "torch": "0.0.0"}))
     with pytest.raises(EngineBuildError, match=r"torch: artifact '0\.0\.0'"):
         TorchEngineBuilder(cfg).build(exported)
+
+
+def test_a_model_dynamo_cannot_trace_whole_falls_back_to_the_inductor_cache_once(tmp_path: Path) -> None:
+    """YOLO26's head breaks the graph on torch 2.11, which ``aot_compile`` cannot take: the build saves an
+    inductor cache with the reason, and the next build loads it without trying to precompile again."""
+    from yoloquant.export import UltralyticsExporter
+
+    model = UltralyticsExporter().export(ASSETS / "weights" / "yolo26n.pt", tmp_path / "export")
+    cfg = TorchEngineConfig(precision="fp32", batch_sizes=(1,), artifact_dir=tmp_path / "art")
+    x = np.stack([preprocess(read_image(IMAGES[0]), 640)[0]])
+    with TorchEngineBuilder(cfg).build(model) as first:
+        out = first.infer(x)[0]
+    meta = json.loads((tmp_path / "art" / "engine.json").read_text())
+    assert meta["kind"] == "precompiled" or (meta["kind"] == "inductor-cache" and meta["fallback"])
+    with TorchEngineBuilder(cfg).build(model) as second:
+        assert second.loaded_artifact and "precompile_b1" not in second.build_phases
+        np.testing.assert_array_equal(second.infer(x)[0], out)
 
 
 def test_an_aoti_package_loads_without_tracing_and_runs_any_batch_size(
@@ -194,7 +217,9 @@ def _clear_of(d: Detections, conf: float, margin: float = 2e-3) -> Detections:
 @pytest.mark.parametrize(
     "weights", ["yolo26n-seg_coco_from_int8ir/yolo26n-seg.pt", "yolov8n-pose_coco_from_int8ir/yolov8n-pose.pt"]
 )
-def test_seg_and_pose_models_decode_on_the_gpu_as_onnx_runtime_on_the_cpu(weights: str, tmp_path: Path) -> None:
+def test_seg_and_pose_models_decode_on_the_gpu_as_onnx_runtime_on_the_cpu(
+    weights: str, tmp_path: Path, shared_weights: Callable[[str], Path | None]
+) -> None:
     """The torch engine returns every output the ONNX model has (a seg model's prototypes too), and the GPU
     decoder of the model's task gives ONNX Runtime + CPU decode's detections, masks and keypoints."""
     from yoloquant.backends.ort import OrtEngineBuilder
@@ -202,12 +227,11 @@ def test_seg_and_pose_models_decode_on_the_gpu_as_onnx_runtime_on_the_cpu(weight
     from yoloquant.postprocess.decode import decode
     from yoloquant.postprocess.gpu import decode_outputs_torch
 
-    found = [p / weights for p in (ASSETS.parents[1] / "shared" / "data" / "weights", ASSETS.parent / ".gpu-data")]
-    pt = next((p for p in found if p.is_file()), None)
+    pt = shared_weights(weights)
     if pt is None:
         pytest.skip(f"needs {weights} in ../shared/data/weights or .gpu-data")
     model = UltralyticsExporter().export(pt, tmp_path / "export")
-    batch = np.stack([preprocess(read_image(p), 640)[0] for p in IMAGES[:4]])
+    batch = np.stack([preprocess(read_image(p), 640)[0] for p in CROWDS])
     cfg = TorchEngineConfig(precision="fp32", batch_sizes=(4,), artifact_dir=tmp_path / "art")
     with TorchEngineBuilder(cfg).build(model) as engine, OrtEngineBuilder().build(model) as ort:
         outputs = engine.infer_gpu(torch.from_numpy(batch).cuda())

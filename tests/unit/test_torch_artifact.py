@@ -67,3 +67,30 @@ def test_a_package_that_does_not_load_in_a_new_process_is_refused_once_checked(
     monkeypatch.setattr(subprocess, "run", no_child)
     with pytest.raises(EngineBuildError, match="does not load"):
         check_package_loads(tmp_path)
+
+
+def test_a_precompiled_artifact_needs_a_file_per_batch_size_and_serves_some_sizes(tmp_path: Path) -> None:
+    meta = dataclasses.replace(META, kind="precompiled", max_batch=None)
+    _write(tmp_path, meta, "precompiled-b1.bin")
+    assert read_meta(tmp_path) is None  # batch 16's file is missing: a half-written folder
+    tmp_path.joinpath("precompiled-b16.bin").write_bytes(b"x")
+    assert read_meta(tmp_path) == meta
+    assert load_artifact(tmp_path, dataclasses.replace(meta, batch_sizes=(1, 4))) == meta  # 4 compiles on top
+    assert load_artifact(tmp_path, dataclasses.replace(meta, kind="inductor-cache")) is None
+
+
+def test_an_inductor_cache_saved_as_a_precompile_fallback_serves_a_precompiled_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dynamo could not trace the model as one graph: the next build takes the saved inductor cache instead of
+    trying to precompile again; an inductor cache saved without that reason does not serve it."""
+    torch = pytest.importorskip("torch")
+    primed: list[bytes] = []
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", primed.append)
+    plain = dataclasses.replace(META, kind="inductor-cache", max_batch=None)
+    _write(tmp_path, plain, "inductor-cache.bin")
+    wanted = dataclasses.replace(META, kind="precompiled", max_batch=None)
+    assert load_artifact(tmp_path, wanted) is None and not primed
+    _write(tmp_path, dataclasses.replace(plain, fallback="graph break"), "inductor-cache.bin")
+    found = load_artifact(tmp_path, wanted)
+    assert found is not None and found.fallback == "graph break" and primed == [b"x"]

@@ -1,14 +1,19 @@
 """The compiled artifact of a :class:`~yoloquant.backends.torch.engine.TorchEngine`, saved and loaded back.
 
-Two kinds, chosen with ``TorchEngineConfig(artifact=...)``:
+Three kinds, chosen with ``TorchEngineConfig(artifact=...)``:
 
+* ``"precompiled"`` (the default): ``torch.compile(...).aot_compile()`` per batch size
+  (:mod:`yoloquant.backends.torch.precompiled`): loading runs no Dynamo and no inductor, and the file carries
+  its Triton kernels, so it also loads on another machine with the same PyTorch and GPU. A model Dynamo cannot
+  trace as one graph falls back to the inductor cache (``ArtifactMeta.fallback`` says why), and later builds
+  of the same folder take that fallback without trying again.
 * ``"aoti"``: an AOTInductor package (``torch.export`` with a dynamic batch dimension, then
   ``torch._inductor.aoti_compile_and_package``): the compiled model as a shared library plus its weights.
-  Loading it (``aoti_load_package``) runs no Dynamo, no inductor and not even Ultralytics, so a service
-  starts in seconds; every batch size up to ``max_batch`` runs from the one package. Before the first load a
-  child process loads it (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a process that
-  did not build the package dies with SIGSEGV inside ``aoti_load_package``, so this kind is refused there with the
-  fix; on the CPU with torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
+  Loading it (``aoti_load_package``) runs no Dynamo, no inductor and not even Ultralytics; every batch size up to
+  ``max_batch`` runs from the one package. Before the first load a child process loads it
+  (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a process that did not build the
+  package dies with SIGSEGV inside ``aoti_load_package``, so this kind is refused there with the fix; on the CPU
+  with torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
 * ``"inductor-cache"``: inductor's compiled code through PyTorch's cache API
   (``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``): loading skips code generation and
   autotuning, but Dynamo still traces the model once per batch size (seconds each).
@@ -16,7 +21,7 @@ Two kinds, chosen with ``TorchEngineConfig(artifact=...)``:
 An artifact is only valid for the same PyTorch build and the same GPU architecture, so its metadata records
 both, and a mismatch is refused with the fix instead of silently recompiling. Layout, next to the model:
 ``<dir>/engine.json`` (metadata, written last, so a crash leaves no valid-looking folder) and
-``<dir>/model.pt2`` or ``<dir>/inductor-cache.bin``.
+``<dir>/precompiled-b<N>.bin`` per batch size, ``<dir>/model.pt2`` or ``<dir>/inductor-cache.bin``.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from typing import Any
 
 from yoloquant._io import atomic_write_bytes, atomic_write_text
 from yoloquant._optional import require
+from yoloquant.backends.torch.precompiled import precompiled_file
 from yoloquant.errors import EngineBuildError
 
 __all__ = ["ARTIFACT_KINDS", "ArtifactMeta", "check_package_loads", "load_artifact", "load_package", "runtime_meta",
-           "save_artifact", "save_package"]  # fmt: skip
+           "save_artifact", "save_meta", "save_package"]  # fmt: skip
 
-ARTIFACT_KINDS = ("aoti", "inductor-cache")
+ARTIFACT_KINDS = ("precompiled", "inductor-cache", "aoti")
 _META = "engine.json"
 _LOAD_CHECK = "load-check.json"
 _CHILD_LOAD = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1], run_single_threaded=True)"
@@ -58,12 +64,13 @@ class ArtifactMeta:
     imgsz: tuple[int, int]
     kind: str = "inductor-cache"
     max_batch: int | None = None  # an AOTInductor package runs every batch size up to this
+    fallback: str | None = None  # why this inductor cache was saved where "precompiled" was asked for
 
     def mismatch(self, other: ArtifactMeta) -> list[str]:
         """The fields where ``other`` (this process, this model) differs from the artifact's; batch sizes and
         the kind are not a mismatch (another size or kind is built, and the artifact saved again)."""
         mine, theirs = asdict(self), asdict(other)
-        free = {"batch_sizes", "kind", "max_batch"}
+        free = {"batch_sizes", "kind", "max_batch", "fallback"}
         return [
             f"{k}: artifact {mine[k]!r}, here {theirs[k]!r}" for k in mine if mine[k] != theirs[k] and k not in free
         ]
@@ -105,6 +112,11 @@ def save_artifact(folder: Path, meta: ArtifactMeta) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / _META).unlink(missing_ok=True)
     atomic_write_bytes(folder / _FILES["inductor-cache"], saved[0])
+    return save_meta(folder, meta)
+
+
+def save_meta(folder: Path, meta: ArtifactMeta) -> Path:
+    """Write ``engine.json`` (atomically; after the files it lists, so a crash leaves no valid-looking folder)."""
     atomic_write_text(folder / _META, json.dumps(asdict(meta), indent=1))
     return folder
 
@@ -137,8 +149,7 @@ def save_package(folder: Path, module: Any, meta: ArtifactMeta) -> Path:
         )
         raise EngineBuildError(msg, artifact=folder) from exc
     os.replace(partial, folder / _FILES["aoti"])
-    atomic_write_text(folder / _META, json.dumps(asdict(meta), indent=1))
-    return folder
+    return save_meta(folder, meta)
 
 
 def load_package(folder: Path, *, single_threaded: bool = True) -> Any:
@@ -191,12 +202,18 @@ def read_meta(folder: Path) -> ArtifactMeta | None:
     data["capability"], data["batch_sizes"] = tuple(data["capability"]), tuple(data["batch_sizes"])
     data["imgsz"] = tuple(data["imgsz"])
     meta = ArtifactMeta(**data)
-    return meta if (folder / _FILES.get(meta.kind, _META + ".none")).is_file() else None
+    if meta.kind == "precompiled":
+        files = [precompiled_file(b) for b in meta.batch_sizes]
+    else:
+        files = [_FILES.get(meta.kind, _META + ".none")]
+    return meta if all((folder / f).is_file() for f in files) else None
 
 
 def load_artifact(folder: Path, expected: ArtifactMeta) -> ArtifactMeta | None:
     """The metadata of the artifact in ``folder`` when it serves ``expected`` (for the inductor cache: its caches
-    primed); None when there is none yet, or one of another kind or too few batch sizes (built again).
+    primed); None when there is none yet, or one of another kind or too few batch sizes (built again). A
+    precompiled artifact or an inductor cache serves only some of the sizes too (the others compile on top), and
+    an inductor cache saved as the fallback of a precompile serves a precompiled build.
 
     Raises:
         EngineBuildError: The artifact was built by another PyTorch, for another GPU, checkpoint or settings.
@@ -211,7 +228,10 @@ def load_artifact(folder: Path, expected: ArtifactMeta) -> ArtifactMeta | None:
             "pass rebuild=True to compile again"
         )
         raise EngineBuildError(msg, artifact=folder)
-    if found.kind == "inductor-cache" and expected.kind == "inductor-cache":
+    fell_back = expected.kind == "precompiled" and found.fallback is not None
+    if found.kind == "inductor-cache" and (expected.kind == "inductor-cache" or fell_back):
         require("torch").compiler.load_cache_artifacts((folder / _FILES["inductor-cache"]).read_bytes())
         return found  # other batch sizes compile on top
+    if found.kind == "precompiled" == expected.kind:
+        return found  # loaded by PrecompiledModel.load; other batch sizes compile on top
     return found if found.covers(expected) else None

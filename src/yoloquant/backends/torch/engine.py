@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,16 +41,21 @@ from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends.registry import register_runtime
 from yoloquant.backends.torch.compiled import (
     ARTIFACT_KINDS,
+    ArtifactMeta,
     load_artifact,
     load_package,
     runtime_meta,
     save_artifact,
+    save_meta,
     save_package,
 )
+from yoloquant.backends.torch.precompiled import PrecompiledModel, PrecompileError
 from yoloquant.config import Backend, Precision, parse_enum
 from yoloquant.errors import ConfigError, EngineBuildError, InferenceError, MissingDependencyError
 
 __all__ = ["TorchEngine", "TorchEngineBuilder", "TorchEngineConfig", "TorchPending"]
+
+log = logging.getLogger(__name__)
 
 _PRECISIONS = {Precision.FP32: "float32", Precision.FP16: "float16"}
 
@@ -64,9 +70,11 @@ class TorchEngineConfig:
         device: CUDA device index.
         compile: Compile with inductor (False: eager PyTorch, still CUDA-graph replayed).
         cuda_graph: Replay each batch size as a CUDA graph.
-        artifact: What is saved and loaded back (:mod:`yoloquant.backends.torch.compiled`): ``"aoti"``, an
-            AOTInductor package that loads in seconds with no tracing (minutes to build, once), or
-            ``"inductor-cache"``, inductor's cache (Dynamo traces each batch size again at every load).
+        artifact: What is saved and loaded back (:mod:`yoloquant.backends.torch.compiled`):
+            ``"precompiled"``, one ahead-of-time compiled function per batch size that loads with no tracing
+            (falls back to the inductor cache for a model Dynamo cannot trace as one graph); ``"aoti"``, an
+            AOTInductor package (minutes to build, once); or ``"inductor-cache"``, inductor's cache (Dynamo traces
+            each batch size again at every load).
         max_batch: An ``aoti`` package runs every batch size up to this one.
         artifact_dir: Where the compiled code is saved and looked for; default ``<model>.torch/`` beside it.
         rebuild: Compile again even if a matching artifact exists (and overwrite it).
@@ -78,7 +86,7 @@ class TorchEngineConfig:
     device: int = 0
     compile: bool = True
     cuda_graph: bool = True
-    artifact: str = "inductor-cache"
+    artifact: str = "precompiled"
     max_batch: int = 32
     artifact_dir: Path | None = None
     rebuild: bool = False
@@ -395,36 +403,23 @@ class TorchEngineBuilder:
         check_torch_cuda()
         torch = require("torch")
         cfg = self.config
-        start = time.perf_counter()
+        clock = _Clock()
         checkpoint, precision = _checkpoint(model), _precision(model, cfg)
-        device = torch.device("cuda", cfg.device)
         folder = cfg.artifact_dir or model.path.with_suffix(".torch")
-        aoti = cfg.compile and cfg.artifact == "aoti"
+        kind = cfg.artifact if cfg.compile else None
         meta = runtime_meta(checkpoint, precision=precision.value, batch_sizes=cfg.batch_sizes, imgsz=model.info.imgsz,
-                            device=cfg.device, kind="aoti" if aoti else "inductor-cache")  # fmt: skip
-        phases = {"checkpoint_hash": time.perf_counter() - start}
-        loaded = load_artifact(folder, meta) if cfg.compile and not cfg.rebuild else None
-        phases["artifact"] = time.perf_counter() - start - sum(phases.values())
-        if aoti:
-            if loaded is None:
-                module = _module(checkpoint, precision, device)
-                phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
-                max_batch = max(cfg.max_batch, *cfg.batch_sizes)
-                save_package(folder, module, dataclasses.replace(meta, max_batch=max_batch))
-                phases["aoti_compile"] = time.perf_counter() - start - sum(phases.values())
-            fn = load_package(folder, single_threaded=cfg.cuda_graph)
-            phases["aoti_load"] = time.perf_counter() - start - sum(phases.values())
-        else:
-            module = _module(checkpoint, precision, device)
-            phases["ultralytics_load"] = time.perf_counter() - start - sum(phases.values())
-            fn = torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module
-        stream = cfg.stream or torch.cuda.Stream(device=device)
+                            device=cfg.device, kind=kind or "inductor-cache")  # fmt: skip
+        clock("checkpoint_hash")
+        loaded = load_artifact(folder, meta) if kind and not cfg.rebuild else None
+        clock("artifact")
+        fn, module, meta = self._function(model, meta, loaded, folder=folder, clock=clock)
+        stream = cfg.stream or torch.cuda.Stream(device=cfg.device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
         try:
             try:
-                _prepare_all(engine, cfg.batch_sizes, phases, start)
+                _prepare_all(engine, cfg.batch_sizes, clock)
             except Exception as exc:
-                if aoti or not cfg.compile or "fullgraph" not in str(exc):
+                if kind not in ("inductor-cache", "precompiled") or "fullgraph" not in str(exc):
                     raise
                 # Dynamo broke the graph somewhere (YOLO26's head on torch 2.11): compile the pieces instead;
                 # the CUDA graph still captures all of them, so a call is still one replay
@@ -432,24 +427,96 @@ class TorchEngineBuilder:
                 engine = TorchEngine(
                     torch.compile(module, dynamic=False), model.info, cfg, stream=stream, compiled=True
                 )
-                phases["graph_break_recompile"] = 0.0
-                _prepare_all(engine, cfg.batch_sizes, phases, start)
+                clock("graph_break_recompile")
+                _prepare_all(engine, cfg.batch_sizes, clock)
         except Exception as exc:  # inductor / CUDA raise assorted types
             engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
             raise EngineBuildError(msg, artifact=checkpoint) from exc
-        if cfg.compile and not aoti and (loaded is None or not set(cfg.batch_sizes) <= set(loaded.batch_sizes)):
-            sizes = tuple(sorted({*cfg.batch_sizes, *(loaded.batch_sizes if loaded else ())}))
-            save_artifact(folder, dataclasses.replace(meta, batch_sizes=sizes))
-        engine.loaded_artifact, engine.build_seconds = loaded is not None, time.perf_counter() - start
-        engine.build_phases = {k: round(v, 3) for k, v in phases.items()}
+        if kind in ("precompiled", "inductor-cache"):
+            _save(engine._fn, folder, loaded, meta)
+        engine.loaded_artifact, engine.build_seconds = loaded is not None, clock.total()
+        engine.build_phases = {k: round(v, 3) for k, v in clock.phases.items()}
         return engine
 
+    def _function(self, model: OnnxModel, meta: ArtifactMeta, loaded: ArtifactMeta | None, *, folder: Path,
+                  clock: _Clock) -> tuple[Any, Any, ArtifactMeta]:  # fmt: skip
+        """What the engine runs, the module it came from (None for a loaded package) and the metadata of what
+        is to be saved."""
+        torch = require("torch")
+        cfg = self.config
+        checkpoint, precision = _checkpoint(model), _precision(model, cfg)
+        device = torch.device("cuda", cfg.device)
+        if cfg.compile and cfg.artifact == "aoti":
+            if loaded is None:
+                module = _module(checkpoint, precision, device)
+                clock("ultralytics_load")
+                max_batch = max(cfg.max_batch, *cfg.batch_sizes)
+                save_package(folder, module, dataclasses.replace(meta, max_batch=max_batch))
+                clock("aoti_compile")
+            fn = load_package(folder, single_threaded=cfg.cuda_graph)
+            clock("aoti_load")
+            return fn, None, meta
+        module = _module(checkpoint, precision, device)
+        clock("ultralytics_load")
+        if cfg.compile and cfg.artifact == "precompiled":
+            if loaded is not None and loaded.fallback is not None:  # tried before: Dynamo breaks the graph
+                meta = dataclasses.replace(meta, kind="inductor-cache", fallback=loaded.fallback)
+            else:
+                precompiled, meta = _precompiled(module, model.info.imgsz, meta, loaded, folder=folder, clock=clock)
+                if precompiled is not None:
+                    return precompiled, module, meta
+        return (torch.compile(module, fullgraph=True, dynamic=False) if cfg.compile else module), module, meta
 
-def _prepare_all(engine: TorchEngine, sizes: tuple[int, ...], phases: dict[str, float], start: float) -> None:
+
+class _Clock:
+    """Seconds per step of a build (``TorchEngine.build_phases``, for benchmarks/gpu_torch.py)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def __call__(self, step: str) -> None:
+        self.phases[step] = self.total() - sum(self.phases.values())
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _precompiled(module: Any, imgsz: tuple[int, int], meta: ArtifactMeta, loaded: ArtifactMeta | None, *,
+                 folder: Path, clock: _Clock) -> tuple[PrecompiledModel | None, ArtifactMeta]:  # fmt: skip
+    """The saved compiled functions of ``meta``'s batch sizes, the missing ones compiled; or None and the
+    metadata of an inductor-cache fallback when Dynamo cannot trace the model as one graph."""
+    fn = PrecompiledModel(module, imgsz, saved=folder if loaded is not None else None)
+    if loaded is not None:
+        fn.load(folder, tuple(b for b in meta.batch_sizes if b in loaded.batch_sizes))
+        clock("precompiled_load")
+    try:
+        for b in meta.batch_sizes:
+            if b not in fn.by_batch:
+                fn.compile(b)
+                clock(f"precompile_b{b}")
+    except PrecompileError as exc:
+        log.warning("%s; saving an inductor cache instead (artifact='inductor-cache')", exc)
+        return None, dataclasses.replace(meta, kind="inductor-cache", fallback=str(exc)[:300])
+    return fn, meta
+
+
+def _save(fn: Any, folder: Path, loaded: ArtifactMeta | None, meta: ArtifactMeta) -> None:
+    """Save what this build compiled that the folder did not hold yet, then the metadata (``meta.kind``: what
+    was built, the inductor cache also where a precompile fell back)."""
+    before = set(loaded.batch_sizes) if loaded is not None and loaded.kind == meta.kind else set()
+    if isinstance(fn, PrecompiledModel) and fn.unsaved:
+        fn.save(folder)
+        save_meta(folder, dataclasses.replace(meta, batch_sizes=tuple(sorted(before | set(fn.by_batch)))))
+    elif meta.kind == "inductor-cache" and not set(meta.batch_sizes) <= before:
+        save_artifact(folder, dataclasses.replace(meta, batch_sizes=tuple(sorted(before | set(meta.batch_sizes)))))
+
+
+def _prepare_all(engine: TorchEngine, sizes: tuple[int, ...], clock: _Clock) -> None:
     for b in sizes:
         engine.prepare(b)
-        phases[f"compile_capture_b{b}"] = time.perf_counter() - start - sum(phases.values())
+        clock(f"compile_capture_b{b}")
 
 
 def check_torch_cuda() -> None:

@@ -37,7 +37,7 @@ def _export(tmp: Path) -> Any:
 
 
 def _build(model: Any, art: Path, *, compile_: bool = True, batch_sizes: tuple[int, ...] = (1, 16),
-           artifact: str = "precompiled") -> Any:  # fmt: skip
+           artifact: str = "inductor-cache") -> Any:  # fmt: skip
     from yoloquant.backends.torch.engine import TorchEngineBuilder, TorchEngineConfig
 
     cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_,
@@ -202,7 +202,7 @@ def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
     }
 
 
-def _load_seconds(art: Path, model: Any, artifact: str = "precompiled", *, env: dict[str, str] | None = None,
+def _load_seconds(art: Path, model: Any, artifact: str = "inductor-cache", *, env: dict[str, str] | None = None,
                   profile: bool = False) -> dict[str, Any]:  # fmt: skip
     """A fresh process builds the engine from the saved compiled code (or compiles it, when there is none yet):
     seconds of the build and of the whole process; a crash or an error is recorded, not raised."""
@@ -259,15 +259,17 @@ def _load_experiments(model: Any, tmp: Path) -> dict[str, Any]:
     cache, then loads of each, interleaved twice; the precompiled load also with an empty inductor cache (another
     machine), with one compile thread, and under cProfile."""
     pre, ind = tmp / "precompiled", tmp / "inductor"
-    out: dict[str, Any] = {"precompiled_cold": _load_seconds(pre, model), "inductor_cold": _load_seconds(ind, model,
-                           "inductor-cache")}  # fmt: skip
+    pc = "precompiled"
+    out: dict[str, Any] = {"precompiled_cold": _load_seconds(pre, model, pc)}
+    out["inductor_cold"] = _load_seconds(ind, model)
     for r in (1, 2):
-        out[f"precompiled_load_{r}"] = _load_seconds(pre, model)
-        out[f"inductor_load_{r}"] = _load_seconds(ind, model, "inductor-cache")
+        out[f"precompiled_load_{r}"] = _load_seconds(pre, model, pc)
+        out[f"inductor_load_{r}"] = _load_seconds(ind, model)
         print(json.dumps(out), flush=True)
-    out["precompiled_load_empty_cache"] = _load_seconds(pre, model, env={"TORCHINDUCTOR_CACHE_DIR": str(tmp / "c0")})
-    out["precompiled_load_one_thread"] = _load_seconds(pre, model, env={"TORCHINDUCTOR_COMPILE_THREADS": "1"})
-    out["precompiled_load_profiled"] = _load_seconds(pre, model, profile=True)
+    empty = {"TORCHINDUCTOR_CACHE_DIR": str(tmp / "c0")}  # another machine: nothing in inductor's local cache
+    out["precompiled_load_empty_cache"] = _load_seconds(pre, model, pc, env=empty)
+    out["precompiled_load_one_thread"] = _load_seconds(pre, model, pc, env={"TORCHINDUCTOR_COMPILE_THREADS": "1"})
+    out["precompiled_load_profiled"] = _load_seconds(pre, model, pc, profile=True)
     return out
 
 

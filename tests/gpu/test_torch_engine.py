@@ -105,7 +105,7 @@ def test_a_model_dynamo_cannot_trace_whole_falls_back_to_the_inductor_cache_once
     from yoloquant.export import UltralyticsExporter
 
     model = UltralyticsExporter().export(ASSETS / "weights" / "yolo26n.pt", tmp_path / "export")
-    cfg = TorchEngineConfig(precision="fp32", batch_sizes=(1,), artifact_dir=tmp_path / "art")
+    cfg = TorchEngineConfig(precision="fp32", batch_sizes=(1,), artifact_dir=tmp_path / "art", artifact="precompiled")
     x = np.stack([preprocess(read_image(IMAGES[0]), 640)[0]])
     with TorchEngineBuilder(cfg).build(model) as first:
         out = first.infer(x)[0]

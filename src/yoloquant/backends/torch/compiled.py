@@ -2,7 +2,7 @@
 
 Three kinds, chosen with ``TorchEngineConfig(artifact=...)``:
 
-* ``"precompiled"`` (the default): ``torch.compile(...).aot_compile()`` per batch size
+* ``"precompiled"``: ``torch.compile(...).aot_compile()`` per batch size
   (:mod:`yoloquant.backends.torch.precompiled`): loading runs no Dynamo and no inductor, and the file carries
   its Triton kernels, so it also loads on another machine with the same PyTorch and GPU. A model Dynamo cannot
   trace as one graph falls back to the inductor cache (``ArtifactMeta.fallback`` says why), and later builds
@@ -14,7 +14,7 @@ Three kinds, chosen with ``TorchEngineConfig(artifact=...)``:
   (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a process that did not build the
   package dies with SIGSEGV inside ``aoti_load_package``, so this kind is refused there with the fix; on the CPU
   with torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
-* ``"inductor-cache"``: inductor's compiled code through PyTorch's cache API
+* ``"inductor-cache"`` (the default): inductor's compiled code through PyTorch's cache API
   (``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``): loading skips code generation and
   autotuning, but Dynamo still traces the model once per batch size (seconds each).
 

@@ -368,8 +368,9 @@ def _module(checkpoint: Path, precision: Precision, device: Any) -> Any:
 
 
 def _uint8_input(net: Any, dtype: Any) -> Any:
-    """``net`` behind a uint8 input (``/255`` on the GPU), as an instance of a module-level class: Dynamo's
-    precompile cache (``TORCH_CACHING_PRECOMPILE=1``) refuses classes defined in a function's scope."""
+    """``net`` behind a uint8 input (``/255`` on the GPU), as an instance of a module-level class: a precompiled
+    function's saved guard state names it by module and name (so it must exist before a load, which
+    ``_module`` ensures), and Dynamo refuses to save classes defined in a function's scope."""
     cls = globals().get("_UInt8Input")
     if cls is None:  # made on first use: torch is imported lazily, so the class cannot be defined at import
         torch = require("torch")

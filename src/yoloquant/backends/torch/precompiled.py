@@ -95,7 +95,9 @@ class PrecompiledModel:
         self.unsaved.clear()
 
     def load(self, folder: Path, batch_sizes: tuple[int, ...]) -> None:
-        """Load the compiled functions of ``batch_sizes`` from ``folder`` (no tracing, no code generation).
+        """Load the compiled functions of ``batch_sizes`` from ``folder`` (no tracing, no code generation). The
+        module must have been made by the torch engine's ``_module`` first: the saved guard state names its uint8
+        wrapper class, which that makes.
 
         Raises:
             EngineBuildError: A file does not load (the message names it and the fix).

@@ -46,9 +46,9 @@ def die_first_time(marks: Path, x: int) -> tuple[int, int]:
 
 def sleep_then_mark(marks: Path, x: int) -> int:
     """Returns 0 at once; any other ``x`` sleeps 30 s, then marks itself finished: a task that a cancelled map
-    must never finish. Logs each start and its worker's pid."""
+    must never finish. Logs each start, and ``x`` with its worker's pid."""
     _log(marks / "started", str(x))
-    _log(marks / "pids", str(os.getpid()))
+    _log(marks / "pids", f"{x} {os.getpid()}")
     if x == 0:
         return 0
     time.sleep(30)

@@ -76,9 +76,9 @@ def test_stopping_the_iteration_cancels_the_tasks_still_out(ray_cluster: str, tm
     results = RayExecutor().map(partial(sleep_then_mark, tmp_path), [0, 1, 2])
     assert next(results) == (0, 0)  # 0 returns at once; 1 and 2 sleep 30 s
     deadline = time.monotonic() + 20
-    while len(lines(tmp_path / "started")) < 2 and time.monotonic() < deadline:
+    while len(lines(tmp_path / "pids")) < 3 and time.monotonic() < deadline:  # 2 starts once 0 has returned
         time.sleep(0.05)
-    running = [int(p) for p in lines(tmp_path / "pids")[1:]]
+    running = [int(pid) for x, pid in (line.split() for line in lines(tmp_path / "pids")) if x != "0"]
     results.close()  # what Ctrl-C in the sweep's loop does
     deadline = time.monotonic() + 15
     while any(_alive(p) for p in running) and time.monotonic() < deadline:

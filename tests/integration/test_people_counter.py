@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from doubles.signals import children_take_ctrl_c
+
 ROOT = Path(__file__).resolve().parents[2]
 VIDEO = ROOT / "assets" / "video" / "one-by-one-person.mp4"
 VIDEO_DATA = ROOT.parent / "shared" / "data" / "video"
@@ -128,7 +130,8 @@ def test_ctrl_c_stops_a_looped_counter_cleanly_and_writes_the_summary(yolov8n_on
         str(yolov8n_onnx), "--loop", "--line", "x=384", "--jsonl", str(frames), "--summary", str(tmp_path / "s.json"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "YOLO_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with children_take_ctrl_c():
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not frames.exists() or frames.stat().st_size < 2000):
         time.sleep(0.2)

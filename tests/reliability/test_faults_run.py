@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from doubles.signals import children_take_ctrl_c
 from yoloquant import ConfigError, DiskFullError, ExportError, PipelineResult, QuantPipeline
 from yoloquant.cli import main
 
@@ -452,9 +453,10 @@ def test_the_stale_lock_of_a_killed_run_is_taken_over(
 def test_ctrl_c_of_the_cli_during_quantization_exits_130_and_cleans_up(tmp_path: Path, yolov8n_onnx: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "yoloquant", *_run_args(yolov8n_onnx, out, evaluate=False)]
-    proc = subprocess.Popen(
-        cmd, env=_env(tmp_path / "cache"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    with children_take_ctrl_c():
+        proc = subprocess.Popen(
+            cmd, env=_env(tmp_path / "cache"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     deadline = time.monotonic() + 120
     while not any((out / "int8").glob(".yq-ort-*")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from doubles.signals import children_take_ctrl_c
 from doubles.sweep_work import FakeVariantRunner, die_first_time, double, lines, sleep_then_mark
 from yoloquant import QuantPipeline
 from yoloquant._optional import install_hint
@@ -240,9 +241,10 @@ def test_ctrl_c_stops_the_driver_and_its_running_variants(ray_cluster: str, tmp_
         _DRIVER.replace("seconds=1.0", "seconds=1.5").replace("sweep.run_variants(", "try:\n    sweep.run_variants(")
         + "except KeyboardInterrupt:\n    sys.exit(130)\n"
     )
-    driver = subprocess.Popen(
-        [sys.executable, "-c", script, ray_cluster, str(out), path], env={**os.environ, "PYTHONPATH": path}
-    )
+    with children_take_ctrl_c():
+        driver = subprocess.Popen(
+            [sys.executable, "-c", script, ray_cluster, str(out), path], env={**os.environ, "PYTHONPATH": path}
+        )
     deadline = time.monotonic() + 60
     while len(_ledger_names(out)) < 2 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

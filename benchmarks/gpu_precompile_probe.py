@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import Any
 
 START = time.perf_counter()
 import torch  # noqa: E402  (the import is timed)
+from gpu_torch import _timed  # noqa: E402  (this folder's GPU benchmark)
 
-from yoloquant.backends.torch.engine import _module, _Replay  # noqa: E402
+from yoloquant.backends.torch.engine import _as_list, _module, _Replay  # noqa: E402
 from yoloquant.config import Precision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,21 +34,6 @@ VARIANTS = {"b1": (1, False), "b16": (16, False), "dyn": (16, True)}  # name: (b
 
 def run(model: Any, x: Any) -> Any:
     return model(x)
-
-
-def _median_ms(fn: Any, n: int = 200) -> float:
-    times = []
-    for _ in range(n):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return round(sorted(times)[n // 2] * 1e3, 3)
-
-
-def _as_list(out: Any) -> list[Any]:
-    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 def _save(module: Any, device: Any, out: dict[str, Any]) -> None:
@@ -81,7 +68,7 @@ def _load(module: Any, device: Any, out: dict[str, Any]) -> None:
             t = time.perf_counter()
             replay = _Replay(lambda x, c=compiled: c(module, x), (b, 3, 640, 640), device, True)
             row[f"capture_b{b}_s"] = round(time.perf_counter() - t, 2)
-            row[f"replay_b{b}_ms"] = _median_ms(replay.launch)
+            row[f"replay_b{b}_ms"] = round(statistics.median(_timed(replay.launch) for _ in range(200)), 3)
         with torch.inference_mode():
             got = _as_list(compiled(module, torch.zeros((batch, 3, 640, 640), dtype=torch.uint8, device=device)))
         ref = torch.load(ART / f"{name}.ref")

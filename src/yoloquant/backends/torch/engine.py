@@ -414,7 +414,8 @@ class TorchEngineBuilder:
         clock("checkpoint_hash")
         loaded = load_artifact(folder, meta) if kind and not cfg.rebuild else None
         clock("artifact")
-        fn, module, meta = self._function(model, meta, loaded, folder=folder, clock=clock)
+        fn, module, meta = self._function(model, meta, loaded, source=(checkpoint, precision), folder=folder,
+                                          clock=clock)  # fmt: skip
         stream = cfg.stream or torch.cuda.Stream(device=cfg.device)
         engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
         try:
@@ -441,13 +442,14 @@ class TorchEngineBuilder:
         engine.build_phases = {k: round(v, 3) for k, v in clock.phases.items()}
         return engine
 
-    def _function(self, model: OnnxModel, meta: ArtifactMeta, loaded: ArtifactMeta | None, *, folder: Path,
+    def _function(self, model: OnnxModel, meta: ArtifactMeta, loaded: ArtifactMeta | None, *,
+                  source: tuple[Path, Precision], folder: Path,
                   clock: _Clock) -> tuple[Any, Any, ArtifactMeta]:  # fmt: skip
         """What the engine runs, the module it came from (None for a loaded package) and the metadata of what
-        is to be saved."""
+        is to be saved. ``source``: the checkpoint and the precision it runs in."""
         torch = require("torch")
         cfg = self.config
-        checkpoint, precision = _checkpoint(model), _precision(model, cfg)
+        checkpoint, precision = source
         device = torch.device("cuda", cfg.device)
         if cfg.compile and cfg.artifact == "aoti":
             if loaded is None:

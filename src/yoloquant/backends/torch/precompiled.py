@@ -6,7 +6,7 @@ code generation, in a new process or on another machine with the same PyTorch an
 inside the file. The module is an argument of the compiled function, so its weights stay out of the file (the
 checkpoint is loaded as usual) and one file per batch size is about 10 MB for YOLOv8n.
 
-Measured on the lent H200 with torch 2.11.0+cu130 (yolov8n FP16, ``.gpu-stage``'s probe in the notes of #15):
+Measured on the lent H200 with torch 2.11.0+cu130 (yolov8n FP16, benchmarks/gpu_precompile_probe.py):
 loading batch 1 takes 6.3 s in a fresh process (also with an empty inductor cache), batch 16 then 0.1 s more;
 the replayed graph runs in the same time as the inductor-cache engine's (0.49 ms at batch 1).
 

@@ -203,24 +203,27 @@ def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
 
 
 def _load_seconds(art: Path, model: Any, artifact: str = "inductor-cache", *, env: dict[str, str] | None = None,
-                  profile: bool = False) -> dict[str, Any]:  # fmt: skip
+                  profile: Path | None = None, stderr_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """A fresh process builds the engine from the saved compiled code (or compiles it, when there is none yet):
-    seconds of the build and of the whole process; a crash or an error is recorded, not raised."""
+    seconds of the build and of the whole process; a crash or an error is recorded, not raised. ``profile``:
+    the build's cProfile statistics go to that file; ``stderr_to``: the process's stderr is kept there."""
     cmd = [sys.executable, __file__, "--phase", "load", "--art", str(art), "--onnx", str(model.path), "--out", "-",
-           "--artifact", artifact, *(["--profile"] if profile else [])]  # fmt: skip
+           "--artifact", artifact, *(["--profile", str(profile)] if profile else [])]  # fmt: skip
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, timeout=400,
                               env={**os.environ, **(env or {})})  # fmt: skip
     except subprocess.TimeoutExpired:
         return {"error": "timed out after 400 s"}
+    if stderr_to is not None:
+        stderr_to.write_text(proc.stderr)
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}: {proc.stderr[-1500:]}"}
     found = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     return found | {"process_wall_s": round(time.perf_counter() - start, 2), "env": env or {}}
 
 
-def _load_phase(art: Path, onnx: Path, artifact: str, profile: bool) -> None:
+def _load_phase(art: Path, onnx: Path, artifact: str, profile: Path | None) -> None:
     import cProfile
     import io
     import pstats
@@ -247,7 +250,8 @@ def _load_phase(art: Path, onnx: Path, artifact: str, profile: bool) -> None:
         "first_infer_ms": round((time.perf_counter() - first) * 1e3, 2),
         "artifact": artifact,
     }
-    if profiler is not None:
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(str(profile))
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
         report["profile_cumulative"] = text.getvalue().splitlines()[-32:]
@@ -269,7 +273,29 @@ def _load_experiments(model: Any, tmp: Path) -> dict[str, Any]:
     empty = {"TORCHINDUCTOR_CACHE_DIR": str(tmp / "c0")}  # another machine: nothing in inductor's local cache
     out["precompiled_load_empty_cache"] = _load_seconds(pre, model, pc, env=empty)
     out["precompiled_load_one_thread"] = _load_seconds(pre, model, pc, env={"TORCHINDUCTOR_COMPILE_THREADS": "1"})
-    out["precompiled_load_profiled"] = _load_seconds(pre, model, pc, profile=True)
+    out["precompiled_load_profiled"] = _load_seconds(pre, model, pc, profile=tmp / "load.pstats")
+    return out
+
+
+def _load_profile(model: Any, tmp: Path, keep: Path) -> dict[str, Any]:
+    """Where a precompiled load spends its time: a cold build, then loads in fresh processes (plain, with one
+    compile thread, without inductor's warm worker pool, under cProfile and under ``-X importtime``; the
+    statistics and the import log are kept in ``keep``)."""
+    pre, pc = tmp / "precompiled", "precompiled"
+    keep.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"cold": _load_seconds(pre, model, pc)}
+    variants = {
+        "plain_1": {},
+        "one_compile_thread": {"TORCHINDUCTOR_COMPILE_THREADS": "1"},
+        "no_warm_pool": {"TORCH_WARM_POOL": "0"},
+        "one_thread_no_pool": {"TORCHINDUCTOR_COMPILE_THREADS": "1", "TORCH_WARM_POOL": "0"},
+    }
+    for name, env in variants.items():
+        out[name] = _load_seconds(pre, model, pc, env=env)
+        print(json.dumps({name: out[name]}), flush=True)
+    out["profiled"] = _load_seconds(pre, model, pc, profile=keep / "precompiled-load.pstats")
+    out["importtime"] = _load_seconds(pre, model, pc, env={"PYTHONPROFILEIMPORTTIME": "1"},
+                                      stderr_to=keep / "precompiled-load-importtime.txt")  # fmt: skip
     return out
 
 
@@ -326,11 +352,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency", "load-experiments"),
+    ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency", "load-experiments",
+                                        "load-profile"),
                     default="all")  # fmt: skip
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--artifact", default="precompiled", help=argparse.SUPPRESS)
-    ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
     ap.add_argument("--rounds", type=int, default=200)
@@ -350,6 +377,11 @@ def main() -> None:
     report |= {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": "yolov8n fp16"}
     if args.phase == "load-experiments":  # the saved-code loads alone, each kind in fresh processes
         report["load_experiments"] = _load_experiments(model, tmp)
+    if args.phase == "load-profile":  # where a precompiled load's seconds go, then latency from that artifact
+        report["load_profile"] = _load_profile(model, tmp, args.out.parent / "load-profile")
+        with _build(model, tmp / "precompiled", artifact="precompiled") as engine, \
+                _build(model, tmp / "eager", compile_=False) as eager:  # fmt: skip
+            report["latency_ms_precompiled"] = _latency(engine, eager, args.rounds)
     if args.phase == "latency":  # the model-level latencies alone (no end to end, load or streams)
         with _build(model, art) as engine, _build(model, tmp / "eager", compile_=False) as eager:
             report["latency_ms"] = _latency(engine, eager, args.rounds)

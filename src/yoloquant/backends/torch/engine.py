@@ -427,27 +427,31 @@ class TorchEngineBuilder:
         fn, module, meta = self._function(model, meta, loaded, source=(checkpoint, precision), folder=folder,
                                           clock=clock)  # fmt: skip
         stream = cfg.stream or torch.cuda.Stream(device=cfg.device)
-        engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
+        saves = kind in ("precompiled", "inductor-cache")
+        engine: TorchEngine | None = None
         try:
-            try:
-                _prepare_all(engine, cfg.batch_sizes, clock)
-            except Exception as exc:
-                if kind not in ("inductor-cache", "precompiled") or "fullgraph" not in str(exc):
-                    raise
-                # Dynamo broke the graph somewhere (YOLO26's head on torch 2.11): compile the pieces instead;
-                # the CUDA graph still captures all of them, so a call is still one replay
-                engine.close()
-                engine = TorchEngine(
-                    torch.compile(module, dynamic=False), model.info, cfg, stream=stream, compiled=True
-                )
-                clock("graph_break_recompile")
-                _prepare_all(engine, cfg.batch_sizes, clock)
+            if saves:
+                try:
+                    _compile_all(fn, cfg.batch_sizes, model.info.imgsz, cfg.device, clock)
+                except Exception as exc:
+                    if "fullgraph" not in str(exc):
+                        raise
+                    # Dynamo broke the graph somewhere (YOLO26's head on torch 2.11): compile the pieces instead;
+                    # the CUDA graph still captures all of them, so a call is still one replay
+                    fn = torch.compile(module, dynamic=False)
+                    clock("graph_break_recompile")
+                    _compile_all(fn, cfg.batch_sizes, model.info.imgsz, cfg.device, clock)
+                # Saved before any CUDA graph is captured: on torch 2.11 saving a precompiled function after its
+                # capture left that graph reading stale memory (the engine's batch-1 graph gave boxes unlike a
+                # fresh call's on the H200), so nothing may be serialised once a graph holds the compiled code
+                _save(fn, folder, loaded, meta)
+            engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
+            _prepare_all(engine, cfg.batch_sizes, clock)
         except Exception as exc:  # inductor / CUDA raise assorted types
-            engine.close()
+            if engine is not None:
+                engine.close()
             msg = f"compiling {checkpoint.name} for the torch backend failed: {exc}"
             raise EngineBuildError(msg, artifact=checkpoint) from exc
-        if kind in ("precompiled", "inductor-cache"):
-            _save(engine._fn, folder, loaded, meta)
         engine.loaded_artifact, engine.build_seconds = loaded is not None, clock.total()
         engine.build_phases = {k: round(v, 3) for k, v in clock.phases.items()}
         return engine
@@ -527,10 +531,19 @@ def _save(fn: Any, folder: Path, loaded: ArtifactMeta | None, meta: ArtifactMeta
         save_artifact(folder, dataclasses.replace(meta, batch_sizes=tuple(sorted(before | set(meta.batch_sizes)))))
 
 
+def _compile_all(fn: Any, sizes: tuple[int, ...], imgsz: tuple[int, int], device: int, clock: _Clock) -> None:
+    """Run ``fn`` once per batch size, so each is compiled (or its saved code loaded and warmed) before saving."""
+    torch = require("torch")
+    with torch.inference_mode():
+        for b in sizes:
+            fn(torch.zeros((b, 3, *imgsz), dtype=torch.uint8, device=torch.device("cuda", device)))
+            clock(f"compile_b{b}")
+
+
 def _prepare_all(engine: TorchEngine, sizes: tuple[int, ...], clock: _Clock) -> None:
     for b in sizes:
         engine.prepare(b)
-        clock(f"compile_capture_b{b}")
+        clock(f"capture_b{b}")
 
 
 def check_torch_cuda() -> None:

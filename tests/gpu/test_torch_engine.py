@@ -87,13 +87,13 @@ def test_saved_code_is_reused_and_a_mismatch_is_refused(exported: OnnxModel, tmp
     x = np.stack([preprocess(read_image(IMAGES[0]), 640)[0]])
     with TorchEngineBuilder(cfg).build(exported) as first:
         assert not first.loaded_artifact and (tmp_path / "art" / "engine.json").is_file()
-        out = first.infer(np.zeros((2, 3, 640, 640), np.uint8))[0]
-        # the batch-1 graph captured at build replays what a graph captured now computes (saving a precompiled
-        # function after its capture left that graph reading stale memory: boxes off by hundreds of pixels)
+        # before batch 2 ever replays, a batch-1 graph captured now computes what the build's does (a precompiled
+        # batch-1 function once read the head's anchors, which batch 2's capture had left holding garbage)
         with torch.cuda.stream(first.stream):
             now = first.capture(1, lambda outputs: outputs).run(torch.from_numpy(x).cuda())[0]
         torch.cuda.synchronize()
-        np.testing.assert_allclose(first.infer(x)[0], now.cpu().numpy(), atol=1e-3)
+        np.testing.assert_allclose(now.cpu().numpy(), first.infer(x)[0], atol=1e-3)
+        out = first.infer(np.zeros((2, 3, 640, 640), np.uint8))[0]
     assert json.loads((tmp_path / "art" / "engine.json").read_text())["kind"] == artifact
     with TorchEngineBuilder(cfg).build(exported) as second:
         assert second.loaded_artifact

@@ -54,3 +54,30 @@ def test_new_sizes_are_saved_beside_the_ones_on_disk(tmp_path: Path) -> None:
     with torch.inference_mode():
         torch.testing.assert_close(again(x), module(x))  # batch 1 loaded from its file on first use
     assert 1 in again.by_batch and 1 not in again.unsaved
+
+
+class _Grid(torch.nn.Module):  # type: ignore[misc,name-defined]
+    """A head that keeps a grid for the last input shape it saw, as an Ultralytics head keeps its anchors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.shape, self.anchors = torch.nn.Conv2d(3, 2, 3), None, torch.empty(0)
+
+    def forward(self, x: Any) -> Any:
+        y = self.conv(x.float() / 255)
+        if self.shape != y.shape:
+            self.anchors, self.shape = torch.arange(y.shape[-1], dtype=y.dtype).expand_as(y).clone(), y.shape
+        return y + self.anchors
+
+
+def test_each_size_computes_its_own_grid_instead_of_reading_the_one_another_size_left() -> None:
+    module = _Grid()
+    x = torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = module(x)  # leaves the batch-1 shape behind, as Ultralytics' fuse() does
+        fn = PrecompiledModel(module, (8, 8))
+        fn.compile(1)
+        fn.compile(2)
+        fn(x.expand(2, -1, -1, -1).contiguous())  # the other size replaces the grid at each call
+        module.anchors = module.anchors + 1000  # (in a CUDA-graph capture, with memory holding garbage)
+        torch.testing.assert_close(fn(x), want)

@@ -441,10 +441,7 @@ class TorchEngineBuilder:
                     fn = torch.compile(module, dynamic=False)
                     clock("graph_break_recompile")
                     _compile_all(fn, cfg.batch_sizes, model.info.imgsz, cfg.device, clock)
-                # Saved before any CUDA graph is captured: on torch 2.11 saving a precompiled function after its
-                # capture left that graph reading stale memory (the engine's batch-1 graph gave boxes unlike a
-                # fresh call's on the H200), so nothing may be serialised once a graph holds the compiled code
-                _save(fn, folder, loaded, meta)
+                _save(fn, folder, loaded, meta)  # the compiled code is kept even if a capture fails next
             engine = TorchEngine(fn, model.info, cfg, stream=stream, compiled=cfg.compile)
             _prepare_all(engine, cfg.batch_sizes, clock)
         except Exception as exc:  # inductor / CUDA raise assorted types

@@ -45,6 +45,18 @@ def _drop_guards(guards: list[Any]) -> list[bool]:
     return [False for _ in guards]
 
 
+def _forget_grids(module: Any) -> None:
+    """Make the next trace build the head's anchor grid itself. An Ultralytics head keeps the feature shape it last
+    saw (``shape``) and reuses its ``anchors`` while a call's shape matches; with the guards dropped, a function
+    traced while they matched would read ``anchors`` on every call. Another batch size's function replaces them
+    at each call (during a CUDA-graph capture, with a tensor that holds garbage until that graph first replays),
+    so on the H200 the batch-1 function read garbage anchors after the batch-4 capture (``fuse()`` leaves the
+    shape of a 640 px batch of 1 behind). A function traced with no shape computes its own anchors."""
+    for m in module.modules():
+        if hasattr(m, "anchors") and getattr(m, "shape", None) is not None:
+            m.shape = None
+
+
 class PrecompiledModel:
     """``module`` run through one ahead-of-time compiled function per batch size (uint8 ``[B, 3, H, W]`` in).
 
@@ -78,6 +90,7 @@ class PrecompiledModel:
         example = torch.zeros((batch_size, 3, *self.imgsz), dtype=torch.uint8, device=device)
         config = torch._dynamo.config
         switch = config.patch(enable_aot_compile=True) if hasattr(config, "enable_aot_compile") else None
+        _forget_grids(self.module)
         try:
             with torch.inference_mode(), switch or contextlib.nullcontext():
                 compiled = torch.compile(_forward, fullgraph=True, options={"guard_filter_fn": _drop_guards})

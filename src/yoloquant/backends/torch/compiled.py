@@ -12,7 +12,8 @@ Three kinds, chosen with ``TorchEngineConfig(artifact=...)``:
   Loading it (``aoti_load_package``) runs no Dynamo, no inductor and not even Ultralytics; every batch size up to
   ``max_batch`` runs from the one package. Before the first load a child process loads it
   (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a process that did not build the
-  package dies with SIGSEGV inside ``aoti_load_package``, so this kind is refused there with the fix; on the CPU
+  package dies with SIGSEGV inside ``aoti_load_package`` (in the package's own ``std::regex`` code, which points to
+  a C++ library mismatch on that machine), so this kind is refused there with the fix; on the CPU
   with torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
 * ``"inductor-cache"`` (the default): inductor's compiled code through PyTorch's cache API
   (``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``): loading skips code generation and

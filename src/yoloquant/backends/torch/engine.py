@@ -74,7 +74,7 @@ class TorchEngineConfig:
             ``"inductor-cache"`` (the default), inductor's cache (Dynamo traces each batch size again at every
             load); ``"precompiled"``, one ahead-of-time compiled function per batch size that loads with no
             tracing, about half the load time (falls back to the inductor cache for a model Dynamo cannot trace
-            as one graph; not the default yet: one TorchPredictor test failed on the GPU with it); or ``"aoti"``,
+            as one graph; not the default yet: the fix of its batch-1 anchors bug has not run on a GPU); or ``"aoti"``,
             an AOTInductor package (minutes to build, once).
         max_batch: An ``aoti`` package runs every batch size up to this one.
         artifact_dir: Where the compiled code is saved and looked for; default ``<model>.torch/`` beside it.

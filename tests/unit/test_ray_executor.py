@@ -234,23 +234,36 @@ def test_a_killed_driver_resumes_from_the_ledger_and_each_variant_is_written_onc
     assert all(finished.count(n) == 1 for n in before)  # nothing in the ledger ran again
 
 
-def test_ctrl_c_stops_the_driver_and_its_running_variants(ray_cluster: str, tmp_path: Path) -> None:
-    out = tmp_path / "out"
+_RAY_OWN_CHECK = "Tried to complete task that was not pending"  # Ray's own fatal check, hit by a cancel race
+
+
+def _interrupted_driver(ray_cluster: str, out: Path) -> tuple[int, str]:
+    """Start a driver of a sweep, press Ctrl-C while two variants run; its exit status and stderr."""
     path = os.pathsep.join(sys.path)
     script = (
         _DRIVER.replace("seconds=1.0", "seconds=1.5").replace("sweep.run_variants(", "try:\n    sweep.run_variants(")
         + "except KeyboardInterrupt:\n    sys.exit(130)\n"
     )
-    with children_take_ctrl_c():
-        driver = subprocess.Popen(
-            [sys.executable, "-c", script, ray_cluster, str(out), path], env={**os.environ, "PYTHONPATH": path}
-        )
-    deadline = time.monotonic() + 60
-    while len(_ledger_names(out)) < 2 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # two variants running
-    driver.send_signal(signal.SIGINT)
-    assert driver.wait(timeout=20) == 130
+    with (out.parent / f"{out.name}.stderr").open("w+") as stderr:
+        with children_take_ctrl_c():
+            driver = subprocess.Popen([sys.executable, "-c", script, ray_cluster, str(out), path],
+                                      env={**os.environ, "PYTHONPATH": path}, stderr=stderr)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while len(_ledger_names(out)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # two variants running
+        driver.send_signal(signal.SIGINT)
+        status = driver.wait(timeout=20)
+        stderr.seek(0)
+        return status, stderr.read()
+
+
+def test_ctrl_c_stops_the_driver_and_its_running_variants(ray_cluster: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    status, stderr = _interrupted_driver(ray_cluster, out)
+    if status != 130 and _RAY_OWN_CHECK in stderr:  # Ray aborted itself (seen once in ~10 runs): once more
+        status, stderr = _interrupted_driver(ray_cluster, out := tmp_path / "again")
+    assert status == 130, stderr[-2000:]
     stopped = len(lines(out / "runs.log"))
     time.sleep(2.5)  # longer than a variant: a variant left running would finish meanwhile
     assert len(lines(out / "runs.log")) == stopped < 7  # nothing ran on after the driver stopped

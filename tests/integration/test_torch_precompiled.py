@@ -23,7 +23,7 @@ def test_a_saved_function_loads_and_gives_the_module_outputs(yolov8n_pt: Path, t
     with torch.inference_mode():
         want = module(x)
     built = PrecompiledModel(module, (640, 640))
-    built.compile(1)  # batch 1: the size whose grid fuse() leaves behind in the head
+    built.compile(1)  # batch 1: the size whose grid the checkpoint's head still holds
     built.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [precompiled_file(1)] and not built.unsaved
     loaded = PrecompiledModel(module, (640, 640))

@@ -74,7 +74,7 @@ def test_each_size_computes_its_own_grid_instead_of_reading_the_one_another_size
     module = _Grid()
     x = torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        want = module(x)  # leaves the batch-1 shape behind, as Ultralytics' fuse() does
+        want = module(x)  # leaves the batch-1 shape behind, as a YOLOv8n checkpoint's head holds
         fn = PrecompiledModel(module, (8, 8))
         fn.compile(1)
         fn.compile(2)

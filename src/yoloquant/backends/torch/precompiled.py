@@ -50,8 +50,9 @@ def _forget_grids(module: Any) -> None:
     saw (``shape``) and reuses its ``anchors`` while a call's shape matches; with the guards dropped, a function
     traced while they matched would read ``anchors`` on every call. Another batch size's function replaces them
     at each call (during a CUDA-graph capture, with a tensor that holds garbage until that graph first replays),
-    so on the H200 the batch-1 function read garbage anchors after the batch-4 capture (``fuse()`` leaves the
-    shape of a 640 px batch of 1 behind). A function traced with no shape computes its own anchors."""
+    so on the H200 the batch-1 function read garbage anchors after the batch-4 capture (the checkpoint's pickled
+    head keeps the shape of its last forward: a 640 px batch of 1). A function traced with no shape computes its
+    own anchors."""
     for m in module.modules():
         if hasattr(m, "anchors") and getattr(m, "shape", None) is not None:
             m.shape = None

@@ -10,7 +10,6 @@ difference from the outputs at save time. Results of the lent H200: benchmarks/r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import statistics
@@ -24,6 +23,7 @@ import torch  # noqa: E402  (the import is timed)
 from gpu_torch import _timed  # noqa: E402  (this folder's GPU benchmark)
 
 from yoloquant.backends.torch.engine import _as_list, _module, _Replay  # noqa: E402
+from yoloquant.backends.torch.precompiled import aot_compile  # noqa: E402
 from yoloquant.config import Precision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,22 +32,15 @@ ART = Path("/tmp/aotprobe")
 VARIANTS = {"b1": (1, False), "b16": (16, False), "dyn": (16, True)}  # name: (batch, dynamic batch)
 
 
-def run(model: Any, x: Any) -> Any:
-    return model(x)
-
-
 def _save(module: Any, device: Any, out: dict[str, Any]) -> None:
-    config = torch._dynamo.config
     for name, (batch, dynamic) in VARIANTS.items():
         x = torch.zeros((batch, 3, 640, 640), dtype=torch.uint8, device=device)
         t = time.perf_counter()
-        switch = config.patch(enable_aot_compile=True) if hasattr(config, "enable_aot_compile") else None
         try:
-            with torch.inference_mode(), switch or contextlib.nullcontext():
-                if dynamic:
-                    torch._dynamo.mark_dynamic(x, 0, min=1, max=32)
-                opts = {"guard_filter_fn": lambda guards: [False for _ in guards]}
-                compiled = torch.compile(run, fullgraph=True, options=opts).aot_compile(((module, x), {}))
+            if dynamic:
+                torch._dynamo.mark_dynamic(x, 0, min=1, max=32)
+            compiled = aot_compile(module, x)
+            with torch.inference_mode():
                 ref = _as_list(compiled(module, x))
             compiled.save_compiled_function(str(ART / f"{name}.aot"))
             torch.save([r.cpu() for r in ref], ART / f"{name}.ref")

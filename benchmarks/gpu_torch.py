@@ -250,7 +250,7 @@ def _load_phase(art: Path, onnx: Path, artifact: str, profile: Path | None) -> N
         "first_infer_ms": round((time.perf_counter() - first) * 1e3, 2),
         "artifact": artifact,
     }
-    if profiler is not None and profile is not None:
+    if profiler is not None:
         profiler.dump_stats(str(profile))
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)

@@ -24,7 +24,7 @@ from typing import Any
 from yoloquant._optional import require
 from yoloquant.errors import EngineBuildError, InferenceError
 
-__all__ = ["PrecompileError", "PrecompiledModel", "precompiled_file"]
+__all__ = ["PrecompileError", "PrecompiledModel", "aot_compile", "precompiled_file"]
 
 
 class PrecompileError(EngineBuildError):
@@ -58,6 +58,19 @@ def _forget_grids(module: Any) -> None:
             m.shape = None
 
 
+def aot_compile(module: Any, example: Any) -> Any:
+    """``module`` traced and compiled ahead of time for ``example`` (Dynamo with the guards dropped, then
+    inductor): a function of ``(module, x)`` that ``save_compiled_function`` writes. Mark ``example``'s batch
+    dimension dynamic first for one function of every batch size (Ultralytics' heads do not trace so)."""
+    torch = require("torch")
+    config = torch._dynamo.config
+    switch = config.patch(enable_aot_compile=True) if hasattr(config, "enable_aot_compile") else None
+    _forget_grids(module)
+    with torch.inference_mode(), switch or contextlib.nullcontext():
+        compiled = torch.compile(_forward, fullgraph=True, options={"guard_filter_fn": _drop_guards})
+        return compiled.aot_compile(((module, example), {}))
+
+
 class PrecompiledModel:
     """``module`` run through one ahead-of-time compiled function per batch size (uint8 ``[B, 3, H, W]`` in).
 
@@ -89,13 +102,8 @@ class PrecompiledModel:
         torch = require("torch")
         device = next(self.module.parameters()).device
         example = torch.zeros((batch_size, 3, *self.imgsz), dtype=torch.uint8, device=device)
-        config = torch._dynamo.config
-        switch = config.patch(enable_aot_compile=True) if hasattr(config, "enable_aot_compile") else None
-        _forget_grids(self.module)
         try:
-            with torch.inference_mode(), switch or contextlib.nullcontext():
-                compiled = torch.compile(_forward, fullgraph=True, options={"guard_filter_fn": _drop_guards})
-                self.by_batch[batch_size] = compiled.aot_compile(((self.module, example), {}))
+            self.by_batch[batch_size] = aot_compile(self.module, example)
         except Exception as exc:  # Dynamo and inductor raise assorted types
             msg = f"precompiling batch {batch_size} failed: {str(exc)[:400]}"
             raise PrecompileError(msg) from exc

@@ -249,6 +249,8 @@ def _load_phase(art: Path, onnx: Path, artifact: str, profile: Path | None) -> N
         "load_phases_s": engine.build_phases,
         "first_infer_ms": round((time.perf_counter() - first) * 1e3, 2),
         "artifact": artifact,
+        "pycache_prefix": sys.pycache_prefix,
+        "dont_write_bytecode": sys.flags.dont_write_bytecode,
     }
     if profiler is not None:
         profiler.dump_stats(str(profile))
@@ -274,6 +276,23 @@ def _load_experiments(model: Any, tmp: Path) -> dict[str, Any]:
     out["precompiled_load_empty_cache"] = _load_seconds(pre, model, pc, env=empty)
     out["precompiled_load_one_thread"] = _load_seconds(pre, model, pc, env={"TORCHINDUCTOR_COMPILE_THREADS": "1"})
     out["precompiled_load_profiled"] = _load_seconds(pre, model, pc, profile=tmp / "load.pstats")
+    return out
+
+
+def _load_bytecode(model: Any, tmp: Path) -> dict[str, Any]:
+    """Loads of both saved kinds in fresh processes, without and with compiled bytecode (``.pyc``) for torch's
+    compiler stack: a ``PYTHONPYCACHEPREFIX`` (``PYTHONDONTWRITEBYTECODE`` cleared) that each kind's cold build
+    fills, then loads interleaved, twice; the ``no_pyc`` loads write none."""
+    pyc = {"PYTHONPYCACHEPREFIX": str(tmp / "pyc"), "PYTHONDONTWRITEBYTECODE": ""}
+    no_pyc = {"PYTHONDONTWRITEBYTECODE": "1"}
+    kinds = {"precompiled": tmp / "precompiled", "inductor-cache": tmp / "inductor"}
+    out: dict[str, Any] = {f"{k}_cold": _load_seconds(art, model, k, env=pyc) for k, art in kinds.items()}
+    out["pyc_files"] = sum(1 for _ in (tmp / "pyc").rglob("*.pyc"))
+    for r in (1, 2):
+        for kind, art in kinds.items():
+            out[f"{kind}_no_pyc_{r}"] = _load_seconds(art, model, kind, env=no_pyc)
+            out[f"{kind}_pyc_{r}"] = _load_seconds(art, model, kind, env=pyc)
+        print(json.dumps(out), flush=True)
     return out
 
 
@@ -353,7 +372,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--phase", choices=("speed", "map", "all", "load", "streams", "latency", "load-experiments",
-                                        "load-profile"),
+                                        "load-profile", "load-bytecode"),
                     default="all")  # fmt: skip
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--artifact", default="precompiled", help=argparse.SUPPRESS)
@@ -382,6 +401,8 @@ def main() -> None:
         with _build(model, tmp / "precompiled", artifact="precompiled") as engine, \
                 _build(model, tmp / "eager", compile_=False) as eager:  # fmt: skip
             report["latency_ms_precompiled"] = _latency(engine, eager, args.rounds)
+    if args.phase == "load-bytecode":  # both saved kinds' loads without and with .pyc for the compiler stack
+        report["load_bytecode"] = _load_bytecode(model, tmp)
     if args.phase == "latency":  # the model-level latencies alone (no end to end, load or streams)
         with _build(model, art) as engine, _build(model, tmp / "eager", compile_=False) as eager:
             report["latency_ms"] = _latency(engine, eager, args.rounds)

@@ -94,3 +94,21 @@ def test_an_inductor_cache_saved_as_a_precompile_fallback_serves_a_precompiled_b
     _write(tmp_path, dataclasses.replace(plain, fallback="graph break"), "inductor-cache.bin")
     found = load_artifact(tmp_path, wanted)
     assert found is not None and found.fallback == "graph break" and primed == [b"x"]
+
+
+def test_a_precompiled_artifact_of_format_1_is_refused_and_other_kinds_of_it_still_load(tmp_path: Path) -> None:
+    """Format 1's precompiled batch-1 function could read another size's anchor grid: such a folder is refused
+    with the fix; an inductor cache or a package of format 1 has no such fault and still serves."""
+    old = dataclasses.replace(META, kind="precompiled", max_batch=None)
+    for b in old.batch_sizes:
+        tmp_path.joinpath(f"precompiled-b{b}.bin").write_bytes(b"x")
+    data = {k: v for k, v in dataclasses.asdict(old).items() if k != "format"}
+    tmp_path.joinpath("engine.json").write_text(json.dumps(data))
+    found = read_meta(tmp_path)
+    assert found is not None and found.format == 1
+    with pytest.raises(EngineBuildError, match=r"format: artifact 1, here 2.*rebuild=True"):
+        load_artifact(tmp_path, old)
+    _write(tmp_path, META, "model.pt2")
+    package = {k: v for k, v in dataclasses.asdict(META).items() if k != "format"}
+    tmp_path.joinpath("engine.json").write_text(json.dumps(package))
+    assert load_artifact(tmp_path, META) == dataclasses.replace(META, format=1)

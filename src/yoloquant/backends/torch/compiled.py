@@ -49,6 +49,8 @@ _META = "engine.json"
 _LOAD_CHECK = "load-check.json"
 _CHILD_LOAD = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1], run_single_threaded=True)"
 _FILES = {"aoti": "model.pt2", "inductor-cache": "inductor-cache.bin"}
+# 2: precompiled functions compute their own anchor grid (format 1's batch-1 function could read batch N's)
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,13 @@ class ArtifactMeta:
     kind: str = "inductor-cache"
     max_batch: int | None = None  # an AOTInductor package runs every batch size up to this
     fallback: str | None = None  # why this inductor cache was saved where "precompiled" was asked for
+    format: int = FORMAT  # engine.json files without one are format 1
 
     def mismatch(self, other: ArtifactMeta) -> list[str]:
         """The fields where ``other`` (this process, this model) differs from the artifact's; batch sizes and
         the kind are not a mismatch (another size or kind is built, and the artifact saved again)."""
         mine, theirs = asdict(self), asdict(other)
-        free = {"batch_sizes", "kind", "max_batch", "fallback"}
+        free = {"batch_sizes", "kind", "max_batch", "fallback", "format"}
         return [
             f"{k}: artifact {mine[k]!r}, here {theirs[k]!r}" for k in mine if mine[k] != theirs[k] and k not in free
         ]
@@ -202,6 +205,7 @@ def read_meta(folder: Path) -> ArtifactMeta | None:
     data: dict[str, Any] = json.loads(path.read_text())
     data["capability"], data["batch_sizes"] = tuple(data["capability"]), tuple(data["batch_sizes"])
     data["imgsz"] = tuple(data["imgsz"])
+    data.setdefault("format", 1)
     meta = ArtifactMeta(**data)
     if meta.kind == "precompiled":
         files = [precompiled_file(b) for b in meta.batch_sizes]
@@ -217,12 +221,18 @@ def load_artifact(folder: Path, expected: ArtifactMeta) -> ArtifactMeta | None:
     an inductor cache saved as the fallback of a precompile serves a precompiled build.
 
     Raises:
-        EngineBuildError: The artifact was built by another PyTorch, for another GPU, checkpoint or settings.
+        EngineBuildError: The artifact was built by another PyTorch, for another GPU, checkpoint or settings, or
+            it is a precompiled artifact of format 1.
     """
     found = read_meta(folder)
     if found is None:
         return None
     differs = found.mismatch(expected)
+    if found.kind == "precompiled" and found.format < FORMAT:
+        differs.append(
+            f"format: artifact {found.format}, here {FORMAT} (an earlier yoloquant saved it; its batch-1 function "
+            "could read another batch size's anchor grid)"
+        )
     if differs:
         msg = (
             f"the compiled engine in {folder} does not fit here ({'; '.join(differs)}); delete the folder or "

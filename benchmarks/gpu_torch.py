@@ -106,7 +106,10 @@ def _e2e_ultralytics(frames: list[np.ndarray], batch: int) -> Any:
 
 
 def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
-    """Median ms: public infer() (host uint8 in, numpy out) and upload + run (no download), batch 1 and 16."""
+    """Median ms: public infer() (host uint8 in, numpy out) and upload + run (no download), batch 1 and 16; at
+    batch 1 also the host copy of a plain array into the staging buffer, before the call and alone."""
+    import torch
+
     x1 = np.random.default_rng(0).integers(0, 255, (1, 3, 640, 640), dtype=np.uint8)
     x16 = np.random.default_rng(1).integers(0, 255, (16, 3, 640, 640), dtype=np.uint8)
     staged1 = engine.staging_buffer(1)
@@ -120,10 +123,20 @@ def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
         buf[...] = x1
         engine.infer(buf)
 
+    def staged_torch_fill_infer() -> None:  # the copy infer() makes of a plain array, done before the call
+        buf = engine.staging_buffer(1)
+        torch.from_numpy(buf).copy_(torch.from_numpy(x1))
+        engine.infer(buf)
+
+    def torch_fill_only() -> None:  # that copy alone, timed in the same rounds (caches as the calls leave them)
+        torch.from_numpy(staged1).copy_(torch.from_numpy(x1))
+
     cases = {
         "compiled_infer_b1": lambda: engine.infer(x1),
         "compiled_infer_b1_staging_buffer": staged_infer,
         "compiled_infer_b1_staging_buffer_with_fill": staged_fill_infer,
+        "compiled_infer_b1_staging_buffer_with_torch_fill": staged_torch_fill_infer,
+        "torch_fill_only_b1": torch_fill_only,
         "compiled_upload_run_b1_staging_buffer": lambda: engine.infer_async(
             engine.staging_buffer(1), download=False
         ).synchronize(),

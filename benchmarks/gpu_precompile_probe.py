@@ -22,8 +22,9 @@ START = time.perf_counter()
 import torch  # noqa: E402  (the import is timed)
 from gpu_torch import _timed  # noqa: E402  (this folder's GPU benchmark)
 
-from yoloquant.backends.torch.engine import _as_list, _module, _Replay  # noqa: E402
+from yoloquant.backends.torch.engine import _module  # noqa: E402
 from yoloquant.backends.torch.precompiled import aot_compile  # noqa: E402
+from yoloquant.backends.torch.replay import Replay, as_list  # noqa: E402
 from yoloquant.config import Precision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def _save(module: Any, device: Any, out: dict[str, Any]) -> None:
                 torch._dynamo.mark_dynamic(x, 0, min=1, max=32)
             compiled = aot_compile(module, x)
             with torch.inference_mode():
-                ref = _as_list(compiled(module, x))
+                ref = as_list(compiled(module, x))
             compiled.save_compiled_function(str(ART / f"{name}.aot"))
             torch.save([r.cpu() for r in ref], ART / f"{name}.ref")
             out[name] = {"compile_s": round(time.perf_counter() - t, 2), "bytes": (ART / f"{name}.aot").stat().st_size}
@@ -59,11 +60,11 @@ def _load(module: Any, device: Any, out: dict[str, Any]) -> None:
         row: dict[str, Any] = {"load_s": round(time.perf_counter() - t, 2)}
         for b in (1, 16) if dynamic else (batch,):
             t = time.perf_counter()
-            replay = _Replay(lambda x, c=compiled: c(module, x), (b, 3, 640, 640), device, True)
+            replay = Replay(lambda x, c=compiled: c(module, x), (b, 3, 640, 640), device, True)
             row[f"capture_b{b}_s"] = round(time.perf_counter() - t, 2)
             row[f"replay_b{b}_ms"] = round(statistics.median(_timed(replay.launch) for _ in range(200)), 3)
         with torch.inference_mode():
-            got = _as_list(compiled(module, torch.zeros((batch, 3, 640, 640), dtype=torch.uint8, device=device)))
+            got = as_list(compiled(module, torch.zeros((batch, 3, 640, 640), dtype=torch.uint8, device=device)))
         ref = torch.load(ART / f"{name}.ref")
         row["maxdiff_vs_save"] = max(
             float((g.float().cpu() - r.float()).abs().max()) for g, r in zip(got, ref, strict=True)

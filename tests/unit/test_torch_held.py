@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("ultralytics")
 
-from yoloquant.backends.torch.engine import _module, held_tensors  # noqa: E402
+from yoloquant.backends.torch.engine import _module  # noqa: E402
+from yoloquant.backends.torch.replay import held_tensors  # noqa: E402
 from yoloquant.config import Precision  # noqa: E402
 
 

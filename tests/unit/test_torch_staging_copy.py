@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from yoloquant.backends.torch.engine import _copy_into  # noqa: E402
+from yoloquant.backends.torch.replay import copy_into  # noqa: E402
 
 BATCH = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
 
@@ -24,5 +24,5 @@ BATCH = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
 )
 def test_every_layout_is_copied_exactly(pixels: np.ndarray) -> None:
     staging = torch.zeros(BATCH.shape, dtype=torch.uint8)
-    _copy_into(staging, pixels)
+    copy_into(staging, pixels)
     np.testing.assert_array_equal(staging.numpy(), BATCH)

@@ -50,6 +50,7 @@ from yoloquant.backends.torch.compiled import (
     save_package,
 )
 from yoloquant.backends.torch.precompiled import PrecompiledModel, PrecompileError
+from yoloquant.backends.torch.replay import Replay, TorchPending, copy_into
 from yoloquant.config import Backend, Precision, parse_enum
 from yoloquant.errors import ConfigError, EngineBuildError, InferenceError, MissingDependencyError
 
@@ -105,97 +106,6 @@ class TorchEngineConfig:
             raise ConfigError(msg)
 
 
-class _Replay:
-    """One batch size: the static input, the captured graph (or the plain function) and its outputs.
-
-    ``post`` (outputs -> tensors), when given, runs after the model inside the same graph (a fixed-shape decode).
-    """
-
-    def __init__(self, fn: Any, shape: tuple[int, ...], device: Any, graph: bool, post: Any = None) -> None:
-        torch = require("torch")
-        self.input = torch.zeros(shape, dtype=torch.uint8, device=device)
-        self.fn, self.post = fn, post
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(3):  # compiles (first call) and warms up outside the capture
-                self._call()
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = None
-        if graph:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph), torch.inference_mode():
-                self.outputs = self._call()
-        # The graph reads tensors the model keeps as attributes (the head's anchors and strides, made on the
-        # first call at a new shape). The next batch size's warm-up replaces them, which would free the memory
-        # this graph still reads: hold them as long as the graph lives.
-        self.held = held_tensors(fn)
-        self.staging = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-        self.staged = torch.cuda.Event()
-        self.staged.record()
-
-    def _call(self) -> list[Any]:
-        out = _as_list(self.fn(self.input))
-        return out if self.post is None else _as_list(self.post(out))
-
-    def launch(self) -> list[Any]:
-        """Run on the current stream on what is in ``input``; returns the graph's own output tensors, which the
-        next launch overwrites."""
-        torch = require("torch")
-        if self.graph is None:
-            with torch.inference_mode():
-                return self._call()
-        self.graph.replay()
-        return list(self.outputs)
-
-    def run(self, x: Any = None) -> list[Any]:
-        """Run on the current stream (on ``x``, or on what was uploaded into ``input``); returns fresh float32
-        tensors (the next call cannot overwrite them)."""
-        torch = require("torch")
-        if x is not None:
-            self.input.copy_(x, non_blocking=True)
-        return [o.to(torch.float32, copy=True) for o in self.launch()]  # the next call cannot overwrite a copy
-
-
-def _as_list(out: Any) -> list[Any]:
-    return list(out) if isinstance(out, (list, tuple)) else [out]
-
-
-def held_tensors(fn: Any) -> list[Any]:
-    """Tensors that ``fn``'s modules keep as plain attributes, outside their parameters and buffers (an
-    Ultralytics head's ``anchors`` and ``strides``): a captured CUDA graph reads them by address."""
-    torch = require("torch")
-    held: list[Any] = []
-    for module in fn.modules() if callable(getattr(fn, "modules", None)) else ():  # a package holds its own
-        for value in vars(module).values():
-            items = value if isinstance(value, (list, tuple)) else (value,)
-            held += [v for v in items if isinstance(v, torch.Tensor)]
-    return held
-
-
-class TorchPending:
-    """Outputs of a queued call: device tensors now, numpy after :meth:`wait`."""
-
-    def __init__(self, tensors: list[Any], done: Any, host: list[Any] | None = None) -> None:
-        self.tensors = tensors
-        self._done = done
-        self._host = host  # pinned copies queued on the stream, when the call downloads
-
-    def ready(self) -> bool:
-        return bool(self._done.query())
-
-    def synchronize(self) -> None:
-        """Wait for the GPU, leaving the outputs on the device (``tensors``)."""
-        self._done.synchronize()
-
-    def wait(self) -> list[np.ndarray]:
-        """Wait for the GPU and return the outputs as float32 numpy arrays."""
-        self._done.synchronize()
-        if self._host is not None:
-            return [h.numpy() for h in self._host]  # each array owns its pinned buffer
-        return [t.cpu().numpy() for t in self.tensors]
-
-
 class TorchEngine(ClosesOnExit):
     """A compiled, CUDA-graph-replayed PyTorch model on one CUDA stream. Not thread-safe: one engine per thread.
 
@@ -214,7 +124,7 @@ class TorchEngine(ClosesOnExit):
         self.build_phases: dict[str, float] = {}  # seconds per step of the build, for benchmarks/gpu_torch.py
         self._fn: Any = fn
         self._compiled = compiled
-        self._replays: dict[int, _Replay] = {}
+        self._replays: dict[int, Replay] = {}
         self._lock = threading.Lock()
 
     @property
@@ -238,16 +148,16 @@ class TorchEngine(ClosesOnExit):
         """Compile and capture ``batch_size`` now instead of at its first call."""
         self._replay(batch_size)
 
-    def _replay(self, batch_size: int) -> _Replay:
+    def _replay(self, batch_size: int) -> Replay:
         if self._fn is None:
             msg = "this TorchEngine is closed"
             raise InferenceError(msg)
         if batch_size not in self._replays:
             h, w = self.info.imgsz
-            self._replays[batch_size] = _Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph)
+            self._replays[batch_size] = Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph)
         return self._replays[batch_size]
 
-    def capture(self, batch_size: int, post: Any) -> _Replay:
+    def capture(self, batch_size: int, post: Any) -> Replay:
         """A new replay of the model followed by ``post`` (its outputs -> tensors) in one CUDA graph, with its own
         input and outputs (:class:`~yoloquant.backends.torch.predictor.TorchPredictor` captures its decode so).
         Call it on the engine's stream's device; the caller orders its launches on :attr:`stream`."""
@@ -255,7 +165,7 @@ class TorchEngine(ClosesOnExit):
             msg = "this TorchEngine is closed"
             raise InferenceError(msg)
         h, w = self.info.imgsz
-        return _Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph, post)
+        return Replay(self._fn, (batch_size, 3, h, w), self.device, self.config.cuda_graph, post)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a uint8 ``[B, 3, H, W]`` batch (or float32 in [0, 1], as ``normalize_pixels`` makes it)."""
@@ -270,7 +180,7 @@ class TorchEngine(ClosesOnExit):
             replay = self._replay(pixels.shape[0])
             if pixels.ctypes.data != replay.staging.data_ptr():  # not filled in place (staging_buffer)
                 replay.staged.synchronize()  # the previous upload from this staging buffer has left it
-                _copy_into(replay.staging, pixels)
+                copy_into(replay.staging, pixels)
             replay.input.copy_(replay.staging, non_blocking=True)
             replay.staged.record()
             outputs = replay.run()
@@ -316,16 +226,6 @@ class TorchEngine(ClosesOnExit):
         """Drop the graphs, buffers and compiled function (idempotent)."""
         self._replays.clear()
         self._fn = None
-
-
-def _copy_into(pinned: Any, pixels: np.ndarray) -> None:
-    """Copy a host batch into the pinned staging tensor with torch's vectorised, threaded copy (2.6x numpy's
-    assignment for a 640x640 batch of 1 on 2 cores); numpy's for a view torch cannot wrap (negative strides,
-    read-only)."""
-    if pixels.flags.writeable and all(s >= 0 for s in pixels.strides):
-        pinned.copy_(require("torch").from_numpy(pixels))
-    else:
-        pinned.numpy()[...] = pixels
 
 
 def _as_uint8(batch: np.ndarray, info: ModelInfo) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Three kinds, chosen with ``TorchEngineConfig(artifact=...)``:
 
-* ``"precompiled"``: ``torch.compile(...).aot_compile()`` per batch size
+* ``"precompiled"`` (the default): ``torch.compile(...).aot_compile()`` per batch size
   (:mod:`yoloquant.backends.torch.precompiled`): loading runs no Dynamo and no inductor, and the file carries
   its Triton kernels, so it also loads on another machine with the same PyTorch and GPU. A model Dynamo cannot
   trace as one graph falls back to the inductor cache (``ArtifactMeta.fallback`` says why), and later builds
@@ -11,11 +11,12 @@ Three kinds, chosen with ``TorchEngineConfig(artifact=...)``:
   ``torch._inductor.aoti_compile_and_package``): the compiled model as a shared library plus its weights.
   Loading it (``aoti_load_package``) runs no Dynamo, no inductor and not even Ultralytics; every batch size up to
   ``max_batch`` runs from the one package. Before the first load a child process loads it
-  (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a process that did not build the
-  package dies with SIGSEGV inside ``aoti_load_package`` (in the package's own ``std::regex`` code, which points to
-  a C++ library mismatch on that machine), so this kind is refused there with the fix; on the CPU
-  with torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
-* ``"inductor-cache"`` (the default): inductor's compiled code through PyTorch's cache API
+  (:func:`check_package_loads`): on the lent H200 with torch 2.11.0+cu130 a package whose C++ wrapper was
+  compiled by that machine's ``CXX`` (``/opt/gcc/bin/g++``, whose ``wrapper.so`` lists no ``libstdc++``) dies with
+  SIGSEGV inside ``aoti_load_package`` (in the wrapper's own ``std::regex`` code), while the same package compiled
+  by the system's ``/usr/bin/g++`` loads; a package that does not load is refused with that fix. On the CPU with
+  torch 2.14 a new process loads YOLOv8n's package in 1.4 s.
+* ``"inductor-cache"``: inductor's compiled code through PyTorch's cache API
   (``torch.compiler.save_cache_artifacts`` / ``load_cache_artifacts``): loading skips code generation and
   autotuning, but Dynamo still traces the model once per batch size (seconds each).
 
@@ -148,9 +149,7 @@ def save_package(folder: Path, module: Any, meta: ArtifactMeta) -> Path:
             torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
     except Exception as exc:  # export and inductor raise assorted types
         partial.unlink(missing_ok=True)
-        msg = (
-            f"compiling the AOTInductor package in {folder} failed: {exc}; TorchEngineConfig(artifact='inductor-cache')"
-        )
+        msg = f"compiling the AOTInductor package in {folder} failed: {exc}; TorchEngineConfig(artifact='precompiled')"
         raise EngineBuildError(msg, artifact=folder) from exc
     os.replace(partial, folder / _FILES["aoti"])
     return save_meta(folder, meta)
@@ -192,9 +191,22 @@ def check_package_loads(folder: Path) -> None:
         crash = " (SIGSEGV: a crash inside PyTorch)" if found["status"] == -11 else ""
         msg = (
             f"the AOTInductor package {path} does not load in a new process with torch {torch_version}: exit "
-            f"{found['status']}{crash}; {found['stderr']!r}. Use TorchEngineConfig(artifact='inductor-cache')"
+            f"{found['status']}{crash}; {found['stderr']!r}. Inductor compiles a package's C++ wrapper here with "
+            f"{_cpp_compiler()}; where that toolchain links libstdc++ unlike this process, build with the system's "
+            "compiler (CXX=/usr/bin/g++, set before torch is imported) and rebuild=True, or use "
+            "TorchEngineConfig(artifact='precompiled')"
         )
         raise EngineBuildError(msg, artifact=path)
+
+
+def _cpp_compiler() -> str:
+    """The C++ compiler inductor builds a package's wrapper with (``CXX``, else ``g++``)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return str(get_cpp_compiler())
+    except Exception:  # a private API: the message must not fail for it
+        return os.environ.get("CXX", "g++")
 
 
 def read_meta(folder: Path) -> ArtifactMeta | None:

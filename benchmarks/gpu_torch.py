@@ -1,7 +1,10 @@
 """The compiled-PyTorch engine on a GPU (#15): latency, end to end vs Ultralytics, load, streams, GPU letterbox mAP.
 
-    YOLO_OFFLINE=1 python benchmarks/gpu_torch.py --out benchmarks/results/gpu-torch-h200.json \\
-        [--eval-data .gpu-data/cvp/images] [--phase speed|map|all]
+    YOLO_OFFLINE=1 PYTHONPYCACHEPREFIX=/tmp/pyc python benchmarks/gpu_torch.py \\
+        --out benchmarks/results/gpu-torch-h200.json [--eval-data .gpu-data/cvp/images] [--phase speed|map|all]
+
+(``PYTHONPYCACHEPREFIX``, with ``PYTHONDONTWRITEBYTECODE`` unset, where the Python keeps no ``.pyc`` files for
+torch: the engine loads in fresh processes are timed as an installation with them runs them.)
 
 Speeds are medians of interleaved rounds in one process (every variant timed in each round, in turn).
 End to end = decoded uint8 frames in memory -> letterbox -> infer -> decode + NMS -> boxes in frame pixels.
@@ -37,7 +40,7 @@ def _export(tmp: Path) -> Any:
 
 
 def _build(model: Any, art: Path, *, compile_: bool = True, batch_sizes: tuple[int, ...] = (1, 16),
-           artifact: str = "inductor-cache") -> Any:  # fmt: skip
+           artifact: str = "precompiled") -> Any:  # fmt: skip
     from yoloquant.backends.torch.engine import TorchEngineBuilder, TorchEngineConfig
 
     cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_,
@@ -161,7 +164,7 @@ def _throughput(engines: dict[str, Any], frames: list[np.ndarray], rounds: int) 
     cases: dict[str, Any] = {}
     for b in (1, 16):
         cases[f"ultralytics_b{b}"] = _e2e_ultralytics(frames, b)
-        cases[f"yoloquant_b{b}"] = _e2e_torch(engines["inductor"], frames, b)  # step by step (earlier rows)
+        cases[f"yoloquant_b{b}"] = _e2e_torch(engines["default"], frames, b)  # step by step (earlier rows)
         for name, engine in engines.items():
             cases[f"predictor_{name}_b{b}"] = _e2e_predictor(engine, frames, b)
     for fn in cases.values():
@@ -215,7 +218,7 @@ def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
     }
 
 
-def _load_seconds(art: Path, model: Any, artifact: str = "inductor-cache", *, env: dict[str, str] | None = None,
+def _load_seconds(art: Path, model: Any, artifact: str = "precompiled", *, env: dict[str, str] | None = None,
                   profile: Path | None = None, stderr_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """A fresh process builds the engine from the saved compiled code (or compiles it, when there is none yet):
     seconds of the build and of the whole process; a crash or an error is recorded, not raised. ``profile``:
@@ -280,10 +283,10 @@ def _load_experiments(model: Any, tmp: Path) -> dict[str, Any]:
     pre, ind = tmp / "precompiled", tmp / "inductor"
     pc = "precompiled"
     out: dict[str, Any] = {"precompiled_cold": _load_seconds(pre, model, pc)}
-    out["inductor_cold"] = _load_seconds(ind, model)
+    out["inductor_cold"] = _load_seconds(ind, model, "inductor-cache")
     for r in (1, 2):
         out[f"precompiled_load_{r}"] = _load_seconds(pre, model, pc)
-        out[f"inductor_load_{r}"] = _load_seconds(ind, model)
+        out[f"inductor_load_{r}"] = _load_seconds(ind, model, "inductor-cache")
         print(json.dumps(out), flush=True)
     empty = {"TORCHINDUCTOR_CACHE_DIR": str(tmp / "c0")}  # another machine: nothing in inductor's local cache
     out["precompiled_load_empty_cache"] = _load_seconds(pre, model, pc, env=empty)
@@ -351,17 +354,21 @@ def _map(model: Any, art: Path, data: Path) -> dict[str, Any]:
 
 
 def _speed(report: dict[str, Any], model: Any, art: Path, tmp: Path, args: argparse.Namespace) -> None:
-    """Builds and loads (inductor cache, AOTInductor package), latency, end to end and streams, into ``report``."""
+    """Build and load of the default kind (precompiled; with ``--aoti`` also an AOTInductor package), latency, end
+    to end and streams, into ``report``. Start it with ``PYTHONPYCACHEPREFIX`` set (and no
+    ``PYTHONDONTWRITEBYTECODE``) to time the load as a Python with ``.pyc`` files for torch runs it."""
     start = time.perf_counter()
     engine = _build(model, art)
     report["cold_build_s"] = round(time.perf_counter() - start, 1)
     report |= _load_seconds(art, model)
-    report["aoti"] = {"cold_build": _load_seconds(tmp / "aoti", model, "aoti")}  # a fresh process compiles
-    report["aoti"]["load"] = _load_seconds(tmp / "aoti", model, "aoti")  # and another loads the package
+    report["pycache_prefix"] = sys.pycache_prefix
     print(json.dumps(report, indent=1), flush=True)
-    engines = {"inductor": engine}
-    if "error" not in report["aoti"]["load"]:
-        engines["aoti"] = _build(model, tmp / "aoti", artifact="aoti")
+    engines = {"default": engine}
+    if args.aoti:
+        report["aoti"] = {"cold_build": _load_seconds(tmp / "aoti", model, "aoti")}  # a fresh process compiles
+        report["aoti"]["load"] = _load_seconds(tmp / "aoti", model, "aoti")  # and another loads the package
+        if "error" not in report["aoti"]["load"]:
+            engines["aoti"] = _build(model, tmp / "aoti", artifact="aoti")
     with _build(model, tmp / "eager", compile_=False) as eager:
         report["latency_ms"] = _latency(engine, eager, args.rounds)
         if "aoti" in engines:
@@ -394,6 +401,7 @@ def main() -> None:
     ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--frames-per-engine", type=int, default=2000)
+    ap.add_argument("--aoti", action="store_true", help="also build, load and time an AOTInductor package")
     args = ap.parse_args()
     if args.phase == "load":
         _load_phase(args.art, args.onnx, args.artifact, args.profile)

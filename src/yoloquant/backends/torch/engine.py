@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from yoloquant._lifecycle import ClosesOnExit
 from yoloquant._optional import available, require
 from yoloquant.artifacts import ModelInfo, OnnxModel
 from yoloquant.backends.registry import register_runtime
+from yoloquant.backends.torch.bytecode import warn_if_compiled_from_source
 from yoloquant.backends.torch.compiled import (
     ARTIFACT_KINDS,
     ArtifactMeta,
@@ -351,6 +353,9 @@ class TorchEngineBuilder:
             raise EngineBuildError(msg, artifact=checkpoint) from exc
         engine.loaded_artifact, engine.build_seconds = loaded is not None, clock.total()
         engine.build_phases = {k: round(v, 3) for k, v in clock.phases.items()}
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is not None and dynamo.__file__:  # imported by this build: did Python compile it from source?
+            warn_if_compiled_from_source(Path(dynamo.__file__))
         return engine
 
     def _function(self, model: OnnxModel, meta: ArtifactMeta, loaded: ArtifactMeta | None, *,

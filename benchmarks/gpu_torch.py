@@ -64,6 +64,19 @@ def _timed(fn: Any) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def interleaved_medians(cases: dict[str, Any], rounds: int, *, warmup: int, timer: Any = _timed) -> dict[str, float]:
+    """Each case run ``warmup`` times, then timed once per round in turn (interleaved); the median per case, in
+    ``timer``'s unit (``_timed``: ms with the GPU synchronized around the call)."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for k, fn in cases.items():
+            samples[k].append(timer(fn))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def _e2e_torch(engine: Any, frames: list[np.ndarray], batch: int) -> Any:
     import torch
 
@@ -113,6 +126,8 @@ def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
     batch 1 also the host copy of a plain array into the staging buffer, before the call and alone."""
     import torch
 
+    from yoloquant.backends.torch.replay import copy_into
+
     x1 = np.random.default_rng(0).integers(0, 255, (1, 3, 640, 640), dtype=np.uint8)
     x16 = np.random.default_rng(1).integers(0, 255, (16, 3, 640, 640), dtype=np.uint8)
     staged1 = engine.staging_buffer(1)
@@ -128,11 +143,11 @@ def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
 
     def staged_torch_fill_infer() -> None:  # the copy infer() makes of a plain array, done before the call
         buf = engine.staging_buffer(1)
-        torch.from_numpy(buf).copy_(torch.from_numpy(x1))
+        copy_into(torch.from_numpy(buf), x1)
         engine.infer(buf)
 
     def torch_fill_only() -> None:  # that copy alone, timed in the same rounds (caches as the calls leave them)
-        torch.from_numpy(staged1).copy_(torch.from_numpy(x1))
+        copy_into(torch.from_numpy(staged1), x1)
 
     cases = {
         "compiled_infer_b1": lambda: engine.infer(x1),
@@ -149,14 +164,7 @@ def _latency(engine: Any, eager: Any, rounds: int) -> dict[str, float]:
         "compiled_upload_run_b16": lambda: engine.infer_async(x16, download=False).synchronize(),
         "eager_graph_infer_b16": lambda: eager.infer(x16),
     }
-    samples: dict[str, list[float]] = {k: [] for k in cases}
-    for fn in cases.values():
-        for _ in range(20):
-            fn()
-    for _ in range(rounds):  # interleaved: every case once per round
-        for k, fn in cases.items():
-            samples[k].append(_timed(fn))
-    return {k: round(statistics.median(v), 4) for k, v in samples.items()}
+    return {k: round(v, 4) for k, v in interleaved_medians(cases, rounds, warmup=20).items()}
 
 
 def _throughput(engines: dict[str, Any], frames: list[np.ndarray], rounds: int) -> dict[str, float]:
@@ -167,14 +175,9 @@ def _throughput(engines: dict[str, Any], frames: list[np.ndarray], rounds: int) 
         cases[f"yoloquant_b{b}"] = _e2e_torch(engines["default"], frames, b)  # step by step (earlier rows)
         for name, engine in engines.items():
             cases[f"predictor_{name}_b{b}"] = _e2e_predictor(engine, frames, b)
-    for fn in cases.values():
-        fn()
-    samples: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(rounds):
-        for k, fn in cases.items():
-            samples[k].append(_timed(fn))
     n = {k: len(frames) - len(frames) % int(k.split("_b")[1]) for k in cases}
-    out = {f"{k}_img_s": round(n[k] / (statistics.median(v) / 1000), 1) for k, v in samples.items()}
+    medians = interleaved_medians(cases, rounds, warmup=1)
+    out = {f"{k}_img_s": round(n[k] / (ms / 1000), 1) for k, ms in medians.items()}
     for k in cases:
         if not k.startswith("ultralytics"):
             b = k.split("_b")[1]

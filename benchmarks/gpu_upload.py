@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
+from gpu_torch import interleaved_medians  # this folder's GPU benchmark (its folder is on sys.path)
+
+from yoloquant.backends.torch.replay import copy_into
+
+
+def _wall_us(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e6
 
 
 def main() -> None:
@@ -36,8 +44,8 @@ def main() -> None:
     def numpy_copy() -> None:
         pinned.numpy()[...] = x
 
-    def torch_copy() -> None:
-        pinned.copy_(torch.from_numpy(x))
+    def torch_copy() -> None:  # what TorchEngine.infer does with a plain array
+        copy_into(pinned, x)
 
     cases: dict[str, Callable[[], None]] = {
         "numpy_to_pinned": numpy_copy,
@@ -47,17 +55,9 @@ def main() -> None:
         "torch_to_pinned_then_upload": lambda: (torch_copy(), upload(pinned)),
         "pageable_upload": lambda: upload(torch.from_numpy(x)),
     }
-    samples: dict[str, list[float]] = {k: [] for k in cases}
-    for fn in cases.values():
-        for _ in range(50):
-            fn()
-    for _ in range(args.rounds):
-        for k, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            samples[k].append((time.perf_counter() - start) * 1e6)
+    medians = interleaved_medians(cases, args.rounds, warmup=50, timer=_wall_us)
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    print(json.dumps(report | {k: round(statistics.median(v), 1) for k, v in samples.items()}))
+    print(json.dumps(report | {k: round(v, 1) for k, v in medians.items()}))
 
 
 if __name__ == "__main__":

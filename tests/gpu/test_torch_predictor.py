@@ -66,7 +66,7 @@ def _assert_same(got: list[Detections], want: list[Detections], *, at_least: int
         np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-2)
 
 
-@pytest.mark.parametrize(("batch_size", "depth"), [(1, 1), (4, 2)])
+@pytest.mark.parametrize(("batch_size", "depth"), [(1, 1), (1, 2), (4, 2)])  # depth 2: two streams
 def test_predict_equals_the_step_by_step_gpu_path(engine: Any, batch_size: int, depth: int) -> None:
     with TorchPredictor(engine, conf=0.25, depth=depth) as predictor:
         got = predictor.predict(FRAMES, batch_size=batch_size)  # 17 frames: the last batch of 4 is partial

@@ -12,8 +12,9 @@ The end-to-end path of :class:`~yoloquant.backends.torch.engine.TorchEngine` for
    chains than ``nms_rounds``) is decoded again from the model's outputs by the exact dynamic-shape decoder
    (:func:`yoloquant.postprocess.gpu.decode_torch`); the results are the same either way.
 
-``depth`` batches are in flight: while the GPU runs one, the host uploads and letterboxes the next, so the host
-work and the GPU work overlap. Detect models only (DFL or end-to-end heads).
+``depth`` batches are in flight, each on its own CUDA stream: while the GPU runs one, the host uploads and
+letterboxes the next, and at small batch sizes the GPU runs the kernels of two batches side by side (a batch of
+one leaves most of the GPU idle). Detect models only (DFL or end-to-end heads).
 
 Example:
     >>> engine = TorchEngineBuilder(TorchEngineConfig(precision="fp16")).build(model)  # doctest: +SKIP
@@ -45,7 +46,7 @@ __all__ = ["TorchPredictor"]
 
 
 class _Slot:
-    """One batch in flight: its graph (model + decode), parameters, pinned buffers and completion event."""
+    """One batch in flight: its stream, graph (model + decode), parameters, pinned buffers and completion event."""
 
     def __init__(self, engine: TorchEngine, batch_size: int, spec: StaticDecode) -> None:
         torch = require("torch")
@@ -59,13 +60,15 @@ class _Slot:
         self.frames_dev = torch.empty(0, dtype=torch.uint8, device=engine.device)
         self.done = torch.cuda.Event()
         self.metas: list[LetterboxMeta] = []
+        self.stream = torch.cuda.Stream(engine.device)
+        self.stream.wait_stream(torch.cuda.current_stream(engine.device))  # the buffers' fills above
 
     def _decode(self, outputs: list[Any]) -> list[Any]:
         out = decode_static(outputs[0], self.params, self.spec)
         return [out.table, out.count, out.exact, outputs[0]]  # the raw output stays for the exact decoder
 
     def submit(self, frames: Sequence[np.ndarray]) -> None:
-        """Queue upload, letterbox, replay and download of ``frames`` (at most ``batch_size``) on the engine's
+        """Queue upload, letterbox, replay and download of ``frames`` (at most ``batch_size``) on the slot's
         stream. The slot must be free (:meth:`collect` ed)."""
         torch = require("torch")
         sizes = [f.nbytes for f in frames]
@@ -77,7 +80,7 @@ class _Slot:
         offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         for frame, a, b in zip(frames, offsets, offsets[1:], strict=False):
             staging[a:b] = frame.reshape(-1)
-        stream = self.engine.stream
+        stream = self.stream
         with torch.cuda.stream(stream):
             self.frames_dev[:total].copy_(self.frames_host[:total], non_blocking=True)
             self.metas = []
@@ -111,7 +114,7 @@ class _Slot:
         is not launched again before it is collected)."""
         torch = require("torch")
         spec = self.spec
-        with torch.cuda.stream(self.engine.stream):
+        with torch.cuda.stream(self.stream):
             raw = self.replay.outputs[3][i : i + 1]
             (dets,) = decode_torch(raw, self.engine.info, conf=spec.conf, iou=spec.iou, max_det=spec.max_det,
                                    multi_label=spec.multi_label)  # fmt: skip
@@ -122,8 +125,8 @@ class TorchPredictor(ClosesOnExit):
     """Frames -> letterbox -> model -> decode + NMS -> frame pixels, on one :class:`TorchEngine` (see the module).
 
     Args:
-        engine: A detect model's torch engine; the predictor runs on its stream and captures its own graphs
-            (the engine's ``infer`` keeps working). One predictor per thread.
+        engine: A detect model's torch engine; the predictor captures its own graphs and runs each batch in
+            flight on a stream of its own (the engine's ``infer`` keeps working). One predictor per thread.
         conf, iou, max_det, multi_label: As :func:`yoloquant.postprocess.decode.decode` (``yolo predict``'s
             defaults).
         candidates: Candidates per image that go through the in-graph NMS; a crowded image with more is

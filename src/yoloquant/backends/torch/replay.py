@@ -31,7 +31,10 @@ class Replay:
         self.graph = None
         if graph:
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph), torch.inference_mode():
+            # Captured on its own stream, not torch's one default capture stream: cuBLAS keeps a workspace per
+            # stream, and a graph keeps the one it was captured with, so two graphs captured on one stream would
+            # share it when they replay side by side (TorchPredictor's slots, on_stream twins).
+            with torch.cuda.graph(self.graph, stream=side), torch.inference_mode():
                 self.outputs = self._call()
         # The graph reads tensors the model keeps as attributes (the head's anchors and strides, made on the
         # first call at a new shape). The next batch size's warm-up replaces them, which would free the memory

@@ -162,7 +162,8 @@ class TorchEngine(ClosesOnExit):
     def capture(self, batch_size: int, post: Any) -> Replay:
         """A new replay of the model followed by ``post`` (its outputs -> tensors) in one CUDA graph, with its own
         input and outputs (:class:`~yoloquant.backends.torch.predictor.TorchPredictor` captures its decode so).
-        Call it on the engine's stream's device; the caller orders its launches on :attr:`stream`."""
+        Call it on the engine's stream's device; the replay runs on whatever stream is current when the caller
+        launches it (the predictor gives each batch in flight its own)."""
         if self._fn is None:
             msg = "this TorchEngine is closed"
             raise InferenceError(msg)

@@ -29,7 +29,6 @@ def main(out: Path) -> None:
     report: dict[str, Any] = {"build_s": round(time.perf_counter() - start, 1)}
     frames = g._frames()
     cases: dict[str, Any] = {}
-    n: dict[str, int] = {}
     for b in (1, 16):
         own, shared = TorchPredictor(engine, conf=0.25), TorchPredictor(engine, conf=0.25)
         own.prepare(b)
@@ -46,12 +45,8 @@ def main(out: Path) -> None:
         cases[f"ultralytics_b{b}"] = g._e2e_ultralytics(frames, b)
         cases[f"own_streams_b{b}"] = lambda p=own, u=usable, b=b: p.predict(u, batch_size=b)
         cases[f"engine_stream_b{b}"] = lambda p=shared, u=usable, b=b: p.predict(u, batch_size=b)
-        n.update({k: len(usable) for k in cases if k.endswith(f"_b{b}")})
-    medians = g.interleaved_medians(cases, 15, warmup=2)
-    report["img_s"] = {k: round(n[k] / (ms / 1000), 1) for k, ms in medians.items()}
-    for b in (1, 16):
-        for k in ("own_streams", "engine_stream"):
-            report[f"ratio_{k}_b{b}"] = round(report["img_s"][f"{k}_b{b}"] / report["img_s"][f"ultralytics_b{b}"], 2)
+    report["img_s"] = g.images_per_s(g.interleaved_medians(cases, 15, warmup=2), len(frames))
+    report |= g.ratios_to_ultralytics(report["img_s"])
     print(json.dumps(report, indent=1))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

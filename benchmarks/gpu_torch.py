@@ -40,11 +40,12 @@ def _export(tmp: Path) -> Any:
 
 
 def _build(model: Any, art: Path, *, compile_: bool = True, batch_sizes: tuple[int, ...] = (1, 16),
-           artifact: str = "precompiled") -> Any:  # fmt: skip
+           artifact: str | None = None) -> Any:  # fmt: skip
+    """An FP16 engine; ``artifact`` None: the engine's default kind."""
     from yoloquant.backends.torch.engine import TorchEngineBuilder, TorchEngineConfig
 
-    cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_,
-                            artifact=artifact)  # fmt: skip
+    kind = {} if artifact is None else {"artifact": artifact}
+    cfg = TorchEngineConfig(precision="fp16", batch_sizes=batch_sizes, artifact_dir=art, compile=compile_, **kind)
     return TorchEngineBuilder(cfg).build(model)
 
 
@@ -181,14 +182,26 @@ def _throughput(engines: dict[str, Any], frames: list[np.ndarray], rounds: int) 
         cases[f"yoloquant_b{b}"] = _e2e_torch(engines["default"], frames, b)  # step by step (earlier rows)
         for name, engine in engines.items():
             cases[f"predictor_{name}_b{b}"] = _e2e_predictor(engine, frames, b)
-    n = {k: len(frames) - len(frames) % int(k.split("_b")[1]) for k in cases}
-    medians = interleaved_medians(cases, rounds, warmup=1)
-    out = {f"{k}_img_s": round(n[k] / (ms / 1000), 1) for k, ms in medians.items()}
-    for k in cases:
-        if not k.startswith("ultralytics"):
-            b = k.split("_b")[1]
-            out[f"ratio_{k}"] = round(out[f"{k}_img_s"] / out[f"ultralytics_b{b}_img_s"], 2)
+    img_s = images_per_s(interleaved_medians(cases, rounds, warmup=1), len(frames))
+    return {f"{k}_img_s": v for k, v in img_s.items()} | ratios_to_ultralytics(img_s)
+
+
+def images_per_s(medians_ms: dict[str, float], frames: int) -> dict[str, float]:
+    """Images per second of end-to-end cases named ``..._b<batch>`` that each ran the whole batches of ``frames``."""
+    out = {}
+    for k, ms in medians_ms.items():
+        batch = int(k.rsplit("_b", 1)[1])
+        out[k] = round((frames - frames % batch) / (ms / 1000), 1)
     return out
+
+
+def ratios_to_ultralytics(img_s: dict[str, float]) -> dict[str, float]:
+    """``ratio_<case>``: each case's images per second over ``ultralytics_b<batch>``'s at its batch size."""
+    return {
+        f"ratio_{k}": round(v / img_s[f"ultralytics_b{k.rsplit('_b', 1)[1]}"], 2)
+        for k, v in img_s.items()
+        if not k.startswith("ultralytics")
+    }
 
 
 def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
@@ -227,13 +240,14 @@ def _streams(engine: Any, frames_per_engine: int) -> dict[str, Any]:
     }
 
 
-def _load_seconds(art: Path, model: Any, artifact: str = "precompiled", *, env: dict[str, str] | None = None,
+def _load_seconds(art: Path, model: Any, artifact: str | None = None, *, env: dict[str, str] | None = None,
                   profile: Path | None = None, stderr_to: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """A fresh process builds the engine from the saved compiled code (or compiles it, when there is none yet):
     seconds of the build and of the whole process; a crash or an error is recorded, not raised. ``profile``:
     the build's cProfile statistics go to that file; ``stderr_to``: the process's stderr is kept there."""
     cmd = [sys.executable, __file__, "--phase", "load", "--art", str(art), "--onnx", str(model.path), "--out", "-",
-           "--artifact", artifact, *(["--profile", str(profile)] if profile else [])]  # fmt: skip
+           *(["--artifact", artifact] if artifact else []),
+           *(["--profile", str(profile)] if profile else [])]  # fmt: skip
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, timeout=400,
@@ -248,7 +262,7 @@ def _load_seconds(art: Path, model: Any, artifact: str = "precompiled", *, env: 
     return found | {"process_wall_s": round(time.perf_counter() - start, 2), "env": env or {}}
 
 
-def _load_phase(art: Path, onnx: Path, artifact: str, profile: Path | None) -> None:
+def _load_phase(art: Path, onnx: Path, artifact: str | None, profile: Path | None) -> None:
     import cProfile
     import io
     import pstats
@@ -273,7 +287,7 @@ def _load_phase(art: Path, onnx: Path, artifact: str, profile: Path | None) -> N
         "loaded_from_artifact": engine.loaded_artifact,
         "load_phases_s": engine.build_phases,
         "first_infer_ms": round((time.perf_counter() - first) * 1e3, 2),
-        "artifact": artifact,
+        "artifact": engine.config.artifact,
         "pycache_prefix": sys.pycache_prefix,
         "dont_write_bytecode": sys.flags.dont_write_bytecode,
     }
@@ -404,7 +418,7 @@ def main() -> None:
                                         "load-profile", "load-bytecode"),
                     default="all")  # fmt: skip
     ap.add_argument("--art", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--artifact", default="precompiled", help=argparse.SUPPRESS)
+    ap.add_argument("--artifact", help=argparse.SUPPRESS)  # default: the engine's default kind
     ap.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--onnx", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--eval-data", type=Path, default=ROOT / ".gpu-data" / "cvp" / "images")
